@@ -1,0 +1,49 @@
+"""The extractor contract: one utterance's media in, one fixed-size float32 vector out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+class ExtractorError(ValueError):
+    """Input an extractor cannot turn into features (wrong rate, corrupt or empty media)."""
+
+
+@dataclass(frozen=True)
+class UtteranceMedia:
+    """What one utterance carries into feature extraction.
+
+    Parameters:
+        text: the transcript, if known.
+        audio: float32 mono samples in [-1, 1].
+        sample_rate: samples per second of ``audio``.
+        frames: BGR uint8 video frames seen during the utterance.
+    """
+
+    text: str | None = None
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+    frames: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A per-utterance vector, or an explicit "absent" (``valid=False``, zeros) when the modality has no signal."""
+
+    vector: np.ndarray
+    valid: bool = True
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    name: str
+    modality: str  # "t", "a" or "v"
+    dim: int
+
+    def __call__(self, media: UtteranceMedia) -> Feature: ...
+
+    def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]: ...
