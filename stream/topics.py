@@ -1,0 +1,186 @@
+"""MQTT topic names of the event schema, built from untrusted session and speaker ids.
+
+Session and speaker ids come from users, transcripts and the MQTT input topic, so a raw id such as
+``"a/b"``, ``"#"`` or ``"$SYS"`` could otherwise escape its topic level, subscribe-match other sessions or
+address broker-internal topics. :func:`topic_level` turns any id into exactly one safe level by
+percent-encoding (UTF-8) every character outside a conservative set, which is reversible
+(:func:`decode_level`) and therefore collision-free for ids up to :data:`MAX_LEVEL_BYTES`; longer ids
+are cut and suffixed with a SHA-256 digest of the full id, so distinct long ids still get distinct levels.
+
+Schema (``<root>`` is ``pcgnet`` by default)::
+
+    <root>/<session>/emotion              one event per utterance
+    <root>/<session>/shift                emotion-shift events
+    <root>/<session>/speakers/<speaker>   retained current state per speaker
+    <root>/<session>/in/utterance         input: utterances posted by an external ASR/agent
+    <root>/<session>/error                rejected input and runtime faults (rate-limited)
+    <root>/status                         online/offline (retained, last will)
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "MAX_LEVEL_BYTES",
+    "decode_level",
+    "emotion_topic",
+    "error_topic",
+    "input_filter",
+    "input_topic",
+    "session_from_input_topic",
+    "shift_topic",
+    "speaker_topic",
+    "speakers_filter",
+    "status_topic",
+    "topic_level",
+]
+
+DEFAULT_ROOT = "pcgnet"
+MAX_LEVEL_BYTES = 128
+"""Upper bound of one encoded level; longer ids are cut and get a digest suffix."""
+
+_DIGEST_CHARS = 16
+# Characters kept as they are (besides printable non-ASCII, see _keep). '%' is the escape character and
+# so must itself be escaped; '/', '+', '#' are MQTT level separator and wildcards; space is escaped so
+# that levels stay copy-pasteable into mosquitto_sub.
+# '~' is escaped too: a raw '~' appears only in front of the digest of a cut id, so a short id can never
+# be crafted to collide with the level of a long one.
+_UNSAFE_ASCII = frozenset("%/+#~")
+
+
+def _keep(ch: str) -> bool:
+    if ch in _UNSAFE_ASCII or ch == " ":
+        return False
+    # isprintable() is False for control (Cc), format (Cf, e.g. bidi overrides), surrogate,
+    # private-use and unassigned code points and for all separators except the ASCII space.
+    return ch.isprintable()
+
+
+def _escape(ch: str) -> str:
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+
+
+def topic_level(raw_id: str) -> str:
+    """Encodes an id as one safe MQTT topic level.
+
+    The result is non-empty, contains no ``/``, ``+``, ``#``, NUL or control characters, never starts
+    with ``$``, and is at most :data:`MAX_LEVEL_BYTES` UTF-8 bytes long.
+
+    Raises:
+        ValueError: ``raw_id`` is empty or not a string.
+    """
+    if not isinstance(raw_id, str):
+        raise ValueError(f"topic id must be a string, got {type(raw_id).__name__}")
+    if raw_id == "":
+        raise ValueError("topic id must not be empty")
+    parts = [ch if _keep(ch) else _escape(ch) for ch in raw_id]
+    if parts[0] == "$":  # '$...' topics are reserved for the broker ($SYS) and never match '#'
+        parts[0] = "%24"
+    level = "".join(parts)
+    if len(level.encode("utf-8")) <= MAX_LEVEL_BYTES:
+        return level
+    digest = hashlib.sha256(raw_id.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    budget = MAX_LEVEL_BYTES - _DIGEST_CHARS - 1
+    head: list[str] = []
+    used = 0
+    for piece in parts:  # cut on whole pieces so no escape sequence or UTF-8 character is split
+        size = len(piece.encode("utf-8"))
+        if used + size > budget:
+            break
+        head.append(piece)
+        used += size
+    return "".join(head) + "~" + digest
+
+
+def decode_level(level: str) -> str:
+    """Inverse of :func:`topic_level` for ids that were not cut (no digest suffix).
+
+    Raises:
+        ValueError: ``level`` is not a valid encoded level (bad escape, invalid UTF-8, a raw unsafe
+            character, or empty).
+    """
+    if not level:
+        raise ValueError("empty topic level")
+    out = bytearray()
+    i = 0
+    while i < len(level):
+        ch = level[i]
+        if ch == "%":
+            hexpair = level[i + 1 : i + 3]
+            if len(hexpair) != 2 or any(c not in "0123456789abcdefABCDEF" for c in hexpair):
+                raise ValueError(f"bad escape {level[i : i + 3]!r} in topic level")
+            out.append(int(hexpair, 16))
+            i += 3
+            continue
+        if not _keep(ch):
+            raise ValueError(f"character {ch!r} not allowed unescaped in a topic level")
+        out += ch.encode("utf-8")
+        i += 1
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("topic level does not decode to UTF-8") from None
+
+
+def _root(root: str) -> str:
+    if not root or any(c in root for c in "+#\x00") or root.startswith("$") or root.endswith("/"):
+        raise ValueError(f"bad topic root {root!r}")
+    return root
+
+
+def emotion_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/<session>/emotion``."""
+    return f"{_root(root)}/{topic_level(session_id)}/emotion"
+
+
+def shift_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/<session>/shift``."""
+    return f"{_root(root)}/{topic_level(session_id)}/shift"
+
+
+def speaker_topic(session_id: str, speaker: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/<session>/speakers/<speaker>`` (published retained)."""
+    return f"{_root(root)}/{topic_level(session_id)}/speakers/{topic_level(speaker)}"
+
+
+def speakers_filter(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    """Subscription filter for all speakers of one session."""
+    return f"{_root(root)}/{topic_level(session_id)}/speakers/+"
+
+
+def input_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/<session>/in/utterance``: where an external ASR or agent posts utterances."""
+    return f"{_root(root)}/{topic_level(session_id)}/in/utterance"
+
+
+def input_filter(*, root: str = DEFAULT_ROOT) -> str:
+    """Subscription filter for the input topic of every session."""
+    return f"{_root(root)}/+/in/utterance"
+
+
+def error_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/<session>/error``: rejected input messages and runtime faults."""
+    return f"{_root(root)}/{topic_level(session_id)}/error"
+
+
+def status_topic(*, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/status``: retained online/offline state; also the last will."""
+    return f"{_root(root)}/status"
+
+
+def session_from_input_topic(topic: str, *, root: str = DEFAULT_ROOT) -> str:
+    """The decoded session id of an ``<root>/<session>/in/utterance`` topic.
+
+    Raises:
+        ValueError: the topic does not have that shape or its session level is not a valid encoding.
+    """
+    prefix = _root(root) + "/"
+    suffix = "/in/utterance"
+    if not topic.startswith(prefix) or not topic.endswith(suffix):
+        raise ValueError(f"not an input topic: {topic[:200]!r}")
+    level = topic[len(prefix) : len(topic) - len(suffix)]
+    if "/" in level or not level:
+        raise ValueError(f"not an input topic: {topic[:200]!r}")
+    return decode_level(level)
