@@ -1,0 +1,414 @@
+"""`pcgnet prepare-meld`: the MELD annotation CSVs -> the standard MELD feature layout, with our extractors.
+
+The paper's MELD feature pickles cannot be obtained here, but the dialogues can. This module reads the
+official ``{train,dev,test}_sent_emo.csv`` files, extracts text features with a named extractor from
+:mod:`extractors.registry`, and writes the files ``pcgnet train --dataset MELD`` reads (spec section 1.1):
+
+* ``MELD_features_raw1.pkl`` -- the MMGCN 10-tuple (videoIDs, videoSpeakers, videoLabels, videoText,
+  videoAudio, videoVisual, videoSentence, trainVid, testVid, validVid). Audio and visual are *absent*
+  (``None``): MELD's audio/video is not available here and we do not fake it. ``trainVid`` is train+dev
+  as in the original; the 10th item (unused by the paper) holds the dev ids so an honest run can select
+  on dev.
+* ``meld_features_roberta.pkl`` -- the COSMIC 11-tuple. Our text vector fills all four "roberta" slots
+  (as the original's MultiEMO switch does), so their mean is exactly the extractor's vector.
+  ``trainIds`` / ``validIds`` / ``testIds`` are the official train / dev / test dialogues.
+* ``MELD_persona.pkl`` -- the given per-utterance persona, re-keyed and length-checked.
+* ``MELD_features_raw1.json`` -- the sidecar ``pcgnet.data`` reads: extractor name and dim, persona source
+  (and the estimator when it is ``estimated``), absent modalities, counts and the inputs' sha256.
+* ``persona_estimator.json`` -- with ``--persona-source estimated``: the ridge estimator fit on train
+  (:mod:`pcgnet.persona`); ``MELD_persona.pkl`` then holds its per-speaker smoothed estimates, exactly
+  what the live runtime computes, and the given persona is only used as the regression target.
+
+Dialogue ids follow the paper: train ``Dialogue_ID`` (0..1038, 60 missing), dev ``id + 1039``, test
+``id + 1153``. Speaker slots are per dialogue in first-appearance order (9 slots, the MELD maximum).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import pickle
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from extractors.base import ExtractorError
+from pcgnet.config import MELD_LABELS
+from pcgnet.persona import DialogueData, PersonaError, PersonaEstimator
+from pcgnet.persona import evaluate as persona_evaluate
+from pcgnet.persona import fit as persona_fit
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+SPLIT_OFFSET = {"train": 0, "dev": 1039, "test": 1153}
+N_SPEAKER_SLOTS = 9
+COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "StartTime", "EndTime")
+FEATURE_FILE = "MELD_features_raw1.pkl"
+TEXT_FILE = "meld_features_roberta.pkl"
+PERSONA_FILE = "MELD_persona.pkl"
+META_FILE = "MELD_features_raw1.json"  # sidecar: <feature pickle stem>.json
+ESTIMATOR_FILE = "persona_estimator.json"
+
+# Windows-1252 punctuation that survived as C1 control characters, plus its Unicode forms. Mapped to
+# ASCII because that is what a live transcript (typed or ASR) carries, so training and live text agree.
+_PUNCT = {
+    "\u0091": "'", "\u0092": "'", "\u2018": "'", "\u2019": "'",
+    "\u0093": '"', "\u0094": '"', "\u201c": '"', "\u201d": '"',
+    "\u0085": "...", "\u2026": "...",
+    "\u0096": "-", "\u2013": "-", "\u0097": " -- ", "\u2014": " -- ",
+    "\u00a0": " ",
+}
+_PUNCT_RE = re.compile("[" + "".join(_PUNCT) + "]")
+_TIME_RE = re.compile(r"^(\d+):(\d\d):(\d\d)(?:[,.](\d{1,3}))?$")
+
+
+class MeldError(ValueError):
+    """A MELD input that cannot be used; the message names the file (and line) and the problem."""
+
+
+@dataclass(frozen=True)
+class MeldUtterance:
+    """One CSV row, cleaned."""
+
+    split: str
+    dialogue: int  # global id (split offset applied)
+    line: int  # CSV line number, for error messages
+    text: str
+    speaker: str
+    label: int  # index into MELD_LABELS
+    start: float  # seconds within the episode
+    end: float
+
+
+@dataclass
+class MeldDialogue:
+    dialogue: int
+    split: str
+    utterances: list[MeldUtterance] = field(default_factory=list)
+
+    @property
+    def speaker_slots(self) -> list[int]:
+        """Per-utterance speaker slot in order of first appearance within the dialogue."""
+        slots: dict[str, int] = {}
+        return [slots.setdefault(u.speaker, len(slots)) for u in self.utterances]
+
+
+def clean_text(text: str) -> str:
+    """Map Windows-1252 leftovers to the intended ASCII punctuation and collapse whitespace."""
+    return " ".join(_PUNCT_RE.sub(lambda m: _PUNCT[m.group(0)], text).split())
+
+
+def parse_time(value: str) -> float:
+    """``HH:MM:SS,mmm`` -> seconds. A short fraction (``,28``) is read as a decimal fraction (0.28 s)."""
+    m = _TIME_RE.match(value.strip())
+    if not m:
+        raise ValueError(f"bad time {value!r} (expected HH:MM:SS,mmm)")
+    h, mi, s, frac = m.groups()
+    return int(h) * 3600 + int(mi) * 60 + int(s) + (float("0." + frac) if frac else 0.0)
+
+
+def read_split(path: Path, split: str) -> list[MeldUtterance]:
+    """Read one ``*_sent_emo.csv`` in row order (``Utterance_ID`` has gaps, so row order is the truth)."""
+    if not path.is_file():
+        raise MeldError(f"{path}: file not found")
+    label_of = {name: i for i, name in enumerate(MELD_LABELS)}
+    out: list[MeldUtterance] = []
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise MeldError(f"{path}: missing column(s) {missing}")
+            for row in reader:
+                line = reader.line_num
+                try:
+                    emotion = row["Emotion"].strip().lower()
+                    if emotion not in label_of:
+                        raise ValueError(f"unknown emotion {row['Emotion']!r}")
+                    text = clean_text(row["Utterance"] or "")
+                    if not text:
+                        raise ValueError("empty utterance")
+                    out.append(MeldUtterance(
+                        split, int(row["Dialogue_ID"]) + SPLIT_OFFSET[split], line, text,
+                        clean_text(row["Speaker"] or "") or "unknown", label_of[emotion],
+                        parse_time(row["StartTime"]), parse_time(row["EndTime"]),
+                    ))
+                except (ValueError, TypeError) as e:
+                    raise MeldError(f"{path}:{line}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise MeldError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    if not out:
+        raise MeldError(f"{path}: no utterances")
+    return out
+
+
+def read_meld(csv_dir: Path) -> dict[int, MeldDialogue]:
+    """All three splits, as dialogues keyed by global id, in split then first-row order."""
+    dialogues: dict[int, MeldDialogue] = {}
+    for split in SPLITS:
+        for u in read_split(csv_dir / f"{split}_sent_emo.csv", split):
+            d = dialogues.setdefault(u.dialogue, MeldDialogue(u.dialogue, split))
+            if d.split != split:
+                raise MeldError(f"{csv_dir}: dialogue id {u.dialogue} of {split} collides with {d.split}")
+            d.utterances.append(u)
+    for d in dialogues.values():
+        n = len(set(d.speaker_slots))
+        if n > N_SPEAKER_SLOTS:
+            raise MeldError(f"{csv_dir}: {d.split} dialogue {d.dialogue} has {n} speakers (max {N_SPEAKER_SLOTS})")
+    return dialogues
+
+
+def load_persona(path: Path, dialogues: dict[int, MeldDialogue]) -> dict[int, np.ndarray]:
+    """The paper's per-utterance persona pickle (a trusted copy), checked against the dialogue lengths."""
+    if not path.is_file():
+        raise MeldError(f"{path}: file not found")
+    with path.open("rb") as f:
+        try:
+            raw = pickle.load(f)  # noqa: S301 - the shared, read-only persona file (data, not a model)
+        except Exception as e:
+            raise MeldError(f"{path}: cannot read persona pickle ({e})") from None
+    if not isinstance(raw, dict):
+        raise MeldError(f"{path}: expected a dict dialogue id -> (n, 5) array, got {type(raw).__name__}")
+    out: dict[int, np.ndarray] = {}
+    for vid, d in dialogues.items():
+        if vid not in raw:
+            raise MeldError(f"{path}: no persona for dialogue {vid}")
+        p = np.asarray(raw[vid], dtype=np.float32)
+        if p.shape != (len(d.utterances), 5):
+            raise MeldError(f"{path}: dialogue {vid} persona shape {p.shape}, expected ({len(d.utterances)}, 5)")
+        if not np.isfinite(p).all():
+            raise MeldError(f"{path}: dialogue {vid} persona has non-finite values")
+        out[vid] = p
+    return out
+
+
+def text_key(extractor: str, text: str) -> str:
+    return hashlib.sha256(f"{extractor}\0{text}".encode()).hexdigest()[:32]
+
+
+class FeatureCache:
+    """Per-extractor vectors keyed by a hash of (extractor name, text), in one ``.npz`` (no pickle)."""
+
+    def __init__(self, directory: Path, extractor: str):
+        self.path = directory / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', extractor)}.npz"
+        self.extractor = extractor
+        self._vectors: dict[str, np.ndarray] = {}
+        if self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    self._vectors = dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
+            except Exception as e:  # a corrupt cache is rebuilt, never trusted
+                log.warning("ignoring unreadable feature cache %s (%s)", self.path, e)
+
+    def get(self, text: str) -> np.ndarray | None:
+        return self._vectors.get(text_key(self.extractor, text))
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        self._vectors[text_key(self.extractor, text)] = np.asarray(vector, dtype=np.float32)
+
+    def save(self) -> None:
+        if not self._vectors:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(self._vectors), dtype="U32")
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=keys, vectors=np.stack(list(self._vectors.values())))
+        tmp.replace(self.path)
+
+
+TextEncoder = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, dim) float32
+
+
+def make_text_encoder(name: str) -> tuple[TextEncoder, int]:
+    """Resolve an extractor name from the registry into a batch text encoder and its dim."""
+    from extractors.base import UtteranceMedia
+    from extractors.registry import create
+
+    ext = create(name)
+    if ext.modality != "t":
+        raise MeldError(f"extractor {name!r} is a {ext.modality!r} extractor, not text")
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        feats = ext.batch([UtteranceMedia(text=t) for t in texts])
+        return np.stack([f.vector for f in feats]).astype(np.float32)
+
+    return encode, int(ext.dim)
+
+
+def extract_texts(
+    texts: Sequence[str], extractor: str, encoder_factory: Callable[[str], tuple[TextEncoder, int]],
+    cache_dir: Path | None, batch_size: int = 64, progress: bool = True,
+) -> np.ndarray:
+    """Vectors for ``texts`` (duplicates encoded once), reusing and filling the feature cache."""
+    cache = FeatureCache(cache_dir, extractor) if cache_dir else None
+    unique = list(dict.fromkeys(texts))
+    todo = [t for t in unique if cache is None or cache.get(t) is None]
+    vectors: dict[str, np.ndarray] = {} if cache is None else {t: v for t in unique if (v := cache.get(t)) is not None}
+    log.info("%s: %d texts, %d unique, %d to encode", extractor, len(texts), len(unique), len(todo))
+    if todo:
+        encode, _dim = encoder_factory(extractor)
+        batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+        with _progress(progress) as bar:
+            task = bar.add_task(f"{extractor}", total=len(todo))
+            for chunk in batches:
+                out = encode(chunk)
+                if out.shape[0] != len(chunk) or not np.isfinite(out).all():
+                    raise MeldError(f"extractor {extractor!r} returned {out.shape} / non-finite values")
+                for t, v in zip(chunk, out, strict=True):
+                    vectors[t] = v
+                    if cache is not None:
+                        cache.put(t, v)
+                bar.advance(task, len(chunk))
+        if cache is not None:
+            cache.save()
+    return np.stack([vectors[t] for t in texts]).astype(np.float32)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    disable=not enabled, transient=False)
+
+
+@dataclass
+class PrepareReport:
+    out: Path
+    extractor: str
+    dim: int
+    dialogues: dict[str, int]
+    utterances: dict[str, int]
+    seconds: float
+
+
+def write_layout(
+    out: Path, dialogues: dict[int, MeldDialogue], text: dict[int, np.ndarray], persona: dict[int, np.ndarray],
+    meta: dict,
+) -> None:
+    """Write the three standard pickles plus ``meta.json`` (spec 1.1 layouts, audio/visual absent)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ids = {s: [v for v, d in dialogues.items() if d.split == s] for s in SPLITS}
+    eye = np.eye(N_SPEAKER_SLOTS, dtype=np.float32)
+    video_ids = {v: [f"{d.split}_dia{v - SPLIT_OFFSET[d.split]}_utt{i}" for i in range(len(d.utterances))]
+                 for v, d in dialogues.items()}
+    speakers = {v: [eye[s].tolist() for s in d.speaker_slots] for v, d in dialogues.items()}
+    labels = {v: [u.label for u in d.utterances] for v, d in dialogues.items()}
+    sentences = {v: [u.text for u in d.utterances] for v, d in dialogues.items()}
+    names = {v: [u.speaker for u in d.utterances] for v, d in dialogues.items()}
+    text_lists = {v: [row for row in text[v]] for v in dialogues}
+    mmgcn = (video_ids, speakers, labels, text_lists, None, None, sentences,
+             ids["train"] + ids["dev"], ids["test"], ids["dev"])
+    sentiment = {v: [0] * len(d.utterances) for v, d in dialogues.items()}  # unused by PCGNet
+    cosmic = (names, labels, sentiment, text_lists, text_lists, text_lists, text_lists, sentences,
+              ids["train"], ids["test"], ids["dev"])
+    for name, obj in ((FEATURE_FILE, mmgcn), (TEXT_FILE, cosmic), (PERSONA_FILE, persona)):
+        tmp = out / (name + ".tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(obj, f, protocol=4)
+        tmp.replace(out / name)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def estimate_persona(
+    dialogues: dict[int, MeldDialogue], text: dict[int, np.ndarray], given: dict[int, np.ndarray],
+    extractor: str, alpha: float,
+) -> tuple[dict[int, np.ndarray], PersonaEstimator, dict[str, dict]]:
+    """Fit the persona estimator on train (ridge chosen on dev) and replace every split's persona by its
+    causal per-speaker smoothed estimate. Returns the new persona, the estimator and R^2 per split."""
+    def data(split: str) -> list[DialogueData]:
+        return [DialogueData(text[v], d.speaker_slots, given[v]) for v, d in dialogues.items() if d.split == split]
+
+    est = persona_fit(data("train"), data("dev"), extractor=extractor, alpha=alpha)
+    est.fit_stats["test"] = persona_evaluate(est, data("test"))
+    out = {v: est.estimate_dialogue(text[v], d.speaker_slots) for v, d in dialogues.items()}
+    return out, est, est.fit_stats
+
+
+def prepare_meld(
+    csv_dir: Path, persona_path: Path, out: Path, text_extractor: str = "minilm-l6",
+    cache_dir: Path | None = None, progress: bool = True,
+    encoder_factory: Callable[[str], tuple[TextEncoder, int]] = make_text_encoder,
+    persona_source: str = "given", persona_alpha: float = 0.5,
+) -> PrepareReport:
+    """Read, extract, write. ``cache_dir`` defaults to ``OUT/.feature-cache``.
+
+    ``persona_source``: ``given`` (the paper's vectors) or ``estimated`` (see :func:`estimate_persona`).
+    """
+    if persona_source not in ("given", "estimated"):
+        raise MeldError(f"--persona-source {persona_source!r}: expected 'given' or 'estimated'")
+    t0 = time.perf_counter()
+    dialogues = read_meld(csv_dir)
+    persona = load_persona(persona_path, dialogues)
+    order = list(dialogues)
+    texts = [u.text for v in order for u in dialogues[v].utterances]
+    vectors = extract_texts(texts, text_extractor, encoder_factory,
+                            out / ".feature-cache" if cache_dir is None else cache_dir, progress=progress)
+    text: dict[int, np.ndarray] = {}
+    i = 0
+    for v in order:
+        n = len(dialogues[v].utterances)
+        text[v] = vectors[i:i + n]
+        i += n
+    persona_meta: dict = {"source": "given"}
+    if persona_source == "estimated":
+        persona, est, stats = estimate_persona(dialogues, text, persona, text_extractor, persona_alpha)
+        persona_meta = {"source": "estimated", "estimator": est.to_json()}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ESTIMATOR_FILE).write_text(json.dumps(est.to_json()) + "\n")
+        log.info("persona estimator R^2: %s", {k: round(v["r2_raw"], 3) for k, v in stats.items()})
+    counts = {s: sum(d.split == s for d in dialogues.values()) for s in SPLITS}
+    utts = {s: sum(len(d.utterances) for d in dialogues.values() if d.split == s) for s in SPLITS}
+    meta = {
+        "format": "pcgnet-meld", "version": 1, "dataset": "MELD", "labels": list(MELD_LABELS),
+        "extractors": {"t": {"name": text_extractor, "dim": int(vectors.shape[1])}},
+        "persona": persona_meta,
+        "absent_modalities": ["a", "v"],
+        "splits": {"train": "trainIds / trainVid minus validVid", "valid": "dev (validIds, 10th MMGCN item)",
+                   "test": "test"},
+        "dialogues": counts, "utterances": utts,
+        "sources": {p.name: _sha256(p) for p in
+                    [*(csv_dir / f"{s}_sent_emo.csv" for s in SPLITS), persona_path]},
+    }
+    write_layout(out, dialogues, text, persona, meta)
+    return PrepareReport(out, text_extractor, int(vectors.shape[1]), counts, utts, time.perf_counter() - t0)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("prepare-meld", help="MELD CSVs -> the standard MELD feature layout",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--csv-dir", type=Path, required=True, help="folder with {train,dev,test}_sent_emo.csv")
+    p.add_argument("--persona", type=Path, required=True, help="MELD_persona.pkl (per-utterance 5-d persona)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--text-extractor", default="minilm-l6", help="registry name of the text extractor")
+    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default OUT/.feature-cache)")
+    p.add_argument("--persona-source", choices=["given", "estimated"], default="given",
+                   help="given: the paper's persona; estimated: ridge estimator fit on train, smoothed per speaker")
+    p.add_argument("--persona-alpha", type=float, default=0.5, help="EMA factor of the per-speaker smoothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        r = prepare_meld(args.csv_dir, args.persona, args.out, args.text_extractor, args.cache_dir,
+                         progress=not args.no_progress, persona_source=args.persona_source,
+                         persona_alpha=args.persona_alpha)
+    except (MeldError, PersonaError, ExtractorError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {r.out} ({r.extractor}, {r.dim}-d text; audio/visual absent) in {r.seconds:.1f} s: "
+          + ", ".join(f"{s} {r.dialogues[s]} dialogues / {r.utterances[s]} utterances" for s in SPLITS))
+    return 0

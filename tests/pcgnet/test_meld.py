@@ -1,0 +1,167 @@
+"""prepare-meld on a tiny generated MELD-style CSV set, with a real (fast) registry text extractor."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcgnet import meld
+from pcgnet.data import load_dataset, read_pickle
+from pcgnet.persona import PersonaEstimator
+
+HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
+          "Episode", "StartTime", "EndTime"]
+LINES = {
+    "train": [
+        ("I love this, it\u0092s great!", "Joey", "joy", 0), ("What?! No way\u0085", "Ross", "surprise", 0),
+        ("I hate you.", "Joey", "anger", 0), ("Fine.", "Rachel", "neutral", 0),
+        ("So sad, so so sad.", "Monica", "sadness", 2), ("\u0093Okay\u0094 \u0097 sure.", "Chandler", "neutral", 2),
+        ("Ugh, gross!", "Monica", "disgust", 2),
+    ],
+    "dev": [("Hi there.", "Phoebe", "neutral", 0), ("I\u0092m scared.", "Ross", "fear", 0),
+            ("Don't be.", "Phoebe", "neutral", 0)],
+    "test": [("Wow!", "Rachel", "surprise", 3), ("Great news!", "Ross", "joy", 3), ("Yes.", "Rachel", "neutral", 3)],
+}
+
+
+def write_csvs(d: Path, lines: dict = LINES) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for split, rows in lines.items():
+        with (d / f"{split}_sent_emo.csv").open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(HEADER)
+            for i, (text, spk, emo, dia) in enumerate(rows):
+                w.writerow([i + 1, text, spk, emo, "neutral", dia, i, 1, 1, f"00:00:{i:02d},100", f"00:00:{i + 1:02d},28"])
+    return d
+
+
+def write_persona(path: Path, lines: dict = LINES, drop: int | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    lengths: dict[int, int] = {}
+    for split, rows in lines.items():
+        for *_, dia in rows:
+            vid = dia + meld.SPLIT_OFFSET[split]
+            lengths[vid] = lengths.get(vid, 0) + 1
+    persona = {v: rng.uniform(0, 0.6, (n, 5)).astype(np.float32) for v, n in lengths.items()}
+    if drop is not None:
+        persona[drop] = persona[drop][:-1]
+    with path.open("wb") as f:
+        pickle.dump(persona, f, protocol=4)
+    return path
+
+
+@pytest.fixture
+def fixture(tmp_path: Path) -> tuple[Path, Path]:
+    return write_csvs(tmp_path / "csv"), write_persona(tmp_path / "persona.pkl")
+
+
+class CountingFactory:
+    """The real registry factory, counting how many texts reach the extractor."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def __call__(self, name: str):
+        encode, dim = meld.make_text_encoder(name)
+
+        def counted(texts):
+            self.encoded += len(texts)
+            return encode(texts)
+        return counted, dim
+
+
+def test_clean_text_and_times() -> None:
+    assert meld.clean_text("it\u0092s \u0091a\u0092 \u0093b\u0094\u0085 c\u0097d e\u0096f\u00a0g") == \
+        "it's 'a' \"b\"... c -- d e-f g"
+    assert meld.parse_time("00:16:16,059") == pytest.approx(976.059)
+    assert meld.parse_time("00:06:47,28") == pytest.approx(407.28)
+    with pytest.raises(ValueError, match="bad time"):
+        meld.parse_time("16:16")
+
+
+def test_prepare_writes_standard_layout(fixture, tmp_path: Path) -> None:
+    csv_dir, persona = fixture
+    out = tmp_path / "out"
+    factory = CountingFactory()
+    r = meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, encoder_factory=factory)
+    assert r.dim == 4 and r.dialogues == {"train": 2, "dev": 1, "test": 1}
+    assert factory.encoded == 13  # all texts are distinct
+
+    feat = read_pickle(out / meld.FEATURE_FILE)
+    assert len(feat) == 10
+    vids, spk, labels, text, audio, visual, sents, train_vid, test_vid, valid_vid = feat
+    assert audio is None and visual is None  # absent, not faked
+    assert sorted(train_vid) == [0, 2, 1039] and test_vid == [1156] and valid_vid == [1039]
+    assert [int(np.argmax(s)) for s in spk[0]] == [0, 1, 0, 2]  # first-appearance slots
+    assert all(len(s) == 9 for s in spk[0])
+    assert labels[2] == [3, 0, 5] and labels[1039] == [0, 2, 0]
+    assert sents[0][0] == "I love this, it's great!" and sents[2][1] == '"Okay" -- sure.'
+    cosmic = read_pickle(out / meld.TEXT_FILE)
+    assert len(cosmic) == 11 and cosmic[8] == [0, 2] and cosmic[9] == [1156] and cosmic[10] == [1039]
+    assert np.allclose(np.asarray(cosmic[3][0]), np.asarray(text[0]))
+    side = json.loads((out / meld.META_FILE).read_text())
+    assert side["extractors"]["t"] == {"name": "vader", "dim": 4} and side["persona"]["source"] == "given"
+
+    ds = load_dataset("MELD", out / meld.FEATURE_FILE, valid_rate=0.0)
+    assert ds.dims == {"t": 4} and ds.extractors["t"]["name"] == "vader"
+    d0 = next(d for d in ds.train if d.id == 0)
+    assert d0.speakers.tolist() == [0, 1, 0, 2] and d0.labels.tolist() == [4, 1, 6, 0]
+    # The joyful utterance has a positive VADER compound score, the angry one a negative one.
+    assert d0.features["t"][0, 3] > 0.3 and d0.features["t"][2, 3] < -0.3
+
+    # Second run: every vector comes from the cache, the files are identical.
+    before = (out / meld.TEXT_FILE).read_bytes()
+    meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, encoder_factory=factory)
+    assert factory.encoded == 13
+    assert (out / meld.TEXT_FILE).read_bytes() == before
+
+
+def test_estimated_persona(fixture, tmp_path: Path) -> None:
+    csv_dir, persona = fixture
+    out = tmp_path / "est"
+    meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, persona_source="estimated", persona_alpha=0.5)
+    side = json.loads((out / meld.META_FILE).read_text())
+    assert side["persona"]["source"] == "estimated"
+    est = PersonaEstimator.from_json(json.loads((out / meld.ESTIMATOR_FILE).read_text()))
+    assert est.extractor == "vader" and est.dim == 4 and est.alpha == 0.5
+    ds = load_dataset("MELD", out, valid_rate=0.0)
+    assert ds.persona_source == "estimated"
+    d0 = next(d for d in ds.train if d.id == 0)
+    assert np.allclose(d0.persona, est.estimate_dialogue(d0.features["t"], d0.speakers.tolist()), atol=1e-6)
+    given = read_pickle(persona)[0]
+    assert not np.allclose(d0.persona, given)
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("emotion", r"train_sent_emo.csv:3: unknown emotion 'happy'"),
+    ("column", r"missing column\(s\) \['Speaker'\]"),
+    ("persona", r"dialogue 2 persona shape \(2, 5\), expected \(3, 5\)"),
+    ("missing", r"dev_sent_emo.csv: file not found"),
+])
+def test_clear_errors(tmp_path: Path, problem: str, match: str) -> None:
+    lines = {k: list(v) for k, v in LINES.items()}
+    if problem == "emotion":
+        lines["train"][1] = ("What?!", "Ross", "happy", 0)
+    csv_dir = write_csvs(tmp_path / "csv", lines)
+    persona = write_persona(tmp_path / "p.pkl", drop=2 if problem == "persona" else None)
+    if problem == "column":
+        p = csv_dir / "train_sent_emo.csv"
+        p.write_text(p.read_text(encoding="utf-8").replace("Speaker", "Who", 1), encoding="utf-8")
+    if problem == "missing":
+        (csv_dir / "dev_sent_emo.csv").unlink()
+    with pytest.raises(meld.MeldError, match=match):
+        meld.prepare_meld(csv_dir, persona, tmp_path / "out", "vader", progress=False)
+
+
+def test_cli_reports_one_line_error(tmp_path: Path, capsys) -> None:
+    main = pytest.importorskip("pcgnet.cli").main
+
+    rc = main(["prepare-meld", "--csv-dir", str(tmp_path / "nope"), "--persona", str(tmp_path / "p.pkl"),
+               "--out", str(tmp_path / "out"), "--text-extractor", "vader", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "train_sent_emo.csv: file not found" in err[0]
