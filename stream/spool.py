@@ -58,6 +58,7 @@ __all__ = [
     "SpoolPublisher",
     "SpoolStats",
     "SpooledMessage",
+    "install_loop_exception_handler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ _HEAD = struct.Struct(">II")  # body length, crc32(body)
 _BODY = struct.Struct(">QBH")  # seq, flags, topic length
 _SUFFIX = ".seg"
 _MAX_TOPIC_BYTES = 65535
+_FD_CALLBACKS = frozenset({"add_writer", "add_reader", "remove_writer", "remove_reader"})
 
 
 class SpoolError(RuntimeError):
@@ -451,7 +453,7 @@ class SpoolPublisher:
         self,
         spool: Spool,
         *,
-        publish_timeout_s: float = 5.0,
+        publish_timeout_s: float = 3.0,
         backoff: Backoff | None = None,
         label: str = "broker",
     ) -> None:
@@ -534,3 +536,32 @@ class SpoolPublisher:
                 await asyncio.sleep(delay)
             finally:
                 self.connected = False
+
+
+def install_loop_exception_handler(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Turns exceptions escaping loop callbacks into one log line instead of a traceback wall.
+
+    aiomqtt 2.5 registers its socket with ``loop.call_soon_threadsafe(loop.add_writer, fd, ...)``; when
+    the broker dies, the socket can be closed before that callback runs, and ``add_writer`` raises
+    ``OSError(EBADF)`` inside the loop (asyncio's default handler prints a full traceback, yet nothing
+    is wrong: the client sees the disconnect and the reconnect loop takes over). This handler logs such
+    socket races as one warning and passes everything else to the default handler.
+    """
+    loop = loop or asyncio.get_running_loop()
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        callback = getattr(context.get("handle"), "_callback", None)
+        name = getattr(callback, "__name__", "")
+        if isinstance(exc, OSError | KeyError | ValueError) and name in _FD_CALLBACKS:
+            logger.warning("mqtt: socket closed while a callback was pending (%s: %s)", type(exc).__name__, exc)
+            return
+        if exc is not None and type(exc).__module__.startswith("aiomqtt") and "never retrieved" in str(
+            context.get("message", "")
+        ):
+            # aiomqtt 2.5 leaves its "disconnected" future unobserved when a client is cancelled.
+            logger.debug("mqtt: unobserved disconnect of a closed client: %s", exc)
+            return
+        lp.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
