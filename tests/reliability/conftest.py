@@ -108,3 +108,37 @@ def broker_factory(tmp_path: Path) -> Iterator[type[Broker]]:
     yield _Factory
     for b in made:
         b.kill(signal.SIGTERM)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d: Path, name: str = "ca") -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=pcgnet test {name}",
+             "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    out = {"ca": d / f"{name}.crt"}
+    for who in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout", f"{who}.key",
+                 "-out", f"{who}.csr", cwd=d)
+        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", f"{name}.crt", "-CAkey", f"{name}.key",
+                 "-CAcreateserial", "-days", "2", "-out", f"{who}.crt",
+                 *(["-extfile", "san.ext"] if who == "server" else []), cwd=d)
+        out[who + "_crt"] = d / f"{who}.crt"
+        out[who + "_key"] = d / f"{who}.key"
+    return out
+
+
+def make_passwd(path: Path, users: dict[str, str]) -> Path:
+    """A mosquitto password file made with mosquitto_passwd (hashed, as in production)."""
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    path.write_text("")
+    for user, pw in users.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(path), user, pw], check=True, capture_output=True)
+    return path
