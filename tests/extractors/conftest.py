@@ -1,0 +1,79 @@
+"""Real offline test media: espeak-ng speech, photos shipped in wheels, a generated video."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RATE = 16000
+SENT1 = "Hello, I am really happy to see you today. This is wonderful news."
+SENT2 = "I cannot believe you did that. I am so angry right now."
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path), "rb") as w:
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        return (pcm.astype(np.float32) / 32768.0), w.getframerate()
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int = RATE) -> None:
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def espeak(text: str, path: Path, voice: str = "en-us") -> np.ndarray:
+    """espeak-ng speech resampled to 16 kHz mono float32."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/install.sh installs it)")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True)
+    audio, rate = read_wav(path)
+    from extractors.audio import resample
+
+    return resample(audio, rate, RATE)
+
+
+@dataclass(frozen=True)
+class Speech:
+    sent1: np.ndarray  # clear sentence 1, 16 kHz
+    sent2: np.ndarray
+    dialogue: np.ndarray  # 1.5 s silence, sent1, 2 s silence, sent2, 1 s silence, with -50 dB noise
+    spans: tuple[tuple[float, float], tuple[float, float]]  # true speech spans (s) in the dialogue
+    female: np.ndarray  # sent2 in a female espeak voice
+    dir: Path
+    text1: str = SENT1
+    text2: str = SENT2
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory) -> Speech:
+    d = tmp_path_factory.mktemp("speech")
+    s1 = espeak(SENT1, d / "s1.wav")
+    s2 = espeak(SENT2, d / "s2.wav")
+    f1 = espeak(SENT2, d / "f1.wav", voice="en+f3")
+    rng = np.random.default_rng(0)
+
+    def trim(x: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(np.abs(x) > 1e-3)
+        return x[idx[0]: idx[-1] + 1]
+
+    s1t, s2t = trim(s1), trim(s2)
+    gap = [np.zeros(int(RATE * t), np.float32) for t in (1.5, 2.0, 1.0)]
+    dialogue = np.concatenate([gap[0], s1t, gap[1], s2t, gap[2]])
+    dialogue = (dialogue + rng.standard_normal(dialogue.size).astype(np.float32) * 0.003).clip(-1, 1)
+    a0 = 1.5
+    a1 = a0 + s1t.size / RATE
+    b0 = a1 + 2.0
+    b1 = b0 + s2t.size / RATE
+    write_wav(d / "dialogue.wav", dialogue)
+    return Speech(s1, s2, dialogue.astype(np.float32), ((a0, a1), (b0, b1)), f1, d)
