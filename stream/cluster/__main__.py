@@ -1,0 +1,9 @@
+"""``python -m stream.cluster`` = ``live.py --worker``."""
+
+from __future__ import annotations
+
+import sys
+
+from stream.cluster.worker import main
+
+sys.exit(main())

@@ -1,0 +1,248 @@
+"""The small retained JSON records workers coordinate through, and the cluster's topic names.
+
+Everything a worker knows about the cluster comes from the broker: no coordinator, no shared disk.
+Records are tiny JSON objects (``"v": 1``) so that any MQTT client (``mosquitto_sub``) can inspect them.
+
+Topic layout (``<root>`` = ``pcgnet``; ``<s>`` = a session id encoded by :func:`stream.topics.topic_level`)::
+
+    <root>/<s>/in/utterance          input (published by an ASR/agent; MQTT 5 user property "seq" optional)
+    <root>/<s>/owner                 retained OwnerRecord: who owns the conversation, at which epoch
+    <root>/<s>/state                 retained state blob (stream.cluster.statecodec): where to resume
+    <root>/<s>/ack                   retained AckRecord: inputs below next_seq are durably processed
+    <root>/$cluster/workers/<id>     retained WorkerRecord "online"; the last will sets it "offline"
+    <root>/$cluster/sync/<id>        a worker's private barrier topic (never retained)
+
+``$cluster`` can never be a session level: :func:`~stream.topics.topic_level` escapes a leading ``$``.
+The 4-level worker topics never match the 3-level ``<root>/+/owner`` filters either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from stream.topics import DEFAULT_ROOT, decode_level, topic_level
+
+__all__ = [
+    "AckRecord",
+    "OwnerRecord",
+    "RecordError",
+    "WorkerRecord",
+    "ack_topic",
+    "owner_filter",
+    "owner_topic",
+    "rendezvous_score",
+    "session_from_topic",
+    "shared_input_filter",
+    "state_topic",
+    "sync_topic",
+    "worker_filter",
+    "worker_topic",
+]
+
+RECORD_VERSION = 1
+MAX_RECORD_BYTES = 4096
+CLUSTER_LEVEL = "$cluster"
+
+
+class RecordError(ValueError):
+    """A record on a cluster topic that cannot be used (named topic, one line)."""
+
+
+# -- topics -------------------------------------------------------------------------------------------
+
+
+def owner_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{topic_level(session)}/owner"
+
+
+def state_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{topic_level(session)}/state"
+
+
+def ack_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{topic_level(session)}/ack"
+
+
+def owner_filter(*, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/+/owner"
+
+
+def ack_filter(*, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/+/ack"
+
+
+def worker_topic(worker_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{CLUSTER_LEVEL}/workers/{topic_level(worker_id)}"
+
+
+def worker_filter(*, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{CLUSTER_LEVEL}/workers/+"
+
+
+def sync_topic(worker_id: str, incarnation: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{CLUSTER_LEVEL}/sync/{topic_level(worker_id)}-{incarnation}"
+
+
+def shared_input_filter(group: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``$share/<group>/<root>/+/in/utterance``: each input reaches exactly one worker of the group."""
+    if not group or any(c in group for c in "/+#"):
+        raise ValueError(f"bad shared-subscription group name {group!r}")
+    return f"$share/{group}/{root}/+/in/utterance"
+
+
+def session_from_topic(topic: str, suffix: str, *, root: str = DEFAULT_ROOT) -> str:
+    """The decoded session of ``<root>/<s>/<suffix>``; ``ValueError`` for any other shape."""
+    prefix = root + "/"
+    tail = "/" + suffix
+    if not topic.startswith(prefix) or not topic.endswith(tail):
+        raise ValueError(f"not a {suffix} topic: {topic[:200]!r}")
+    level = topic[len(prefix) : len(topic) - len(tail)]
+    if not level or "/" in level:
+        raise ValueError(f"not a {suffix} topic: {topic[:200]!r}")
+    return decode_level(level)
+
+
+def rendezvous_score(session: str, worker_id: str) -> int:
+    """Highest-random-weight score: every worker computes the same ranking of workers for a session.
+
+    Used twice: to pick which live worker adopts an orphaned conversation, and to break ties between
+    two claims of the same epoch (so ties do not always favour one worker).
+    """
+    digest = hashlib.blake2b(f"{session}\x00{worker_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+# -- records ------------------------------------------------------------------------------------------
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+def _load(payload: bytes | bytearray | str, what: str, topic: str) -> dict[str, Any]:
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if len(payload) > MAX_RECORD_BYTES:
+        raise RecordError(f"{what} on {topic[:120]!r} is {len(payload)} bytes, limit {MAX_RECORD_BYTES}")
+    try:
+        obj = json.loads(bytes(payload).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{what} on {topic[:120]!r} is not JSON ({type(exc).__name__})") from None
+    if not isinstance(obj, dict):
+        raise RecordError(f"{what} on {topic[:120]!r} is not a JSON object")
+    if obj.get("v") != RECORD_VERSION:
+        raise RecordError(f"{what} on {topic[:120]!r} has version {obj.get('v')!r}, expected {RECORD_VERSION}")
+    return obj
+
+
+def _field(obj: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
+    value = obj.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RecordError(f"{what}: field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker's liveness (retained on ``<root>/$cluster/workers/<id>``).
+
+    ``incarnation`` is new on every connection: a worker that reconnects (or restarts with the same id)
+    is a new life, so conversations owned by its previous life count as orphaned.
+    """
+
+    worker: str
+    incarnation: str
+    status: Literal["online", "offline"]
+    at: float = 0.0
+    pid: int | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes | bytearray | str, topic: str = "?") -> WorkerRecord:
+        obj = _load(payload, "worker record", topic)
+        what = f"worker record on {topic[:120]!r}"
+        status = obj.get("status")
+        if status not in ("online", "offline"):
+            raise RecordError(f"{what}: status must be 'online' or 'offline', got {status!r}")
+        pid = obj.get("pid")
+        return cls(_field(obj, "worker", str, what), _field(obj, "incarnation", str, what), status,
+                   float(obj.get("at") or 0.0), pid if isinstance(pid, int) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    """Who owns a conversation (retained on ``<root>/<s>/owner``).
+
+    Records are totally ordered by :meth:`rank` = (epoch, rendezvous score of the worker). Every change
+    of ownership (claim, release) bumps the epoch; two claims of the same epoch (a race) are ordered by
+    the score, so every worker that has seen both agrees on the winner without talking to the other.
+    """
+
+    session: str
+    worker: str
+    incarnation: str
+    epoch: int
+    status: Literal["owned", "released"] = "owned"
+    at: float = 0.0
+
+    def rank(self) -> tuple[int, int]:
+        return (self.epoch, rendezvous_score(self.session, self.worker))
+
+    def same_claim(self, other: OwnerRecord | None) -> bool:
+        return (other is not None and other.worker == self.worker and other.incarnation == self.incarnation
+                and other.epoch == self.epoch and other.status == self.status)
+
+    def encode(self) -> bytes:
+        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def claim(cls, session: str, worker: str, incarnation: str, epoch: int) -> OwnerRecord:
+        return cls(session, worker, incarnation, epoch, "owned", _now())
+
+    @classmethod
+    def decode(cls, payload: bytes | bytearray | str, topic: str = "?") -> OwnerRecord:
+        obj = _load(payload, "owner record", topic)
+        what = f"owner record on {topic[:120]!r}"
+        status = obj.get("status")
+        if status not in ("owned", "released"):
+            raise RecordError(f"{what}: status must be 'owned' or 'released', got {status!r}")
+        epoch = _field(obj, "epoch", int, what)
+        if epoch < 1:
+            raise RecordError(f"{what}: epoch must be >= 1, got {epoch}")
+        return cls(_field(obj, "session", str, what), _field(obj, "worker", str, what),
+                   _field(obj, "incarnation", str, what), epoch, status, float(obj.get("at") or 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class AckRecord:
+    """Progress of a conversation (retained on ``<root>/<s>/ack``), published after the state blob.
+
+    Every input with ``seq < next_seq`` is part of the published state, so a publisher may forget it;
+    inputs at or above ``next_seq`` must be kept (and re-sent when an ack from a new epoch arrives).
+    """
+
+    session: str
+    next_seq: int
+    epoch: int
+    worker: str
+    at: float = 0.0
+
+    def encode(self) -> bytes:
+        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes | bytearray | str, topic: str = "?") -> AckRecord:
+        obj = _load(payload, "ack record", topic)
+        what = f"ack record on {topic[:120]!r}"
+        next_seq = _field(obj, "next_seq", int, what)
+        if next_seq < 0:
+            raise RecordError(f"{what}: next_seq must be >= 0, got {next_seq}")
+        return cls(_field(obj, "session", str, what), next_seq, _field(obj, "epoch", int, what),
+                   _field(obj, "worker", str, what), float(obj.get("at") or 0.0))
