@@ -1,0 +1,159 @@
+"""The core of the runtime: "process one utterance for session S" -> events.
+
+:class:`Analyzer` owns the per-session :class:`~stream.session.SessionState` objects, the feature
+service and the inference engine. :meth:`Analyzer.process` is the single entry point every source
+path ends in (local capture, transcripts, replay, MQTT input, and the scale-out workers), so that all
+of them produce identical events for identical utterances. Calls for one session are serialised by a
+per-session lock; different sessions run concurrently and share micro-batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import events as ev
+from .features import FeatureService
+from .frames import EventFrame, EventKind, Utterance
+from .inference import InferenceEngine, StepRequest
+from .params import LiveParams
+from .session import PersonaEstimator, PersonaTracker, SessionState
+
+log = logging.getLogger(__name__)
+
+
+def persona_estimator_from(meta: Mapping[str, Any]) -> tuple[PersonaEstimator, float] | None:
+    """The checkpoint's online persona estimator and its smoothing factor, when its config has one.
+
+    The smoothing factor is the estimator's own (the one its training data was made with), so live
+    personas match what the model was trained on.
+    """
+    spec = dict(meta.get("persona") or {})
+    if spec.get("source") != "estimated" or not spec.get("estimator"):
+        return None
+    try:
+        from pcgnet.persona import PersonaError
+        from pcgnet.persona import PersonaEstimator as RidgeEstimator
+    except ImportError:
+        log.warning("checkpoint asks for an estimated persona but pcgnet.persona is missing; using the default")
+        return None
+    try:
+        est = RidgeEstimator.from_json(spec["estimator"])
+    except PersonaError as e:
+        log.warning("checkpoint persona estimator unusable (%s); using the default persona", e)
+        return None
+    extractors = dict(meta.get("extractors") or {})
+    modality = next((m for m, e in extractors.items() if isinstance(e, dict) and e.get("name") == est.extractor), "t")
+
+    def run(features: Mapping[str, np.ndarray]) -> np.ndarray:
+        x = features.get(modality)
+        if x is None or x.shape != (est.dim,):
+            raise ValueError(f"persona estimator needs {est.dim}-d {modality!r} features")
+        return est.predict(x)
+    return run, float(est.alpha)
+
+
+class Analyzer:
+    """Turns utterances into events, one session at a time per session.
+
+    Args:
+        config: the model's PCGNetConfig (labels, speaker slots, persona size).
+        meta: the checkpoint's config.json (persona estimator).
+        features: the feature service.
+        engine: the inference engine.
+        params: runtime parameters.
+        session_personas: session id -> {speaker: 5 numbers}, fixed personas from a session config.
+        clock_ns: monotonic clock (injectable; latency = emit time - utterance end time).
+    """
+
+    def __init__(self, config: Any, meta: Mapping[str, Any], features: FeatureService, engine: InferenceEngine,
+                 params: LiveParams, *, session_personas: Mapping[str, Mapping[str, Any]] | None = None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.config = config
+        self.labels: tuple[str, ...] = tuple(config.labels)
+        self.features = features
+        self.engine = engine
+        self.params = params
+        self._session_personas = dict(session_personas or {})
+        self._estimator = persona_estimator_from(meta) if getattr(config, "use_persona", True) else None
+        if self._estimator is not None:
+            log.info("persona: estimated online by the checkpoint's estimator (smoothing %.2f)", self._estimator[1])
+        self._clock_ns = clock_ns
+        self.sessions: dict[str, SessionState] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.processed = 0
+        self.duplicates = 0
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def session(self, session_id: str) -> SessionState:
+        """The state of a session, created on first use."""
+        st = self.sessions.get(session_id)
+        if st is None:
+            est, alpha = self._estimator if self._estimator is not None else (None, None)
+            persona = PersonaTracker(int(getattr(self.config, "persona_dim", 5)), self.params.persona,
+                                     fixed=self._session_personas.get(session_id), estimator=est,
+                                     smoothing=alpha)
+            st = SessionState(session_id, self.engine.init_state(), int(self.config.n_speakers), persona)
+            self.sessions[session_id] = st
+            self._locks[session_id] = asyncio.Lock()
+            log.info("session %s started (%d speaker slots, persona %s)", session_id, st.slots.n_slots,
+                     persona.source)
+        return st
+
+    def close_session(self, session_id: str) -> SessionState | None:
+        """Forget a finished session (its state is returned for export)."""
+        self._locks.pop(session_id, None)
+        return self.sessions.pop(session_id, None)
+
+    # -- the entry point --------------------------------------------------------------------------
+
+    async def process(self, utt: Utterance) -> list[EventFrame]:
+        """Process one utterance of session ``utt.session_id``; returns its events (emotion, shift?, speaker).
+
+        An utterance id the session has already processed is skipped (returns []), so a re-sent input
+        has no second effect.
+        """
+        st = self.session(utt.session_id)
+        async with self._locks[utt.session_id]:
+            if st.is_duplicate(utt.utterance_id):
+                self.duplicates += 1
+                log.info("session %s: utterance %s already processed; skipped", utt.session_id, utt.utterance_id)
+                return []
+            feats = await self.features.extract(utt)
+            slot = st.slots.slot(utt.speaker)
+            persona = st.persona.update(utt.speaker, {m: feats.vectors[m] for m in feats.used})
+            out = await self.engine.step(StepRequest(st.model_state, feats.vectors, slot, persona))
+            st.model_state = out.state
+            latency_ms = (self._clock_ns() - utt.ended_at_ns) / 1e6
+            return self._events(st, utt, out, feats.used, latency_ms)
+
+    def _events(self, st: SessionState, utt: Utterance, out: Any, used: tuple[str, ...],
+                latency_ms: float) -> list[EventFrame]:
+        wid = self.params.worker_id
+        emo = ev.emotion_event(
+            session=utt.session_id, utterance_id=utt.utterance_id, speaker=utt.speaker, t_start=utt.t_start,
+            t_end=utt.t_end, text=utt.text, labels=self.labels, probs=[float(p) for p in out.emotion_probs],
+            modalities=used, index=out.index, latency_ms=latency_ms, worker_id=wid)
+        prev = st.speakers.get(utt.speaker)
+        frames = [EventFrame(session_id=utt.session_id, kind=EventKind.EMOTION, payload=emo)]
+        if prev is not None and prev.expression != emo["expression"]:
+            prev_id = st.index_to_utterance.get(out.prev_index, prev.utterance_id) \
+                if out.prev_index is not None else prev.utterance_id
+            shift = ev.shift_event(
+                session=utt.session_id, utterance_id=utt.utterance_id, speaker=utt.speaker, t_start=utt.t_start,
+                t_end=utt.t_end, from_expression=prev.expression, to_expression=emo["expression"],
+                previous_utterance_id=prev_id, probability=out.shift_probability(len(self.labels)),
+                latency_ms=latency_ms, worker_id=wid)
+            frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SHIFT, payload=shift))
+        mem = st.remember(utt.speaker, utt.utterance_id, out.index, emo["expression"], emo["valence"])
+        spk = ev.speaker_state(session=utt.session_id, speaker=utt.speaker, emotion=emo, trend=mem.trend(),
+                               utterances=mem.utterances, worker_id=wid)
+        frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SPEAKER, payload=spk, speaker=utt.speaker))
+        self.processed += 1
+        return frames

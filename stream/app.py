@@ -1,0 +1,256 @@
+"""Command line of the live analyzer (``python live.py``): flags -> params, sources, sinks -> Runtime."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .params import CameraParams, InferenceParams, LiveParams, MicParams
+
+log = logging.getLogger("stream")
+
+EPILOG = textwrap.dedent("""\
+    examples:
+      python live.py --replay examples/demo                      replay the bundled demo in real time (TUI)
+      python live.py --replay examples/demo --speed 0 --no-tui   as fast as possible, one line per event
+      python live.py --replay examples/demo --mqtt mqtt://127.0.0.1:1883 --events out.jsonl
+      python live.py --transcript - --session standup            type "Alice: hello" lines on stdin
+      python live.py --transcript meeting.txt --speed 0          a "Speaker: text" file
+      python live.py --transcript mqtt --mqtt mqtt://127.0.0.1:1883
+                      (an ASR or agent posts {"speaker":..,"text":..} to pcgnet/<session>/in/utterance)
+      python live.py --mic --camera --record runs/meeting1       capture and record a session
+      mosquitto_sub -t 'pcgnet/#' -v                             watch the events (schema: docs/events.md)
+
+    MQTT credentials may come from PCGNET_MQTT_USERNAME / PCGNET_MQTT_PASSWORD instead of the URL.
+    Nothing listens on the network: the analyzer only connects out to the broker you name.
+""")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="live.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Real-time conversation emotion and emotion-shift analyzer (causal PCGNet). Sources -> "
+                    "utterances -> features -> per-session conversation state -> predictions -> sinks "
+                    "(terminal UI or lines, MQTT, JSONL).")
+    src = p.add_argument_group("sources (any combination; several sessions run in one process)")
+    src.add_argument("--replay", metavar="DIR", action="append", default=[],
+                     help="replay a recorded session folder (repeat for several sessions), e.g. examples/demo")
+    src.add_argument("--speed", type=float, default=1.0,
+                     help="replay / transcript-file pace: 1.0 real time (default), 2 twice as fast, 0 as fast as "
+                          "possible")
+    src.add_argument("--transcript", metavar="-|FILE|mqtt",
+                     help="'Speaker: text' lines from stdin (-) or FILE, or 'mqtt': JSON utterances posted to "
+                          "pcgnet/<session>/in/utterance on the --mqtt broker")
+    src.add_argument("--mic", action="store_true",
+                     help="capture the microphone (sounddevice/PortAudio); utterances cut by voice activity")
+    src.add_argument("--mic-device", metavar="NAME|INDEX", help="input device (default: the system default)")
+    src.add_argument("--speaker", default="Speaker", help="speaker name of microphone utterances (default Speaker)")
+    src.add_argument("--camera", metavar="INDEX|FILE", nargs="?", const="0",
+                     help="attach camera frames (OpenCV) to the local session's utterances; default device 0, "
+                          "or a video file")
+    src.add_argument("--session", default="live",
+                     help="session id of the local sources (mic, camera, stdin/file transcript); default 'live'")
+    src.add_argument("--session-config", metavar="FILE",
+                     help='JSON {"personas": {"Alice": [5 numbers], ...}} fixing speakers\' personas')
+    out = p.add_argument_group("outputs")
+    out.add_argument("--mqtt", metavar="URL",
+                     help="broker mqtt://[user:pass@]host:port (mqtts:// for TLS); events at QoS 1 on "
+                          "pcgnet/<session>/{emotion,shift,speakers/<speaker>} and pcgnet/status")
+    out.add_argument("--mqtt-ca", metavar="FILE", help="CA bundle of the broker certificate (mqtts://)")
+    out.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for mutual TLS (mqtts://)")
+    out.add_argument("--mqtt-key", metavar="FILE", help="private key of --mqtt-cert")
+    out.add_argument("--events", metavar="FILE", help="append every event to FILE as JSON lines (same JSON as MQTT)")
+    out.add_argument("--record", metavar="DIR",
+                     help="record the session (audio.wav, video.mp4, utterances.jsonl, meta.json, events.jsonl) "
+                          "into DIR (one subfolder per session when there are several), for --replay")
+    out.add_argument("--no-tui", action="store_true",
+                     help="print one line per event instead of the terminal UI (the default when stdout is "
+                          "not a terminal)")
+    mdl = p.add_argument_group("model")
+    mdl.add_argument("--checkpoint", metavar="PATH", default="checkpoints/default",
+                     help="causal PCGNet checkpoint directory (default checkpoints/default)")
+    mdl.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda when available)")
+    mdl.add_argument("--worker-id", help="copied into every event (scale-out)")
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    return p
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"live.py: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _session_personas(path: str | None, session: str) -> dict[str, dict[str, Any]]:
+    if not path:
+        return {}
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read session config ({e})") from None
+    personas = d.get("personas") if isinstance(d, dict) else None
+    if not isinstance(personas, dict):
+        raise ValueError(f"{path}: expected {{\"personas\": {{speaker: [5 numbers]}}}}")
+    return {str(d.get("session_id") or session): personas}
+
+
+async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line wiring
+    from .analyzer import Analyzer
+    from .capture.base import SessionClock
+    from .features import FeatureConfigError, FeatureService, build_extractors
+    from .inference import InferenceEngine, resolve_device_name
+    from .record import SessionFormatError, SessionRecorder
+    from .runtime import Runtime
+    from .sinks.base import SinkSet
+
+    params = LiveParams(
+        checkpoint=args.checkpoint, session_id=args.session, speed=args.speed, worker_id=args.worker_id,
+        inference=replace(InferenceParams(), device=resolve_device_name(args.device)),
+        mic=replace(MicParams(), speaker=args.speaker,
+                    device=int(args.mic_device) if (args.mic_device or "").isdigit() else args.mic_device),
+        camera=replace(CameraParams(), device=int(args.camera) if (args.camera or "").isdigit() else
+                       (args.camera or 0)))
+
+    # Everything that can be wrong with the input is checked before the model loads.
+    replays = []
+    try:
+        from .capture.replay import ReplaySource
+        seen: dict[str, int] = {}
+        for d in args.replay:
+            src = ReplaySource(d, speed=args.speed)
+            n = seen[src.session_id] = seen.get(src.session_id, 0) + 1
+            if n > 1:
+                src.session_id = f"{src.session_id}#{n}"
+            replays.append(src)
+    except (SessionFormatError, ValueError) as e:
+        return _fail(str(e))
+    mqtt_settings = None
+    if args.mqtt:
+        from .mqtt_config import MqttSettings
+        try:
+            mqtt_settings = MqttSettings.from_url(args.mqtt, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert,
+                                                  key_file=args.mqtt_key)
+        except ValueError as e:
+            return _fail(f"--mqtt: {e}")
+    if args.transcript == "mqtt" and mqtt_settings is None:
+        return _fail("--transcript mqtt needs --mqtt URL (the broker to subscribe to)")
+    if args.transcript not in (None, "-", "mqtt") and not Path(args.transcript).is_file():  # noqa: ASYNC240 - startup, no task runs yet
+        return _fail(f"--transcript {args.transcript}: no such file")
+    try:
+        personas = _session_personas(args.session_config, args.session)
+    except ValueError as e:
+        return _fail(str(e))
+    if not (replays or args.transcript or args.mic):
+        return _fail("nothing to analyse: give --replay DIR, --transcript -|FILE|mqtt or --mic (see --help)")
+
+    from pcgnet.checkpoint import CheckpointError, load_checkpoint
+    ck_path = Path(args.checkpoint)
+    if not ck_path.exists():  # noqa: ASYNC240 - startup
+        hint = " (the MELD-trained default model is shipped there by the project; see docs/live.md)" \
+            if args.checkpoint == "checkpoints/default" else ""
+        return _fail(f"checkpoint {args.checkpoint} not found{hint}; pass --checkpoint PATH")
+    try:
+        ck = load_checkpoint(ck_path, device=params.inference.device)
+    except CheckpointError as e:
+        return _fail(str(e))
+    if not ck.config.causal:
+        return _fail(f"{args.checkpoint}: not a causal model (config.causal=false); live inference needs one")
+    try:
+        extractors = build_extractors(ck.extractors, ck.config.modalities, ck.config.dims, where=str(ck_path))
+    except FeatureConfigError as e:
+        return _fail(str(e))
+
+    features = FeatureService(extractors, workers=params.inference.feature_workers,
+                              max_batch_size=params.inference.max_batch_size)
+    engine = InferenceEngine(ck.model, params.inference, maxsize=params.queues.inference_requests)
+    analyzer = Analyzer(ck.config, ck.meta, features, engine, params, session_personas=personas)
+
+    sinks = SinkSet()
+    use_tui = not args.no_tui and sys.stdout.isatty()
+    runtime_ref: list[Runtime] = []
+    if use_tui:
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        from .sinks.tui import TuiSink
+        console = Console()
+        logging.getLogger().handlers[:] = [RichHandler(console=console, show_path=False)]
+        sinks.add(TuiSink(params.ui, console=console, title=f"PCGNet live · {Path(args.checkpoint).name}",
+                          queue_depths=lambda: runtime_ref[0].queue_depths() if runtime_ref else {}))
+    else:
+        from .sinks.lines import LinesSink
+        sinks.add(LinesSink())
+    if args.events:
+        from .sinks.jsonl import JsonlSink
+        sinks.add(JsonlSink(args.events, worker_id=params.worker_id))
+    if mqtt_settings is not None:
+        from .sinks.mqtt import MqttSink
+        sinks.add(MqttSink(mqtt_settings, root=params.topic_prefix, worker_id=params.worker_id))
+
+    local = args.mic or args.transcript in ("-",) or (args.transcript not in (None, "mqtt"))
+    n_local_sessions = len(replays) + (1 if local else 0)
+    recorder_factory = None
+    if args.record:
+        record_root = Path(args.record)
+        single = n_local_sessions == 1 and args.transcript != "mqtt"
+
+        def recorder_factory(session_id: str) -> SessionRecorder | None:
+            from .topics import topic_level
+            path = record_root if single else record_root / topic_level(session_id)
+            try:
+                return SessionRecorder(path, session_id, checkpoint=args.checkpoint,
+                                       video_fps=params.camera.fps_hz)
+            except (SessionFormatError, OSError) as e:
+                log.error("--record: %s; session %s is not recorded", e, session_id)
+                return None
+
+    runtime = Runtime(analyzer, sinks, params, recorder_factory=recorder_factory)
+    runtime_ref.append(runtime)
+    clock = SessionClock()
+    for r in replays:
+        runtime.add_source(r, finite=True)
+    if args.transcript == "mqtt":
+        from .capture.transcript import MqttTranscriptSource
+        assert mqtt_settings is not None
+        runtime.add_source(MqttTranscriptSource(mqtt_settings, root=params.topic_prefix), finite=False)
+    elif args.transcript == "-":
+        from .capture.transcript import TranscriptSource
+        runtime.add_source(TranscriptSource(args.session, clock=clock), finite=True)
+    elif args.transcript:
+        from .capture.transcript import TranscriptSource
+        runtime.add_source(TranscriptSource(args.session, path=args.transcript, speed=args.speed, clock=clock),
+                           finite=True)
+    if args.mic:
+        from .capture.mic import MicrophoneSource
+        runtime.add_source(MicrophoneSource(args.session, params.mic, params.vad, clock=clock,
+                                            max_blocks=params.queues.audio_blocks), finite=False)
+    if args.camera is not None:
+        from .capture.camera import CameraSource
+        runtime.attach_camera(args.session, CameraSource(args.session, params.camera, clock=clock))
+    runtime.install_signal_handlers()
+    code = await runtime.run()
+    if runtime.fatal:
+        print(f"live.py: stopped: {runtime.fatal}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.speed < 0:
+        return _fail(f"--speed must be >= 0 (got {args.speed})")
+    try:
+        return asyncio.run(_amain(args))
+    except KeyboardInterrupt:
+        return 130

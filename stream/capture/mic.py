@@ -1,0 +1,224 @@
+"""Microphone capture: PortAudio blocks -> voice-activity segments -> utterances.
+
+The PortAudio callback runs on a device thread and only copies the block into the event loop
+(``loop.call_soon_threadsafe``) through a bounded channel (full policy: drop newest, counted). An async
+task feeds the blocks to :class:`VadSegmenter`, which is plain numpy and is what the tests drive with
+recorded blocks. ``sounddevice`` is imported lazily, and both a missing PortAudio library (``OSError``
+at import) and a missing input device become one clear message while the session continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..channel import Channel, ChannelClosed, FullPolicy
+from ..frames import ErrorCategory, ErrorFrame, Utterance
+from ..params import MicParams, VadParams
+from .base import SessionClock, UtteranceSink
+
+log = logging.getLogger(__name__)
+
+
+class MicUnavailable(RuntimeError):
+    """No usable microphone (PortAudio missing, no input device, device busy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One voiced stretch of audio; times in seconds on the stream's sample clock."""
+
+    audio: np.ndarray
+    t_start: float
+    t_end: float
+
+
+class VadSegmenter:
+    """Energy-based voice activity segmentation over fixed frames (pure numpy, no device).
+
+    Args:
+        sample_rate: Hz of the incoming samples.
+        params: thresholds and durations.
+    """
+
+    def __init__(self, sample_rate: int, params: VadParams) -> None:
+        self.sr = sample_rate
+        self.p = params
+        self.frame = max(1, int(sample_rate * params.frame_ms / 1000))
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._pos = 0  # samples consumed into frames so far
+        self._pre: list[np.ndarray] = []
+        self._speech: list[np.ndarray] = []
+        self._start = 0
+        self._voiced = 0
+        self._silence = 0
+        self._in_speech = False
+        self._threshold = 10 ** (params.threshold_dbfs / 20.0)
+
+    def _frame_is_speech(self, fr: np.ndarray) -> bool:
+        return float(np.sqrt(np.mean(fr.astype(np.float64) ** 2))) > self._threshold
+
+    def feed(self, block: np.ndarray) -> list[Segment]:
+        """Add samples (any length; mono or (n, channels)); returns the segments completed by them."""
+        x = np.asarray(block, dtype=np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=1)
+        self._buf = np.concatenate([self._buf, x.reshape(-1)])
+        out: list[Segment] = []
+        pre_frames = max(0, self.p.pre_roll_ms // self.p.frame_ms)
+        min_frames = max(1, self.p.min_speech_ms // self.p.frame_ms)
+        sil_frames = max(1, self.p.vad_silence_ms // self.p.frame_ms)
+        max_frames = max(1, int(self.p.max_utterance_s * 1000 / self.p.frame_ms))
+        while self._buf.size >= self.frame:
+            fr, self._buf = self._buf[: self.frame], self._buf[self.frame:]
+            at = self._pos
+            self._pos += self.frame
+            speech = self._frame_is_speech(fr)
+            if not self._in_speech:
+                if speech:
+                    self._in_speech = True
+                    self._speech = [*self._pre, fr]
+                    self._start = at - len(self._pre) * self.frame
+                    self._voiced, self._silence = 1, 0
+                    self._pre = []
+                else:
+                    self._pre.append(fr)
+                    if len(self._pre) > pre_frames:
+                        self._pre.pop(0)
+                continue
+            self._speech.append(fr)
+            if speech:
+                self._voiced += 1
+                self._silence = 0
+            else:
+                self._silence += 1
+            if self._silence >= sil_frames or len(self._speech) >= max_frames:
+                seg = self._close(trim=self._silence)
+                if seg is not None and self._voiced >= min_frames:
+                    out.append(seg)
+        return out
+
+    def _close(self, trim: int) -> Segment | None:
+        frames = self._speech[: len(self._speech) - trim] if trim else self._speech
+        self._in_speech = False
+        self._speech = []
+        if not frames:
+            return None
+        audio = np.concatenate(frames)
+        return Segment(audio, self._start / self.sr, (self._start + audio.size) / self.sr)
+
+    def flush(self) -> list[Segment]:
+        """End of stream: close an open segment."""
+        if not self._in_speech:
+            return []
+        voiced = self._voiced
+        seg = self._close(trim=self._silence)
+        return [seg] if seg is not None and voiced >= max(1, self.p.min_speech_ms // self.p.frame_ms) else []
+
+
+StreamFactory = Callable[..., Any]
+"""Builds an input stream: ``factory(samplerate=, blocksize=, channels=, dtype=, device=, callback=)``,
+an object with ``start()``, ``stop()`` and ``close()`` (``sounddevice.InputStream``)."""
+
+
+def default_stream_factory() -> StreamFactory:
+    """``sounddevice.InputStream``, or MicUnavailable with the reason."""
+    try:
+        import sounddevice as sd
+    except OSError as e:  # "PortAudio library not found": not an ImportError
+        raise MicUnavailable(f"PortAudio is not installed ({e}); install libportaudio2") from None
+    except ImportError as e:
+        raise MicUnavailable(f"sounddevice is not installed ({e})") from None
+    return sd.InputStream  # type: ignore[no-any-return]
+
+
+class MicrophoneSource:
+    """Segments microphone audio into utterances of one speaker.
+
+    Args:
+        session_id: the session.
+        mic: device, rate, block size and speaker name.
+        vad: segmentation parameters.
+        stream_factory: builds the PortAudio stream (tests inject one that plays recorded blocks).
+        clock: the session clock (utterance times are on it).
+        max_blocks: queued blocks before new ones are dropped.
+    """
+
+    def __init__(self, session_id: str, mic: MicParams, vad: VadParams, *,
+                 stream_factory: StreamFactory | None = None, clock: SessionClock | None = None,
+                 max_blocks: int = 512) -> None:
+        self.session_id = session_id
+        self.mic = mic
+        self.vad = vad
+        self.stream_factory = stream_factory
+        self.clock = clock or SessionClock()
+        self.name = "mic"
+        self.blocks: Channel[np.ndarray] = Channel(f"mic[{session_id}]", max_blocks, FullPolicy.DROP_NEWEST)
+        self.segmenter = VadSegmenter(mic.sample_rate_hz, vad)
+        self.sent = 0
+        self.status_flags = 0
+
+    def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        """The PortAudio callback (device thread): copy and hand over, nothing else."""
+        if status:
+            self.status_flags += 1
+        block = np.array(indata, dtype=np.float32, copy=True)
+        self._loop.call_soon_threadsafe(self._offer, block)
+
+    def _offer(self, block: np.ndarray) -> None:
+        if not self.blocks.closed:
+            self.blocks.put_nowait(block)
+
+    async def run(self, sink: UtteranceSink) -> None:
+        self._loop = asyncio.get_running_loop()
+        stage = f"stream[{self.session_id}].mic"
+        try:
+            factory = self.stream_factory or default_stream_factory()
+            blocksize = int(self.mic.sample_rate_hz * self.mic.block_ms / 1000)
+            stream = factory(samplerate=self.mic.sample_rate_hz, blocksize=blocksize, channels=1,
+                             dtype="float32", device=self.mic.device, callback=self.callback)
+            stream.start()
+        except MicUnavailable as e:
+            sink.report(ErrorFrame(session_id=self.session_id, stage=stage, message=f"no microphone: {e}",
+                                   category=ErrorCategory.DEVICE))
+            return
+        except Exception as e:  # noqa: BLE001 - PortAudioError and friends: report, keep the session
+            sink.report(ErrorFrame(session_id=self.session_id, stage=stage,
+                                   message=f"no microphone: cannot open input device {self.mic.device!r} ({e})",
+                                   category=ErrorCategory.DEVICE))
+            return
+        log.info("microphone open (%d Hz, device %s)", self.mic.sample_rate_hz, self.mic.device)
+        try:
+            await self.consume(sink)
+        finally:
+            for op in ("stop", "close"):
+                try:
+                    getattr(stream, op)()
+                except Exception as e:  # noqa: BLE001 - closing a failed device must not mask the cause
+                    log.debug("mic %s(): %s", op, e)
+
+    async def consume(self, sink: UtteranceSink) -> None:
+        """Segment queued blocks until the block channel is closed (end of a finite stream)."""
+        while True:
+            try:
+                block = await self.blocks.get()
+            except ChannelClosed:
+                for seg in self.segmenter.flush():
+                    await self._emit(sink, seg)
+                return
+            for seg in self.segmenter.feed(block):
+                await self._emit(sink, seg)
+
+    async def _emit(self, sink: UtteranceSink, seg: Segment) -> None:
+        self.sent += 1
+        # The sample clock started when the stream did; place it on the session clock.
+        await sink.submit(Utterance(
+            session_id=self.session_id, utterance_id=f"a{self.sent:04d}", speaker=self.mic.speaker,
+            t_start=round(seg.t_start, 3), t_end=round(seg.t_end, 3), text=None, audio=seg.audio,
+            sample_rate=self.mic.sample_rate_hz, ended_ns=time.monotonic_ns()))

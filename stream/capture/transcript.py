@@ -1,0 +1,231 @@
+"""Transcript sources: ``Speaker: text`` lines from stdin or a file, and utterances posted over MQTT.
+
+Lines carry no timing, so an utterance's duration is estimated from its length (about 2.5 words per
+second) and utterances follow each other with a short gap; from stdin, an utterance ends when its line
+arrives. Malformed lines and messages are reported one line each and skipped; the source keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from .. import topics
+from ..frames import ErrorCategory, ErrorFrame, Utterance
+from ..inbound import ErrorRateLimiter, InboundError, parse_utterance
+from ..mqtt_config import MqttSettings
+from .base import SessionClock, UtteranceSink
+
+log = logging.getLogger(__name__)
+
+LINE_RE = re.compile(r"^\s*(?P<speaker>[^:]{1,64}?)\s*:\s*(?P<text>\S.*?)\s*$")
+WORDS_PER_S = 2.5
+GAP_S = 0.3
+
+
+def parse_line(line: str) -> tuple[str, str] | None:
+    """``"Alice: hello"`` -> ("Alice", "hello"); None for blank lines and ``#`` comments.
+
+    Raises:
+        ValueError: the line is not of the form ``Speaker: text``.
+    """
+    s = line.strip()
+    if not s or s.startswith("#"):
+        return None
+    m = LINE_RE.match(s)
+    if not m:
+        raise ValueError(f"expected 'Speaker: text', got {s[:60]!r}")
+    return m.group("speaker"), m.group("text")
+
+
+def estimate_duration_s(text: str) -> float:
+    return max(0.8, len(text.split()) / WORDS_PER_S)
+
+
+class TranscriptSource:
+    """``Speaker: text`` lines from a file (paced by ``speed``) or a stream such as stdin (live).
+
+    Args:
+        session_id: the session the lines belong to.
+        path: a file, or None to read ``stream``.
+        stream: the text stream to read when no path is given (default stdin).
+        speed: for files: 1.0 real time by the estimated durations, 0 as fast as possible.
+    """
+
+    def __init__(self, session_id: str, *, path: str | Path | None = None, stream: IO[str] | None = None,
+                 speed: float = 1.0, clock: SessionClock | None = None) -> None:
+        self.session_id = session_id
+        self.path = Path(path) if path is not None else None
+        self.stream = stream
+        self.speed = speed
+        self.clock = clock or SessionClock()
+        self.name = f"transcript:{self.path or 'stdin'}"
+        self.sent = 0
+
+    async def run(self, sink: UtteranceSink) -> None:
+        try:
+            if self.path is not None:
+                await self._run_file(sink)
+            else:
+                await self._run_stream(sink)
+        finally:
+            sink.end_session(self.session_id)
+
+    def _bad_line(self, sink: UtteranceSink, where: str, e: Exception) -> None:
+        sink.report(ErrorFrame(session_id=self.session_id, stage=f"stream[{self.session_id}].transcript",
+                               message=f"{where}: {e}; line skipped", category=ErrorCategory.INPUT))
+
+    async def _run_file(self, sink: UtteranceSink) -> None:
+        assert self.path is not None
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            sink.report(ErrorFrame(session_id=self.session_id, stage=f"stream[{self.session_id}].transcript",
+                                   message=f"{self.path}: cannot read ({e})", category=ErrorCategory.INPUT))
+            return
+        t = 0.0
+        start = time.monotonic_ns()
+        for no, line in enumerate(lines, 1):
+            try:
+                parsed = parse_line(line)
+            except ValueError as e:
+                self._bad_line(sink, f"{self.path}:{no}", e)
+                continue
+            if parsed is None:
+                continue
+            speaker, text = parsed
+            t0, t1 = t, t + estimate_duration_s(text)
+            t = t1 + GAP_S
+            ended = time.monotonic_ns()
+            if self.speed > 0:
+                due = start + int(t1 / self.speed * 1e9)
+                delay = (due - time.monotonic_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                ended = due
+            self.sent += 1
+            await sink.submit(Utterance(session_id=self.session_id, utterance_id=f"u{self.sent:04d}",
+                                        speaker=speaker, t_start=round(t0, 3), t_end=round(t1, 3), text=text,
+                                        ended_ns=ended))
+
+    async def _run_stream(self, sink: UtteranceSink) -> None:
+        stream = self.stream or sys.stdin
+        prev_end = 0.0
+        no = 0
+        while True:
+            line = await asyncio.to_thread(stream.readline)
+            if line == "":
+                return  # EOF
+            no += 1
+            try:
+                parsed = parse_line(line)
+            except ValueError as e:
+                self._bad_line(sink, f"stdin line {no}", e)
+                continue
+            if parsed is None:
+                continue
+            speaker, text = parsed
+            ended = time.monotonic_ns()
+            t1 = self.clock.now_s()
+            t0 = max(prev_end, t1 - estimate_duration_s(text))
+            prev_end = t1
+            self.sent += 1
+            await sink.submit(Utterance(session_id=self.session_id, utterance_id=f"u{self.sent:04d}",
+                                        speaker=speaker, t_start=round(t0, 3), t_end=round(t1, 3), text=text,
+                                        ended_ns=ended))
+
+
+class MqttTranscriptSource:
+    """Utterances posted by an external ASR or agent to ``pcgnet/<session>/in/utterance`` (JSON).
+
+    Any session id on the topic starts a session. Invalid messages are rejected one by one with a
+    rate-limited error event on ``pcgnet/<session>/error``; valid traffic keeps flowing.
+
+    Args:
+        settings: broker connection.
+        root: topic root.
+        max_backoff_s: ceiling of the reconnect delay.
+    """
+
+    def __init__(self, settings: MqttSettings, *, root: str = topics.DEFAULT_ROOT, max_backoff_s: float = 10.0,
+                 ) -> None:
+        import uuid
+
+        self.settings = settings.with_client_id(f"pcgnet-live-in-{uuid.uuid4().hex[:8]}")
+        self.root = root
+        self.max_backoff_s = max_backoff_s
+        self.name = "transcript:mqtt"
+        self.limiter = ErrorRateLimiter()
+        self.subscribed = asyncio.Event()
+        self.received = 0
+        self.rejected = 0
+        self._clocks: dict[str, SessionClock] = {}
+        self._counters: dict[str, int] = {}
+        self._prev_end: dict[str, float] = {}
+
+    def _reject(self, sink: UtteranceSink, topic: str, e: InboundError) -> None:
+        self.rejected += 1
+        try:
+            session = topics.session_from_input_topic(topic, root=self.root)
+        except ValueError:
+            session = "_"
+        adm = self.limiter.admit(session)
+        if adm is None:
+            return
+        extra = f" ({adm.suppressed} similar suppressed)" if adm.suppressed else ""
+        sink.report(ErrorFrame(session_id=session, stage=f"stream[{session}].mqtt-in",
+                               message=f"rejected input on {topic[:120]}: {e.message}{extra}",
+                               category=ErrorCategory.INPUT))
+
+    def to_utterance(self, topic: str, payload: bytes) -> Utterance:
+        """Validate one message and turn it into an Utterance (raises InboundError)."""
+        msg = parse_utterance(topic, payload, root=self.root)
+        sid = msg.session_id
+        clock = self._clocks.setdefault(sid, SessionClock())
+        n = self._counters[sid] = self._counters.get(sid, 0) + 1
+        now = clock.now_s()
+        t1 = msg.t_end if msg.t_end is not None else now
+        t0 = msg.t_start if msg.t_start is not None else max(self._prev_end.get(sid, 0.0),
+                                                              t1 - estimate_duration_s(msg.text))
+        self._prev_end[sid] = t1
+        return Utterance(session_id=sid, utterance_id=msg.utterance_id or f"m{n:05d}", speaker=msg.speaker,
+                         t_start=t0, t_end=t1, text=msg.text, ended_ns=time.monotonic_ns())
+
+    async def run(self, sink: UtteranceSink) -> None:
+        import random
+
+        import aiomqtt
+
+        attempt = 0
+        while True:
+            try:
+                async with aiomqtt.Client(**self.settings.client_kwargs()) as client:
+                    await client.subscribe(topics.input_filter(root=self.root), qos=1)
+                    if attempt:
+                        log.warning("MQTT input: reconnected to %s", self.settings.redacted_url())
+                    attempt = 0
+                    self.subscribed.set()
+                    async for message in client.messages:
+                        self.received += 1
+                        topic = str(message.topic)
+                        payload = message.payload if isinstance(message.payload, bytes | bytearray) \
+                            else str(message.payload).encode()
+                        try:
+                            utt = self.to_utterance(topic, bytes(payload))
+                        except InboundError as e:
+                            self._reject(sink, topic, e)
+                            continue
+                        await sink.submit(utt)
+            except aiomqtt.MqttError as e:
+                self.subscribed.clear()
+                attempt += 1
+                delay = random.uniform(0.5, 1.0) * min(self.max_backoff_s, 0.5 * 2 ** min(attempt, 8))
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning("MQTT input: broker %s unavailable (%s); retrying in %.1f s",
+                                self.settings.redacted_url(), e, delay)
+                await asyncio.sleep(delay)

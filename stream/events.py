@@ -1,0 +1,171 @@
+"""Build the event objects published on MQTT and written to the JSONL log (schema: docs/events.md).
+
+Events are plain JSON objects so that every consumer (a robot, a dashboard, ``jq``) reads them the
+same way. Field names follow ROS4HRI's Expression message (``expression``, ``valence``, ``arousal``,
+``confidence``) and category names follow W3C EmotionML's vocabularies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SCHEMA_VERSION = 1
+"""Bumped on any incompatible change of the event objects (docs/events.md keeps the history)."""
+
+EVENT_NAMESPACE = uuid.UUID("6f1c3a52-3c1e-4d7e-9a55-2f0b7d1e9c40")
+"""uuid5 namespace of event ids: the same (session, utterance, kind) always gives the same id."""
+
+# Model label -> EmotionML category name. The "big6" vocabulary (anger, disgust, fear, happiness,
+# sadness, surprise) plus "neutral" and two IEMOCAP classes, named as EmotionML names categories.
+EXPRESSION_NAMES: dict[str, str] = {
+    "neutral": "neutral", "neu": "neutral",
+    "joy": "happiness", "hap": "happiness", "happiness": "happiness", "happy": "happiness",
+    "surprise": "surprise",
+    "fear": "fear",
+    "sadness": "sadness", "sad": "sadness",
+    "disgust": "disgust",
+    "anger": "anger", "ang": "anger",
+    "exc": "excitement", "excitement": "excitement",
+    "fru": "frustration", "frustration": "frustration",
+}
+
+# EmotionML category -> (valence, arousal) in [-1, 1], placed on Russell's circumplex (approximate
+# positions of the category prototypes; neutral at the origin). An event's valence/arousal is the
+# expectation of these under the predicted class probabilities, so uncertain predictions move toward
+# the centre instead of jumping between corners.
+VALENCE_AROUSAL: dict[str, tuple[float, float]] = {
+    "neutral": (0.0, 0.0),
+    "happiness": (0.8, 0.5),
+    "excitement": (0.6, 0.9),
+    "surprise": (0.3, 0.8),
+    "fear": (-0.6, 0.6),
+    "anger": (-0.6, 0.8),
+    "frustration": (-0.5, 0.4),
+    "disgust": (-0.7, 0.2),
+    "sadness": (-0.7, -0.5),
+}
+
+MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
+
+
+def expression_name(label: str) -> str:
+    """EmotionML-style name of a model label (unknown labels pass through)."""
+    return EXPRESSION_NAMES.get(label.lower(), label.lower())
+
+
+def event_id(session: str, utterance_id: str, kind: str) -> str:
+    """Stable id: replays and retries of the same utterance give the same id, so duplicates can be dropped."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{session}\n{utterance_id}\n{kind}"))
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def valence_arousal(scores: Mapping[str, float]) -> tuple[float, float]:
+    """Probability-weighted circumplex position of a score distribution keyed by expression names."""
+    v = a = 0.0
+    for name, p in scores.items():
+        cv, ca = VALENCE_AROUSAL.get(name, (0.0, 0.0))
+        v += p * cv
+        a += p * ca
+    return round(v, 4), round(a, 4)
+
+
+def _base(kind: str, session: str, utterance_id: str, worker_id: str | None) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "type": kind,
+        "event_id": event_id(session, utterance_id, kind),
+        "session": session,
+        "utterance_id": utterance_id,
+    }
+    if worker_id is not None:
+        d["worker_id"] = worker_id
+    return d
+
+
+def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
+                  text: str | None, labels: Sequence[str], probs: Sequence[float], modalities: Sequence[str],
+                  index: int, latency_ms: float, worker_id: str | None = None) -> dict[str, Any]:
+    """One utterance's emotion (topic ``pcgnet/<session>/emotion``)."""
+    names = [expression_name(lb) for lb in labels]
+    scores = {n: round(float(p), 5) for n, p in zip(names, probs, strict=True)}
+    best = max(range(len(labels)), key=lambda i: probs[i])
+    valence, arousal = valence_arousal(scores)
+    d = _base("emotion", session, utterance_id, worker_id)
+    d.update({
+        "speaker": speaker,
+        "t_start": round(float(t_start), 3),
+        "t_end": round(float(t_end), 3),
+        "index": index,
+        "text": text,
+        "emitted_at": utc_now_iso(),
+        "expression": names[best],
+        "label": labels[best],
+        "confidence": round(float(probs[best]), 5),
+        "scores": scores,
+        "valence": valence,
+        "arousal": arousal,
+        "modalities": [MODALITY_NAMES.get(m, m) for m in modalities],
+        "latency_ms": round(float(latency_ms), 2),
+    })
+    return d
+
+
+def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
+                from_expression: str, to_expression: str, previous_utterance_id: str,
+                probability: float | None, latency_ms: float, worker_id: str | None = None) -> dict[str, Any]:
+    """A speaker's expression changed since their previous utterance (topic ``pcgnet/<session>/shift``)."""
+    d = _base("shift", session, utterance_id, worker_id)
+    d.update({
+        "speaker": speaker,
+        "t_start": round(float(t_start), 3),
+        "t_end": round(float(t_end), 3),
+        "emitted_at": utc_now_iso(),
+        "from": from_expression,
+        "to": to_expression,
+        "previous_utterance_id": previous_utterance_id,
+        "probability": None if probability is None else round(float(probability), 5),
+        "latency_ms": round(float(latency_ms), 2),
+    })
+    return d
+
+
+def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], trend: str, utterances: int,
+                  worker_id: str | None = None) -> dict[str, Any]:
+    """Current state of one speaker (retained on ``pcgnet/<session>/speakers/<speaker>``)."""
+    d = _base("speaker", session, emotion["utterance_id"], worker_id)
+    d["event_id"] = event_id(session, f"{speaker}\n{emotion['utterance_id']}", "speaker")
+    d.update({
+        "speaker": speaker,
+        "updated_at": emotion["emitted_at"],
+        "expression": emotion["expression"],
+        "confidence": emotion["confidence"],
+        "valence": emotion["valence"],
+        "arousal": emotion["arousal"],
+        "trend": trend,
+        "utterances": utterances,
+    })
+    return d
+
+
+def error_event(*, session: str, stage: str, category: str, message: str,
+                worker_id: str | None = None) -> dict[str, Any]:
+    """A problem a consumer should know about (topic ``pcgnet/<session>/error``); ids are random."""
+    d: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "type": "error",
+        "event_id": str(uuid.uuid4()),
+        "session": session,
+        "stage": stage,
+        "category": category,
+        "message": message,
+        "emitted_at": utc_now_iso(),
+    }
+    if worker_id is not None:
+        d["worker_id"] = worker_id
+    return d

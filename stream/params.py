@@ -1,0 +1,131 @@
+"""Every tunable of the live runtime in one place, with units in the names and documented defaults.
+
+``live.py`` fills a :class:`LiveParams` from its flags; tests and benchmarks build one directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class VadParams:
+    """Energy voice-activity segmentation of microphone audio (used when no VAD extractor is available)."""
+
+    frame_ms: int = 30
+    """Analysis frame length."""
+    threshold_dbfs: float = -42.0
+    """A frame is speech when its RMS level is above this (dB relative to full scale)."""
+    min_speech_ms: int = 200
+    """Shorter bursts (clicks, coughs) are not utterances."""
+    vad_silence_ms: int = 600
+    """This much silence ends an utterance."""
+    pre_roll_ms: int = 150
+    """Audio kept before the detected onset, so the first phoneme is not cut."""
+    max_utterance_s: float = 15.0
+    """An utterance longer than this is cut (a speaker who never pauses still gets predictions)."""
+
+
+@dataclass(frozen=True)
+class MicParams:
+    """Microphone capture (sounddevice)."""
+
+    sample_rate_hz: int = 16000
+    block_ms: int = 30
+    """Callback block length."""
+    device: str | int | None = None
+    """sounddevice device name or index; None = the system default input."""
+    speaker: str = "Speaker"
+    """Name given to microphone utterances (speaker diarisation is offline only)."""
+
+
+@dataclass(frozen=True)
+class CameraParams:
+    """Camera capture (OpenCV)."""
+
+    device: str | int = 0
+    """OpenCV VideoCapture index, or a video file path (tests use a generated mp4)."""
+    fps_hz: float = 15.0
+    """Frames kept per second (the capture thread drops the rest)."""
+    buffer_s: float = 30.0
+    """How much video is kept to attach to utterances."""
+    max_frames_per_utterance: int = 8
+    """Frames attached to one utterance, evenly spaced over it."""
+
+
+@dataclass(frozen=True)
+class InferenceParams:
+    """Incremental inference and micro-batching across sessions."""
+
+    device: str = "cpu"
+    """"cpu", "cuda", "cuda:1" or "auto" (cuda when available)."""
+    max_batch_size: int = 32
+    """At most this many sessions' steps run in one ``model.step_many`` call."""
+    batch_wait_ms: float = 0.0
+    """Wait up to this long for more steps before running a batch (0: take only what is already queued)."""
+    torch_threads: int = 1
+    """Intra-op threads for the inference and feature threads (CPU is shared with capture)."""
+    feature_workers: int = 1
+    """Threads running feature extractors."""
+
+
+@dataclass(frozen=True)
+class PersonaParams:
+    """Per-speaker persona (the 5-d apparent-personality vector the model conditions on)."""
+
+    smoothing: float = 0.2
+    """Exponential smoothing weight of a new estimate (0 < smoothing <= 1; 1 = no smoothing)."""
+    neutral_value: float = 0.3
+    """Each dimension of the default persona when nothing better is known (MELD's mean is ~0.29)."""
+
+
+@dataclass(frozen=True)
+class QueueParams:
+    """Sizes of the bounded queues; each queue's full policy is fixed where it is made (docs/live.md)."""
+
+    utterances_per_session: int = 64
+    """Utterances waiting for a session's worker (policy: block the source)."""
+    inference_requests: int = 256
+    """Steps waiting for the inference worker (policy: block the session)."""
+    sink_events: int = 4096
+    """Events waiting in each sink (policy: drop oldest, counted and logged)."""
+    audio_blocks: int = 512
+    """Microphone blocks waiting for segmentation (policy: drop newest, counted)."""
+
+
+@dataclass(frozen=True)
+class UiParams:
+    """Terminal UI."""
+
+    ui_refresh_hz: float = 4.0
+    transcript_lines: int = 14
+    alert_lines: int = 4
+    latency_window: int = 500
+    """Latency percentiles are over the last this many events."""
+    rate_window_s: float = 10.0
+    """utterances/s is measured over this window."""
+
+
+@dataclass(frozen=True)
+class LiveParams:
+    """Everything one ``live.py`` process needs besides its sources and sinks."""
+
+    checkpoint: str = "checkpoints/default"
+    session_id: str = "live"
+    """Session id for local sources (mic, camera, stdin/file transcript)."""
+    speed: float = 1.0
+    """Replay/transcript-file pacing: 1.0 real time, 2.0 twice as fast, 0 as fast as possible."""
+    topic_prefix: str = "pcgnet"
+    worker_id: str | None = None
+    """Copied into every event (scale-out workers set it)."""
+    vad: VadParams = field(default_factory=VadParams)
+    mic: MicParams = field(default_factory=MicParams)
+    camera: CameraParams = field(default_factory=CameraParams)
+    inference: InferenceParams = field(default_factory=InferenceParams)
+    persona: PersonaParams = field(default_factory=PersonaParams)
+    queues: QueueParams = field(default_factory=QueueParams)
+    ui: UiParams = field(default_factory=UiParams)
+    drain_timeout_s: float = 30.0
+    """At the end of a replay, how long sinks get to deliver what they hold."""
+    cancel_timeout_s: float = 5.0
+    """How long a cancelled task gets to finish before it is reported as dangling."""

@@ -1,0 +1,246 @@
+"""The runtime: sources -> per-session queues -> :class:`~stream.analyzer.Analyzer` -> sinks.
+
+Each session has a bounded utterance channel (full policy: block the source, so a replay or file
+never loses utterances; live sources see back-pressure) and one worker task
+``stream[<session>].worker`` that processes its utterances in order, records them when asked, and
+fans the events out to every sink. Sessions are created on the first utterance, so one process serves
+replays, local capture and any number of MQTT-fed sessions at once.
+
+Shutdown follows pipecat's two ways out: the end of every finite source is a drain (queued utterances
+are processed, sinks deliver what they hold, then the process exits); SIGINT/SIGTERM is a cancel (sources
+and workers stop now, sinks get a short grace period, e.g. to publish the MQTT "offline" status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .analyzer import Analyzer
+from .channel import Channel, FullPolicy
+from .frames import ErrorCategory, ErrorFrame, EventFrame, Utterance
+from .params import LiveParams
+from .record import SessionRecorder
+from .sinks.base import Sink, SinkSet
+from .sinks.jsonl import frame_json
+from .tasks import OnError, Supervisor, task_name
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """An utterance source: runs until its input ends (finite) or forever (live)."""
+
+    name: str
+
+    async def run(self, sink: Any) -> None: ...
+
+
+@dataclasses.dataclass
+class _SessionWorker:
+    session_id: str
+    channel: Channel[Utterance]
+    task: asyncio.Task[Any] | None = None
+    recorder: SessionRecorder | None = None
+
+
+class Runtime:
+    """Wires sources, the analyzer and sinks; owns every task.
+
+    Args:
+        analyzer: the per-session processing core.
+        sinks: where events go.
+        params: queue sizes and timeouts.
+        recorder_factory: session id -> a SessionRecorder, for ``--record`` (None: no recording).
+    """
+
+    def __init__(self, analyzer: Analyzer, sinks: SinkSet, params: LiveParams, *,
+                 recorder_factory: Callable[[str], SessionRecorder | None] | None = None) -> None:
+        self.analyzer = analyzer
+        self.sinks = sinks
+        self.params = params
+        self.recorder_factory = recorder_factory
+        self.supervisor = Supervisor(on_fatal=self._fatal)
+        self.workers: dict[str, _SessionWorker] = {}
+        self.cameras: dict[str, Any] = {}
+        self._sources: list[tuple[Source, bool]] = []
+        self._source_tasks: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+        self._cancelled = False
+        self.fatal: str | None = None
+        self.errors: list[ErrorFrame] = []
+        self.events_emitted = 0
+
+    # -- wiring -----------------------------------------------------------------------------------
+
+    def add_source(self, source: Source, *, finite: bool) -> None:
+        """Add an utterance source; the runtime ends by itself once every finite source is done and no
+        live (infinite) source was added."""
+        self._sources.append((source, finite))
+
+    def attach_camera(self, session_id: str, camera: Any) -> None:
+        """Frames from this camera are attached to the session's utterances (which then carry video)."""
+        self.cameras[session_id] = camera
+
+    # -- UtteranceSink ----------------------------------------------------------------------------
+
+    def _worker(self, session_id: str) -> _SessionWorker:
+        w = self.workers.get(session_id)
+        if w is None:
+            ch: Channel[Utterance] = Channel(f"session[{session_id}]", self.params.queues.utterances_per_session,
+                                             FullPolicy.BLOCK)
+            w = _SessionWorker(session_id, ch)
+            if self.recorder_factory is not None:
+                w.recorder = self.recorder_factory(session_id)
+                if w.recorder is not None:
+                    w.recorder.set_labels(self.analyzer.labels)
+            self.workers[session_id] = w
+            w.task = self.supervisor.spawn(task_name(session_id, "worker"), self._session_loop(w))
+        return w
+
+    async def submit(self, utt: Utterance) -> None:
+        cam = self.cameras.get(utt.session_id)
+        if cam is not None and not utt.frames:
+            utt = dataclasses.replace(utt, frames=cam.frames_between(utt.t_start, utt.t_end))
+        await self._worker(utt.session_id).channel.put(utt)
+
+    def end_session(self, session_id: str) -> None:
+        w = self.workers.get(session_id)
+        if w is not None:
+            w.channel.close()
+
+    def report(self, error: ErrorFrame) -> None:
+        self.errors.append(error)
+        del self.errors[:-100]
+        log.warning("%s: %s", error.stage, error.message)
+        self.sinks.emit([error])
+
+    # -- work -------------------------------------------------------------------------------------
+
+    async def _session_loop(self, w: _SessionWorker) -> None:
+        try:
+            async for utt in w.channel:
+                if w.recorder is not None:
+                    w.recorder.add_utterance(utt)
+                try:
+                    frames = await self.analyzer.process(utt)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one bad utterance must not end the session
+                    self.report(ErrorFrame(session_id=w.session_id, stage=task_name(w.session_id, "worker"),
+                                           message=f"utterance {utt.utterance_id} not processed: "
+                                                   f"{type(e).__name__}: {e}", category=ErrorCategory.INPUT))
+                    continue
+                self.emit(frames)
+                if w.recorder is not None:
+                    w.recorder.add_events([frame_json(f) for f in frames])
+        finally:
+            if w.recorder is not None:
+                w.recorder.close()
+
+    def emit(self, frames: list[EventFrame]) -> None:
+        self.events_emitted += len(frames)
+        self.sinks.emit(frames)
+
+    def queue_depths(self) -> dict[str, int]:
+        d = {w.channel.name: len(w.channel) for w in self.workers.values()}
+        d["inference"] = len(self.analyzer.engine.batcher.queue)
+        d.update(self.analyzer.features.queue_depths())
+        d.update(self.sinks.depths())
+        return d
+
+    def _fatal(self, name: str, exc: BaseException) -> None:
+        self.fatal = f"{name}: {type(exc).__name__}: {exc}"
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Cancel (SIGINT/SIGTERM): stop sources and workers now."""
+        self._cancelled = True
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
+                pass
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("second %s: exiting now", sig.name)
+            raise SystemExit(130)
+        log.info("%s: stopping", sig.name)
+        self.request_stop()
+
+    async def run(self) -> int:
+        """Run until every finite source is drained (when all are finite) or a stop is requested.
+
+        Returns 0, or 1 when a critical task failed.
+        """
+        sup = self.supervisor
+        engine_task = sup.spawn(task_name("-", "inference"), self.analyzer.engine.run(), OnError.CANCEL)
+        feature_tasks = [sup.spawn(task_name("-", n), c, OnError.CANCEL)
+                         for n, c in self.analyzer.features.tasks().items()]
+        sink_tasks = [sup.spawn(task_name("-", f"sink.{s.name}"), s.run()) for s in self.sinks.sinks]
+        cam_tasks = [sup.spawn(task_name(sid, "camera"), cam.run(self)) for sid, cam in self.cameras.items()]
+        self._source_tasks = [sup.spawn(task_name("-", f"source.{src.name}"), src.run(self))
+                              for src, _ in self._sources]
+        all_finite = bool(self._sources) and all(f for _, f in self._sources)
+
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            if all_finite:
+                sources_done = asyncio.ensure_future(asyncio.gather(*self._source_tasks, return_exceptions=True))
+                await asyncio.wait({sources_done, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not self._stop.is_set():
+                    for w in list(self.workers.values()):
+                        w.channel.close()
+                    workers = [w.task for w in self.workers.values() if w.task is not None]
+                    if workers:
+                        done_w = asyncio.ensure_future(asyncio.gather(*workers, return_exceptions=True))
+                        await asyncio.wait({done_w, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not sources_done.done():
+                    sources_done.cancel()
+            else:
+                await stop_wait
+        finally:
+            if not stop_wait.done():
+                stop_wait.cancel()
+            await self._shutdown(engine_task, feature_tasks, sink_tasks, cam_tasks)
+        return 1 if self.fatal else 0
+
+    async def _shutdown(self, engine_task: asyncio.Task[Any], feature_tasks: list[asyncio.Task[Any]],
+                        sink_tasks: list[asyncio.Task[Any]], cam_tasks: list[asyncio.Task[Any]]) -> None:
+        for cam in self.cameras.values():
+            cam.stop()
+        for t in self._source_tasks:
+            t.cancel()
+        for w in self.workers.values():
+            w.channel.close()
+            if self._cancelled and w.task is not None:
+                w.task.cancel()
+        workers = [w.task for w in self.workers.values() if w.task is not None]
+        if workers:
+            await asyncio.wait(workers, timeout=self.params.cancel_timeout_s)
+        self.analyzer.engine.close()
+        self.analyzer.features.close()
+        self.sinks.close()
+        grace = 2.0 if self._cancelled else self.params.drain_timeout_s
+        if sink_tasks:
+            _, pending = await asyncio.wait(sink_tasks, timeout=grace)
+            if pending:
+                undelivered = sum(len(s.inbox) for s in self.sinks.sinks)
+                log.warning("sinks did not finish within %.0f s (%d event(s) undelivered)", grace, undelivered)
+        await asyncio.wait([engine_task, *feature_tasks], timeout=self.params.cancel_timeout_s)
+        await self.supervisor.cancel_all(self.params.cancel_timeout_s)
+        self.analyzer.engine.shutdown()
+        self.analyzer.features.shutdown()
+
+    @property
+    def sinks_list(self) -> list[Sink]:
+        return self.sinks.sinks
