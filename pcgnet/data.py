@@ -230,17 +230,23 @@ def find_companion(feature_path: Path, filename: str) -> Path | None:
     return None
 
 
-def _sidecar(feature_path: Path) -> dict[str, Any]:
-    """Optional ``<feature pickle stem>.json``: {"extractors": {...}, "persona": {...}} (prepare-meld writes it)."""
-    p = feature_path.with_suffix(".json")
+def _sidecar(feature_path: Path, dataset: str) -> dict[str, Any]:
+    """Optional ``meta.json`` beside the feature pickle: {"extractors": {...}, "persona": {...}, ...}.
+
+    ``pcgnet prepare-meld`` and ``pcgnet synth`` write it, so checkpoints record which extractor produced
+    each modality (the paper's own pickles have none; their extractors are known).
+    """
+    p = feature_path.parent / "meta.json"
     if not p.is_file():
         return {}
     try:
         meta = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{p}: unreadable metadata sidecar ({e})") from None
+        raise DataError(f"{p}: unreadable metadata ({e})") from None
     if not isinstance(meta, dict):
         raise DataError(f"{p}: expected a JSON object")
+    if meta.get("dataset", dataset) != dataset:
+        return {}  # describes another dataset sharing the folder
     return meta
 
 
@@ -323,7 +329,7 @@ def load_dataset(
         raise DataError(f"{fpath}: no modality has features")
 
     # Persona: per-utterance 5-d apparent Big-Five vectors.
-    sidecar = _sidecar(fpath)
+    sidecar = _sidecar(fpath, dataset)
     pers: dict | None = None
     ppath = Path(persona_path) if persona_path else find_companion(fpath, PERSONA_NAMES[dataset])
     if ppath is not None:

@@ -12,7 +12,7 @@ them does worse than one that uses both:
 
 Files written (names as the paper's README expects them): ``IEMOCAP_features.pkl`` (9-tuple),
 ``iemocap_features_roberta.pkl`` (10-tuple), ``IEMOCAP_persona.pkl``; or for MELD ``MELD_features_raw1.pkl``
-(10-tuple), ``meld_features_roberta.pkl`` (11-tuple), ``MELD_persona.pkl``; plus a small JSON sidecar naming
+(10-tuple), ``meld_features_roberta.pkl`` (11-tuple), ``MELD_persona.pkl``; plus ``meta.json`` naming
 the features "synthetic" so checkpoints trained on them say so.
 """
 
@@ -40,7 +40,7 @@ class SynthOptions:
     max_len: int = 24
     test_fraction: float = 0.2
     persist: float = 0.7  # probability that a speaker keeps their previous emotion
-    signal: float = 0.12  # per-dimension prototype amplitude (noise std is 1)
+    signal: float = 0.2  # per-dimension prototype amplitude (noise std is 1)
     seed: int = 0
 
 
@@ -164,10 +164,11 @@ def write_synthetic(dataset: str, out: str | Path, opts: SynthOptions = SynthOpt
     for key, p in paths.items():
         with open(p, "wb") as f:
             pickle.dump(objs[key], f, protocol=4)
-    side = paths["features"].with_suffix(".json")
+    side = out / "meta.json"
     side.write_text(json.dumps({
         "extractors": {m: {"name": "synthetic", "dim": d} for m, d in DATASETS[dataset].dims.items()},
         "persona": {"source": "given"},
+        "dataset": dataset,
         "synthetic": {"dataset": dataset, **opts.__dict__},
     }, indent=2) + "\n", encoding="utf-8")
     paths["sidecar"] = side
