@@ -9,8 +9,10 @@ deterministic recurrent model so the coordination can be tested in seconds witho
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,28 +34,39 @@ class Snapshot:
 
 
 class Conversation(Protocol):
-    """One conversation's analysis state inside an engine."""
+    """One conversation's analysis state inside an engine. Calls for one conversation never overlap."""
 
-    def process(self, utterance: InboundUtterance, utterance_id: str, worker_id: str) -> list[EventFrame]:
+    async def process(self, utterance: InboundUtterance, utterance_id: str) -> list[EventFrame]:
         """Steps the conversation by one utterance; returns its events (emotion first)."""
         ...
 
-    def snapshot(self) -> Snapshot:
+    async def snapshot(self) -> Snapshot:
         """Everything the next step depends on, so another process can resume exactly here."""
         ...
 
 
 class ConversationEngine(Protocol):
-    """Creates conversations; one engine per worker process (it holds the model)."""
+    """Creates conversations; one engine per worker process (it holds the model).
+
+    Events it makes carry the worker id it was built with.
+    """
 
     name: str
 
-    def open(self, session_id: str, snapshot: Snapshot | None) -> Conversation:
+    async def run(self) -> None:
+        """Background work (micro-batchers) for the worker's lifetime; returns when cancelled."""
+        ...
+
+    async def open(self, session_id: str, snapshot: Snapshot | None) -> Conversation:
         """A new conversation (``snapshot`` is None) or one resumed from a snapshot.
 
         Raises:
             ValueError: the snapshot does not belong to this engine (wrong name/shape); one line.
         """
+        ...
+
+    def close(self, session_id: str) -> None:
+        """Forgets a conversation this worker no longer owns."""
         ...
 
 
@@ -81,7 +94,9 @@ class ToyEngine:
 
     name = "toy"
 
-    def __init__(self, dim: int = 16, seed: int = 0, work_s: float = 0.0) -> None:
+    def __init__(self, worker_id: str | None = None, *, dim: int = 16, seed: int = 0, work_s: float = 0.0) -> None:
+        self.worker_id = worker_id
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="toy-engine")
         rng = np.random.default_rng(seed)
         self.dim = dim
         self.w = rng.normal(0, 0.5 / np.sqrt(dim), (dim, dim))
@@ -89,7 +104,13 @@ class ToyEngine:
         self.v = rng.normal(0, 1.0, (len(TOY_LABELS), dim))
         self.work_s = work_s
 
-    def open(self, session_id: str, snapshot: Snapshot | None) -> ToyConversation:
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    def close(self, session_id: str) -> None:
+        pass
+
+    async def open(self, session_id: str, snapshot: Snapshot | None) -> ToyConversation:
         if snapshot is None:
             return ToyConversation(self, session_id, np.zeros(self.dim), 0, {})
         h = snapshot.arrays.get("h")
@@ -104,7 +125,11 @@ class ToyConversation:
     def __init__(self, engine: ToyEngine, session: str, h: np.ndarray, index: int, speakers: dict[str, int]):
         self.engine, self.session, self.h, self.index, self.speakers = engine, session, h, index, speakers
 
-    def process(self, utterance: InboundUtterance, utterance_id: str, worker_id: str) -> list[EventFrame]:
+    async def process(self, utterance: InboundUtterance, utterance_id: str) -> list[EventFrame]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.engine._pool, self._step, utterance, utterance_id)
+
+    def _step(self, utterance: InboundUtterance, utterance_id: str) -> list[EventFrame]:
         t0 = time.perf_counter()
         e = self.engine
         slot = self.speakers.setdefault(utterance.speaker, len(self.speakers))
@@ -121,10 +146,10 @@ class ToyConversation:
         ev = emotion_event(session=self.session, utterance_id=utterance_id, speaker=utterance.speaker,
                            t_start=t_start, t_end=t_end, text=utterance.text, labels=TOY_LABELS,
                            probs=p.tolist(), modalities=["t"], index=self.index,
-                           latency_ms=(time.perf_counter() - t0) * 1000, worker_id=worker_id)
+                           latency_ms=(time.perf_counter() - t0) * 1000, worker_id=e.worker_id)
         self.index += 1
         return [EventFrame(session_id=self.session, kind=EventKind.EMOTION, payload=ev)]
 
-    def snapshot(self) -> Snapshot:
+    async def snapshot(self) -> Snapshot:
         return Snapshot({"h": self.h.copy()}, {"engine": ToyEngine.name, "index": self.index,
                                                  "speakers": dict(self.speakers)})

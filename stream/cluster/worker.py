@@ -38,7 +38,6 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +95,7 @@ class WorkerParams:
             another worker through the shared subscription).
         max_pending: Reorder-buffer bound per conversation.
         batch_max: Steps of one conversation processed before its state is published.
+        concurrency: Conversations stepped at the same time (what the engine can micro-batch).
         max_state_bytes: Bound of a state blob.
         record_expiry_s: MQTT 5 message expiry of retained owner/state/ack records, so the broker forgets
             conversations that ended long ago.
@@ -111,6 +111,7 @@ class WorkerParams:
     max_conversations: int = 2000
     max_pending: int = 256
     batch_max: int = 8
+    concurrency: int = 32
     max_state_bytes: int = DEFAULT_MAX_BYTES
     record_expiry_s: int = 86_400
     reconnect_max_s: float = 10.0
@@ -205,7 +206,6 @@ class Worker:
         self.stats = WorkerStats()
         self.incarnation = ""
         self._client: aiomqtt.Client | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"cluster[{self.worker_id}].engine")
         self._ready: OrderedDict[str, None] = OrderedDict()
         self._ready_event = asyncio.Event()
         self._stop = asyncio.Event()
@@ -229,6 +229,7 @@ class Worker:
         been adopted by others by then, or are re-claimed by whoever gets their next input.
         """
         attempt = 0
+        engine_task = asyncio.get_running_loop().create_task(self.engine.run(), name=f"cluster[{self.worker_id}].engine")
         try:
             while not self._stop.is_set():
                 try:
@@ -244,7 +245,9 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), delay)
         finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            engine_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await engine_task
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
 
     async def _run_connection(self) -> None:
@@ -256,6 +259,7 @@ class Worker:
         settings = self.settings.with_client_id(f"pcgnet-worker-{self.worker_id}-{self.incarnation}")
         kwargs = settings.client_kwargs(will=will, max_queued_incoming_messages=0)
         async with aiomqtt.Client(**kwargs) as client:
+            client.pending_calls_threshold = 64 * max(1, p.concurrency)  # concurrent steps publish at once
             self._client = client
             self.view = ClusterView()
             try:
@@ -529,12 +533,12 @@ class Worker:
         snapshot = None if blob is None else Snapshot(blob.arrays, blob.engine)
         if loc.state_error is not None and blob is None:
             self._report(s, f"{loc.state_error}; starting the conversation afresh")
-        loop = asyncio.get_running_loop()
         try:
-            conv = await loop.run_in_executor(self._executor, self.engine.open, s, snapshot)
+            conv = await self.engine.open(s, snapshot)
         except ValueError as exc:
             self._report(s, f"cannot resume from the retained state ({exc}); starting afresh")
-            conv = await loop.run_in_executor(self._executor, self.engine.open, s, None)
+            self.engine.close(s)
+            conv = await self.engine.open(s, None)
             blob = None
         loc.conv = conv
         loc.seq = Sequencer(blob.next_seq if blob else 0, blob.recent if blob else (), max_pending=p.max_pending,
@@ -564,6 +568,9 @@ class Worker:
         if self.local.get(s) is loc:
             del self.local[s]
         self._ready.pop(s, None)
+        if loc.conv is not None:
+            self.engine.close(s)
+            loc.conv = None
         leftovers = list(loc.inbox) + (loc.seq.pending_items() if loc.seq is not None else [])
         loc.inbox, loc.owned = [], False
         with contextlib.suppress(aiomqtt.MqttError):
@@ -597,6 +604,8 @@ class Worker:
     # -- processing ---------------------------------------------------------------------------------
 
     async def _process_loop(self) -> None:
+        """Steps up to ``concurrency`` conversations at once (the engine micro-batches across them)."""
+        slots = asyncio.Semaphore(self.params.concurrency)
         while True:
             await self._ready_event.wait()
             if not self._ready:
@@ -605,19 +614,23 @@ class Worker:
             session, _ = self._ready.popitem(last=False)
             loc = self.local.get(session)
             if loc is None or not loc.owned or loc.busy:
-                continue
+                continue  # a busy conversation re-queues itself when its batch is done
+            await slots.acquire()
             loc.busy = True
-            try:
-                await self._process(loc)
-            finally:
-                loc.busy = False
-            if self.local.get(session) is loc and loc.seq is not None and loc.seq.ready():
-                self._mark_ready(session)
+            self._spawn(self._process_one(loc, slots), f"cluster[{session}].step")
+
+    async def _process_one(self, loc: _Local, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._process(loc)
+        finally:
+            loc.busy = False
+            slots.release()
+            if self.local.get(loc.session) is loc and loc.seq is not None and loc.seq.ready():
+                self._mark_ready(loc.session)
 
     async def _process(self, loc: _Local) -> None:
         assert loc.seq is not None and loc.conv is not None and loc.claim is not None
         s, p = loc.session, self.params
-        loop = asyncio.get_running_loop()
         items = loc.seq.ready()[: p.batch_max]
         stepped = False
         for seq, key, item in items:
@@ -628,8 +641,7 @@ class Worker:
             else:
                 uid = item.parsed.utterance_id or f"u{seq + 1:04d}"
                 try:
-                    events = await loop.run_in_executor(self._executor, loc.conv.process, item.parsed, uid,
-                                                        self.worker_id)
+                    events = await loc.conv.process(item.parsed, uid)
                 except Exception as exc:  # noqa: BLE001 - one failing step must not stop the conversation
                     events = [EventFrame(session_id=s, kind=EventKind.ERROR, payload=error_event(
                         session=s, stage=f"cluster[{self.worker_id}].engine", category="input",
@@ -658,7 +670,7 @@ class Worker:
     async def _publish_state(self, loc: _Local) -> None:
         assert loc.seq is not None and loc.conv is not None and loc.claim is not None
         s, p = loc.session, self.params
-        snap = await asyncio.get_running_loop().run_in_executor(self._executor, loc.conv.snapshot)
+        snap = await loc.conv.snapshot()
         meta = loc.seq.to_meta()
         blob = StateBlob(s, loc.claim.epoch, self.worker_id, meta["next_seq"], meta["recent"], snap.meta,
                          snap.arrays)
@@ -739,17 +751,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def make_engine(args: argparse.Namespace) -> ConversationEngine:
+def make_engine(args: argparse.Namespace, worker_id: str) -> ConversationEngine:
     """The engine named on the command line (imports torch only for the real model)."""
     if args.engine == "toy":
         from stream.cluster.engine import ToyEngine
 
-        return ToyEngine()
+        return ToyEngine(worker_id)
     if not args.checkpoint:
         raise ValueError("--checkpoint is required with --engine pcgnet")
     from stream.cluster.pcgnet_engine import PCGNetEngine
 
-    return PCGNetEngine.from_checkpoint(args.checkpoint, device=args.device)
+    return PCGNetEngine.from_checkpoint(args.checkpoint, worker_id=worker_id, device=args.device)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -764,7 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = WorkerParams(worker_id=worker_id, root=args.root, group=args.group,
                               claim_settle_s=args.claim_settle_s, gap_timeout_s=args.gap_timeout_s,
                               idle_release_s=args.idle_release_s, max_conversations=args.max_conversations)
-        engine = make_engine(args)
+        engine = make_engine(args, worker_id)
     except (ValueError, OSError) as exc:
         print(f"live.py --worker: {exc}", file=sys.stderr)
         return 2

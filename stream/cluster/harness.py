@@ -1,0 +1,268 @@
+"""A whole cluster on one machine, for tests, benchmarks and demos: mosquitto + worker processes.
+
+Real parts only: a mosquitto 2 broker on a free loopback port, workers started as separate processes
+exactly as an operator would (``python -m stream.cluster``), a :class:`~stream.cluster.feeder.Feeder`
+publishing scripted conversations and a plain subscriber collecting the emotion events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from stream.cluster.feeder import Feeder
+from stream.cluster.records import WorkerRecord, worker_filter
+from stream.mqtt_config import MqttSettings
+
+__all__ = ["Broker", "ClusterRun", "WorkerProcess", "collect_run", "make_script", "start_broker"]
+
+REPO = Path(__file__).resolve().parents[2]
+
+_WORDS = ("great", "awful", "fine", "really", "no", "yes", "why", "wow", "sorry", "love", "hate", "okay", "the",
+          "meeting", "deadline", "budget", "thanks", "what", "never", "again", "happy", "angry", "scared")
+
+
+def make_script(n_conversations: int, n_utterances: int, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Deterministic scripted conversations: session id -> input utterances (the in/utterance JSON)."""
+    rng = random.Random(seed)
+    script: dict[str, list[dict[str, Any]]] = {}
+    for c in range(n_conversations):
+        speakers = ["Alice", "Bob", "Carol"][: 2 + c % 2]
+        t = 0.0
+        utts = []
+        for k in range(n_utterances):
+            text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 7))).capitalize() + rng.choice(".!?")
+            dur = 0.5 + 0.1 * len(text.split())
+            utts.append({"speaker": speakers[k % len(speakers)] if rng.random() < 0.8 else rng.choice(speakers),
+                         "text": text, "utterance_id": f"u{k + 1:04d}", "t_start": round(t, 3),
+                         "t_end": round(t + dur, 3)})
+            t += dur + 0.2
+        script[f"meeting-{c:03d}"] = utts
+    return script
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Broker:
+    """A running mosquitto (loopback only, no persistence)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+
+    @property
+    def settings(self) -> MqttSettings:
+        return MqttSettings(host="127.0.0.1", port=self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_broker(workdir: Path | None = None) -> Broker:
+    """Starts mosquitto on a free 127.0.0.1 port; RuntimeError naming the problem if it cannot."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        raise RuntimeError("mosquitto is not installed (scripts/install.sh installs it)")
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="pcgnet-cluster-"))
+    port = _free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "log_dest stderr\nlog_type error\nlog_type warning\nmax_queued_messages 100000\n"
+                    "max_inflight_messages 100\n")
+    with open(workdir / "mosquitto.log", "wb") as log_file:
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return Broker(proc, port, workdir)
+        if proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {(workdir / 'mosquitto.log').read_text()[-300:]}")
+        time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("mosquitto did not open its port within 10 s")
+
+
+@contextlib.contextmanager
+def running_broker(workdir: Path | None = None) -> Iterator[Broker]:
+    broker = start_broker(workdir)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@dataclass
+class WorkerProcess:
+    """One worker process (``python -m stream.cluster``), its log in ``log_path``."""
+
+    worker_id: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(cls, worker_id: str, port: int, log_dir: Path, *extra: str) -> WorkerProcess:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
+                   PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "stream.cluster", "--worker-id", worker_id,
+               "--mqtt", f"mqtt://127.0.0.1:{port}", *extra]
+        log_path = log_dir / f"{worker_id}.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+        return cls(worker_id, proc, log_path)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, the broker publishes the last will."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 15) -> int | None:
+        """SIGTERM (graceful: release, go offline), SIGKILL after ``timeout_s``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class ClusterRun:
+    """What a run produced: every emotion event received (duplicates included) and timings."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)
+    sent_at: dict[tuple[str, int], float] = field(default_factory=dict)
+    feeder: Any = None
+    t_first_send: float = 0.0
+    t_last_event: float = 0.0
+    kill_time: float | None = None
+    killed: str | None = None
+
+    def unique(self) -> dict[str, dict[str, Any]]:
+        """event id -> the first event with that id."""
+        out: dict[str, dict[str, Any]] = {}
+        for ev in self.events:
+            out.setdefault(ev["event_id"], ev)
+        return out
+
+    def by_utterance(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """(session, utterance id) -> its distinct events (after de-duplication by event id)."""
+        out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for ev in self.unique().values():
+            out[(ev["session"], ev["utterance_id"])].append(ev)
+        return out
+
+    def load(self) -> Counter[str]:
+        """Distinct emotion events per worker id."""
+        return Counter(ev.get("worker_id", "?") for ev in self.unique().values())
+
+    def workers_of(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = defaultdict(set)
+        for ev in self.unique().values():
+            out[ev["session"]].add(ev.get("worker_id", "?"))
+        return out
+
+
+async def wait_workers_online(settings: MqttSettings, worker_ids: set[str], timeout_s: float = 120) -> None:
+    """Returns when every named worker has published its online record."""
+    seen: set[str] = set()
+    async with aiomqtt.Client(**settings.with_client_id(f"harness-wait-{os.getpid()}").client_kwargs()) as c:
+        await c.subscribe(worker_filter(), qos=1)
+        async with asyncio.timeout(timeout_s):
+            async for m in c.messages:
+                payload = m.payload if isinstance(m.payload, bytes | bytearray) else b""
+                if payload:
+                    rec = WorkerRecord.decode(payload, str(m.topic))
+                    if rec.status == "online":
+                        seen.add(rec.worker)
+                if worker_ids <= seen:
+                    return
+
+
+async def collect_run(settings: MqttSettings, script: dict[str, list[dict[str, Any]]], *,
+                      interval_s: float = 0.0, on_event: Callable[[ClusterRun], None] | None = None,
+                      timeout_s: float = 120, resend_after_s: float = 2.0) -> ClusterRun:
+    """Feeds the script (round by round: utterance k of every conversation, then k+1) and collects events.
+
+    ``interval_s`` paces the rounds; ``on_event`` is called after each received event (e.g. to kill a
+    worker mid-stream). Returns when every utterance has an event, or at ``timeout_s``.
+    """
+    run = ClusterRun()
+    expected = {(s, u["utterance_id"]) for s, utts in script.items() for u in utts}
+    got: set[tuple[str, str]] = set()
+    done = asyncio.Event()
+    consumer_settings = settings.with_client_id(f"harness-consumer-{os.getpid()}")
+    async with aiomqtt.Client(**consumer_settings.client_kwargs(max_queued_incoming_messages=0)) as consumer:
+        await consumer.subscribe("pcgnet/+/emotion", qos=1)
+
+        async def consume() -> None:
+            async for m in consumer.messages:
+                ev = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                run.events.append(ev)
+                now = time.time()
+                run.received_at.append(now)
+                run.t_last_event = now
+                got.add((ev["session"], ev["utterance_id"]))
+                if on_event is not None:
+                    on_event(run)
+                if got >= expected:
+                    done.set()
+
+        task = asyncio.get_running_loop().create_task(consume(), name="harness.consume")
+        async with Feeder(settings, resend_after_s=resend_after_s,
+                          client_id=f"harness-feeder-{os.getpid()}") as feeder:
+            run.feeder = feeder
+            run.t_first_send = time.time()
+            rounds = max(len(u) for u in script.values())
+            for k in range(rounds):
+                t0 = time.monotonic()
+                for session, utts in script.items():
+                    if k < len(utts):
+                        await feeder.send(session, utts[k])
+                if interval_s:
+                    await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - t0)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout_s)
+            run.sent_at = dict(feeder.sent_at)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return run
