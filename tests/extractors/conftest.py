@@ -77,3 +77,24 @@ def speech(tmp_path_factory) -> Speech:
     b1 = b0 + s2t.size / RATE
     write_wav(d / "dialogue.wav", dialogue)
     return Speech(s1, s2, dialogue.astype(np.float32), ((a0, a1), (b0, b1)), f1, d)
+
+
+def _shipped(package: str, rel: str) -> Path:
+    from extractors.registry import package_dir
+
+    root = package_dir(package)
+    if root is None or not (root / rel).is_file():
+        pytest.skip(f"{package} (which ships {rel}) is not installed")
+    return root / rel
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real photos shipped inside wheels: a neutral face, a smiling face, and a landscape with no face."""
+    cv2 = pytest.importorskip("cv2")
+    paths = {
+        "neutral": _shipped("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+        "smiling": _shipped("skimage", "data/astronaut.png"),  # read as a file; skimage is never imported
+        "noface": _shipped("sklearn", "datasets/images/china.jpg"),
+    }
+    return {k: cv2.imread(str(p), cv2.IMREAD_COLOR) for k, p in paths.items()}
