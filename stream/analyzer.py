@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,3 +158,42 @@ class Analyzer:
         frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SPEAKER, payload=spk, speaker=utt.speaker))
         self.processed += 1
         return frames
+
+
+def load_analyzer(checkpoint: str | Path, params: LiveParams | None = None, *,
+                  session_personas: Mapping[str, Mapping[str, Any]] | None = None,
+                  extractors: Mapping[str, Any] | None = None) -> Analyzer:
+    """Checkpoint path -> a ready Analyzer (model, its extractors, feature service, inference engine).
+
+    Raises CheckpointError / FeatureConfigError with a one-line message naming the file and the problem.
+
+    Args:
+        checkpoint: a causal checkpoint directory.
+        params: runtime parameters (device, batching, personas).
+        session_personas: fixed personas per session and speaker.
+        extractors: prebuilt extractors (modality -> Extractor) to share between analyzers; checked
+            against the checkpoint's names and dims like freshly built ones.
+    """
+    from pcgnet.checkpoint import CheckpointError, load_checkpoint
+
+    from .features import FeatureConfigError, FeatureService, build_extractors
+
+    params = params or LiveParams()
+    ck = load_checkpoint(checkpoint, device=params.inference.device)
+    if not ck.config.causal:
+        raise CheckpointError(f"{checkpoint}: not a causal model (config.causal=false); live inference needs one")
+    if extractors is None:
+        exs = build_extractors(ck.extractors, ck.config.modalities, ck.config.dims, where=str(checkpoint))
+    else:
+        exs = {}
+        for m in ck.config.modalities:
+            want = ck.extractors.get(m) or {}
+            ex = extractors.get(m)
+            if ex is None or ex.name != want.get("name") or ex.dim != ck.config.dims[m]:
+                raise FeatureConfigError(f"{checkpoint}: modality {m!r} needs extractor {want.get('name')!r} "
+                                         f"({ck.config.dims[m]}-d)")
+            exs[m] = ex
+    features = FeatureService(exs, workers=params.inference.feature_workers,
+                              max_batch_size=params.inference.max_batch_size)
+    engine = InferenceEngine(ck.model, params.inference, maxsize=params.queues.inference_requests)
+    return Analyzer(ck.config, ck.meta, features, engine, params, session_personas=session_personas)

@@ -103,10 +103,10 @@ def _session_personas(path: str | None, session: str) -> dict[str, dict[str, Any
 
 
 async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line wiring
-    from .analyzer import Analyzer
+    from .analyzer import load_analyzer
     from .capture.base import SessionClock
-    from .features import FeatureConfigError, FeatureService, build_extractors
-    from .inference import InferenceEngine, resolve_device_name
+    from .features import FeatureConfigError
+    from .inference import resolve_device_name
     from .record import SessionFormatError, SessionRecorder
     from .runtime import Runtime
     from .sinks.base import SinkSet
@@ -151,27 +151,16 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     if not (replays or args.transcript or args.mic):
         return _fail("nothing to analyse: give --replay DIR, --transcript -|FILE|mqtt or --mic (see --help)")
 
-    from pcgnet.checkpoint import CheckpointError, load_checkpoint
+    from pcgnet.checkpoint import CheckpointError
     ck_path = Path(args.checkpoint)
     if not ck_path.exists():  # noqa: ASYNC240 - startup
         hint = " (the MELD-trained default model is shipped there by the project; see docs/live.md)" \
             if args.checkpoint == "checkpoints/default" else ""
         return _fail(f"checkpoint {args.checkpoint} not found{hint}; pass --checkpoint PATH")
     try:
-        ck = load_checkpoint(ck_path, device=params.inference.device)
-    except CheckpointError as e:
+        analyzer = load_analyzer(ck_path, params, session_personas=personas)
+    except (CheckpointError, FeatureConfigError) as e:
         return _fail(str(e))
-    if not ck.config.causal:
-        return _fail(f"{args.checkpoint}: not a causal model (config.causal=false); live inference needs one")
-    try:
-        extractors = build_extractors(ck.extractors, ck.config.modalities, ck.config.dims, where=str(ck_path))
-    except FeatureConfigError as e:
-        return _fail(str(e))
-
-    features = FeatureService(extractors, workers=params.inference.feature_workers,
-                              max_batch_size=params.inference.max_batch_size)
-    engine = InferenceEngine(ck.model, params.inference, maxsize=params.queues.inference_requests)
-    analyzer = Analyzer(ck.config, ck.meta, features, engine, params, session_personas=personas)
 
     sinks = SinkSet()
     use_tui = not args.no_tui and sys.stdout.isatty()

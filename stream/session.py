@@ -118,7 +118,7 @@ class PersonaTracker:
             return self._smoothed.setdefault(speaker, self.neutral())
         try:
             est = self._check(speaker, self.estimator(features))
-        except ValueError as e:  # e.g. the text modality is absent for this utterance: keep the last estimate
+        except (ValueError, KeyError) as e:  # e.g. the text modality is absent for this utterance: keep the last estimate
             log.debug("persona of %r not updated: %s", speaker, e)
             return self._smoothed.setdefault(speaker, self.neutral())
         prev = self._smoothed.get(speaker)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 
-def make_tiny_checkpoint(path: str | Path, *, seed: int = 0, hidden: int = 16, n_speakers: int = 4,
+def make_tiny_checkpoint(path: str | Path, *, seed: int = 3, hidden: int = 16, n_speakers: int = 4,
                          window_utterances: int = 16, extractor: str = "minilm-l6", dim: int = 384,
                          persona: dict[str, Any] | None = None) -> Path:
     """Save a randomly initialised causal text-only PCGNet (MELD labels) to ``path``; returns the path."""

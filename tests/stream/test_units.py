@@ -1,0 +1,110 @@
+"""Small parts of the runtime: events, channels, speaker slots, personas, micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from stream import events as ev
+from stream.batching import MicroBatcher
+from stream.channel import Channel, ChannelClosed, FullPolicy
+from stream.params import PersonaParams
+from stream.session import PersonaTracker, SpeakerSlots
+
+LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
+
+
+def test_emotion_event_fields_and_stable_id() -> None:
+    probs = [0.05, 0.05, 0.05, 0.05, 0.7, 0.05, 0.05]
+    e = ev.emotion_event(session="s1", utterance_id="u1", speaker="Alice", t_start=0.0, t_end=1.5, text="hi",
+                         labels=LABELS, probs=probs, modalities=("t",), index=0, latency_ms=12.3)
+    assert e["schema_version"] == ev.SCHEMA_VERSION and e["type"] == "emotion"
+    assert e["expression"] == "happiness" and e["label"] == "joy"  # EmotionML name + model label
+    assert set(e["scores"]) == {"neutral", "surprise", "fear", "sadness", "happiness", "disgust", "anger"}
+    assert e["confidence"] == pytest.approx(0.7)
+    assert e["modalities"] == ["text"]
+    # valence/arousal = expectation of the category coordinates under the scores
+    v = sum(p * ev.VALENCE_AROUSAL[ev.expression_name(lb)][0] for lb, p in zip(LABELS, probs, strict=True))
+    assert e["valence"] == pytest.approx(v, abs=1e-4) and e["valence"] > 0.4
+    again = ev.emotion_event(session="s1", utterance_id="u1", speaker="Alice", t_start=0.0, t_end=1.5, text="hi",
+                             labels=LABELS, probs=probs, modalities=("t",), index=0, latency_ms=99.0)
+    assert again["event_id"] == e["event_id"]  # duplicates can be dropped by id
+    assert ev.event_id("s1", "u2", "emotion") != e["event_id"]
+    assert ev.event_id("s2", "u1", "emotion") != e["event_id"]
+    assert ev.event_id("s1", "u1", "shift") != e["event_id"]
+    assert "worker_id" not in e
+    assert ev.emotion_event(session="s", utterance_id="u", speaker="A", t_start=0, t_end=1, text=None,
+                            labels=LABELS, probs=probs, modalities=(), index=0, latency_ms=1,
+                            worker_id="w1")["worker_id"] == "w1"
+
+
+def test_channel_policies_and_close() -> None:
+    async def go() -> None:
+        ch: Channel[int] = Channel("c", 2, FullPolicy.DROP_OLDEST)
+        for i in range(5):
+            ch.put_nowait(i)
+        assert [ch.get_nowait(), ch.get_nowait()] == [3, 4] and ch.dropped == 3
+        ch2: Channel[int] = Channel("c2", 2, FullPolicy.DROP_NEWEST)
+        assert [ch2.put_nowait(i) for i in range(3)] == [True, True, False] and ch2.dropped == 1
+        ch3: Channel[int] = Channel("c3", 1, FullPolicy.BLOCK)
+        await ch3.put(1)
+        blocked = asyncio.create_task(ch3.put(2))
+        await asyncio.sleep(0.01)
+        assert not blocked.done()  # back-pressure
+        assert await ch3.get() == 1
+        await asyncio.wait_for(blocked, 1)
+        ch3.close()
+        assert [x async for x in ch3] == [2]  # drained, then the iteration ends
+        with pytest.raises(ChannelClosed):
+            await ch3.put(3)
+    asyncio.run(go())
+
+
+def test_speaker_slots_reuse_least_recent() -> None:
+    s = SpeakerSlots(2)
+    assert (s.slot("A"), s.slot("B"), s.slot("A")) == (0, 1, 0)
+    assert s.slot("C") == 1  # B is least recently active: C takes its slot
+    assert s.reused == 1 and "B" not in s.mapping
+    assert s.slot("B") == 0  # A is now the least recent
+    assert SpeakerSlots.restore(s.export()).mapping == s.mapping
+
+
+def test_persona_fixed_default_and_smoothed_estimate() -> None:
+    fixed = PersonaTracker(5, PersonaParams(), fixed={"Alice": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    assert fixed.update("Alice", {}).tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert fixed.update("Bob", {}).tolist() == pytest.approx([0.3] * 5)  # neutral default
+    with pytest.raises(ValueError, match="persona of speaker 'X'"):
+        PersonaTracker(5, PersonaParams(), fixed={"X": [1, 2]})
+    est = PersonaTracker(5, PersonaParams(), estimator=lambda f: f["t"][:5], smoothing=0.5)
+    a = est.update("A", {"t": np.ones(8, np.float32)})
+    b = est.update("A", {"t": np.zeros(8, np.float32)})
+    assert a.tolist() == pytest.approx([1.0] * 5) and b.tolist() == pytest.approx([0.5] * 5)
+    assert est.update("B", {"t": np.zeros(8, np.float32)}).tolist() == pytest.approx([0.0] * 5)  # per speaker
+    # an utterance without the estimator's modality keeps the last estimate
+    assert est.update("A", {}).tolist() == pytest.approx([0.5] * 5)
+
+
+def test_micro_batcher_batches_and_isolates_failures() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sizes: list[int] = []
+
+    def fn(xs: list[int]) -> list[int]:
+        sizes.append(len(xs))
+        if any(x < 0 for x in xs):
+            raise ValueError("negative")
+        return [x * 10 for x in xs]
+
+    async def go() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            b: MicroBatcher[int, int] = MicroBatcher("t", fn, pool, max_batch_size=8, maxsize=16)
+            worker = asyncio.create_task(b.run())
+            res = await asyncio.gather(*(b.submit(i) for i in range(5)), b.submit(-1), return_exceptions=True)
+            b.close()
+            await worker
+        assert res[:5] == [0, 10, 20, 30, 40]
+        assert isinstance(res[5], ValueError)
+        assert max(sizes) > 1  # calls were batched
+    asyncio.run(go())
