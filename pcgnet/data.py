@@ -121,6 +121,7 @@ class DialogueDataset:
     files: dict[str, str] = field(default_factory=dict)
     extractors: dict[str, dict[str, Any]] = field(default_factory=dict)
     persona_source: str = "given"  # given | estimated | none
+    valid_source: str = "none"  # how the validation split was made (printed by train)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -392,7 +393,14 @@ def load_dataset(
 
     train = [dialogues[v] for v in train_ids]
     valid: list[Dialogue] = []
-    if valid_rate > 0 and train:
+    valid_source = "none"
+    dev_ids = _dev_ids(feat, dataset, train_ids)
+    if valid_rate > 0 and dev_ids:
+        # MELD's official dev split, when the pickle names it (prepare-meld writes it as the 10th item).
+        valid = [dialogues[v] for v in train_ids if v in dev_ids]
+        train = [dialogues[v] for v in train_ids if v not in dev_ids]
+        valid_source = f"the dev ids in item 10 of {fpath.name} ({len(valid)} dialogues)"
+    elif valid_rate > 0 and train:
         n_valid = max(1, int(valid_rate * len(train)))
         if n_valid >= len(train):
             raise DataError(f"--valid_rate {valid_rate} leaves no training dialogues ({len(train)} in {fpath})")
@@ -400,6 +408,7 @@ def load_dataset(
         held = set(perm[:n_valid].tolist())
         valid = [d for i, d in enumerate(train) if i in held]
         train = [d for i, d in enumerate(train) if i not in held]
+        valid_source = f"{n_valid} random train dialogues (--valid_rate {valid_rate}, seed {seed})"
     if not train:
         raise DataError(f"{fpath}: trainVid is empty")
 
@@ -411,5 +420,20 @@ def load_dataset(
     return DialogueDataset(
         name=dataset, labels=spec.labels, dims=dims, n_speakers=spec.n_speakers,
         train=train, valid=valid, test=[dialogues[v] for v in test_ids],
-        files=files, extractors=extractors, persona_source=persona_source,
+        files=files, extractors=extractors, persona_source=persona_source, valid_source=valid_source,
     )
+
+
+def _dev_ids(feat: Sequence[Any], dataset: str, train_ids: list) -> set:
+    """MELD's dev ids when item 10 of the feature tuple lists them (a non-empty proper subset of trainVid)."""
+    if dataset != "MELD" or len(feat) < 10:
+        return set()
+    item = feat[9]
+    if item is None or isinstance(item, (str, bytes, dict)) or not hasattr(item, "__iter__"):
+        return set()
+    try:
+        ids = set(item)
+    except TypeError:
+        return set()
+    train = set(train_ids)
+    return ids if ids and ids < train else set()

@@ -370,7 +370,9 @@ def run(args: argparse.Namespace) -> int:
     modalities = given.get("modalities")
     ds = load_training_data(args, dataset, modalities, need_persona=given.get("use_persona", True),
                             valid_rate=valid_rate, seed=seeds[0])
-    if not ds.valid:
+    if ds.valid:
+        console.print(f"validation split: {ds.valid_source}; the best epoch is selected on it")
+    else:
         console.print("[yellow]warning:[/yellow] --valid_rate 0.0: no validation split, so the best epoch is "
                       "selected on the TEST set (the paper's protocol); test scores are optimistic.")
     config = build_config(args, ds)
