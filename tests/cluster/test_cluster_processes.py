@@ -52,3 +52,30 @@ def test_three_toy_workers_survive_a_sigkill(broker: Broker, tmp_path: Path) -> 
             w.stop()
     logs = "\n".join(w.log_tail(600) for w in workers.values())
     assert "Traceback" not in logs, logs
+
+
+@pytest.mark.slow
+def test_three_pcgnet_workers_survive_a_sigkill(broker: Broker, tmp_path: Path) -> None:
+    """The same with the causal PCGNet (tiny deterministic checkpoint) and the real MiniLM extractor."""
+    from stream.cluster.pcgnet_engine import PCGNetEngine
+    from stream.testing import make_tiny_checkpoint
+
+    ck = make_tiny_checkpoint(tmp_path / "ck", seed=3, hidden=16, n_speakers=4, window_utterances=8)
+    script = make_script(30, 10, seed=2)
+    ids = ["p1", "p2", "p3"]
+    workers = {w: WorkerProcess.start(w, broker.port, tmp_path, "--checkpoint", str(ck)) for w in ids}
+    try:
+        asyncio.run(wait_workers_online(broker.settings, set(ids), timeout_s=90))
+        total = sum(len(u) for u in script.values())
+        run = asyncio.run(collect_run(broker.settings, script, interval_s=0.4,
+                                      on_event=_kill_busiest_at(workers, total // 2), timeout_s=60,
+                                      resend_after_s=1.0))
+        assert run.killed is not None
+        reference = asyncio.run(replay(PCGNetEngine.from_checkpoint(ck, worker_id="replay"), script))
+        figures = check_run(run, script, reference, run.killed, atol=2e-5)
+        print(f"pcgnet cluster: {figures}")
+    finally:
+        for w in workers.values():
+            w.stop()
+    logs = "\n".join(w.log_tail(600) for w in workers.values())
+    assert "Traceback" not in logs, logs

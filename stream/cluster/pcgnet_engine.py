@@ -1,0 +1,166 @@
+"""The causal PCGNet behind the cluster's engine seam, through the live runtime's own Analyzer.
+
+A worker processes utterances exactly as ``live.py`` does (:class:`stream.analyzer.Analyzer`: the
+checkpoint's extractors, per-session :class:`~stream.session.SessionState`, micro-batched
+``model.step_many``, the same event builder), so a conversation's events do not depend on whether one
+process or a cluster analysed it. What this module adds is the snapshot: the model's
+``ConversationState.to_tensors()`` as arrays plus ``SessionState.export()`` (speaker slots, personas,
+last expressions) as JSON, tagged with the checkpoint's weight digest so a worker running another
+model refuses to resume from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.cluster.engine import Snapshot
+from stream.frames import EventFrame, Utterance
+from stream.inbound import InboundUtterance
+
+__all__ = ["PCGNetEngine"]
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "pcgnet"
+
+
+def _estimate_duration_s(text: str) -> float:
+    try:
+        from stream.capture.transcript import estimate_duration_s
+    except ImportError:  # pragma: no cover - the runtime ships it
+        return max(0.5, 0.3 * len(text.split()))
+    return float(estimate_duration_s(text))
+
+
+class PCGNetEngine:
+    """Conversations analysed by a causal PCGNet checkpoint (one model per worker process).
+
+    Build with :meth:`from_checkpoint`.
+    """
+
+    name = ENGINE_NAME
+
+    def __init__(self, analyzer: Any, fingerprint: str, device: Any) -> None:
+        self.analyzer = analyzer
+        self.fingerprint = fingerprint
+        self.device = device
+        self._prev_end: dict[str, float] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, worker_id: str, device: str = "cpu") -> PCGNetEngine:
+        """Loads the checkpoint and its extractors.
+
+        Raises:
+            ValueError: one line naming the checkpoint and the problem (missing, not causal, extractor
+                mismatch, tampered weights).
+        """
+        import torch
+
+        from pcgnet.checkpoint import CheckpointError, load_checkpoint
+        from stream.analyzer import Analyzer
+        from stream.features import FeatureConfigError, FeatureService, build_extractors
+        from stream.inference import InferenceEngine
+        from stream.params import InferenceParams, LiveParams
+
+        torch.set_num_threads(1)
+        params = LiveParams(checkpoint=str(path), worker_id=worker_id, inference=InferenceParams(device=device))
+        try:
+            ck = load_checkpoint(path, device=params.inference.device)
+            if not ck.config.causal:
+                raise ValueError(f"{path}: not a causal model (config.causal=false); workers need one")
+            extractors = build_extractors(ck.extractors, ck.config.modalities, ck.config.dims, where=str(path))
+        except (CheckpointError, FeatureConfigError) as exc:
+            raise ValueError(str(exc)) from None
+        features = FeatureService(extractors, workers=params.inference.feature_workers,
+                                  max_batch_size=params.inference.max_batch_size)
+        inference = InferenceEngine(ck.model, params.inference, maxsize=params.queues.inference_requests)
+        analyzer = Analyzer(ck.config, ck.meta, features, inference, params)
+        fingerprint = str(ck.meta.get("weights_sha256") or "")
+        return cls(analyzer, fingerprint, inference.device)
+
+    async def run(self) -> None:
+        """The feature and inference micro-batchers (shared by all conversations of this worker)."""
+        a = self.analyzer
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(a.engine.run(), name="cluster.inference")
+                for name, coro in a.features.tasks().items():
+                    tg.create_task(coro, name=f"cluster.{name}")
+        finally:
+            a.features.close()
+            a.engine.close()
+
+    async def open(self, session_id: str, snapshot: Snapshot | None) -> _PCGNetConversation:
+        from pcgnet.streaming import ConversationState
+
+        self.close(session_id)
+        st = self.analyzer.session(session_id)
+        prev_end = 0.0
+        if snapshot is not None:
+            meta = snapshot.meta
+            if meta.get("engine") != ENGINE_NAME:
+                raise ValueError(f"state of {session_id!r} was made by engine {meta.get('engine')!r}")
+            if meta.get("weights_sha256") != self.fingerprint:
+                raise ValueError(f"state of {session_id!r} was made by another checkpoint "
+                                 f"(weights {str(meta.get('weights_sha256'))[:12]}, ours {self.fingerprint[:12]})")
+            ints = meta.get("model_ints")
+            if not isinstance(ints, dict):
+                raise ValueError(f"state of {session_id!r} has no model_ints")
+            try:
+                import torch
+
+                tensors: dict[str, Any] = {k: torch.from_numpy(np.array(v)).to(self.device)
+                                           for k, v in snapshot.arrays.items()}
+                st.model_state = ConversationState.from_tensors({**tensors, **ints})
+                st.restore(meta["session"])
+            except (KeyError, TypeError, ValueError) as exc:
+                self.close(session_id)
+                raise ValueError(f"state of {session_id!r}: {exc}") from None
+            prev_end = float(meta.get("prev_end", 0.0))
+        self._prev_end[session_id] = prev_end
+        return _PCGNetConversation(self, session_id)
+
+    def close(self, session_id: str) -> None:
+        self.analyzer.close_session(session_id)
+        self._prev_end.pop(session_id, None)
+
+
+class _PCGNetConversation:
+    def __init__(self, engine: PCGNetEngine, session: str) -> None:
+        self.engine = engine
+        self.session = session
+
+    async def process(self, utterance: InboundUtterance, utterance_id: str) -> list[EventFrame]:
+        # Missing times are derived from the conversation itself (not a wall clock), so every owner
+        # of the conversation derives the same ones.
+        prev_end = self.engine._prev_end.get(self.session, 0.0)
+        dur = _estimate_duration_s(utterance.text)
+        t_end = utterance.t_end if utterance.t_end is not None else (
+            (utterance.t_start if utterance.t_start is not None else prev_end) + dur)
+        t_start = utterance.t_start if utterance.t_start is not None else max(prev_end, t_end - dur)
+        frame = Utterance(session_id=self.session, utterance_id=utterance_id, speaker=utterance.speaker,
+                          t_start=t_start, t_end=t_end, text=utterance.text, ended_ns=time.monotonic_ns())
+        frames = await self.engine.analyzer.process(frame)
+        self.engine._prev_end[self.session] = t_end
+        return list(frames)
+
+    async def snapshot(self) -> Snapshot:
+        import torch
+
+        st = self.engine.analyzer.sessions[self.session]
+        arrays: dict[str, np.ndarray] = {}
+        ints: dict[str, int] = {}
+        for k, v in st.model_state.to_tensors().items():
+            if isinstance(v, torch.Tensor):
+                arrays[k] = v.detach().cpu().numpy()
+            else:
+                ints[k] = int(v)
+        meta = {"engine": ENGINE_NAME, "weights_sha256": self.engine.fingerprint, "model_ints": ints,
+                "session": st.export(), "prev_end": self.engine._prev_end.get(self.session, 0.0)}
+        return Snapshot(arrays, meta)
