@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16000
-PAUSE_S = 0.35
+PAUSE_S = 0.6
 
 VOICES = {"Alice": "en-us+f3", "Bob": "en-us+m3", "Carol": "en-gb+f4"}
 
@@ -44,10 +44,10 @@ SCRIPT = [
     ("Bob", "joy", "We doubled our sign ups! Wonderful!"),
     ("Carol", "surprise", "Wait, doubled? Really? Wow!"),
     ("Alice", "joy", "Fantastic work, I am so happy."),
-    ("Bob", "neutral", "Also, payments went down last night."),
+    ("Bob", "neutral", "Also, payments failed last night."),
     ("Alice", "anger", "What? Nobody told me! Unacceptable!"),
     ("Carol", "fear", "I'm scared we lost the orders."),
-    ("Bob", "sadness", "I'm sorry. It was my change. I feel terrible."),
+    ("Bob", "sadness", "I am sorry. It was my fault."),
     ("Alice", "neutral", "Okay. Let's restore the orders first."),
     ("Carol", "joy", "Good news, the backup has everything!"),
     ("Bob", "joy", "Oh, what a relief! Thank you!"),
