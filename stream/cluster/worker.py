@@ -455,9 +455,8 @@ class Worker:
             loc = self._start_claim(session)
         try:
             seq = seq_of(message)
-        except ValueError as exc:
-            if loc.owned:
-                self._report(session, str(exc))
+        except ValueError as exc:  # no usable seq: cannot be ordered, so it is refused (owner/claimant only)
+            self._report(session, f"rejected input: {exc}")
             self.stats.rejected += 1
             return
         try:

@@ -1,0 +1,221 @@
+"""The coordination protocol against a real mosquitto, with in-process workers and the toy engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from stream.cluster.engine import ToyEngine
+from stream.cluster.harness import Broker
+from stream.cluster.records import OwnerRecord, owner_topic
+from stream.cluster.worker import Worker, WorkerParams
+from stream.mqtt_config import MqttSettings
+from stream.topics import input_topic
+
+pytestmark = pytest.mark.mqtt
+
+
+@contextlib.asynccontextmanager
+async def workers(settings: MqttSettings, *ids: str, **params: Any) -> AsyncIterator[list[Worker]]:
+    ws = [Worker(settings, ToyEngine(w), WorkerParams(w, **params)) for w in ids]
+    tasks = [asyncio.get_running_loop().create_task(w.run()) for w in ws]
+    try:
+        for w in ws:
+            await asyncio.wait_for(w.connected.wait(), 10)
+        yield ws
+    finally:
+        for w in ws:
+            w.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+
+
+class Consumer:
+    """A plain subscriber: emotion and error events of every session."""
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings.with_client_id("test-consumer")
+        self.emotion: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> Consumer:
+        self._stack = contextlib.AsyncExitStack()
+        self.client = await self._stack.enter_async_context(aiomqtt.Client(**self.settings.client_kwargs()))
+        await self.client.subscribe("pcgnet/+/emotion", qos=1)
+        await self.client.subscribe("pcgnet/+/error", qos=1)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        async for m in self.client.messages:
+            ev = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+            (self.emotion if str(m.topic).endswith("/emotion") else self.errors).append(ev)
+            self._changed.set()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._stack.aclose()
+
+    async def wait_for(self, pred: Callable[[], bool], timeout_s: float = 10) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not pred():
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def publish(settings: MqttSettings, session: str, seq: int | None, payload: bytes | dict[str, Any],
+                  seq_text: str | None = None) -> None:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    props = None
+    if seq is not None or seq_text is not None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("seq", seq_text if seq_text is not None else str(seq))]
+    async with aiomqtt.Client(**settings.with_client_id(f"pub-{session}").client_kwargs()) as c:
+        await c.publish(input_topic(session), data, qos=1, properties=props)
+
+
+async def until(pred: Callable[[], bool], timeout_s: float = 5) -> None:
+    """Polls a worker's state (it has no event to wait on)."""
+    for _ in range(int(timeout_s / 0.02)):
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def utt(k: int) -> dict[str, Any]:
+    return {"speaker": "AB"[k % 2], "text": f"line {k} of the meeting", "utterance_id": f"u{k:04d}",
+            "t_start": float(k), "t_end": k + 0.8}
+
+
+async def reference(session: str, n: int) -> list[dict[str, float]]:
+    from .checks import replay
+
+    ref = await replay(ToyEngine("ref"), {session: [utt(k) for k in range(n)]})
+    return [ref[(session, f"u{k:04d}")]["scores"] for k in range(n)]
+
+
+def test_simultaneous_claims_leave_exactly_one_owner(broker: Broker) -> None:
+    async def main() -> None:
+        async with workers(broker.settings, "a", "b", "c") as ws:
+            sessions = [f"race-{i}" for i in range(8)]
+            for s in sessions:
+                for w in ws:
+                    w._start_claim(s)  # all three claim at once, as if each got a first input
+            await asyncio.sleep(1.0)
+            for s in sessions:
+                owners = [w.worker_id for w in ws if s in w.local and w.local[s].owned]
+                assert len(owners) == 1, (s, owners)
+                assert all(s not in w.local for w in ws if w.worker_id != owners[0])
+                views = {w.view.owner(s).worker for w in ws}  # type: ignore[union-attr]
+                assert views == set(owners)
+            lost = sum(w.stats.claims_lost for w in ws)
+            assert lost == 2 * len(sessions)
+            assert len({owners_of(ws, s) for s in sessions}) > 1  # ties do not always favour one worker
+
+    asyncio.run(main())
+
+
+def owners_of(ws: list[Worker], s: str) -> str:
+    return next(w.worker_id for w in ws if s in w.local)
+
+
+def test_fenced_owner_stops_publishing(broker: Broker) -> None:
+    async def main() -> None:
+        async with Consumer(broker.settings) as consumer, workers(broker.settings, "a", "b") as ws:
+            for k in range(3):
+                await publish(broker.settings, "fence", k, utt(k))
+            await consumer.wait_for(lambda: len(consumer.emotion) == 3)
+            owner = next(w for w in ws if "fence" in w.local)
+            other = next(w for w in ws if w is not owner)
+            # The other (live) worker's life takes over at a higher epoch, as after a partition.
+            rec = OwnerRecord.claim("fence", other.worker_id, other.incarnation, owner.local["fence"].claim.epoch + 1)
+            async with aiomqtt.Client(**broker.settings.with_client_id("usurper").client_kwargs()) as c:
+                await c.publish(owner_topic("fence"), rec.encode(), qos=1, retain=True)
+            await until(lambda: "fence" not in owner.local)
+            assert owner.stats.fenced == 1
+            await publish(broker.settings, "fence", 3, utt(3))
+            await asyncio.sleep(0.5)
+            assert len(consumer.emotion) == 3, "the fenced worker published after losing the conversation"
+
+    asyncio.run(main())
+
+
+def test_graceful_release_hands_over_with_state(broker: Broker) -> None:
+    async def main() -> None:
+        ref = await reference("calm", 8)
+        async with Consumer(broker.settings) as consumer:
+            a = Worker(broker.settings, ToyEngine("a"), WorkerParams("a"))
+            a_task = asyncio.get_running_loop().create_task(a.run())
+            await asyncio.wait_for(a.connected.wait(), 10)
+            for k in range(4):
+                await publish(broker.settings, "calm", k, utt(k))
+            await consumer.wait_for(lambda: len(consumer.emotion) == 4)
+            async with workers(broker.settings, "b") as (b,):
+                a.stop()  # SIGTERM path: release what it owns, go offline
+                await asyncio.wait_for(a_task, 10)
+                assert a.stats.released == 1
+                for k in range(4, 8):
+                    await publish(broker.settings, "calm", k, utt(k))
+                await consumer.wait_for(lambda: len(consumer.emotion) == 8)
+                assert b.local["calm"].claim.epoch == 3  # claim 1, release 2, claim 3
+        assert [ev["worker_id"] for ev in consumer.emotion] == ["a"] * 4 + ["b"] * 4
+        assert [ev["scores"] for ev in consumer.emotion] == ref
+
+    asyncio.run(main())
+
+
+def test_resumes_from_retained_state_after_every_worker_restarted(broker: Broker) -> None:
+    async def main() -> None:
+        ref = await reference("phoenix", 6)
+        async with Consumer(broker.settings) as consumer:
+            async with workers(broker.settings, "solo") as (w,):
+                for k in range(3):
+                    await publish(broker.settings, "phoenix", k, utt(k))
+                await consumer.wait_for(lambda: len(consumer.emotion) == 3)
+            async with workers(broker.settings, "solo") as (w2,):  # same id, new life
+                for k in range(3, 6):
+                    await publish(broker.settings, "phoenix", k, utt(k))
+                await consumer.wait_for(lambda: len(consumer.emotion) == 6)
+        assert [ev["scores"] for ev in consumer.emotion] == ref
+
+    asyncio.run(main())
+
+
+def test_bad_inputs_give_error_events_and_valid_traffic_continues(broker: Broker) -> None:
+    async def main() -> None:
+        async with Consumer(broker.settings) as consumer, workers(broker.settings, "a"):
+            await publish(broker.settings, "rough", 0, utt(0))
+            await publish(broker.settings, "rough", 1, b"{not json")
+            await publish(broker.settings, "rough", None, utt(9), seq_text="-3")
+            await publish(broker.settings, "rough", 2, {"speaker": "A", "text": "hi", "extra": 1})
+            await publish(broker.settings, "rough", 3, utt(3))
+            await consumer.wait_for(lambda: len(consumer.emotion) == 2 and len(consumer.errors) >= 3)
+        assert [ev["utterance_id"] for ev in consumer.emotion] == ["u0000", "u0003"]
+        text = " | ".join(e["message"] for e in consumer.errors)
+        assert "seq 1" in text and "invalid JSON" in text
+        assert "seq=" in text and "unknown field" in text
+
+    asyncio.run(main())
+
+
+def test_missing_input_is_skipped_after_the_gap_timeout(broker: Broker) -> None:
+    async def main() -> None:
+        async with Consumer(broker.settings) as consumer, workers(broker.settings, "a", gap_timeout_s=0.5):
+            await publish(broker.settings, "holey", 0, utt(0))
+            await publish(broker.settings, "holey", 2, utt(2))  # seq 1 never comes
+            await consumer.wait_for(lambda: len(consumer.emotion) == 2, timeout_s=5)
+        assert [ev["utterance_id"] for ev in consumer.emotion] == ["u0000", "u0002"]
+        assert any("skipped 1 missing input" in e["message"] for e in consumer.errors)
+
+    asyncio.run(main())
