@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mqtt-ca", metavar="FILE", help="CA bundle of the broker certificate (mqtts://)")
     out.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for mutual TLS (mqtts://)")
     out.add_argument("--mqtt-key", metavar="FILE", help="private key of --mqtt-cert")
+    out.add_argument("--spool", metavar="DIR",
+                     help="keep outgoing MQTT events in an on-disk spool in DIR until the broker acknowledges "
+                          "them: nothing is lost while the broker is away or if this process is killed "
+                          "(bounded, drop-oldest; docs/reliability.md)")
     out.add_argument("--events", metavar="FILE", help="append every event to FILE as JSON lines (same JSON as MQTT)")
     out.add_argument("--record", metavar="DIR",
                      help="record the session (audio.wav, video.mp4, utterances.jsonl, meta.json, events.jsonl) "
@@ -182,7 +186,8 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         sinks.add(JsonlSink(args.events, worker_id=params.worker_id))
     if mqtt_settings is not None:
         from .sinks.mqtt import MqttSink
-        sinks.add(MqttSink(mqtt_settings, root=params.topic_prefix, worker_id=params.worker_id))
+        sinks.add(MqttSink(mqtt_settings, root=params.topic_prefix, worker_id=params.worker_id,
+                           spool_dir=args.spool))
 
     local = args.mic or args.transcript in ("-",) or (args.transcript not in (None, "mqtt"))
     n_local_sessions = len(replays) + (1 if local else 0)

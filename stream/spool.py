@@ -466,6 +466,7 @@ class SpoolPublisher:
         self.reconnects = 0
         self.last_error: str | None = None
         self._wake = asyncio.Event()
+        self._closing = False
 
     def submit(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
         """Stores a message for delivery and wakes the publisher; returns its sequence number."""
@@ -486,16 +487,28 @@ class SpoolPublisher:
             "last_error": self.last_error,
         }
 
-    async def drain(self, client: Any) -> None:
-        """Publishes pending messages forever on one connected ``aiomqtt.Client``.
+    def close(self) -> None:
+        """No more submissions: :meth:`drain` and :meth:`run` return once the spool is empty.
 
-        Returns only by raising (``aiomqtt.MqttError`` when the connection breaks, or cancellation).
+        Whatever is still pending when the caller gives up (cancels) stays on disk and is delivered
+        first by the next process that opens the same spool directory.
+        """
+        self._closing = True
+        self._wake.set()
+
+    async def drain(self, client: Any) -> None:
+        """Publishes pending messages on one connected ``aiomqtt.Client``.
+
+        Returns when the spool is empty after :meth:`close`; otherwise runs until the connection breaks
+        (``aiomqtt.MqttError``) or it is cancelled.
         """
         while True:
             batch = self.spool.peek(64)
             if not batch:
+                if self._closing:
+                    return
                 self._wake.clear()
-                if len(self.spool) == 0:
+                if len(self.spool) == 0 and not self._closing:
                     await self._wake.wait()
                 continue
             for msg in batch:
@@ -510,8 +523,15 @@ class SpoolPublisher:
         client_factory: Callable[[], AbstractAsyncContextManager[Any]],
         *,
         on_connect: Callable[[Any], Awaitable[None]] | None = None,
+        on_close: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
-        """Connects, drains and reconnects until cancelled."""
+        """Connects, drains and reconnects until cancelled, or until empty after :meth:`close`.
+
+        Args:
+            client_factory: Builds a fresh ``aiomqtt.Client`` (an async context manager) per attempt.
+            on_connect: Awaited after each connect (e.g. publish the retained "online" status).
+            on_close: Awaited on the connection before a clean return (e.g. publish "offline").
+        """
         import aiomqtt  # local: keeps the spool usable without the MQTT stack
 
         while True:
@@ -523,6 +543,9 @@ class SpoolPublisher:
                     if on_connect is not None:
                         await on_connect(client)
                     await self.drain(client)
+                    if on_close is not None:
+                        await on_close(client)
+                    return
             except aiomqtt.MqttError as exc:
                 if self.connected:
                     self.reconnects += 1

@@ -47,13 +47,21 @@ class MqttSink(Sink):
         qos: QoS of events (1: at least once; event ids let subscribers drop duplicates).
         worker_id: copied into status records.
         max_backoff_s: ceiling of the reconnect delay.
+        spool_dir: when set, every event is first appended to an on-disk spool there
+            (:class:`stream.spool.Spool`) and removed after its PUBACK, so events survive a broker outage
+            and a crash of this process (docs/reliability.md); ``None`` = in-memory inbox only.
+        spool_max_bytes: size bound of the spool (drop-oldest beyond it, counted).
     """
 
     name = "mqtt"
 
     def __init__(self, settings: MqttSettings, *, root: str = topics.DEFAULT_ROOT, qos: int = 1,
-                 worker_id: str | None = None, max_backoff_s: float = 10.0, maxsize: int = 4096) -> None:
+                 worker_id: str | None = None, max_backoff_s: float = 10.0, maxsize: int = 4096,
+                 spool_dir: str | None = None, spool_max_bytes: int = 64 * 1024 * 1024) -> None:
         super().__init__(maxsize=maxsize)
+        self.spool_dir = spool_dir
+        self.spool_max_bytes = spool_max_bytes
+        self.publisher: Any = None  # stream.spool.SpoolPublisher while run() uses the spool
         cid = settings.client_id or f"pcgnet-live-{uuid.uuid4().hex[:8]}"
         self.settings = settings.with_client_id(cid)
         self.root = root
@@ -81,6 +89,16 @@ class MqttSink(Sink):
         status = topics.status_topic(root=self.root)
         will = aiomqtt.Will(status, status_payload("offline", self.settings.client_id or "", self.worker_id),
                             qos=1, retain=True)
+        if self.spool_dir is not None:
+            from ..spool import Spool, SpoolError
+
+            try:
+                spool = Spool(self.spool_dir, max_bytes=self.spool_max_bytes)
+            except SpoolError as e:
+                log.error("MQTT spool unusable (%s); events are kept in memory only", e)
+            else:
+                await self._run_spooled(status, will, spool)
+                return
         attempt = 0
         while True:
             if self._pending is None and self.inbox.closed and not len(self.inbox):
@@ -111,6 +129,41 @@ class MqttSink(Sink):
                 else:
                     log.debug(msg)
                 await asyncio.sleep(delay)
+
+    async def _run_spooled(self, status: str, will: aiomqtt.Will, spool: Any) -> None:
+        """Inbox -> on-disk spool -> broker, in order, acknowledged removal (stream.spool)."""
+        from ..spool import Backoff, SpoolPublisher, install_loop_exception_handler
+
+        install_loop_exception_handler()
+        cid = self.settings.client_id or ""
+        self.publisher = pub = SpoolPublisher(spool, backoff=Backoff(max_s=self.max_backoff_s),
+                                              label=self.settings.redacted_url())
+
+        async def online(client: aiomqtt.Client) -> None:
+            self.connected.set()
+            await client.publish(status, status_payload("online", cid, self.worker_id), qos=1, retain=True)
+
+        async def offline(client: aiomqtt.Client) -> None:
+            await client.publish(status, status_payload("offline", cid, self.worker_id), qos=1, retain=True)
+
+        publishing = asyncio.ensure_future(pub.run(lambda: aiomqtt.Client(**self.settings.client_kwargs(will=will)),
+                                                   on_connect=online, on_close=offline))
+        try:
+            async for frame in self.inbox:
+                topic, retain = self.topic_for(frame)
+                pub.submit(topic, dumps(frame_json(frame, self.worker_id)).encode(), qos=self.qos, retain=retain)
+                self.delivered += 1  # handed to the spool: from here on it survives outages and crashes
+            pub.close()
+            await publishing
+        finally:
+            if not publishing.done():
+                publishing.cancel()
+                await asyncio.gather(publishing, return_exceptions=True)
+            self.published = pub.delivered
+            if len(spool):
+                log.warning("MQTT: %d event(s) not yet delivered stay in the spool %s for the next run",
+                            len(spool), self.spool_dir)
+            spool.close()
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
