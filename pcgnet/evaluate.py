@@ -95,12 +95,12 @@ def print_report(m: dict[str, Any], labels: Sequence[str], console=None, title: 
     console.print(bt)
 
 
-def _json_clean(x: Any) -> Any:
+def json_clean(x: Any) -> Any:
     """NaN/inf are not JSON: they become null."""
     if isinstance(x, dict):
-        return {k: _json_clean(v) for k, v in x.items()}
+        return {k: json_clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_clean(v) for v in x]
+        return [json_clean(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -198,9 +198,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = dict(m)
         out.update(checkpoint=str(args.ckpt), dataset=dataset, split=args.split, labels=list(ds.labels))
-        print(json.dumps(_json_clean(out)))
+        print(json.dumps(json_clean(out)))
     else:
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=True)
         print_report(m, ds.labels, console, title=f"{dataset} {args.split} ({len(dialogues)} dialogues), {args.ckpt}")
         if args.plot:
             console.print(f"confusion matrix: {args.plot}")

@@ -40,7 +40,7 @@ class SynthOptions:
     max_len: int = 24
     test_fraction: float = 0.2
     persist: float = 0.7  # probability that a speaker keeps their previous emotion
-    signal: float = 0.2  # per-dimension prototype amplitude (noise std is 1)
+    signal: float = 0.3  # per-dimension prototype amplitude (noise std is 1)
     seed: int = 0
 
 

@@ -257,9 +257,9 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
     model = PCGNet(config).to(device)
     n_params = count_parameters(model)
     quiet = args.quiet
-    if not quiet:
-        console.print(f"[bold]PCGNet[/bold] {ds.name} modalities={''.join(config.modalities)} hidden={config.hidden} "
-                      f"causal={config.causal}: {n_params:,} parameters (seed {seed}, device {device})")
+    # The parameter count is printed even with --quiet (the paper's script prints it too).
+    console.print(f"[bold]PCGNet[/bold] {ds.name} modalities={''.join(config.modalities)} hidden={config.hidden} "
+                  f"causal={config.causal}: {n_params:,} parameters (seed {seed}, device {device})")
     lr, l2 = training_value(args, "lr", ds.name), training_value(args, "l2", ds.name)
     gamma, bs = training_value(args, "gamma", ds.name), training_value(args, "batch_size", ds.name)
     epochs = training_value(args, "epochs", ds.name)
@@ -308,10 +308,10 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                 best.update(score=sel["weighted_f1"], epoch=epoch, test=test, valid=valid,
                             state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
             if not quiet:
-                v = f" valid W-F1 {100 * valid['weighted_f1']:.2f} loss {valid['loss']:.3f} |" if valid else ""
+                v = f" valid F1 {100 * valid['weighted_f1']:.1f} |" if valid else ""
                 progress.console.print(
-                    f"epoch {epoch:3d} | train loss {train_loss:.3f} |{v} test W-F1 {100 * test['weighted_f1']:.2f} "
-                    f"acc {100 * test['accuracy']:.2f} shift-F1 {100 * test['shift_f1']:.2f} | "
+                    f"ep {epoch:3d} | loss {train_loss:.2f} |{v} test F1 {100 * test['weighted_f1']:.1f} "
+                    f"acc {100 * test['accuracy']:.1f} shift {100 * test['shift_f1']:.1f} | "
                     f"{row['seconds']:.1f}s{' *' if improved else ''}")
             # The original stops when neither F1 nor loss improved for `patience` epochs.
             if sel["loss"] < best_loss:
@@ -347,8 +347,10 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:
-    """The metrics worth storing in a checkpoint (no confusion matrix)."""
-    return {k: v for k, v in m.items() if k != "confusion"}
+    """The metrics worth storing in a checkpoint: no confusion matrix, undefined values (NaN) as null."""
+    from pcgnet.evaluate import json_clean
+
+    return json_clean({k: v for k, v in m.items() if k != "confusion"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -356,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pcgnet.evaluate import print_report
 
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # long lines wrap in the terminal, not in logs
     dataset = args.dataset or "IEMOCAP"
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
@@ -388,12 +390,13 @@ def run(args: argparse.Namespace) -> int:
         if r.metrics is not None:
             print_report(r.metrics, ds.labels, console, title=f"test metrics at the best epoch (seed {seed})")
     if len(results) > 1:
+        from pcgnet.evaluate import json_clean
         from pcgnet.metrics import aggregate
 
-        agg = aggregate([_summary(r.metrics) for r in results if r.metrics is not None])
+        agg = aggregate([r.metrics for r in results if r.metrics is not None])
         agg["seeds"] = [r.seed for r in results]
         out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(agg, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+        (out / "summary.json").write_text(json.dumps(json_clean(agg), indent=2) + "\n", encoding="utf-8")
         mean, std = agg["mean"], agg["std"]
         console.print(f"[bold]{len(results)} seeds[/bold] {agg['seeds']}: test W-F1 "
                       f"{100 * mean['weighted_f1']:.2f} ± {100 * std['weighted_f1']:.2f}, acc "

@@ -1,0 +1,119 @@
+"""pcgnet train: selection protocol, multi-seed aggregation, ablations, causal, checkpoints, absent modalities."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from pcgnet.checkpoint import load_checkpoint, read_meta
+from pcgnet.cli import main
+from pcgnet.synth import SynthOptions, write_synthetic
+from pcgnet.train import class_weights
+
+TINY = ["--hidden_l", "8", "--hidden_a", "8", "--hidden_v", "8", "--persona_l_heads", "2", "--persona_a_heads", "2",
+        "--persona_v_heads", "2", "--interactive_heads", "2", "--batch-size", "4", "--num-threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    p = write_synthetic("MELD", root / "meld", SynthOptions(dialogues=10, min_len=3, max_len=6, seed=4))
+    return p["features"]
+
+
+def test_paper_protocol_is_announced_and_recorded(data, tmp_path, capsys):
+    rc = main(["train", "--dataset", "MELD", "--data_dir", str(data), "--valid_rate", "0.0", "--epochs", "1",
+               "--out", str(tmp_path / "ck"), *TINY])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "selected on the TEST set (the paper's protocol)" in out
+    assert "parameters" in out  # parameter count at start
+    meta = read_meta(tmp_path / "ck")
+    t = meta["training"]
+    assert t["selected_on"] == "test" and t["dataset"] == "MELD" and t["seed"] == 11407
+    assert t["parameters"] == sum(p.numel() for p in load_checkpoint(tmp_path / "ck").model.parameters())
+    assert meta["extractors"]["t"] == {"name": "synthetic", "dim": 1024}
+    assert meta["metrics"]["test"]["weighted_f1"] >= 0
+
+
+def test_honest_default_selects_on_validation(data, tmp_path, capsys):
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--epochs", "1", "--out",
+                 str(tmp_path / "ck"), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "TEST set" not in out and "validation split:" in out
+    meta = read_meta(tmp_path / "ck")
+    assert meta["training"]["selected_on"] == "valid" and "valid" in meta["metrics"]
+
+
+def test_seed_once_is_reproducible(data, tmp_path):
+    for name in ("a", "b"):
+        assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--epochs", "2", "--seed", "3",
+                     "--out", str(tmp_path / name), *TINY]) == 0
+    assert read_meta(tmp_path / "a")["weights_sha256"] == read_meta(tmp_path / "b")["weights_sha256"]
+
+
+def test_multi_seed_mean_and_std(data, tmp_path, capsys):
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--epochs", "1", "--seeds", "1", "2",
+                 "--out", str(tmp_path), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "2 seeds" in out and "±" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["seeds"] == [1, 2] and summary["n_runs"] == 2
+    w = [read_meta(tmp_path / f"seed-{s}")["metrics"]["test"]["weighted_f1"] for s in (1, 2)]
+    assert summary["mean"]["weighted_f1"] == pytest.approx(sum(w) / 2)
+    assert summary["std"]["weighted_f1"] == pytest.approx(abs(w[0] - w[1]) / 2**0.5)
+
+
+def test_ablations_and_causal(data, tmp_path, capsys):
+    persona = data.parent / "MELD_persona.pkl"
+    hidden = tmp_path / "hidden_persona.pkl"
+    persona.rename(hidden)  # --wo_persona needs no persona file
+    try:
+        assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--epochs", "1", "--wo_persona",
+                     "--wo_crosstask", "--wo_shiftcl", "--causal", "--window", "8", "--out", str(tmp_path / "ck"),
+                     *TINY]) == 0
+    finally:
+        hidden.rename(persona)
+    ck = load_checkpoint(tmp_path / "ck")
+    c = ck.config
+    assert (c.use_persona, c.use_crosstask, c.use_shift_cl, c.causal, c.window_utterances) == (False, False, False, True, 8)
+    assert ck.persona == {"source": "none"}
+    capsys.readouterr()
+    assert main(["evaluate", "--ckpt", str(tmp_path / "ck"), "--json"]) == 0  # flags come from the checkpoint
+    assert "weighted_f1" in json.loads(capsys.readouterr().out)
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--epochs", "1", "--no_graph",
+                 "--out", str(tmp_path / "ng"), *TINY]) == 0
+    assert load_checkpoint(tmp_path / "ng").config.use_graph is False
+
+
+def test_absent_modalities_prepare_meld_layout(tmp_path, capsys):
+    """A MELD-layout pickle whose audio/visual dicts are None (as prepare-meld writes): text-only training and
+    evaluation work, and a checkpoint that needs audio is refused on it."""
+    d = tmp_path / "prepared"
+    p = write_synthetic("MELD", d, SynthOptions(dialogues=8, min_len=3, max_len=5, seed=2))
+    with open(p["features"], "rb") as f:
+        feat = list(pickle.load(f))
+    full = tmp_path / "full"
+    write_synthetic("MELD", full, SynthOptions(dialogues=8, min_len=3, max_len=5, seed=2))
+    feat[4] = feat[5] = None
+    with open(p["features"], "wb") as f:
+        pickle.dump(tuple(feat), f)
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(p["features"]), "--epochs", "1",
+                 "--out", str(tmp_path / "t"), *TINY]) == 0
+    assert load_checkpoint(tmp_path / "t").config.modalities == ("t",)
+    assert main(["evaluate", "--ckpt", str(tmp_path / "t"), "--json"]) == 0
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(full / "MELD_features_raw1.pkl"), "--modals", "al",
+                 "--epochs", "1", "--out", str(tmp_path / "ta"), *TINY]) == 0
+    capsys.readouterr()
+    rc = main(["evaluate", "--ckpt", str(tmp_path / "ta"), "--data_dir", str(p["features"])])
+    assert rc == 2 and "modalities ['a'] requested but absent" in capsys.readouterr().err
+
+
+def test_class_weights_are_inverse_frequencies():
+    w = class_weights("IEMOCAP", 6)
+    assert w.tolist() == pytest.approx([1 / 0.086747, 1 / 0.144406, 1 / 0.227883, 1 / 0.160585, 1 / 0.127711,
+                                        1 / 0.252668])
+    assert isinstance(w, torch.Tensor)
