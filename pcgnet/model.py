@@ -168,7 +168,7 @@ class PCGNet(nn.Module):
 
         The pair is concatenated [prev || cur] per modality, modalities in (t, a, v) order (spec 3.9).
         """
-        s = torch.stack([prev, cur], dim=2).reshape(prev.size(0), -1)  # (n, M*2*h)
+        s = torch.stack([prev, cur], dim=2).reshape(prev.size(0), 2 * prev.size(1) * prev.size(2))  # (n, M*2*h)
         hidden = F.relu(F.dropout(s, self.config.dropout_smax_shift, self.training))
         return F.log_softmax(self.shift_head(hidden), -1), hidden
 

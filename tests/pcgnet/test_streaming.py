@@ -1,0 +1,191 @@
+"""pcgnet.streaming: step-by-step inference equals the causal forward, never looks back, stays bounded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from pcgnet.batch import DialogueBatch
+from pcgnet.config import PCGNetConfig
+from pcgnet.model import PCGNet
+from pcgnet.streaming import ConversationState
+
+DIMS = {"t": 12, "a": 7, "v": 5}
+SPEAKERS = [0, 0, 1, 2, 0, 1, 1, 3, 2, 0, 0, 1, 2, 3, 3, 1]
+
+
+def causal_model(seed=0, **kw) -> PCGNet:
+    base = dict(dims=dict(DIMS), hidden=8, persona_heads=2, interactive_heads=2, n_speakers=4, causal=True,
+                window_utterances=16)
+    base.update(kw)
+    torch.manual_seed(seed)
+    return PCGNet(PCGNetConfig(**base)).eval()
+
+
+def dialogue(T, seed=0, speakers=None):
+    g = torch.Generator().manual_seed(seed)
+    spk = torch.tensor(speakers if speakers is not None else torch.randint(0, 4, (T,), generator=g).tolist())
+    feats = {m: torch.randn(T, d, generator=g) for m, d in DIMS.items()}
+    return feats, spk, torch.rand(T, 5, generator=g)
+
+
+def run_steps(model, feats, spk, persona, state=None):
+    state = state or model.init_state()
+    results = []
+    for t in range(spk.numel()):
+        r, state = model.step(state, {m: feats[m][t] for m in model.config.modalities}, int(spk[t]), persona[t])
+        results.append(r)
+    return results, state
+
+
+def forward_whole(model, feats, spk, persona):
+    T = spk.numel()
+    batch = DialogueBatch({m: x.unsqueeze(0) for m, x in feats.items()}, spk.unsqueeze(0),
+                          torch.ones(1, T, dtype=torch.bool), persona.unsqueeze(0),
+                          torch.zeros(1, T, dtype=torch.long), [0])
+    with torch.no_grad():
+        return model(batch)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(persona_layers=2, interactive_layers=2, erc_windows=2, shift_windows=3, interactive_windows=2),
+    dict(modalities=("t", "a")),
+    dict(modalities=("v",), persona_transform=False),
+    dict(use_persona=False, use_crosstask=False),
+    dict(use_graph=False),
+])
+def test_steps_equal_causal_forward(kw):
+    model = causal_model(**kw)
+    feats, spk, persona = dialogue(16, speakers=SPEAKERS)  # 16 <= window + 1, four speakers
+    results, _ = run_steps(model, feats, spk, persona)
+    out = forward_whole(model, feats, spk, persona)
+    shift_of = {int(c): k for k, c in enumerate(out.shift_cur)}
+    for t, r in enumerate(results):
+        assert r.index == t and r.speaker_slot == SPEAKERS[t]
+        torch.testing.assert_close(r.emotion_probs.log(), out.emotion_logp[t], atol=1e-5, rtol=0)
+        if t in shift_of:
+            k = shift_of[t]
+            assert r.prev_index == int(out.shift_prev[k])
+            torch.testing.assert_close(r.shift_probs.log(), out.shift_logp[k], atol=1e-5, rtol=0)
+        else:
+            assert r.shift_probs is None and r.prev_index is None and r.shift_probability is None
+    assert len(shift_of) == sum(1 for r in results if r.shift_probs is not None)
+
+
+def test_changing_a_later_utterance_never_changes_earlier_outputs():
+    model = causal_model(persona_layers=2, interactive_layers=2)
+    feats, spk, persona = dialogue(12, seed=1)
+    base, _ = run_steps(model, feats, spk, persona)
+    t = 7
+    feats2 = {m: x.clone() for m, x in feats.items()}
+    for x in feats2.values():
+        x[t] += 1.0
+    persona2 = persona.clone()
+    persona2[t] += 0.3
+    spk2 = spk.clone()
+    spk2[t] = (spk[t] + 1) % 4
+    changed, _ = run_steps(model, feats2, spk2, persona2)
+    for a, b in zip(base[:t], changed[:t], strict=True):
+        assert torch.equal(a.emotion_probs, b.emotion_probs)
+    assert not torch.allclose(base[t].emotion_probs, changed[t].emotion_probs)
+
+
+def test_state_is_bounded_over_a_long_conversation():
+    model = causal_model(window_utterances=8)
+    feats, spk, persona = dialogue(300, seed=2)
+    state = model.init_state()
+    sizes = []
+    for t in range(300):
+        r, state = model.step(state, {m: feats[m][t] for m in DIMS}, int(spk[t]), persona[t])
+        sizes.append(state.nbytes)
+        assert torch.isfinite(r.emotion_probs).all() and abs(float(r.emotion_probs.sum()) - 1) < 1e-5
+        if r.shift_probs is not None:
+            assert abs(float(r.shift_probs.sum()) - 1) < 1e-5 and 0.0 <= r.shift_probability <= 1.0
+    assert state.cached == 8 and state.n_utterances == 300
+    assert max(sizes) == sizes[7] == sizes[-1]  # constant once the window is full
+
+
+def test_beyond_the_window_only_the_window_is_seen():
+    # Past the window, the step equals the causal forward on the dialogue whose persona/turn windows are
+    # clamped: here, with everyone speaking every other turn, no window reaches further back than 2, so
+    # the outputs still equal the full forward exactly.
+    model = causal_model(window_utterances=4)
+    T = 20
+    feats, _, persona = dialogue(T, seed=3)
+    spk = torch.tensor([0, 1] * (T // 2))
+    results, _ = run_steps(model, feats, spk, persona)
+    out = forward_whole(model, feats, spk, persona)
+    got = torch.stack([r.emotion_probs.log() for r in results])
+    torch.testing.assert_close(got, out.emotion_logp, atol=1e-5, rtol=0)
+    # A speaker silent for longer than the window: its turn window is clamped, so outputs may differ
+    # from the full forward, but stay well-defined.
+    spk = torch.tensor([0] + [1] * 10 + [0] * 9)
+    results, state = run_steps(model, feats, spk, persona)
+    assert state.cached == 4 and all(torch.isfinite(r.emotion_probs).all() for r in results)
+    assert results[11].prev_index == 0  # the shift pair still reaches the speaker's last turn
+
+
+def test_round_trip_through_safetensors_continues_identically(tmp_path):
+    model = causal_model(persona_layers=2)
+    feats, spk, persona = dialogue(14, seed=4)
+    first, state = run_steps(model, {m: x[:9] for m, x in feats.items()}, spk[:9], persona[:9])
+    d = state.to_tensors()
+    tensors = {k: v if isinstance(v, torch.Tensor) else torch.tensor(v) for k, v in d.items()}
+    save_file(tensors, str(tmp_path / "state.safetensors"))
+    restored = ConversationState.from_tensors(load_file(str(tmp_path / "state.safetensors")))
+    rest_a, _ = run_steps(model, {m: x[9:] for m, x in feats.items()}, spk[9:], persona[9:], restored)
+    rest_b, _ = run_steps(model, {m: x[9:] for m, x in feats.items()}, spk[9:], persona[9:], state)
+    for a, b in zip(rest_a, rest_b, strict=True):
+        assert a.index == b.index and torch.equal(a.emotion_probs, b.emotion_probs)
+    assert rest_a[0].index == 9
+
+
+def test_step_many_equals_separate_steps():
+    model = causal_model()
+    convs = [dialogue(6, seed=s) for s in range(3)]
+    states = [model.init_state() for _ in convs]
+    for t in range(6):
+        inputs = [(st, {m: f[m][t] for m in DIMS}, int(sp[t]), p[t]) for st, (f, sp, p) in zip(states, convs, strict=True)]
+        together = model.step_many(inputs)
+        for (r, _), inp in zip(together, inputs, strict=True):
+            r1, _ = model.step(*inp)
+            torch.testing.assert_close(r.emotion_probs, r1.emotion_probs, atol=1e-6, rtol=0)
+            assert (r.shift_probs is None) == (r1.shift_probs is None)
+        states = [st for _, st in together]
+
+
+def test_step_leaves_the_given_state_untouched():
+    model = causal_model()
+    feats, spk, persona = dialogue(5, seed=5)
+    _, state = run_steps(model, feats, spk, persona)
+    snapshot = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.to_tensors().items()}
+    model.step(state, {m: feats[m][0] for m in DIMS}, 1, persona[0])
+    for k, v in state.to_tensors().items():
+        assert torch.equal(v, snapshot[k]) if isinstance(v, torch.Tensor) else v == snapshot[k]
+
+
+def test_clear_errors():
+    model = causal_model()
+    state = model.init_state()
+    x = {m: torch.zeros(d) for m, d in DIMS.items()}
+    with pytest.raises(ValueError, match="speaker_slot must be an int in"):
+        model.step(state, x, 4, torch.zeros(5))
+    with pytest.raises(ValueError, match=r"features\['a'\] has shape \(3,\), expected \(7,\)"):
+        model.step(state, {**x, "a": torch.zeros(3)}, 0, torch.zeros(5))
+    with pytest.raises(ValueError, match="persona must be"):
+        model.step(state, x, 0, None)
+    with pytest.raises(ValueError, match="state 'party_h' has shape"):
+        causal_model(n_speakers=2).step(state, x, 0, torch.zeros(5))
+    d = state.to_tensors()
+    with pytest.raises(ValueError, match="version 7 is not supported"):
+        ConversationState.from_tensors({**d, "version": 7})
+    with pytest.raises(ValueError, match="missing keys"):
+        ConversationState.from_tensors({k: v for k, v in d.items() if k != "party_h"})
+    model.train()
+    with pytest.raises(RuntimeError, match=r"model.eval\(\)"):
+        model.step(state, x, 0, torch.zeros(5))
+    with pytest.raises(ValueError, match="needs a causal model"):
+        PCGNet(PCGNetConfig(dims=dict(DIMS), hidden=8, persona_heads=2, interactive_heads=2)).eval().step(
+            state, x, 0, torch.zeros(5))
