@@ -244,6 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.speed < 0:
         return _fail(f"--speed must be >= 0 (got {args.speed})")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:  # the weight-loading progress bar would scribble over the UI
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     try:
         return asyncio.run(_amain(args))
     except KeyboardInterrupt:

@@ -125,7 +125,7 @@ class LiveParams:
     persona: PersonaParams = field(default_factory=PersonaParams)
     queues: QueueParams = field(default_factory=QueueParams)
     ui: UiParams = field(default_factory=UiParams)
-    drain_timeout_s: float = 30.0
+    drain_timeout_s: float = 10.0
     """At the end of a replay, how long sinks get to deliver what they hold."""
     cancel_timeout_s: float = 5.0
     """How long a cancelled task gets to finish before it is reported as dangling."""

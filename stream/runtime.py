@@ -116,7 +116,7 @@ class Runtime:
     def report(self, error: ErrorFrame) -> None:
         self.errors.append(error)
         del self.errors[:-100]
-        log.warning("%s: %s", error.stage, error.message)
+        log.info("%s: %s", error.stage, error.message)  # the sinks show it (UI panel, line, event)
         self.sinks.emit([error])
 
     # -- work -------------------------------------------------------------------------------------
