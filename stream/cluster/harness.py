@@ -39,7 +39,8 @@ _WORDS = ("great", "awful", "fine", "really", "no", "yes", "why", "wow", "sorry"
           "meeting", "deadline", "budget", "thanks", "what", "never", "again", "happy", "angry", "scared")
 
 
-def make_script(n_conversations: int, n_utterances: int, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+def make_script(n_conversations: int, n_utterances: int, seed: int = 0, prefix: str = "meeting"
+                ) -> dict[str, list[dict[str, Any]]]:
     """Deterministic scripted conversations: session id -> input utterances (the in/utterance JSON)."""
     rng = random.Random(seed)
     script: dict[str, list[dict[str, Any]]] = {}
@@ -54,7 +55,7 @@ def make_script(n_conversations: int, n_utterances: int, seed: int = 0) -> dict[
                          "text": text, "utterance_id": f"u{k + 1:04d}", "t_start": round(t, 3),
                          "t_end": round(t + dur, 3)})
             t += dur + 0.2
-        script[f"meeting-{c:03d}"] = utts
+        script[f"{prefix}-{c:03d}"] = utts
     return script
 
 
