@@ -232,13 +232,15 @@ def find_companion(feature_path: Path, filename: str) -> Path | None:
 
 
 def _sidecar(feature_path: Path, dataset: str) -> dict[str, Any]:
-    """Optional ``meta.json`` beside the feature pickle: {"extractors": {...}, "persona": {...}, ...}.
+    """Optional ``<feature pickle>.json`` or ``meta.json`` beside it: {"extractors": {...}, "persona": {...}}.
 
     ``pcgnet prepare-meld`` and ``pcgnet synth`` write it, so checkpoints record which extractor produced
     each modality (the paper's own pickles have none; their extractors are known).
     """
-    p = feature_path.parent / "meta.json"
-    if not p.is_file():
+    for p in (feature_path.with_suffix(".json"), feature_path.parent / "meta.json"):
+        if p.is_file():
+            break
+    else:
         return {}
     try:
         meta = json.loads(p.read_text(encoding="utf-8"))
