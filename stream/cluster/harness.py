@@ -1,7 +1,7 @@
 """A whole cluster on one machine, for tests, benchmarks and demos: mosquitto + worker processes.
 
 Real parts only: a mosquitto 2 broker on a free loopback port, workers started as separate processes
-exactly as an operator would (``python -m stream.cluster``), a :class:`~stream.cluster.feeder.Feeder`
+exactly as an operator would (``python live.py --worker``), a :class:`~stream.cluster.feeder.Feeder`
 publishing scripted conversations and a plain subscriber collecting the emotion events.
 """
 
@@ -123,7 +123,7 @@ def running_broker(workdir: Path | None = None) -> Iterator[Broker]:
 
 @dataclass
 class WorkerProcess:
-    """One worker process (``python -m stream.cluster``), its log in ``log_path``."""
+    """One worker process (``python live.py --worker``), its log in ``log_path``."""
 
     worker_id: str
     proc: subprocess.Popen[bytes]
@@ -133,7 +133,7 @@ class WorkerProcess:
     def start(cls, worker_id: str, port: int, log_dir: Path, *extra: str) -> WorkerProcess:
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
                    PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "stream.cluster", "--worker-id", worker_id,
+        cmd = [sys.executable, str(REPO / "live.py"), "--worker", "--worker-id", worker_id,
                "--mqtt", f"mqtt://127.0.0.1:{port}", *extra]
         log_path = log_dir / f"{worker_id}.log"
         with open(log_path, "wb") as log_file:

@@ -39,6 +39,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -240,7 +241,7 @@ class Worker:
                     attempt += 1
                     delay = min(self.params.reconnect_max_s, 0.2 * 1.5 ** min(attempt, 20))
                     delay *= 0.5 + secrets.randbelow(1000) / 1000
-                    log.warning("worker %s: broker connection lost (%s); reconnecting in %.1f s",
+                    log.warning("worker %s: broker unavailable or connection lost (%s); reconnecting in %.1f s",
                                 self.worker_id, group.exceptions[0], delay)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), delay)
@@ -735,8 +736,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mqtt", default="mqtt://127.0.0.1:1883",
                     help="broker URL mqtt://[user:pass@]host:port or mqtts://...; credentials may come from "
                          "PCGNET_MQTT_USERNAME / PCGNET_MQTT_PASSWORD")
-    ap.add_argument("--ca-file", default=None, help="CA bundle for mqtts://")
-    ap.add_argument("--checkpoint", default=None, help="causal PCGNet checkpoint directory")
+    ap.add_argument("--mqtt-ca", metavar="FILE", default=None, help="CA bundle of the broker certificate (mqtts://)")
+    ap.add_argument("--mqtt-cert", metavar="FILE", default=None, help="client certificate for mutual TLS (mqtts://)")
+    ap.add_argument("--mqtt-key", metavar="FILE", default=None, help="private key of --mqtt-cert")
+    ap.add_argument("--checkpoint", default="checkpoints/default",
+                    help="causal PCGNet checkpoint directory (default: checkpoints/default)")
     ap.add_argument("--engine", choices=("pcgnet", "toy"), default="pcgnet",
                     help="pcgnet (default; needs --checkpoint) or toy (a tiny deterministic stand-in for tests)")
     ap.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
@@ -756,8 +760,8 @@ def make_engine(args: argparse.Namespace, worker_id: str) -> ConversationEngine:
         from stream.cluster.engine import ToyEngine
 
         return ToyEngine(worker_id)
-    if not args.checkpoint:
-        raise ValueError("--checkpoint is required with --engine pcgnet")
+    if not Path(args.checkpoint).exists():
+        raise ValueError(f"checkpoint {args.checkpoint} not found; pass --checkpoint PATH (a causal model)")
     from stream.cluster.pcgnet_engine import PCGNetEngine
 
     return PCGNetEngine.from_checkpoint(args.checkpoint, worker_id=worker_id, device=args.device)
@@ -771,7 +775,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("aiomqtt").setLevel(logging.WARNING)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     try:
-        settings = MqttSettings.from_url(args.mqtt, ca_file=args.ca_file)
+        settings = MqttSettings.from_url(args.mqtt, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert,
+                                         key_file=args.mqtt_key)
         params = WorkerParams(worker_id=worker_id, root=args.root, group=args.group,
                               claim_settle_s=args.claim_settle_s, gap_timeout_s=args.gap_timeout_s,
                               idle_release_s=args.idle_release_s, max_conversations=args.max_conversations)
@@ -779,6 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"live.py --worker: {exc}", file=sys.stderr)
         return 2
+    log.info("worker %s: broker %s, engine %s", worker_id, settings.redacted_url(), engine.name)
 
     async def serve() -> None:
         worker = Worker(settings, engine, params)
