@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     ds = load_dataset(dataset, data_dir, roberta_path=args.roberta_path, persona_path=args.persona_path,
                       modalities=config.modalities, need_persona=config.use_persona, valid_rate=valid_rate,
-                      seed=int(training.get("seed", 0)))
+                      seed=int(training.get("split_seed", training.get("seed", 0))))
     feat_file = ds.files.get("features")
     if tuple(ds.labels) != tuple(config.labels):
         raise UsageError(f"{feat_file}: labels {list(ds.labels)} differ from the checkpoint's {list(config.labels)}")

@@ -333,6 +333,7 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                 "dataset": ds.name, "data_dir": str(ds.files.get("features")), "files": ds.files,
                 "seed": seed, "epochs": epochs, "best_epoch": best["epoch"], "selected_on": select_on,
                 "valid_rate": args.valid_rate if args.valid_rate is not None else 0.1,
+                "split_seed": getattr(args, "split_seed", seed), "valid_source": ds.valid_source,
                 "lr": lr, "l2": l2, "gamma": gamma, "batch_size": bs, "class_weight": alpha is not None,
                 "sample_num": args.sample_num, "parameters": n_params,
                 "splits": {"train": len(ds.train), "valid": len(ds.valid), "test": len(ds.test)},
@@ -367,6 +368,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     seeds = args.seeds or [training_value(args, "seed", dataset)]
+    args.split_seed = seeds[0]  # the validation carve is the same for every seed of a multi-seed run
     valid_rate = 0.1 if args.valid_rate is None else args.valid_rate
     given = given_model_fields(args)  # validates the must-agree groups before any data is read
     modalities = given.get("modalities")

@@ -46,6 +46,12 @@ def test_honest_default_selects_on_validation(data, tmp_path, capsys):
     assert "TEST set" not in out and "validation split:" in out
     meta = read_meta(tmp_path / "ck")
     assert meta["training"]["selected_on"] == "valid" and "valid" in meta["metrics"]
+    # evaluate reproduces the recorded numbers: same validation carve, same test set, deterministic eval
+    for split in ("valid", "test"):
+        assert main(["evaluate", "--ckpt", str(tmp_path / "ck"), "--split", split, "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["weighted_f1"] == pytest.approx(meta["metrics"][split]["weighted_f1"], abs=1e-9)
+        assert got["n_utterances"] == meta["metrics"][split]["n_utterances"]
 
 
 def test_seed_once_is_reproducible(data, tmp_path):
