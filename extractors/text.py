@@ -121,11 +121,18 @@ class TransformerTextExtractor:
         self.normalize = normalize
         self.batch_size = batch_size
         self.max_length = max_length
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
         except (OSError, ValueError) as e:
             raise ExtractorError(f"{model_dir}: cannot load a transformers model: {e}") from e
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.dim = int(self.model.config.hidden_size)
         self.name = name or f"hf:{model_dir}"
 

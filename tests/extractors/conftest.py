@@ -2,45 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-RATE = 16000
-SENT1 = "Hello, I am really happy to see you today. This is wonderful news."
-SENT2 = "I cannot believe you did that. I am so angry right now."
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as w:
-        assert w.getnchannels() == 1 and w.getsampwidth() == 2
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        return (pcm.astype(np.float32) / 32768.0), w.getframerate()
-
-
-def write_wav(path: Path, audio: np.ndarray, rate: int = RATE) -> None:
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-
-
-def espeak(text: str, path: Path, voice: str = "en-us") -> np.ndarray:
-    """espeak-ng speech resampled to 16 kHz mono float32."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (scripts/install.sh installs it)")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True)
-    audio, rate = read_wav(path)
-    from extractors.audio import resample
-
-    return resample(audio, rate, RATE)
+from extractor_media import RATE, SENT1, SENT2, espeak, write_wav
 
 
 @dataclass(frozen=True)
