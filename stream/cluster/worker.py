@@ -97,6 +97,11 @@ class WorkerParams:
         max_pending: Reorder-buffer bound per conversation.
         batch_max: Steps of one conversation processed before its state is published.
         concurrency: Conversations stepped at the same time (what the engine can micro-batch).
+        state_every: Publish the state blob after this many steps (1 = after every step). Larger values
+            divide the state traffic (a MELD-size text model's state is ~75 KB) at the price of a longer
+            replay after a crash: the publisher re-sends the inputs since the last blob, and the new owner
+            repeats those steps (identical events, identical ids).
+        state_flush_s: A conversation with unsaved steps publishes its state after this long without input.
         max_state_bytes: Bound of a state blob.
         record_expiry_s: MQTT 5 message expiry of retained owner/state/ack records, so the broker forgets
             conversations that ended long ago.
@@ -113,6 +118,8 @@ class WorkerParams:
     max_pending: int = 256
     batch_max: int = 8
     concurrency: int = 32
+    state_every: int = 1
+    state_flush_s: float = 1.0
     max_state_bytes: int = DEFAULT_MAX_BYTES
     record_expiry_s: int = 86_400
     reconnect_max_s: float = 10.0
@@ -122,6 +129,8 @@ class WorkerParams:
             raise ValueError(f"bad worker id {self.worker_id!r}: 1-64 characters, no '/', '+', '#'")
         if self.claim_settle_s < 0 or self.gap_timeout_s <= 0 or self.idle_release_s <= 0:
             raise ValueError("claim_settle_s >= 0, gap_timeout_s > 0 and idle_release_s > 0 are required")
+        if self.state_every < 1 or self.concurrency < 1 or self.batch_max < 1:
+            raise ValueError("state_every, concurrency and batch_max must be >= 1")
 
 
 @dataclass
@@ -162,6 +171,7 @@ class _Local:
     state_error: str | None = None
     last_input: float = field(default_factory=time.monotonic)
     busy: bool = False
+    unsaved: int = 0  # steps not yet in a published state blob
 
 
 def seq_of(message: aiomqtt.Message) -> int | None:
@@ -582,6 +592,8 @@ class Worker:
     async def _release(self, loc: _Local) -> None:
         """Gives a conversation up cleanly (idle, or shutdown): bumps the epoch with status released."""
         s = loc.session
+        if loc.owned and loc.unsaved:
+            await self._publish_state(loc)
         if self.local.get(s) is loc:
             del self.local[s]  # before our own record comes back, so it is not taken for a rival's
         if loc.claim is not None and self.view.holds(loc.claim):
@@ -632,7 +644,6 @@ class Worker:
         assert loc.seq is not None and loc.conv is not None and loc.claim is not None
         s, p = loc.session, self.params
         items = loc.seq.ready()[: p.batch_max]
-        stepped = False
         for seq, key, item in items:
             if isinstance(item.parsed, InboundError):
                 events = [EventFrame(session_id=s, kind=EventKind.ERROR, payload=error_event(
@@ -652,8 +663,8 @@ class Worker:
                 await self._publish_event(s, ev)
             loc.seq.done(seq, key)
             self.stats.processed += 1
-            stepped = True
-        if stepped:
+            loc.unsaved += 1
+        if loc.unsaved >= p.state_every:
             await self._publish_state(loc)
 
     async def _publish_event(self, session: str, ev: EventFrame) -> None:
@@ -682,6 +693,7 @@ class Worker:
         if self.local.get(s) is not loc or not self.view.holds(loc.claim):
             return
         # Order matters: events (already out), then the state that includes them, then the ack.
+        loc.unsaved = 0
         await self._publish(state_topic(s, root=p.root), data, retain=True)
         ack = AckRecord(s, blob.next_seq, loc.claim.epoch, self.worker_id, round(time.time(), 3))
         await self._publish(ack_topic(s, root=p.root), ack.encode(), retain=True)
@@ -699,6 +711,14 @@ class Worker:
                     self._report(loc.session, f"skipped {skipped} missing input(s) after "
                                               f"{self.params.gap_timeout_s:g} s (publisher did not re-send)")
                     self._mark_ready(loc.session)
+                elif loc.unsaved and now - loc.last_input > self.params.state_flush_s:
+                    loc.busy = True
+                    try:
+                        await self._publish_state(loc)
+                    finally:
+                        loc.busy = False
+                    if self.local.get(loc.session) is loc and loc.seq.ready():
+                        self._mark_ready(loc.session)
                 elif not loc.seq.pending and now - loc.last_input > self.params.idle_release_s:
                     log.info("worker %s: releasing idle %r", self.worker_id, loc.session)
                     await self._release(loc)
@@ -750,6 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gap-timeout-s", type=float, default=5.0, help="skip a missing input after this (s)")
     ap.add_argument("--idle-release-s", type=float, default=600.0, help="release a quiet conversation (s)")
     ap.add_argument("--max-conversations", type=int, default=2000, help="claim nothing beyond this")
+    ap.add_argument("--state-every", type=int, default=1,
+                    help="publish a conversation's state blob every N steps (state traffic / N; longer replay)")
     ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
     return ap
 
@@ -779,7 +801,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          key_file=args.mqtt_key)
         params = WorkerParams(worker_id=worker_id, root=args.root, group=args.group,
                               claim_settle_s=args.claim_settle_s, gap_timeout_s=args.gap_timeout_s,
-                              idle_release_s=args.idle_release_s, max_conversations=args.max_conversations)
+                              idle_release_s=args.idle_release_s, max_conversations=args.max_conversations,
+                              state_every=args.state_every)
         engine = make_engine(args, worker_id)
     except (ValueError, OSError) as exc:
         print(f"live.py --worker: {exc}", file=sys.stderr)

@@ -33,10 +33,13 @@ def _kill_busiest_at(workers: dict[str, WorkerProcess], after_events: int):
     return on_event
 
 
-def test_three_toy_workers_survive_a_sigkill(broker: Broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("state_every", [1, 4])
+def test_three_toy_workers_survive_a_sigkill(broker: Broker, tmp_path: Path, state_every: int) -> None:
+    """With state_every=4 the new owner also repeats up to 3 steps (same events, same ids)."""
     script = make_script(30, 12, seed=1)
     ids = ["w1", "w2", "w3"]
-    workers = {w: WorkerProcess.start(w, broker.port, tmp_path, "--engine", "toy") for w in ids}
+    workers = {w: WorkerProcess.start(w, broker.port, tmp_path, "--engine", "toy", "--state-every", str(state_every))
+               for w in ids}
     try:
         asyncio.run(wait_workers_online(broker.settings, set(ids), timeout_s=30))
         total = sum(len(u) for u in script.values())
