@@ -53,6 +53,15 @@ from stream.cluster.records import (  # noqa: E402
 )
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -75,7 +84,11 @@ def throughput(broker: Broker, n_workers: int, checkpoint: Path, log_dir: Path, 
         warm = make_script(3 * n_workers, 3, seed=9, prefix=f"warm{n_workers}")
         asyncio.run(collect_run(broker.settings, warm, timeout_s=120))
         script = make_script(conversations, utterances, seed=n_workers, prefix=f"tp{n_workers}")
+        cpu0 = {w: cpu_s(p.proc.pid) for w, p in procs.items()}
+        broker0 = cpu_s(broker.proc.pid)
         run = asyncio.run(collect_run(broker.settings, script, timeout_s=300, resend_after_s=30.0))
+        worker_cpu = sum(cpu_s(p.proc.pid) - cpu0[w] for w, p in procs.items())
+        broker_cpu = cpu_s(broker.proc.pid) - broker0
         total = conversations * utterances
         uniq = run.unique()
         elapsed = run.t_last_event - run.t_first_send
@@ -83,7 +96,9 @@ def throughput(broker: Broker, n_workers: int, checkpoint: Path, log_dir: Path, 
                for ev, t in zip(run.events, run.received_at, strict=True)]
         return {"workers": n_workers, "utterances": total, "received": len(uniq), "elapsed_s": elapsed,
                 "utt_per_s": len(uniq) / elapsed if elapsed > 0 else float("nan"),
-                "load": dict(run.load()), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95)}
+                "load": dict(run.load()), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+                "worker_cpu_ms_per_utt": 1000 * worker_cpu / max(1, len(uniq)),
+                "broker_cpu_ms_per_utt": 1000 * broker_cpu / max(1, len(uniq))}
     finally:
         for p in procs.values():
             p.stop()
@@ -187,6 +202,8 @@ def main() -> int:
             print(f"{n} worker(s): {r['utt_per_s']:.1f} utt/s ({r['ratio_to_1']:.2f}x), {r['received']}/"
                   f"{r['utterances']} in {r['elapsed_s']:.2f} s, latency under saturation p50 {r['p50_ms']:.0f} ms "
                   f"p95 {r['p95_ms']:.0f} ms, load {r['load']}")
+            print(f"    CPU per utterance: workers {r['worker_cpu_ms_per_utt']:.2f} ms, "
+                  f"broker {r['broker_cpu_ms_per_utt']:.3f} ms")
         procs = start_workers(broker, ["h1", "h2", "h3"], tmp, ck)
         try:
             h = asyncio.run(handoff_run(broker, procs, 30, args.handoff_rounds, args.handoff_interval_s,
