@@ -104,6 +104,20 @@ def throughput(broker: Broker, n_workers: int, checkpoint: Path, log_dir: Path, 
             p.stop()
 
 
+async def retained_state_sizes(broker: Broker, n: int, timeout_s: float = 5.0) -> list[int]:
+    """Sizes of the retained state blobs (what a new owner downloads)."""
+    sizes: list[int] = []
+    async with aiomqtt.Client(**broker.settings.with_client_id("bench-state").client_kwargs()) as c:
+        await c.subscribe("pcgnet/+/state", qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async for m in c.messages:
+                    sizes.append(len(bytes(m.payload)))  # type: ignore[arg-type]
+                    if len(sizes) >= n:
+                        break
+    return sizes
+
+
 async def handoff_run(broker: Broker, procs: dict[str, WorkerProcess], conversations: int, rounds: int,
                       interval_s: float, kill_round: int) -> dict[str, Any]:
     script = make_script(conversations, rounds, seed=7, prefix="ho")
@@ -149,6 +163,7 @@ async def handoff_run(broker: Broker, procs: dict[str, WorkerProcess], conversat
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    sizes = await retained_state_sizes(broker, len(script))
     kill_t, victim = state["kill_t"], state["killed"]
     claim, ready, first_event = [], [], []
     for s in state["owned_by_victim"]:
@@ -165,7 +180,7 @@ async def handoff_run(broker: Broker, procs: dict[str, WorkerProcess], conversat
     expected = conversations * rounds
     by_utt = run.by_utterance()
     will_ms = 1000 * (state["will_t"] - kill_t) if "will_t" in state else float("nan")
-    return {"killed": victim, "orphans": len(state["owned_by_victim"]), "will_ms": will_ms, "claim_ms": claim, "ready_ms": ready,
+    return {"state_bytes_median": statistics.median(sizes) if sizes else None, "killed": victim, "orphans": len(state["owned_by_victim"]), "will_ms": will_ms, "claim_ms": claim, "ready_ms": ready,
             "first_event_ms": first_event, "expected": expected, "received_unique": len(by_utt),
             "missing": expected - len(by_utt), "raw_events": len(run.events),
             "duplicate_deliveries": len(run.events) - len(run.unique()), "load": dict(run.load()),
@@ -214,6 +229,7 @@ def main() -> int:
         results["handoff"] = h
         print(f"hand-off after SIGKILL of {h['killed']} ({h['orphans']} conversations, inputs every "
               f"{h['interval_s']:g} s per conversation):")
+        print(f"  retained state blob per conversation: median {h['state_bytes_median']} bytes")
         print(f"  kill -> last will ('offline') seen by a subscriber: {h['will_ms']:.0f} ms")
         for key in ("claim_ms", "ready_ms", "first_event_ms"):
             v = h[key]
