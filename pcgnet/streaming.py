@@ -4,15 +4,17 @@ In the causal model (``config.causal``: forward-only GRUs) no state of a past ut
 computed (spec 7.2), so caching them is exact (spec 8.2). A ``ConversationState`` holds:
 
 * the text context GRU's hidden state and, per modality and speaker slot, the party GRU's hidden state;
-* a window of the last ``config.window_utterances`` utterances: their speaker slots, transformed persona
-  keys, the input of every persona-GAT layer (per modality) and of every interactive-GAT layer (ERC and
-  shift copies, per modality);
+* a window of the last ``config.window_utterances`` utterances: their speaker slots and, for every
+  persona-GAT layer (per modality) and every interactive-GAT layer (ERC and shift copies, per modality),
+  the projections those utterances contribute as attention sources (values and source-score halves), so
+  a step never re-projects the past;
 * per speaker slot, the index of its last turn and that turn's final shift-node features (for the
   shift head's [prev || cur] pair, even when prev has left the window).
 
-A step builds a small "local dialogue" per conversation (the cached window plus the new utterance), asks
-``pcgnet.graph`` for its edges with the very same rules as the full forward pass, keeps only the edges
-into the new utterance's nodes, and runs the heads only for those nodes (nanoGPT's last-position idea).
+A step derives the new utterance's in-edges from the cached speaker slots with the rules of
+``pcgnet.graph`` (persona window, ERC / shift turn windows, same-utterance modality pairs, cross-task
+edges), gathers each target's sources into a padded block, and runs attention, gates and heads only for
+the new utterance's nodes (nanoGPT's last-position idea).
 
 Window semantics: with a window of W, a dialogue of up to W + 1 utterances gives exactly the outputs of
 ``PCGNet.forward`` on the whole dialogue (tested to 1e-5). In longer conversations the graphs only see
@@ -32,15 +34,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from pcgnet import graph
-
 if TYPE_CHECKING:
     from pcgnet.model import PCGNet
 
 STATE_VERSION = 1
 
-_TENSOR_KEYS = ("context_h", "party_h", "last_turn", "last_shift", "cache_speaker", "cache_persona",
-                "cache_persona_x", "cache_inter")
+_TENSOR_KEYS = ("context_h", "party_h", "last_turn", "last_shift", "cache_speaker", "cache_persona_z",
+                "cache_persona_s", "cache_inter_z", "cache_inter_s")
 _INT_KEYS = ("version", "n_utterances", "window")
 
 
@@ -77,7 +77,7 @@ class ConversationState:
     """Everything a causal PCGNet needs to continue a conversation; bounded by the window.
 
     Shapes (L = 2 GRU layers, M modalities, S speaker slots, h hidden, n <= window cached utterances,
-    Lp / Lx persona / interactive layers, 0 when that part is disabled, P persona key size):
+    Lp / Lx persona / interactive layers and Hp / Hx their heads, 0 layers when that part is disabled):
 
     Parameters:
         n_utterances: utterances seen so far (= the next utterance's index).
@@ -87,9 +87,10 @@ class ConversationState:
         last_turn: (S,) index of each slot's last turn, -1 if it has not spoken.
         last_shift: (S, M, h) final shift-node features of each slot's last turn.
         cache_speaker: (n,) speaker slots of the cached utterances (the last n, in order).
-        cache_persona: (n, P) their persona keys.
-        cache_persona_x: (Lp, M, n, h) input of each persona-GAT layer.
-        cache_inter: (Lx, 2, M, n, h) input of each interactive-GAT layer, ERC (0) and shift (1) nodes.
+        cache_persona_z: (Lp, M, n, h) persona-GAT values of the cached utterances, per layer.
+        cache_persona_s: (Lp, M, n, Hp) their source-score halves.
+        cache_inter_z: (Lx, 2, M, n, h) interactive-GAT values of their ERC (0) and shift (1) nodes.
+        cache_inter_s: (Lx, 2, M, n, Hx) their source-score halves.
     """
 
     n_utterances: int
@@ -99,9 +100,10 @@ class ConversationState:
     last_turn: Tensor
     last_shift: Tensor
     cache_speaker: Tensor
-    cache_persona: Tensor
-    cache_persona_x: Tensor
-    cache_inter: Tensor
+    cache_persona_z: Tensor
+    cache_persona_s: Tensor
+    cache_inter_z: Tensor
+    cache_inter_s: Tensor
 
     @property
     def cached(self) -> int:
@@ -150,12 +152,14 @@ class ConversationState:
             ("last_turn", t["last_turn"].dim() == 1 and bool((t["last_turn"] < ints["n_utterances"]).all()),
              "must be (S,) turn indices below n_utterances"),
             ("last_shift", t["last_shift"].dim() == 3, "must be (S, M, h)"),
-            ("cache_persona", t["cache_persona"].dim() == 2 and t["cache_persona"].shape[0] == n,
-             f"must have {n} rows"),
-            ("cache_persona_x", t["cache_persona_x"].dim() == 4 and t["cache_persona_x"].shape[2] == n,
+            ("cache_persona_z", t["cache_persona_z"].dim() == 4 and t["cache_persona_z"].shape[2] == n,
              f"must be (Lp, M, {n}, h)"),
-            ("cache_inter", t["cache_inter"].dim() == 5 and t["cache_inter"].shape[3] == n,
+            ("cache_persona_s", t["cache_persona_s"].dim() == 4 and t["cache_persona_s"].shape[2] == n,
+             f"must be (Lp, M, {n}, Hp)"),
+            ("cache_inter_z", t["cache_inter_z"].dim() == 5 and t["cache_inter_z"].shape[3] == n,
              f"must be (Lx, 2, M, {n}, h)"),
+            ("cache_inter_s", t["cache_inter_s"].dim() == 5 and t["cache_inter_s"].shape[3] == n,
+             f"must be (Lx, 2, M, {n}, Hx)"),
         ]
         for key, ok, why in checks:
             if not ok:
@@ -170,9 +174,8 @@ def _dims(model: PCGNet) -> dict[str, int]:
     cfg = model.config
     return {
         "L": 2, "h": cfg.hidden, "M": len(cfg.modalities), "S": cfg.n_speakers,
-        "Lp": cfg.persona_layers if model.has_persona else 0,
-        "Lx": cfg.interactive_layers if cfg.use_graph else 0,
-        "P": (cfg.hidden if cfg.persona_transform else cfg.persona_dim) if model.has_persona else 0,
+        "Lp": cfg.persona_layers if model.has_persona else 0, "Hp": cfg.persona_heads,
+        "Lx": cfg.interactive_layers if cfg.use_graph else 0, "Hx": cfg.interactive_heads,
     }
 
 
@@ -181,13 +184,14 @@ def init_state(model: PCGNet) -> ConversationState:
     d = _dims(model)
     p = next(model.parameters())
     z = lambda *shape: torch.zeros(*shape, device=p.device, dtype=p.dtype)  # noqa: E731
-    L, h, M, S = d["L"], d["h"], d["M"], d["S"]
+    L, h, M, S, Lp, Lx = d["L"], d["h"], d["M"], d["S"], d["Lp"], d["Lx"]
     return ConversationState(
         n_utterances=0, window=model.config.window_utterances,
         context_h=z(L, h), party_h=z(M, S, L, h),
         last_turn=torch.full((S,), -1, dtype=torch.long, device=p.device), last_shift=z(S, M, h),
-        cache_speaker=torch.zeros(0, dtype=torch.long, device=p.device), cache_persona=z(0, d["P"]),
-        cache_persona_x=z(d["Lp"], M, 0, h), cache_inter=z(d["Lx"], 2, M, 0, h),
+        cache_speaker=torch.zeros(0, dtype=torch.long, device=p.device),
+        cache_persona_z=z(Lp, M, 0, h), cache_persona_s=z(Lp, M, 0, d["Hp"]),
+        cache_inter_z=z(Lx, 2, M, 0, h), cache_inter_s=z(Lx, 2, M, 0, d["Hx"]),
     )
 
 
@@ -208,9 +212,13 @@ def _check_inputs(model: PCGNet, inputs: list[StepInput]) -> None:
             if tuple(getattr(state, k).shape) != shape:
                 raise ValueError(f"step input {b}: state {k!r} has shape {tuple(getattr(state, k).shape)}, "
                                  f"this model needs {shape} (state from a different model?)")
-        if (state.cache_persona_x.shape[0], state.cache_inter.shape[0], state.cache_persona.shape[1]) != (
-                d["Lp"], d["Lx"], d["P"]):
-            raise ValueError(f"step input {b}: state caches do not match this model's graph layers")
+        n = state.cached
+        caches = {"cache_persona_z": (d["Lp"], d["M"], n, d["h"]), "cache_persona_s": (d["Lp"], d["M"], n, d["Hp"]),
+                  "cache_inter_z": (d["Lx"], 2, d["M"], n, d["h"]), "cache_inter_s": (d["Lx"], 2, d["M"], n, d["Hx"])}
+        for k, shape in caches.items():
+            if tuple(getattr(state, k).shape) != shape:
+                raise ValueError(f"step input {b}: state {k!r} has shape {tuple(getattr(state, k).shape)}, "
+                                 f"this model needs {shape} (state from a different model?)")
         if not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot < cfg.n_speakers:
             raise ValueError(f"step input {b}: speaker_slot must be an int in [0, {cfg.n_speakers}) (got {slot!r})")
         for m in cfg.modalities:
@@ -250,6 +258,31 @@ def step_many(model: PCGNet, inputs: list[StepInput]) -> list[tuple[StepResult, 
         return _step_many(model, inputs)
 
 
+def _turn_start(own_positions: list[int], w: int) -> int:
+    """Local start of a turn window: the speaker's w-th last cached turn, else the oldest cached utterance.
+
+    Equal to ``pcgnet.graph.window_starts`` whenever that start lies inside the window, and clamped to the
+    window otherwise.
+    """
+    return own_positions[-w] if len(own_positions) >= w else 0
+
+
+def _pad(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Ragged source lists -> (T, K) index (0-padded) and mask."""
+    K = max(len(r) for r in rows)
+    idx = torch.tensor([r + [0] * (K - len(r)) for r in rows], dtype=torch.long, device=device)
+    mask = torch.tensor([[True] * len(r) + [False] * (K - len(r)) for r in rows], device=device)
+    return idx, mask
+
+
+def _pool(cached: list[Tensor], new: Tensor) -> Tensor:
+    """Per-conversation [cached rows..., new rows...] concatenated; ``new`` is (B, R, ...)."""
+    parts = []
+    for b, c in enumerate(cached):
+        parts += [c, new[b]]
+    return torch.cat(parts)
+
+
 def _step_many(model: PCGNet, inputs: list[StepInput]) -> list[tuple[StepResult, ConversationState]]:
     cfg = model.config
     p0 = next(model.parameters())
@@ -258,7 +291,7 @@ def _step_many(model: PCGNet, inputs: list[StepInput]) -> list[tuple[StepResult,
     slots = [it[2] for it in inputs]
     B, M, h = len(inputs), len(cfg.modalities), cfg.hidden
 
-    # 1. Encoders: one GRU cell call per GRU for the whole micro-batch.
+    # 1. Encoders: one GRU call per GRU for the whole micro-batch.
     enc: list[Tensor] = []
     new_context: Tensor | None = None
     new_party: list[Tensor] = []
@@ -275,73 +308,85 @@ def _step_many(model: PCGNet, inputs: list[StepInput]) -> list[tuple[StepResult,
         new_party.append(hn)
         enc.append(model.combine(m, own, out[0]))  # (B, h)
 
-    new_px: Tensor | None = None  # (Lp, M, B, h) persona-GAT layer inputs of the new utterances
-    new_inter: Tensor | None = None  # (Lx, 2, M, B, h) interactive-GAT layer inputs
-    pk_new: Tensor | None = None
+    new_pz = new_ps = new_iz = new_is = None  # the new utterances' contributions to the caches
     if cfg.use_graph:
-        # 2. Local dialogues: each conversation's cached window plus its new utterance, as one flat batch.
-        counts = [s.cached + 1 for s in states]
-        n_local = sum(counts)
-        new_pos = torch.tensor(counts, device=dev).cumsum(0) - 1  # (B,) flat index of the new nodes
-        is_new = torch.zeros(n_local, dtype=torch.bool, device=dev)
-        is_new[new_pos] = True
-        mask = torch.arange(max(counts), device=dev).unsqueeze(0) < torch.tensor(counts, device=dev).unsqueeze(1)
-        spk = torch.full(mask.shape, -1, dtype=torch.long, device=dev)
-        spk[mask] = torch.cat([torch.cat([s.cache_speaker, s.cache_speaker.new_tensor([sl])])
-                               for s, sl in zip(states, slots, strict=True)])
-        lidx = graph.index_dialogues(mask, spk, cfg.n_speakers)
+        ns = [s.cached for s in states]
+        own_turns = [[p for p, x in enumerate(s.cache_speaker.tolist()) if x == sl]
+                     for s, sl in zip(states, slots, strict=True)]
 
-        def local(cached: list[Tensor], new: Tensor, dim: int) -> Tensor:
-            """Interleave per-conversation cached rows with the new rows along ``dim`` (local order)."""
-            parts = []
-            for b, c in enumerate(cached):
-                parts += [c, new.narrow(dim, b, 1)]
-            return torch.cat(parts, dim)
-
+        # 2. Persona graph: the new utterance hears every cached utterance since its speaker's last turn,
+        #    and itself (spec 3.5).
         fused = enc
+        new_pz = enc[0].new_zeros(0, M, B, h)  # empty unless the persona graph is on
+        new_ps = enc[0].new_zeros(0, M, B, cfg.persona_heads)
         if model.has_persona:
-            pk_new = model.persona_key(torch.stack([it[3].to(dev, dt) for it in inputs]))  # (B, P)
-            pk = local([s.cache_persona for s in states], pk_new, 0)  # (n_local, P)
-            pe = graph.persona_edges(lidx)
-            pe = pe[:, is_new[pe[1]]]  # only edges into the new nodes are needed
-            layer_inputs = []
-            fused = []
+            rows, base = [], 0
+            for n, own in zip(ns, own_turns, strict=True):
+                rows.append(list(range(base + _turn_start(own, 1), base + n + 1)))
+                base += n + 1
+            idx, mask = _pad(rows, dev)  # (B, K)
+            pk = model.persona_key(torch.stack([it[3].to(dev, dt) for it in inputs]))  # (B, P)
+            fused, pz, ps = [], [], []
             for mi, m in enumerate(cfg.modalities):
                 x = enc[mi]
-                per_layer = []
+                zs, ss = [], []
                 for li, conv in enumerate(model.persona_gat[m]):
-                    per_layer.append(x)
-                    nodes = local([s.cache_persona_x[li, mi] for s in states], x, 0)  # (n_local, h)
-                    x = model.persona_residual(x, conv(nodes, pk, pe)[new_pos])
-                layer_inputs.append(torch.stack(per_layer))  # (Lp, B, h)
+                    z, s_src, s_dst = conv.project(x, pk)  # (B, H, C), (B, H), (B, H)
+                    zs.append(z.reshape(B, h))
+                    ss.append(s_src)
+                    pool_z = _pool([s.cache_persona_z[li, mi] for s in states], z.reshape(B, 1, h))
+                    pool_s = _pool([s.cache_persona_s[li, mi] for s in states], s_src.unsqueeze(1))
+                    out = conv.forward_targets(pool_z[idx].view(B, -1, conv.heads, conv.head_channels),
+                                               pool_s[idx], s_dst, mask)
+                    x = model.persona_residual(x, out)
+                pz.append(torch.stack(zs))
+                ps.append(torch.stack(ss))
                 fused.append(torch.sigmoid(model.fuse_enc[m](enc[mi])) * enc[mi]
                              + torch.sigmoid(model.fuse_persona[m](x)) * x)
-            new_px = torch.stack(layer_inputs, 1)  # (Lp, M, B, h)
+            new_pz, new_ps = torch.stack(pz, 1), torch.stack(ps, 1)  # (Lp, M, B, h), (Lp, M, B, Hp)
 
-        # 3. Interactive graph: same edge rules as the full pass, restricted to edges into new nodes.
-        f = torch.stack(fused)  # (M, B, h)
-        edges, _ = graph.interactive_edges(lidx, M, cfg.erc_windows, cfg.shift_windows,
-                                           cfg.interactive_windows, cfg.use_crosstask)
-        edges = edges[:, is_new[edges[1] % n_local]]
-        z0 = torch.stack([f, f])  # (2, M, B, h): ERC nodes and their shift clones
+        # 3. Interactive graph (spec 3.7) for the 2M new nodes of each conversation. Pool layout per
+        #    conversation: cached (task, modality, j) rows, then the new (task, modality) rows.
+        we, ws, wx = cfg.erc_windows, cfg.shift_windows, cfg.interactive_windows
+        rows, base = [], 0
+        for n, own in zip(ns, own_turns, strict=True):
+            starts = (_turn_start(own, we), _turn_start(own, ws))
+            new = lambda t, m, base=base, n=n: base + 2 * M * n + t * M + m  # noqa: E731
+            cached = lambda t, m, j, base=base, n=n: base + (t * M + m) * n + j  # noqa: E731
+            for t in (0, 1):
+                for m in range(M):
+                    src = [new(t, m2) for m2 in range(M)]  # types 0 / 3
+                    src += [cached(t, m, j) for j in range(starts[t], n)]  # types 1/2, 4/5
+                    if cfg.use_crosstask:  # types 6 / 7: same and w_x previous utterances, other task
+                        src.append(new(1 - t, m))
+                        src += [cached(1 - t, m, n - k) for k in range(1, wx + 1) if n - k >= 0]
+                    rows.append(src)
+            base += 2 * M * (n + 1)
+        idx, mask = _pad(rows, dev)  # (B*2M, K)
+        f = torch.stack(fused, 1)  # (B, M, h)
+        z0 = torch.stack([f, f], 1)  # (B, 2, M, h): ERC nodes and their shift clones
         y = z0
-        per_layer = []
+        iz, is_ = [], []
         for li, conv in enumerate(model.interactive_gat):
-            per_layer.append(y)
-            nodes = local([s.cache_inter[li] for s in states], y, 2)  # (2, M, n_local, h)
-            out = conv(nodes.reshape(-1, h), edges).view(2, M, n_local, h)[:, :, new_pos]
-            y = model.interactive_residual(y, out)
-        new_inter = torch.stack(per_layer)  # (Lx, 2, M, B, h)
+            z, s_src, s_dst = conv.project(y.reshape(B * 2 * M, h))
+            iz.append(z.reshape(B, 2, M, h))
+            is_.append(s_src.reshape(B, 2, M, -1))
+            pool_z = _pool([s.cache_inter_z[li].reshape(-1, h) for s in states], z.reshape(B, 2 * M, h))
+            pool_s = _pool([s.cache_inter_s[li].reshape(-1, conv.heads) for s in states],
+                           s_src.reshape(B, 2 * M, -1))
+            out = conv.forward_targets(pool_z[idx].view(B * 2 * M, -1, conv.heads, conv.head_channels),
+                                       pool_s[idx], s_dst, mask)
+            y = model.interactive_residual(y, out.view(B, 2, M, h))
+        new_iz, new_is = torch.stack(iz), torch.stack(is_)  # (Lx, B, 2, M, h), (Lx, B, 2, M, Hx)
         z = model.output_gate(z0, y)
-        erc_nodes, shift_nodes = z[0], z[1]  # (M, B, h)
+        erc_nodes, shift_nodes = z[:, 0], z[:, 1]  # (B, M, h)
     else:
-        erc_nodes = shift_nodes = torch.stack(enc)
+        erc_nodes = shift_nodes = torch.stack(enc, 1)  # (B, M, h)
 
     # 4. Heads, only for the new nodes.
-    emotion_logp, _ = model.erc_from_nodes(erc_nodes.transpose(0, 1).reshape(B, M * h))
-    cur = shift_nodes.transpose(0, 1)  # (B, M, h)
+    emotion_logp, _ = model.erc_from_nodes(erc_nodes.reshape(B, M * h))
     prev = torch.stack([s.last_shift[sl] for s, sl in zip(states, slots, strict=True)])  # (B, M, h)
-    shift_logp, _ = model.shift_from_nodes(prev, cur)
+    shift_logp, _ = model.shift_from_nodes(prev, shift_nodes)
 
     # 5. New states (fresh tensors; the inputs stay untouched).
     results = []
@@ -353,23 +398,21 @@ def _step_many(model: PCGNet, inputs: list[StepInput]) -> list[tuple[StepResult,
         last_turn = s.last_turn.clone()
         last_turn[sl] = i
         last_shift = s.last_shift.clone()
-        last_shift[sl] = cur[b]
+        last_shift[sl] = shift_nodes[b]
+        caches = dict(cache_speaker=s.cache_speaker, cache_persona_z=s.cache_persona_z,
+                      cache_persona_s=s.cache_persona_s, cache_inter_z=s.cache_inter_z,
+                      cache_inter_s=s.cache_inter_s)
         if cfg.use_graph:
-            cache_speaker = _keep_last(s.window, torch.cat([s.cache_speaker, s.cache_speaker.new_tensor([sl])]), 0)
-            cache_persona = s.cache_persona
-            cache_persona_x = s.cache_persona_x
-            if model.has_persona:
-                cache_persona = _keep_last(s.window, torch.cat([s.cache_persona, pk_new[b:b + 1]]), 0)
-                cache_persona_x = _keep_last(s.window, torch.cat([s.cache_persona_x, new_px[:, :, b:b + 1]], 2), 2)
-            cache_inter = _keep_last(s.window, torch.cat([s.cache_inter, new_inter[:, :, :, b:b + 1]], 3), 3)
-        else:
-            cache_speaker, cache_persona = s.cache_speaker, s.cache_persona
-            cache_persona_x, cache_inter = s.cache_persona_x, s.cache_inter
+            w = s.window
+            caches["cache_speaker"] = _keep_last(w, torch.cat([s.cache_speaker, s.cache_speaker.new_tensor([sl])]), 0)
+            caches["cache_persona_z"] = _keep_last(w, torch.cat([s.cache_persona_z, new_pz[:, :, b:b + 1]], 2), 2)
+            caches["cache_persona_s"] = _keep_last(w, torch.cat([s.cache_persona_s, new_ps[:, :, b:b + 1]], 2), 2)
+            caches["cache_inter_z"] = _keep_last(w, torch.cat([s.cache_inter_z, new_iz[:, b].unsqueeze(3)], 3), 3)
+            caches["cache_inter_s"] = _keep_last(w, torch.cat([s.cache_inter_s, new_is[:, b].unsqueeze(3)], 3), 3)
         new_state = ConversationState(
             n_utterances=i + 1, window=s.window,
             context_h=new_context[:, b].clone() if new_context is not None else s.context_h,
-            party_h=party_h, last_turn=last_turn, last_shift=last_shift, cache_speaker=cache_speaker,
-            cache_persona=cache_persona, cache_persona_x=cache_persona_x, cache_inter=cache_inter,
+            party_h=party_h, last_turn=last_turn, last_shift=last_shift, **caches,
         )
         result = StepResult(
             index=i, speaker_slot=sl, emotion_probs=emotion_logp[b].exp(),

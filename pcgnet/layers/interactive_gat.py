@@ -13,6 +13,8 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import softmax
 
+from pcgnet.layers.dense_attention import dense_target_attention
+
 
 class InteractiveGATConv(MessagePassing):
     r"""Multi-head graph attention over the ERC and shift nodes of the cross-task graph.
@@ -76,18 +78,27 @@ class InteractiveGATConv(MessagePassing):
         torch.nn.init.uniform_(self.att_dst, -bound, bound)
         zeros(self.bias)
 
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-node values (N, H, C) and source / target score halves (N, H) each (no dropout here)."""
+        z = self.lin(x).view(-1, self.heads, self.head_channels)  # (N, H, C)
+        return z, (z * self.att_src).sum(-1), (z * self.att_dst).sum(-1)
+
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        H, C = self.heads, self.head_channels
         x = F.dropout(x, p=self.dropout, training=self.training)
-        z = self.lin(x).view(-1, H, C)  # (N, H, C)
-        score_src = (z * self.att_src).sum(-1)  # (N, H)
-        score_dst = (z * self.att_dst).sum(-1)  # (N, H)
+        z, score_src, score_dst = self.project(x)
         out = self.propagate(edge_index, z=z, score_src=score_src, score_dst=score_dst,
                              size=(x.size(0), x.size(0)))  # (N, H, C)
         out = out.reshape(-1, self.out_channels)
         if self.bias is not None:
             out = out + self.bias
         return out
+
+    def forward_targets(self, z_src: Tensor, score_src: Tensor, score_dst: Tensor, mask: Tensor) -> Tensor:
+        """Outputs for T targets only, from their padded (T, K) sources as given by ``project`` (eval mode:
+        the input dropout is the caller's business). Used by streaming with cached source projections.
+        """
+        out = dense_target_attention(z_src, score_src, score_dst, mask, self.negative_slope)
+        return out + self.bias if self.bias is not None else out
 
     def message(self, z_j: Tensor, score_src_j: Tensor, score_dst_i: Tensor, index: Tensor,
                 ptr: Tensor | None, size_i: int | None) -> Tensor:

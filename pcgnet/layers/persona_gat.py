@@ -13,6 +13,8 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
+from pcgnet.layers.dense_attention import dense_target_attention
+
 
 class PersonaGATConv(MessagePassing):
     r"""Graph attention whose scores come from gated persona keys (Tu et al., SIGIR 2024).
@@ -86,15 +88,18 @@ class PersonaGATConv(MessagePassing):
         torch.nn.init.uniform_(self.att_dst, -bound, bound)
         zeros(self.bias)
 
-    def forward(self, x: Tensor, persona: Tensor, edge_index: Tensor) -> Tensor:
+    def project(self, x: Tensor, persona: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-node values (N, H, C) and source / target score halves (N, H) each."""
         H, C = self.heads, self.head_channels
         # Persona keys gated by a scalar computed from the content of the same node.
         gate = self.lin_gate(x).unsqueeze(-1)  # (N, H, 1)
         q = self.lin_persona(persona).view(-1, H, C) * gate  # (N, H, C)
         z = self.lin_value(x).view(-1, H, C)  # (N, H, C)
         # a^T [q_j || q_i] splits into a per-source and a per-target scalar: no per-edge concatenation.
-        score_src = (q * self.att_src).sum(-1)  # (N, H)
-        score_dst = (q * self.att_dst).sum(-1)  # (N, H)
+        return z, (q * self.att_src).sum(-1), (q * self.att_dst).sum(-1)
+
+    def forward(self, x: Tensor, persona: Tensor, edge_index: Tensor) -> Tensor:
+        z, score_src, score_dst = self.project(x, persona)
         if self.add_self_loops:
             edge_index, _ = remove_self_loops(edge_index)
             edge_index, _ = add_self_loops(edge_index, num_nodes=x.size(0))
@@ -104,6 +109,15 @@ class PersonaGATConv(MessagePassing):
         if self.bias is not None:
             out = out + self.bias
         return out
+
+    def forward_targets(self, z_src: Tensor, score_src: Tensor, score_dst: Tensor, mask: Tensor) -> Tensor:
+        """Outputs for T targets only, from their padded (T, K) sources as given by ``project``.
+
+        The caller includes each target itself among its sources (the self-loop). Used by streaming,
+        where only the newest utterance needs an output and the sources' projections are cached.
+        """
+        out = dense_target_attention(z_src, score_src, score_dst, mask, self.negative_slope)
+        return out + self.bias if self.bias is not None else out
 
     def message(self, z_j: Tensor, score_src_j: Tensor, score_dst_i: Tensor, index: Tensor,
                 ptr: Tensor | None, size_i: int | None) -> Tensor:
