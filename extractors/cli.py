@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
                         "vosk:DIR or none (default none)")
     p.add_argument("--dataset", default="MELD", choices=["MELD", "IEMOCAP"],
                    help="layout and label set to write (default MELD: 9 speaker slots, 7 labels)")
-    p.add_argument("--max-frames", type=int, default=8, help="video frames analysed per utterance (default 8)")
+    p.add_argument("--max-frames", type=int, default=4, help="video frames analysed per utterance (default 4)")
     p.add_argument("--test-sessions", nargs="+", metavar="ID", help="session ids for the test split")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="fraction of sessions (seeded) for the test split when --test-sessions is not given")

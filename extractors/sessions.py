@@ -154,7 +154,7 @@ def extract_session(
     extractors: dict[str, Extractor],
     dataset: str = "MELD",
     asr: Any | None = None,
-    max_frames: int = 8,
+    max_frames: int = 4,
 ) -> ExtractedDialogue:
     """Features of one recorded session (see the module docstring)."""
     from stream.record import SessionFormatError, read_session
@@ -315,7 +315,7 @@ def write_layout(out: Path, dialogues: Sequence[ExtractedDialogue], dataset: str
 
 def extract_sessions(
     paths: Sequence[Path], out: Path, extractor_names: dict[str, str | None], *,
-    dataset: str = "MELD", asr: str | None = None, max_frames: int = 8, test_sessions: Sequence[str] | None = None,
+    dataset: str = "MELD", asr: str | None = None, max_frames: int = 4, test_sessions: Sequence[str] | None = None,
     test_fraction: float = 0.2, seed: int = 0, persona_json: Path | None = None,
     persona_estimator: Path | None = None, progress: Callable[[str], None] | None = None,
     create: Callable[..., Extractor] | None = None,
