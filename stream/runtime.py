@@ -206,6 +206,9 @@ class Runtime:
                         await asyncio.wait({done_w, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not sources_done.done():
                     sources_done.cancel()
+                    # A cancelled gather ends later with CancelledError set as its exception; observe it, or
+                    # asyncio prints "exception was never retrieved" with a traceback on SIGTERM.
+                    sources_done.add_done_callback(lambda f: f.cancelled() or f.exception())
             else:
                 await stop_wait
         finally:
