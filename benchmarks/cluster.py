@@ -77,16 +77,18 @@ def start_workers(broker: Broker, ids: list[str], log_dir: Path, checkpoint: Pat
 
 
 def throughput(broker: Broker, n_workers: int, checkpoint: Path, log_dir: Path, conversations: int,
-               utterances: int) -> dict[str, Any]:
-    ids = [f"t{n_workers}-{i}" for i in range(n_workers)]
+               utterances: int, interval_s: float = 0.0, tag: str = "t") -> dict[str, Any]:
+    """``interval_s`` = 0: everything at once (capacity); > 0: one utterance per conversation per interval."""
+    ids = [f"{tag}{n_workers}-{i}" for i in range(n_workers)]
     procs = start_workers(broker, ids, log_dir, checkpoint)
     try:
         warm = make_script(3 * n_workers, 3, seed=9, prefix=f"warm{n_workers}")
         asyncio.run(collect_run(broker.settings, warm, timeout_s=120))
-        script = make_script(conversations, utterances, seed=n_workers, prefix=f"tp{n_workers}")
+        script = make_script(conversations, utterances, seed=n_workers, prefix=f"{tag}p{n_workers}")
         cpu0 = {w: cpu_s(p.proc.pid) for w, p in procs.items()}
         broker0 = cpu_s(broker.proc.pid)
-        run = asyncio.run(collect_run(broker.settings, script, timeout_s=300, resend_after_s=30.0))
+        run = asyncio.run(collect_run(broker.settings, script, interval_s=interval_s, timeout_s=300,
+                                      resend_after_s=30.0))
         worker_cpu = sum(cpu_s(p.proc.pid) - cpu0[w] for w, p in procs.items())
         broker_cpu = cpu_s(broker.proc.pid) - broker0
         total = conversations * utterances
@@ -219,6 +221,11 @@ def main() -> int:
                   f"p95 {r['p95_ms']:.0f} ms, load {r['load']}")
             print(f"    CPU per utterance: workers {r['worker_cpu_ms_per_utt']:.2f} ms, "
                   f"broker {r['broker_cpu_ms_per_utt']:.3f} ms")
+        paced = throughput(broker, 1, ck, tmp, 20, 8, interval_s=1.0, tag="paced")
+        results["paced"] = paced
+        print(f"1 worker paced at {20 / 1.0:.0f} utt/s offered (1 utterance/s in each of 20 conversations): "
+              f"latency input->event p50 {paced['p50_ms']:.0f} ms p95 {paced['p95_ms']:.0f} ms; CPU per utterance: "
+              f"worker {paced['worker_cpu_ms_per_utt']:.2f} ms, broker {paced['broker_cpu_ms_per_utt']:.3f} ms")
         procs = start_workers(broker, ["h1", "h2", "h3"], tmp, ck)
         try:
             h = asyncio.run(handoff_run(broker, procs, 30, args.handoff_rounds, args.handoff_interval_s,

@@ -543,6 +543,9 @@ class Worker:
         snapshot = None if blob is None else Snapshot(blob.arrays, blob.engine)
         if loc.state_error is not None and blob is None:
             self._report(s, f"{loc.state_error}; starting the conversation afresh")
+        elif blob is None and loc.claim.epoch > 1:
+            log.warning("worker %s: %r had an owner before but no retained state (none published yet, or "
+                        "expired); starting afresh", self.worker_id, s)
         try:
             conv = await self.engine.open(s, snapshot)
         except ValueError as exc:
@@ -610,6 +613,10 @@ class Worker:
                 await self._release(loc)
 
     def _drop_all(self) -> None:
+        """The connection is gone: this life's conversations are the others' to adopt now."""
+        for s, loc in self.local.items():
+            if loc.conv is not None:
+                self.engine.close(s)
         self.local.clear()
         self._ready.clear()
 
