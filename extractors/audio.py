@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -158,6 +159,7 @@ class OpenSmileExtractor(_AudioBase):
         else:
             config, level = opensmile.FeatureSet[member], opensmile.FeatureLevel.Functionals
         self._smile = opensmile.Smile(feature_set=config, feature_level=level)
+        self._lock = threading.Lock()  # one libSMILE pipeline per instance: not re-entrant
         if len(self._smile.feature_names) != dim:
             raise ExtractorError(f"{feature_set}: expected {dim} functionals (got {len(self._smile.feature_names)})")
         self.feature_set = feature_set
@@ -175,7 +177,7 @@ class OpenSmileExtractor(_AudioBase):
     def _features(self, audio: np.ndarray) -> np.ndarray | None:
         import warnings
 
-        with warnings.catch_warnings():
+        with self._lock, warnings.catch_warnings():
             # "Segment too short, filling with NaN": reported to the caller as valid=False instead.
             warnings.simplefilter("ignore", UserWarning)
             out = self._smile(audio, self.sample_rate)

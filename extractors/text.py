@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,6 +135,8 @@ class TransformerTextExtractor:
             if bars:
                 hf_logging.enable_progress_bar()
         self.dim = int(self.model.config.hidden_size)
+        # HF fast tokenizers raise 'Already borrowed' when one instance is used from two threads at once.
+        self._lock = threading.Lock()
         self.name = name or f"hf:{model_dir}"
 
     def __repr__(self) -> str:
@@ -145,7 +148,7 @@ class TransformerTextExtractor:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # Sort by length so each batch pads little; results are put back in input order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 enc = self.tokenizer(
@@ -205,12 +208,14 @@ class VaderExtractor:
         except ImportError as e:
             raise ExtractorError("vader: package vaderSentiment is not installed (pip install '.[text]')") from e
         self._analyzer = SentimentIntensityAnalyzer()
+        self._lock = threading.Lock()
 
     def __call__(self, media: UtteranceMedia) -> Feature:
         text = text_of(media)
         if text is None:
             return Feature(np.zeros(self.dim, np.float32), valid=False)
-        scores = self._analyzer.polarity_scores(text)
+        with self._lock:
+            scores = self._analyzer.polarity_scores(text)
         return Feature(np.array([scores[k] for k in VADER_KEYS], dtype=np.float32))
 
     def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]:
@@ -234,13 +239,15 @@ class NRCExtractor:
         except ImportError as e:
             raise ExtractorError("nrc: package nrclex is not installed (pip install '.[text]')") from e
         self._lex = NRCLex()
+        self._lock = threading.Lock()  # load_token_list mutates the NRCLex object
 
     def __call__(self, media: UtteranceMedia) -> Feature:
         text = text_of(media)
         if text is None:
             return Feature(np.zeros(self.dim, np.float32), valid=False)
-        self._lex.load_token_list(_WORD.findall(text.lower()))
-        counts = self._lex.raw_emotion_scores
+        with self._lock:
+            self._lex.load_token_list(_WORD.findall(text.lower()))
+            counts = dict(self._lex.raw_emotion_scores)
         total = sum(counts.get(a, 0) for a in NRC_AFFECTS)
         vec = np.array([counts.get(a, 0) / total if total else 0.0 for a in NRC_AFFECTS], dtype=np.float32)
         return Feature(vec)

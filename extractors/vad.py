@@ -16,8 +16,9 @@ longer than ``max_speech_s`` are cut, so a live utterance has bounded latency.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,8 +80,17 @@ def _build_model():  # -> torch.nn.Module, built lazily so importing this module
     return SileroVad()
 
 
+@dataclass
+class VadState:
+    """One stream's recurrent state: the LSTM (h, c) and the last 64 samples (the next chunk's context)."""
+
+    lstm: Any = None
+    context: np.ndarray = field(default_factory=lambda: np.zeros(CONTEXT, np.float32))
+
+
 class SileroVad:
-    """Stateful speech probabilities for consecutive 512-sample chunks of a 16 kHz stream."""
+    """The silero network, loaded once and shareable: every stream keeps its own :class:`VadState`, so one
+    model serves many sessions (and threads: inference mutates nothing shared)."""
 
     def __init__(self, num_threads: int | None = 1) -> None:
         import torch
@@ -91,23 +101,19 @@ class SileroVad:
         self._torch = torch
         self.model = _build_model().eval()
         self.model.load_state_dict(load_file(str(silero_weights_path())))
-        self.reset()
 
-    def reset(self) -> None:
-        self._state = None
-        self._context = np.zeros(CONTEXT, np.float32)
-
-    def probs(self, chunks: np.ndarray) -> np.ndarray:
-        """Speech probability of each chunk; ``chunks`` is (N, 512) float32, continuing the stream."""
+    def probs(self, chunks: np.ndarray, state: VadState) -> np.ndarray:
+        """Speech probability of each chunk; ``chunks`` is (N, 512) float32 continuing ``state``'s stream,
+        and ``state`` is advanced in place."""
         torch = self._torch
         if chunks.shape[0] == 0:
             return np.zeros(0, np.float32)
-        flat = np.concatenate([self._context, chunks.reshape(-1)])
+        flat = np.concatenate([state.context, chunks.reshape(-1)])
         idx = np.arange(chunks.shape[0])[:, None] * CHUNK + np.arange(CONTEXT + CHUNK)[None, :]
         windows = torch.from_numpy(np.ascontiguousarray(flat[idx]))
         with torch.inference_mode():
-            p, self._state = self.model.decode(self.model.encode(windows), self._state)
-        self._context = flat[-CONTEXT:].copy()
+            p, state.lstm = self.model.decode(self.model.encode(windows), state.lstm)
+        state.context = flat[-CONTEXT:].copy()
         return p.numpy().astype(np.float32)
 
 
@@ -134,7 +140,8 @@ class VadSegmenter:
         min_speech_ms: shorter voiced stretches are dropped (clicks, breaths).
         speech_pad_ms: audio kept before and after each segment.
         max_speech_s: a longer utterance is cut here so the live path never waits unboundedly.
-        vad: a shared :class:`SileroVad` (its state is reset); a new one is built when None.
+        vad: a shared :class:`SileroVad` (the model only; this segmenter keeps its own state); a new one is
+            built when None.
     """
 
     def __init__(
@@ -158,7 +165,7 @@ class VadSegmenter:
         self.pad = int(speech_pad_ms * RATE / 1000)
         self.max_speech = int(max_speech_s * RATE)
         self.vad = vad or SileroVad()
-        self.vad.reset()
+        self._state = VadState()
         self._pending = np.zeros(0, np.float32)  # samples not yet a whole chunk
         self._buf = np.zeros(0, np.float32)  # recent audio, bounded: starts at self._buf_start
         self._buf_start = 0
@@ -187,7 +194,7 @@ class VadSegmenter:
         chunks = data[: n_chunks * CHUNK].reshape(n_chunks, CHUNK)
         self._buf = np.concatenate([self._buf, chunks.reshape(-1)])
         out: list[SpeechSegment] = []
-        for p in self.vad.probs(chunks):
+        for p in self.vad.probs(chunks, self._state):
             out.extend(self._step(float(p)))
             self._pos += CHUNK
         self._trim()

@@ -14,6 +14,7 @@ face. Frames must be uint8 BGR ``(H, W, 3)`` (or grey ``(H, W)``); anything else
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -237,6 +238,7 @@ class FerExtractor:
         load_keras_weights(self.model, fer_weights_path())
         self.max_frames = max_frames
         self.margin = margin
+        self._lock = threading.Lock()  # one CascadeClassifier per instance; OpenCV does not promise re-entrancy
 
     def __repr__(self) -> str:
         return f"FerExtractor(dim={self.dim}, max_frames={self.max_frames})"
@@ -285,10 +287,11 @@ class FerExtractor:
         if len(frames) > self.max_frames:
             idx = np.linspace(0, len(frames) - 1, self.max_frames).round().astype(int)
             frames = [frames[i] for i in idx]
-        crops = [c for c in self.faces(frames) if c is not None]
-        if not crops:
-            return Feature(np.zeros(self.dim, np.float32), valid=False)
-        probs = self.classify(np.stack(crops))
+        with self._lock:
+            crops = [c for c in self.faces(frames) if c is not None]
+            if not crops:
+                return Feature(np.zeros(self.dim, np.float32), valid=False)
+            probs = self.classify(np.stack(crops))
         return Feature(probs.mean(0).astype(np.float32))
 
     def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]:

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("silero_vad")
 
 from extractors.base import ExtractorError  # noqa: E402
-from extractors.vad import SileroVad, VadSegmenter, detect_speech  # noqa: E402
+from extractors.vad import SileroVad, VadSegmenter, VadState, detect_speech  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,20 @@ def test_incremental_blocks_equal_offline(speech, vad):
     got += seg.flush()
     assert [(s.start_s, s.end_s) for s in got] == [(s.start_s, s.end_s) for s in offline]
     np.testing.assert_array_equal(got[1].audio, offline[1].audio)
+
+
+def test_one_model_serves_interleaved_streams(speech, vad):
+    """Two segmenters sharing one model, fed alternately, each get their own stream's segments."""
+    offline = detect_speech(speech.dialogue, 16000, vad=vad)
+    a, b = VadSegmenter(vad=vad), VadSegmenter(vad=vad)
+    other = np.zeros_like(speech.dialogue)
+    got_a, got_b = [], []
+    for i in range(0, speech.dialogue.size, 4000):
+        got_a += a.push(speech.dialogue[i:i + 4000])
+        got_b += b.push(other[i:i + 4000])
+    got_a += a.flush()
+    got_b += b.flush()
+    assert [(s.start_s, s.end_s) for s in got_a] == [(s.start_s, s.end_s) for s in offline] and got_b == []
 
 
 def test_min_silence_is_configurable(speech, vad):
@@ -94,7 +108,7 @@ def test_architecture_matches_the_packaged_jit_model(speech):
     ours = SileroVad()
     ours.model.load_state_dict({k: v.detach().clone() for k, v in sd.items()})
     x = speech.dialogue[: (speech.dialogue.size // 512) * 512]
-    p = ours.probs(x.reshape(-1, 512))
+    p = ours.probs(x.reshape(-1, 512), VadState())
     jit.reset_states()
     q = np.array([jit(torch.from_numpy(c), 16000).item() for c in x.reshape(-1, 512)])
     np.testing.assert_allclose(p, q, atol=1e-4)

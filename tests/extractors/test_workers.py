@@ -57,3 +57,16 @@ def test_process_extractor_reports_load_errors():
     with pytest.raises(ExtractorError, match="unknown extractor"):
         ProcessExtractor("no-such-extractor")
     assert time.monotonic() - t < 120
+
+
+def test_one_extractor_shared_by_threads(speech):
+    """The live runtime shares one extractor between worker threads: results must equal sequential ones."""
+    texts = [UtteranceMedia(text=f"utterance number {i}, I am {'happy' if i % 2 else 'angry'}") for i in range(12)]
+    audio = [UtteranceMedia(audio=speech.sent1[: 8000 * (1 + i % 3)], sample_rate=16000) for i in range(6)]
+    for name, media in (("minilm-l6+lex", texts), ("egemaps", audio)):
+        ex = registry.create(name)
+        want = [f.vector for f in ex.batch(media)]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda m, ex=ex: ex(m).vector, media))
+        for w, g in zip(want, got, strict=True):
+            np.testing.assert_allclose(g, w, atol=1e-5)
