@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,7 +113,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("evaluate", help="evaluate a saved checkpoint",
                               description=__doc__.split("\n")[0])
-    p.add_argument("--ckpt", required=True, help="checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("--ckpt", required=True,
+                   help="checkpoint directory (model.safetensors + config.json), or a multi-seed --out directory "
+                        "(its seed-N checkpoints are evaluated and reported as mean ± std)")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test", help="which split (test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the confusion matrix")
@@ -144,17 +147,27 @@ def contradictions(args: argparse.Namespace, config: PCGNetConfig) -> list[str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def checkpoint_dirs(ckpt: str) -> list[Path]:
+    """``ckpt`` itself, or the ``seed-N`` checkpoints of a multi-seed run directory."""
+    p = Path(ckpt)
+    if p.is_dir() and not (p / "config.json").exists():
+        runs = sorted((d for d in p.glob("seed-*") if (d / "config.json").is_file()),
+                      key=lambda d: (len(d.name), d.name))
+        if runs:
+            return runs
+    return [p]
 
+
+def evaluate_checkpoint(args: argparse.Namespace, ckpt: Path, cache: dict) -> tuple[dict[str, Any], Any, int]:
+    """Metrics of one checkpoint on the requested split; ``cache`` shares loaded datasets across seeds."""
     from pcgnet.data import load_dataset
     from pcgnet.train import PRESETS, class_weights
 
-    meta = read_meta(args.ckpt)
+    meta = read_meta(ckpt)
     config = PCGNetConfig.from_json(meta["model"])
     bad = contradictions(args, config)
     if bad:
-        raise UsageError("flags contradict the checkpoint's config: " + "; ".join(bad))
+        raise UsageError(f"flags contradict the checkpoint's config ({ckpt}): " + "; ".join(bad))
     training = meta.get("training") or {}
     dataset = args.dataset or training.get("dataset")
     if dataset not in PRESETS:
@@ -166,15 +179,17 @@ def run(args: argparse.Namespace) -> int:
         valid_rate = args.valid_rate if args.valid_rate is not None else float(training.get("valid_rate", 0.1))
     else:
         valid_rate = 0.0  # the held-out part of train only matters for --split valid
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
     try:
         device = resolve_device("cpu" if args.no_cuda else args.device)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    ds = load_dataset(dataset, data_dir, roberta_path=args.roberta_path, persona_path=args.persona_path,
-                      modalities=config.modalities, need_persona=config.use_persona, valid_rate=valid_rate,
-                      seed=int(training.get("split_seed", training.get("seed", 0))))
+    split_seed = int(training.get("split_seed", training.get("seed", 0)))
+    key = (dataset, str(data_dir), config.modalities, config.use_persona, valid_rate, split_seed)
+    if key not in cache:
+        cache[key] = load_dataset(dataset, data_dir, roberta_path=args.roberta_path, persona_path=args.persona_path,
+                                  modalities=config.modalities, need_persona=config.use_persona,
+                                  valid_rate=valid_rate, seed=split_seed)
+    ds = cache[key]
     feat_file = ds.files.get("features")
     if tuple(ds.labels) != tuple(config.labels):
         raise UsageError(f"{feat_file}: labels {list(ds.labels)} differ from the checkpoint's {list(config.labels)}")
@@ -182,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         if ds.dims[m] != config.dims[m]:
             src = ds.files.get("roberta") if m == "t" else feat_file
             raise UsageError(f"{src}: {m} features are {ds.dims[m]}-d but the checkpoint expects {config.dims[m]}-d")
-    loaded = load_checkpoint(args.ckpt, device=device, expect_extractors=ds.extractors)
+    loaded = load_checkpoint(ckpt, device=device, expect_extractors=ds.extractors)
     dialogues = ds.split(args.split)
     if not dialogues:
         raise UsageError(f"--split {args.split}: no dialogues in that split (valid needs --valid_rate > 0)")
@@ -190,18 +205,79 @@ def run(args: argparse.Namespace) -> int:
     alpha = class_weights(dataset, len(ds.labels)).to(device) if training.get("class_weight") else None
     bs = args.batch_size or int(training.get("batch_size", 32))
     m = evaluate_dialogues(loaded.model, dialogues, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
+    return m, ds, len(dialogues)
+
+
+def print_aggregate(agg: dict[str, Any], labels: Sequence[str], console, title: str) -> None:
+    """Mean ± std across seeds of the headline metrics."""
+    from rich.table import Table
+
+    mean, std = agg["mean"], agg["std"]
+
+    def cell(path: tuple[str, ...]) -> str:
+        mu, sd = mean, std
+        for k in path:
+            mu, sd = mu.get(k, {}), sd.get(k, {})
+        return f"{_pct(mu)} ± {_pct(sd)}" if isinstance(mu, float) else "n/a"
+
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column(f"mean ± std ({agg['n_runs']} runs)", justify="right")
+    t.add_column("always shift", justify="right")
+    t.add_row("weighted F1", cell(("weighted_f1",)), "")
+    t.add_row("accuracy", cell(("accuracy",)), "")
+    for name in labels:
+        t.add_row(f"  F1 {name}", cell(("per_class_f1", name)), "")
+    t.add_row("shift accuracy (transitions)", cell(("shift_accuracy",)), "")
+    t.add_row("shift weighted F1 (transitions)", cell(("shift_f1",)), "")
+    for key, name in (("precision", "binary shift precision"), ("recall", "binary shift recall"),
+                      ("f1", "binary shift F1"), ("balanced_accuracy", "binary shift balanced acc."),
+                      ("auroc", "binary shift AUROC")):
+        t.add_row(name, cell(("binary_shift", key)), cell(("binary_shift", "baseline_always_shift", key)))
+    console.print(t)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from pcgnet.metrics import aggregate
+
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    ckpts = checkpoint_dirs(args.ckpt)
+    cache: dict = {}
+    results = []
+    for ckpt in ckpts:
+        m, ds, n_dialogues = evaluate_checkpoint(args, ckpt, cache)
+        results.append((ckpt, m))
+    labels = list(ds.labels)
+    title = f"{ds.name} {args.split} ({n_dialogues} dialogues)"
     if args.plot:
         from pcgnet.plots import plot_confusion
 
-        plot_confusion(m["confusion"], ds.labels, args.plot,
-                       title=f"{dataset} {args.split}: W-F1 {_pct(m['weighted_f1'])}")
-    if args.json:
-        out = dict(m)
-        out.update(checkpoint=str(args.ckpt), dataset=dataset, split=args.split, labels=list(ds.labels))
-        print(json.dumps(json_clean(out)))
+        confusion = np.sum([np.asarray(m["confusion"]) for _, m in results], axis=0).tolist()
+        w = ", ".join(_pct(m["weighted_f1"]) for _, m in results)
+        plot_confusion(confusion, labels, args.plot, title=f"{ds.name} {args.split}: W-F1 {w}")
+    console = Console(highlight=False, soft_wrap=True)
+    if len(results) == 1:
+        ckpt, m = results[0]
+        if args.json:
+            out = dict(m)
+            out.update(checkpoint=str(ckpt), dataset=ds.name, split=args.split, labels=labels)
+            print(json.dumps(json_clean(out)))
+        else:
+            print_report(m, labels, console, title=f"{title}, {ckpt}")
     else:
-        console = Console(highlight=False, soft_wrap=True)
-        print_report(m, ds.labels, console, title=f"{dataset} {args.split} ({len(dialogues)} dialogues), {args.ckpt}")
-        if args.plot:
-            console.print(f"confusion matrix: {args.plot}")
+        agg = aggregate([m for _, m in results])
+        if args.json:
+            out = {"runs": [{"checkpoint": str(c), **m} for c, m in results], **agg,
+                   "dataset": ds.name, "split": args.split, "labels": labels}
+            print(json.dumps(json_clean(out)))
+        else:
+            for ckpt, m in results:
+                console.print(f"{ckpt}: W-F1 {_pct(m['weighted_f1'])} acc {_pct(m['accuracy'])} "
+                              f"shift F1 {_pct(m['shift_f1'])}")
+            print_aggregate(agg, labels, console, title=f"{title}, {args.ckpt}")
+    if args.plot and not args.json:
+        console.print(f"confusion matrix: {args.plot}")
     return 0

@@ -171,3 +171,15 @@ def test_collate_pads_with_minus_one(tmp_path):
         assert (b.labels[i, n:] == -1).all() and (b.speakers[i, n:] == -1).all()
         assert b.labels[i, :n].tolist() == dl[i].labels.tolist()
     assert b.dialogue_ids == [d.id for d in dl]
+
+
+REAL_PERSONA = "/work/shared/data/persona"
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_PERSONA), reason="the reference persona pickles are not on this machine")
+def test_reads_the_real_persona_pickles_with_the_restricted_unpickler():
+    iemocap = read_pickle(os.path.join(REAL_PERSONA, "IEMOCAP_persona.pkl"))
+    meld = read_pickle(os.path.join(REAL_PERSONA, "MELD_persona.pkl"))
+    assert len(iemocap) == 151 and sum(v.shape[0] for v in iemocap.values()) == 7433
+    assert len(meld) == 1432 and all(isinstance(k, int) for k in meld) and 60 not in meld
+    assert iemocap["Ses05F_impro01"][0] == pytest.approx([0.2738, 0.2367, 0.1925, 0.2795, 0.2396], abs=1e-4)

@@ -71,6 +71,13 @@ def test_multi_seed_mean_and_std(data, tmp_path, capsys):
     w = [read_meta(tmp_path / f"seed-{s}")["metrics"]["test"]["weighted_f1"] for s in (1, 2)]
     assert summary["mean"]["weighted_f1"] == pytest.approx(sum(w) / 2)
     assert summary["std"]["weighted_f1"] == pytest.approx(abs(w[0] - w[1]) / 2**0.5)
+    # evaluate on the run directory: every seed's checkpoint, mean ± std
+    assert main(["evaluate", "--ckpt", str(tmp_path), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert [r["checkpoint"] for r in ev["runs"]] == [str(tmp_path / "seed-1"), str(tmp_path / "seed-2")]
+    assert ev["mean"]["weighted_f1"] == pytest.approx(summary["mean"]["weighted_f1"], abs=1e-9)
+    assert main(["evaluate", "--ckpt", str(tmp_path)]) == 0
+    assert "mean ± std (2 runs)" in capsys.readouterr().out
 
 
 def test_ablations_and_causal(data, tmp_path, capsys):
