@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="capture the microphone (sounddevice/PortAudio); utterances cut by voice activity")
     src.add_argument("--mic-device", metavar="NAME|INDEX", help="input device (default: the system default)")
     src.add_argument("--speaker", default="Speaker", help="speaker name of microphone utterances (default Speaker)")
+    src.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto",
+                     help="microphone segmentation: silero-vad, an energy threshold, or auto (silero when installed)")
+    src.add_argument("--asr", default="auto", metavar="auto|none|pocketsphinx|faster-whisper:DIR|vosk:DIR",
+                     help="speech to text of microphone utterances (default auto: pocketsphinx when installed)")
     src.add_argument("--camera", metavar="INDEX|FILE", nargs="?", const="0",
                      help="attach camera frames (OpenCV) to the local session's utterances; default device 0, "
                           "or a video file")
@@ -118,7 +122,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     params = LiveParams(
         checkpoint=args.checkpoint, session_id=args.session, speed=args.speed, worker_id=args.worker_id,
         inference=replace(InferenceParams(), device=resolve_device_name(args.device)),
-        mic=replace(MicParams(), speaker=args.speaker,
+        mic=replace(MicParams(), speaker=args.speaker, vad=args.vad, asr=args.asr,
                     device=int(args.mic_device) if (args.mic_device or "").isdigit() else args.mic_device),
         camera=replace(CameraParams(), device=int(args.camera) if (args.camera or "").isdigit() else
                        (args.camera or 0)))

@@ -19,7 +19,10 @@ class VadParams:
     min_speech_ms: int = 200
     """Shorter bursts (clicks, coughs) are not utterances."""
     vad_silence_ms: int = 600
-    """This much silence ends an utterance."""
+    """This much silence ends an utterance (energy VAD)."""
+    silero_silence_ms: int = 500
+    """The same for silero-vad: its speech probability falls off more slowly than the energy, so the
+    silence it sees between turns is shorter (500 ms is its own default)."""
     pre_roll_ms: int = 150
     """Audio kept before the detected onset, so the first phoneme is not cut."""
     max_utterance_s: float = 15.0
@@ -37,6 +40,11 @@ class MicParams:
     """sounddevice device name or index; None = the system default input."""
     speaker: str = "Speaker"
     """Name given to microphone utterances (speaker diarisation is offline only)."""
+    vad: str = "auto"
+    """Segmentation: "silero" (extractors.vad), "energy" (VadParams thresholds), "auto" = silero when installed."""
+    asr: str = "auto"
+    """Speech to text of microphone utterances: "none", "pocketsphinx", "faster-whisper:DIR", "vosk:DIR";
+    "auto" = pocketsphinx when installed, else none (then a text-only model has no signal)."""
 
 
 @dataclass(frozen=True)

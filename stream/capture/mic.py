@@ -122,6 +122,55 @@ class VadSegmenter:
         return [seg] if seg is not None and voiced >= max(1, self.p.min_speech_ms // self.p.frame_ms) else []
 
 
+class SileroSegmenter:
+    """:class:`VadSegmenter`'s interface over the extractors' silero-vad segmenter (16 kHz only)."""
+
+    def __init__(self, sample_rate: int, params: VadParams) -> None:
+        from extractors.vad import VadSegmenter as Silero
+
+        self._seg = Silero(sample_rate, min_silence_ms=params.silero_silence_ms, min_speech_ms=params.min_speech_ms,
+                           max_speech_s=params.max_utterance_s)
+
+    def _conv(self, segs: list[Any]) -> list[Segment]:
+        return [Segment(s.audio, s.start_s, s.end_s) for s in segs]
+
+    def feed(self, block: np.ndarray) -> list[Segment]:
+        x = np.asarray(block, dtype=np.float32)
+        return self._conv(self._seg.push(x.mean(axis=1) if x.ndim == 2 else x.reshape(-1)))
+
+    def flush(self) -> list[Segment]:
+        return self._conv(self._seg.flush())
+
+
+def make_segmenter(kind: str, sample_rate: int, params: VadParams) -> VadSegmenter | SileroSegmenter:
+    """"silero", "energy" or "auto" (silero when the extractors can build it, else energy)."""
+    if kind not in ("auto", "silero", "energy"):
+        raise ValueError(f"unknown VAD {kind!r} (expected auto, silero or energy)")
+    if kind != "energy":
+        try:
+            return SileroSegmenter(sample_rate, params)
+        except Exception as e:  # noqa: BLE001 - ExtractorError, ImportError: fall back with a reason
+            if kind == "silero":
+                raise MicUnavailable(f"silero VAD unavailable: {e}") from None
+            log.info("silero VAD unavailable (%s); using the energy VAD", e)
+    return VadSegmenter(sample_rate, params)
+
+
+def make_asr(spec: str) -> Any | None:
+    """A recogniser with ``transcribe(audio, sample_rate) -> Transcript``, or None ("none", or auto without one)."""
+    if spec == "none":
+        return None
+    try:
+        from extractors.asr import create_asr
+
+        return create_asr("pocketsphinx" if spec == "auto" else spec)
+    except Exception as e:  # noqa: BLE001 - ExtractorError, ImportError
+        if spec != "auto":
+            raise MicUnavailable(f"ASR {spec!r} unavailable: {e}") from None
+        log.info("no ASR available (%s); microphone utterances have no text", e)
+        return None
+
+
 StreamFactory = Callable[..., Any]
 """Builds an input stream: ``factory(samplerate=, blocksize=, channels=, dtype=, device=, callback=)``,
 an object with ``start()``, ``stop()`` and ``close()`` (``sounddevice.InputStream``)."""
@@ -160,7 +209,8 @@ class MicrophoneSource:
         self.clock = clock or SessionClock()
         self.name = "mic"
         self.blocks: Channel[np.ndarray] = Channel(f"mic[{session_id}]", max_blocks, FullPolicy.DROP_NEWEST)
-        self.segmenter = VadSegmenter(mic.sample_rate_hz, vad)
+        self.segmenter: VadSegmenter | SileroSegmenter | None = None
+        self.asr: Any | None = None
         self.sent = 0
         self.status_flags = 0
 
@@ -193,32 +243,64 @@ class MicrophoneSource:
                                    message=f"no microphone: cannot open input device {self.mic.device!r} ({e})",
                                    category=ErrorCategory.DEVICE))
             return
-        log.info("microphone open (%d Hz, device %s)", self.mic.sample_rate_hz, self.mic.device)
+        try:
+            # models load in a thread (blocks queue meanwhile): the loop keeps serving other sessions
+            self.segmenter = await asyncio.to_thread(make_segmenter, self.mic.vad, self.mic.sample_rate_hz, self.vad)
+            self.asr = await asyncio.to_thread(make_asr, self.mic.asr)
+        except (MicUnavailable, ValueError) as e:
+            self._close(stream)
+            sink.report(ErrorFrame(session_id=self.session_id, stage=stage, message=f"microphone not used: {e}",
+                                   category=ErrorCategory.DEVICE))
+            return
+        log.info("microphone open (%d Hz, device %s, %s, ASR %s)", self.mic.sample_rate_hz, self.mic.device,
+                 type(self.segmenter).__name__, type(self.asr).__name__ if self.asr else "none")
         try:
             await self.consume(sink)
         finally:
-            for op in ("stop", "close"):
-                try:
-                    getattr(stream, op)()
-                except Exception as e:  # noqa: BLE001 - closing a failed device must not mask the cause
-                    log.debug("mic %s(): %s", op, e)
+            self._close(stream)
+
+    @staticmethod
+    def _close(stream: Any) -> None:
+        for op in ("stop", "close"):
+            try:
+                getattr(stream, op)()
+            except Exception as e:  # noqa: BLE001 - closing a failed device must not mask the cause
+                log.debug("mic %s(): %s", op, e)
 
     async def consume(self, sink: UtteranceSink) -> None:
-        """Segment queued blocks until the block channel is closed (end of a finite stream)."""
+        """Segment queued blocks until the block channel is closed (end of a finite stream).
+
+        Whatever blocks are queued are segmented together in a worker thread (silero runs torch), so the
+        loop never waits on the VAD and a backlog is absorbed in few calls.
+        """
+        if self.segmenter is None:
+            self.segmenter = make_segmenter(self.mic.vad, self.mic.sample_rate_hz, self.vad)
+        seg = self.segmenter
         while True:
             try:
-                block = await self.blocks.get()
+                first = await self.blocks.get()
             except ChannelClosed:
-                for seg in self.segmenter.flush():
-                    await self._emit(sink, seg)
+                for s in await asyncio.to_thread(seg.flush):
+                    await self._emit(sink, s)
                 return
-            for seg in self.segmenter.feed(block):
-                await self._emit(sink, seg)
+            more = [first]
+            while (b := self.blocks.get_nowait()) is not None:
+                more.append(b)
+            data = np.concatenate([np.asarray(b, np.float32).reshape(len(b), -1).mean(axis=1) for b in more])
+            for s in await asyncio.to_thread(seg.feed, data):
+                await self._emit(sink, s)
 
     async def _emit(self, sink: UtteranceSink, seg: Segment) -> None:
+        ended = time.monotonic_ns()
+        text = None
+        if self.asr is not None:
+            try:
+                text = (await asyncio.to_thread(self.asr.transcribe, seg.audio, self.mic.sample_rate_hz)).text or None
+            except Exception as e:  # noqa: BLE001 - one undecodable segment: keep its audio, no text
+                log.warning("ASR failed on a segment (%s); utterance kept without text", e)
         self.sent += 1
         # The sample clock started when the stream did; place it on the session clock.
         await sink.submit(Utterance(
             session_id=self.session_id, utterance_id=f"a{self.sent:04d}", speaker=self.mic.speaker,
-            t_start=round(seg.t_start, 3), t_end=round(seg.t_end, 3), text=None, audio=seg.audio,
-            sample_rate=self.mic.sample_rate_hz, ended_ns=time.monotonic_ns()))
+            t_start=round(seg.t_start, 3), t_end=round(seg.t_end, 3), text=text, audio=seg.audio,
+            sample_rate=self.mic.sample_rate_hz, ended_ns=ended))

@@ -69,7 +69,7 @@ class RecordedStream:
 def test_mic_worker_turns_recorded_blocks_into_analyzed_utterances(make_runtime, tmp_path: Path) -> None:
     blocks, sr = demo_blocks()
     src_holder: list[MicrophoneSource] = []
-    src = MicrophoneSource("room", MicParams(speaker="Mic"), VadParams(),
+    src = MicrophoneSource("room", MicParams(speaker="Mic", vad="energy", asr="none"), VadParams(),
                            stream_factory=lambda **kw: RecordedStream(blocks, src_holder[0], **kw),
                            max_blocks=len(blocks) + 1)
     src_holder.append(src)
@@ -83,6 +83,28 @@ def test_mic_worker_turns_recorded_blocks_into_analyzed_utterances(make_runtime,
     rec = read_session(tmp_path / "rec")  # the mic recording replays: audio + timing
     assert rec.sample_rate == sr and len(rec.utterances) == 11 and rec.audio is not None
     assert abs(rec.audio.size - sum(b.size for b in blocks)) < sr  # audio aligned on the session clock
+
+
+def test_mic_with_silero_vad_and_pocketsphinx_gives_text_utterances(make_runtime, tmp_path: Path) -> None:
+    pytest.importorskip("silero_vad")
+    pytest.importorskip("pocketsphinx")
+    blocks, sr = demo_blocks(512)
+    utts = [json.loads(x) for x in (DEMO / "utterances.jsonl").read_text().splitlines()][:3]
+    blocks = blocks[: int((utts[2]["t_end"] + 0.3) * sr / 512)]  # the first three utterances
+    holder: list[MicrophoneSource] = []
+    src = MicrophoneSource("asr", MicParams(speaker="Mic", vad="silero", asr="pocketsphinx"), VadParams(),
+                           stream_factory=lambda **kw: RecordedStream(blocks, holder[0], **kw),
+                           max_blocks=len(blocks) + 1)
+    holder.append(src)
+    log = tmp_path / "ev.jsonl"
+    rt = make_runtime([JsonlSink(log)])
+    rt.add_source(src, finite=True)
+    assert asyncio.run(rt.run()) == 0
+    emo = [json.loads(x) for x in log.read_text().splitlines() if '"emotion"' in x]
+    assert len(emo) == 3
+    for e, u in zip(emo, utts, strict=True):
+        assert abs(e["t_start"] - u["t_start"]) < 0.3 and abs(e["t_end"] - u["t_end"]) < 0.3
+        assert e["text"] and e["modalities"] == ["text"]  # ASR text feeds the text model
 
 
 def write_mp4(path: Path, seconds: float = 3.0, fps: float = 15.0) -> None:
@@ -154,7 +176,8 @@ def test_missing_mic_and_camera_are_reported_and_the_session_goes_on(make_runtim
     async def go() -> Any:
         rt = make_runtime([JsonlSink(log)])
         rt.add_source(TranscriptSource("s", path=script, speed=0), finite=True)
-        rt.add_source(MicrophoneSource("s", MicParams(), VadParams(), stream_factory=no_portaudio), finite=True)
+        rt.add_source(MicrophoneSource("s", MicParams(asr="none"), VadParams(), stream_factory=no_portaudio),
+                      finite=True)
         # the real PortAudio path on a machine without a sound card, with an impossible device
         rt.add_source(MicrophoneSource("s2", MicParams(device="no-such-device"), VadParams()), finite=True)
         rt.attach_camera("s", CameraSource("s", CameraParams(device=str(tmp_path / "no-camera.mp4"))))
