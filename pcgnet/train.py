@@ -31,7 +31,7 @@ import torch
 from pcgnet.checkpoint import resolve_device, save_checkpoint
 from pcgnet.cli import UsageError
 from pcgnet.config import DATASETS, MODALITIES, PCGNetConfig
-from pcgnet.data import FEATURE_NAMES, DialogueDataset, batches, load_dataset
+from pcgnet.data import DialogueDataset, batches, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +337,7 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                 "lr": lr, "l2": l2, "gamma": gamma, "batch_size": bs, "class_weight": alpha is not None,
                 "sample_num": args.sample_num, "parameters": n_params,
                 "splits": {"train": len(ds.train), "valid": len(ds.valid), "test": len(ds.test)},
+                "history": [_summary(r) for r in history],  # per-epoch losses and scores
             }
             metrics = {"test": _summary(best["test"])}
             if best["valid"] is not None:
@@ -405,7 +406,3 @@ def run(args: argparse.Namespace) -> int:
                       f"{100 * mean['accuracy']:.2f} ± {100 * std['accuracy']:.2f}, shift-F1 "
                       f"{100 * mean['shift_f1']:.2f} ± {100 * std['shift_f1']:.2f} (summary: {out / 'summary.json'})")
     return 0
-
-
-def default_data_path(dataset: str) -> str:
-    return PRESETS[dataset]["data_dir"] if dataset in PRESETS else FEATURE_NAMES[dataset]
