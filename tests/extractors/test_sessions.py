@@ -143,3 +143,25 @@ def test_demo_session_if_present(tmp_path, cache):
     shutil.copytree(demo, tmp_path / "demo")
     meta = extract_sessions([tmp_path / "demo"], tmp_path / "out", NAMES, test_fraction=0.0, create=cache)
     assert meta["absent"] == ["v"] and meta["sessions"][0]["invalid"] == {"t": 0, "a": 0}
+
+
+def test_persona_estimator(tmp_path, speech, photos, cache):
+    persona = pytest.importorskip("pcgnet.persona")
+    data = pytest.importorskip("pcgnet.data")
+    rng = np.random.default_rng(0)
+    est = persona.PersonaEstimator(rng.standard_normal((384, 5)) * 0.01, np.full(5, 0.3), alpha=1.0,
+                                   extractor="minilm-l6")
+    (tmp_path / "est.json").write_text(json.dumps(est.to_json()))
+    sessions = [make_session(tmp_path / f"s{i}", f"s{i}", speech, photos, video=False) for i in range(2)]
+    out = tmp_path / "out"
+    meta = extract_sessions(sessions, out, {"t": "minilm-l6"}, test_sessions=["s1"],
+                            persona_estimator=tmp_path / "est.json", create=cache)
+    assert meta["persona"]["source"] == "estimated"
+    ds = data.load_dataset("MELD", out, valid_rate=0.0)
+    d = ds.train[0]
+    np.testing.assert_allclose(d.persona, est.predict(d.features["t"]), atol=1e-5)  # alpha 1: no smoothing
+    bad = persona.PersonaEstimator(np.zeros((88, 5)), np.zeros(5), extractor="egemaps")
+    (tmp_path / "bad.json").write_text(json.dumps(bad.to_json()))
+    with pytest.raises(SessionError, match="fit on 'egemaps'"):
+        extract_sessions(sessions, tmp_path / "o2", {"t": "minilm-l6"}, persona_estimator=tmp_path / "bad.json",
+                         create=cache)
