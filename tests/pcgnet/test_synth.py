@@ -116,3 +116,16 @@ def test_synth_command(tmp_path, capsys):
     again = tmp_path / "again"
     main(["synth", "--dataset", "MELD", "--out", str(again), "--dialogues", "5", "--seed", "2"])
     assert (again / "MELD_persona.pkl").read_bytes() == (tmp_path / "MELD_persona.pkl").read_bytes()
+
+
+def test_load_synthetic_and_paper_sizes():
+    from pcgnet.synth import PAPER_SIZES, load_synthetic
+
+    ds = load_synthetic("MELD", SynthOptions(dialogues=6, seed=1), valid_rate=0.0)
+    assert len(ds.train) + len(ds.test) == 6 and ds.dims == DATASETS["MELD"].dims
+    iem = PAPER_SIZES["IEMOCAP"]
+    assert iem.dialogues - round(iem.test_fraction * iem.dialogues) == 120  # the paper's train dialogues
+    assert (iem.min_len + iem.max_len) / 2 == pytest.approx(7433 / 151, abs=0.5)
+    meld = PAPER_SIZES["MELD"]
+    assert round(meld.test_fraction * meld.dialogues) == 280
+    assert (meld.min_len + meld.max_len) / 2 == pytest.approx(13708 / 1432, abs=0.5)
