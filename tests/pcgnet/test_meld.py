@@ -166,3 +166,61 @@ def test_cli_reports_one_line_error(tmp_path: Path, capsys) -> None:
                "--out", str(tmp_path / "out"), "--text-extractor", "vader", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "train_sent_emo.csv: file not found" in err[0]
+
+
+def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path) -> None:
+    """MELD-style dialogues through the live runtime's text path give exactly what evaluation computes."""
+    import asyncio
+
+    import torch
+
+    from pcgnet.checkpoint import save_checkpoint
+    from pcgnet.config import MELD_LABELS, PCGNetConfig
+    from pcgnet.data import collate
+    from pcgnet.evaluate import evaluate_dialogues
+    from pcgnet.metrics import erc_metrics
+    from pcgnet.model import PCGNet
+    from stream.analyzer import load_analyzer
+    from stream.frames import Utterance
+
+    csv_dir, persona = fixture
+    out = tmp_path / "data"
+    meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, persona_source="estimated")
+    side = json.loads((out / meld.META_FILE).read_text())
+    ds = load_dataset("MELD", out, valid_rate=0.0)
+    cfg = PCGNetConfig(labels=MELD_LABELS, modalities=("t",), dims={"t": 4}, n_speakers=9, hidden=16,
+                       causal=True, window_utterances=8)
+    torch.manual_seed(0)
+    model = PCGNet(cfg).eval()
+    ck = save_checkpoint(tmp_path / "ck", model, extractors=side["extractors"], persona=side["persona"])
+
+    dialogues = ds.train + ds.test
+    with torch.no_grad():
+        batch_probs = model(collate(dialogues, ("t",))).emotion_logp.exp().numpy()
+    reference = evaluate_dialogues(model, dialogues, MELD_LABELS)
+
+    csv_dialogues = meld.read_meld(csv_dir)
+
+    async def replay() -> list[dict]:
+        a = load_analyzer(ck)
+        workers = [asyncio.create_task(c) for c in [a.engine.run(), *a.features.tasks().values()]]
+        events = []
+        for d in dialogues:
+            for i, u in enumerate(csv_dialogues[d.id].utterances):
+                frames = await a.process(Utterance(session_id=f"meld{d.id}", utterance_id=f"u{i}", speaker=u.speaker,
+                                                   t_start=u.start, t_end=u.end, text=u.text))
+                events.append(next(f.payload for f in frames if f.kind == "emotion"))
+        a.engine.close()
+        a.features.close()
+        await asyncio.gather(*workers)
+        return events
+
+    events = asyncio.run(replay())
+    live_probs = np.array([list(e["scores"].values()) for e in events])
+    assert live_probs.shape == batch_probs.shape
+    assert np.abs(live_probs - batch_probs).max() < 1e-4  # events round scores to 5 decimals
+    assert live_probs.std(0).max() > 1e-3  # the model does tell utterances apart
+    live_pred = [MELD_LABELS.index(e["label"]) for e in events]
+    assert live_pred == batch_probs.argmax(1).tolist()
+    gold = np.concatenate([d.labels for d in dialogues])
+    assert erc_metrics(gold, live_pred, MELD_LABELS)["weighted_f1"] == pytest.approx(reference["weighted_f1"])
