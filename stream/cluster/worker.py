@@ -817,6 +817,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("worker %s: broker %s, engine %s", worker_id, settings.redacted_url(), engine.name)
 
     async def serve() -> None:
+        from stream.spool import install_loop_exception_handler
+
+        install_loop_exception_handler()  # aiomqtt socket races on broker loss: one line, not a traceback
         worker = Worker(settings, engine, params)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
