@@ -124,7 +124,7 @@ class _progress:
             self._bar = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
             self._bar.start()
-            self._task = self._bar.add_task("", total=self.total)
+            self._task = self._bar.add_task("loading extractors", total=self.total)
             self._started = False
         return self._step
 
