@@ -133,6 +133,9 @@ class LiveParams:
     persona: PersonaParams = field(default_factory=PersonaParams)
     queues: QueueParams = field(default_factory=QueueParams)
     ui: UiParams = field(default_factory=UiParams)
+    session_idle_s: float = 1800.0
+    """A session with no utterance for this long is closed and its state freed (0: never); bounds memory
+    when many sessions come and go over MQTT. A later utterance starts it afresh."""
     drain_timeout_s: float = 10.0
     """At the end of a replay, how long sinks get to deliver what they hold."""
     cancel_timeout_s: float = 5.0

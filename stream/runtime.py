@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -46,6 +47,7 @@ class _SessionWorker:
     channel: Channel[Utterance]
     task: asyncio.Task[Any] | None = None
     recorder: SessionRecorder | None = None
+    last_activity: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class Runtime:
@@ -106,7 +108,9 @@ class Runtime:
         cam = self.cameras.get(utt.session_id)
         if cam is not None and not utt.frames:
             utt = dataclasses.replace(utt, frames=cam.frames_between(utt.t_start, utt.t_end))
-        await self._worker(utt.session_id).channel.put(utt)
+        w = self._worker(utt.session_id)
+        w.last_activity = time.monotonic()
+        await w.channel.put(utt)
 
     def end_session(self, session_id: str) -> None:
         w = self.workers.get(session_id)
@@ -141,6 +145,20 @@ class Runtime:
         finally:
             if w.recorder is not None:
                 w.recorder.close()
+            if self.workers.get(w.session_id) is w:  # the session is over: free its state
+                del self.workers[w.session_id]
+                self.analyzer.close_session(w.session_id)
+
+    async def _janitor(self) -> None:
+        """Close sessions idle for ``session_idle_s`` (bounded memory with many short-lived sessions)."""
+        idle_s = self.params.session_idle_s
+        while True:
+            await asyncio.sleep(max(0.05, min(60.0, idle_s / 4)))
+            now = time.monotonic()
+            for w in list(self.workers.values()):
+                if now - w.last_activity > idle_s and not len(w.channel) and not w.channel.closed:
+                    log.info("session %s idle for %.0f s: closed", w.session_id, now - w.last_activity)
+                    w.channel.close()
 
     def emit(self, frames: list[EventFrame]) -> None:
         self.events_emitted += len(frames)
@@ -188,6 +206,8 @@ class Runtime:
                          for n, c in self.analyzer.features.tasks().items()]
         sink_tasks = [sup.spawn(task_name("-", f"sink.{s.name}"), s.run()) for s in self.sinks.sinks]
         cam_tasks = [sup.spawn(task_name(sid, "camera"), cam.run(self)) for sid, cam in self.cameras.items()]
+        if self.params.session_idle_s > 0:
+            sup.spawn(task_name("-", "janitor"), self._janitor())
         self._source_tasks = [sup.spawn(task_name("-", f"source.{src.name}"), src.run(self))
                               for src, _ in self._sources]
         all_finite = bool(self._sources) and all(f for _, f in self._sources)
@@ -223,7 +243,7 @@ class Runtime:
             cam.stop()
         for t in self._source_tasks:
             t.cancel()
-        for w in self.workers.values():
+        for w in list(self.workers.values()):
             w.channel.close()
             if self._cancelled and w.task is not None:
                 w.task.cancel()

@@ -46,6 +46,31 @@ def test_concurrent_sessions_are_batched_and_independent(make_runtime, tmp_path:
     assert b.items == 33 and b.batches < 33  # steps of different sessions shared model calls
 
 
+def test_idle_sessions_are_closed_and_their_state_freed(make_runtime) -> None:
+    from stream.params import LiveParams
+
+    seen: dict[str, Any] = {}
+
+    async def go() -> None:
+        rt = make_runtime([], LiveParams(session_idle_s=0.3, cancel_timeout_s=2.0))
+
+        class Live:
+            name = "live"
+
+            async def run(self, sink: Any) -> None:
+                await sink.submit(Utterance(session_id="x", utterance_id="u1", speaker="A", t_start=0, t_end=1,
+                                            text="hello"))
+                await asyncio.sleep(0.3)
+                seen["during"] = set(rt.analyzer.sessions)
+                await asyncio.sleep(1.0)
+                seen["after"] = (set(rt.analyzer.sessions), set(rt.workers))
+                rt.request_stop()
+        rt.add_source(Live(), finite=False)
+        assert await rt.run() == 0
+    asyncio.run(go())
+    assert seen["during"] == {"x"} and seen["after"] == (set(), set())
+
+
 def test_replay_is_paced_by_speed(make_runtime) -> None:
     rec = read_session(DEMO)
     last = max(u.t_end for u in rec.utterances)
