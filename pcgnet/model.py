@@ -30,6 +30,7 @@ from pcgnet import graph
 from pcgnet.batch import DialogueBatch
 from pcgnet.config import PCGNetConfig
 from pcgnet.layers import InteractiveGATConv, PersonaGATConv
+from pcgnet.layers.functional import dropout
 
 if TYPE_CHECKING:
     from pcgnet.streaming import ConversationState, StepInput, StepResult
@@ -138,7 +139,7 @@ class PCGNet(nn.Module):
 
     def project(self, m: str, raw: Tensor) -> Tensor:
         """(n, D_m) raw features -> (n, h); dropout on the raw input first (spec 3.2)."""
-        return self.proj[m](F.dropout(raw, self.config.dropout_forward, self.training))
+        return self.proj[m](dropout(raw, self.config.dropout_forward, self.training))
 
     def combine(self, m: str, own: Tensor, party: Tensor) -> Tensor:
         """E^m = sigma(A own) * own + sigma(A' party) * party; own = context GRU (text) or projection."""
@@ -149,10 +150,10 @@ class PCGNet(nn.Module):
         return self.persona_proj(persona) if self.persona_proj is not None else persona
 
     def persona_residual(self, x: Tensor, conv_out: Tensor) -> Tensor:
-        return x + F.elu(F.dropout(conv_out, self.config.dropout_persona, self.training))
+        return x + F.elu(dropout(conv_out, self.config.dropout_persona, self.training))
 
     def interactive_residual(self, y: Tensor, conv_out: Tensor) -> Tensor:
-        return y + F.elu(F.dropout(conv_out, self.config.dropout_interactive, self.training))
+        return y + F.elu(dropout(conv_out, self.config.dropout_interactive, self.training))
 
     def output_gate(self, z0: Tensor, y: Tensor) -> Tensor:
         """Z = sigma(G1 Z0) * Z0 + sigma(G2 Y) * Y, with the un-dropped Z0 (spec 3.8)."""
@@ -160,7 +161,7 @@ class PCGNet(nn.Module):
 
     def erc_from_nodes(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """(n, M*h) concatenated ERC nodes -> (log-probs (n, C), hidden (n, M*h)); dropout, then ReLU."""
-        hidden = F.relu(F.dropout(v, self.config.dropout_smax_erc, self.training))
+        hidden = F.relu(dropout(v, self.config.dropout_smax_erc, self.training))
         return F.log_softmax(self.erc_head(hidden), -1), hidden
 
     def shift_from_nodes(self, prev: Tensor, cur: Tensor) -> tuple[Tensor, Tensor]:
@@ -169,7 +170,7 @@ class PCGNet(nn.Module):
         The pair is concatenated [prev || cur] per modality, modalities in (t, a, v) order (spec 3.9).
         """
         s = torch.stack([prev, cur], dim=2).reshape(prev.size(0), 2 * prev.size(1) * prev.size(2))  # (n, M*2*h)
-        hidden = F.relu(F.dropout(s, self.config.dropout_smax_shift, self.training))
+        hidden = F.relu(dropout(s, self.config.dropout_smax_shift, self.training))
         return F.log_softmax(self.shift_head(hidden), -1), hidden
 
     # ------------------------------------------------------------------ forward
@@ -208,7 +209,7 @@ class PCGNet(nn.Module):
                 p_edges = graph.persona_edges(index)
                 fused = []
                 for m in cfg.modalities:
-                    x = F.dropout(enc[m], cfg.dropout_persona, self.training)
+                    x = dropout(enc[m], cfg.dropout_persona, self.training)
                     for conv in self.persona_gat[m]:
                         x = self.persona_residual(x, conv(x, persona, p_edges))
                     fused.append(_gate(self.fuse_enc[m], enc[m], self.fuse_persona[m], x))  # F^m (N, h)
@@ -218,7 +219,7 @@ class PCGNet(nn.Module):
             z0 = torch.cat(fused + fused)  # (2*M*N, h)
             edges, _ = graph.interactive_edges(index, M, cfg.erc_windows, cfg.shift_windows,
                                                cfg.interactive_windows, cfg.use_crosstask)
-            y = F.dropout(z0, cfg.dropout_interactive, self.training)
+            y = dropout(z0, cfg.dropout_interactive, self.training)
             for conv in self.interactive_gat:
                 y = self.interactive_residual(y, conv(y, edges))
             z = self.output_gate(z0, y).view(2, M, n, h)

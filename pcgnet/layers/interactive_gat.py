@@ -13,7 +13,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import softmax
 
-from pcgnet.layers.dense_attention import dense_target_attention
+from pcgnet.layers.functional import dense_target_attention, dropout
 
 
 class InteractiveGATConv(MessagePassing):
@@ -84,7 +84,7 @@ class InteractiveGATConv(MessagePassing):
         return z, (z * self.att_src).sum(-1), (z * self.att_dst).sum(-1)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = dropout(x, self.dropout, self.training)
         z, score_src, score_dst = self.project(x)
         out = self.propagate(edge_index, z=z, score_src=score_src, score_dst=score_dst,
                              size=(x.size(0), x.size(0)))  # (N, H, C)

@@ -13,7 +13,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
-from pcgnet.layers.dense_attention import dense_target_attention
+from pcgnet.layers.functional import dense_target_attention
 
 
 class PersonaGATConv(MessagePassing):
