@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "into DIR (one subfolder per session when there are several), for --replay")
     out.add_argument("--no-tui", action="store_true",
                      help="print one line per event instead of the terminal UI (the default when stdout is "
-                          "not a terminal)")
+                          "not a terminal, or when typing utterances with --transcript -)")
     mdl = p.add_argument_group("model")
     mdl.add_argument("--checkpoint", metavar="PATH", default="checkpoints/default",
                      help="causal PCGNet checkpoint directory (default checkpoints/default)")
@@ -171,7 +171,8 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         return _fail(str(e))
 
     sinks = SinkSet()
-    use_tui = not args.no_tui and sys.stdout.isatty()
+    # typing utterances on the terminal the UI redraws would garble both: lines then
+    use_tui = not args.no_tui and sys.stdout.isatty() and not (args.transcript == "-" and sys.stdin.isatty())
     runtime_ref: list[Runtime] = []
     if use_tui:
         from rich.console import Console
