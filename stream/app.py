@@ -156,6 +156,9 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         personas = _session_personas(args.session_config, args.session)
     except ValueError as e:
         return _fail(str(e))
+    if args.camera is not None and not (args.mic or args.transcript):
+        return _fail("--camera adds frames to the utterances of the local session (--mic or --transcript); "
+                     "a replay brings its own recorded video")
     if not (replays or args.transcript or args.mic):
         return _fail("nothing to analyse: give --replay DIR, --transcript -|FILE|mqtt or --mic (see --help)")
 

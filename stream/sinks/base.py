@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Union
 
 from ..channel import Channel, FullPolicy
 from ..frames import ErrorFrame, EventFrame
 
 log = logging.getLogger(__name__)
 
-SinkFrame = Union[EventFrame, ErrorFrame]  # noqa: UP007 - used at runtime in isinstance-free annotations
+SinkFrame = EventFrame | ErrorFrame
 
 
 class Sink:
