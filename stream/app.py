@@ -156,6 +156,15 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         personas = _session_personas(args.session_config, args.session)
     except ValueError as e:
         return _fail(str(e))
+    if args.events:
+        try:
+            Path(args.events).parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - startup
+            with open(args.events, "a", encoding="utf-8"):  # noqa: ASYNC230 - startup: fail now, not mid-run
+                pass
+        except OSError as e:
+            return _fail(f"--events {args.events}: cannot write ({e.strerror})")
+    if args.record and Path(args.record).is_dir() and any(Path(args.record).iterdir()):  # noqa: ASYNC240
+        return _fail(f"--record {args.record}: folder exists and is not empty (recordings are never mixed)")
     if args.camera is not None and not (args.mic or args.transcript):
         return _fail("--camera adds frames to the utterances of the local session (--mic or --transcript); "
                      "a replay brings its own recorded video")

@@ -31,6 +31,8 @@ def test_help_explains_every_flag_with_examples() -> None:
     (["--transcript", "mqtt"], "--transcript mqtt needs --mqtt URL"),
     (["--replay", str(DEMO), "--mqtt", "http://x"], "--mqtt: bad MQTT URL"),
     (["--replay", str(DEMO), "--speed", "-1"], "--speed must be >= 0"),
+    (["--replay", str(DEMO), "--record", str(DEMO)], "folder exists and is not empty"),
+    (["--replay", str(DEMO), "--events", "/proc/no/such.jsonl"], "--events /proc/no/such.jsonl: cannot write"),
     (["--replay", str(DEMO), "--camera"], "--camera adds frames to the utterances of the local session"),
 ])
 def test_bad_command_lines_give_one_clear_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
