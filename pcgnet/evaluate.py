@@ -19,7 +19,7 @@ import torch
 
 from pcgnet.checkpoint import load_checkpoint, read_meta, resolve_device
 from pcgnet.cli import UsageError
-from pcgnet.config import PCGNetConfig
+from pcgnet.config import DATASETS, PCGNetConfig
 from pcgnet.data import Dialogue, batches
 from pcgnet.metrics import evaluate_predictions
 
@@ -169,10 +169,11 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: Path, cache: dict) -> tu
     if bad:
         raise UsageError(f"flags contradict the checkpoint's config ({ckpt}): " + "; ".join(bad))
     training = meta.get("training") or {}
-    dataset = args.dataset or training.get("dataset")
+    dataset = args.dataset or training.get("dataset") or next(
+        (name for name, spec in DATASETS.items() if tuple(spec.labels) == tuple(config.labels)), None)
     if dataset not in PRESETS:
         raise UsageError(f"--dataset is needed (the checkpoint does not name a known dataset: {dataset!r})")
-    data_dir = args.data_dir or training.get("data_dir")
+    data_dir = args.data_dir or training.get("data_dir") or training.get("data")  # "data": experiment scripts
     if not data_dir:
         raise UsageError("--data_dir is needed (the checkpoint does not record one)")
     if args.split == "valid":
