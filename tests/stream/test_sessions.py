@@ -150,3 +150,26 @@ def test_sigterm_stops_cleanly_publishes_offline_and_leaves_a_readable_recording
     assert [p["state"] for p in got if p["type"] == "status"][-1] == "offline"
     r = read_session(rec)  # cut mid-session, still a readable recording of what was seen
     assert 2 <= len(r.utterances) < 11 and r.audio is not None
+
+
+@pytest.mark.mqtt
+def test_sigkill_leaves_the_last_will_offline_status(mosquitto, tiny_checkpoint: Path) -> None:
+    async def go() -> list[str]:
+        states: list[str] = []
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher") as c:
+            await c.subscribe("pcgnet/status", qos=1)
+            env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "live.py"), "--transcript", "mqtt", "--no-tui", "--checkpoint",
+                str(tiny_checkpoint), "--mqtt", mosquitto.url, cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            async with asyncio.timeout(60):
+                async for m in c.messages:
+                    states.append(json.loads(m.payload)["state"])  # type: ignore[arg-type]
+                    if states[-1] == "online":
+                        proc.kill()  # no chance to say goodbye: the broker publishes the will
+                        await proc.wait()
+                    elif states[-1] == "offline":
+                        break
+        return states
+    assert asyncio.run(go())[-2:] == ["online", "offline"]
