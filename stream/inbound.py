@@ -303,15 +303,18 @@ class Admission:
 
 
 class ErrorRateLimiter:
-    """Per-key token buckets for error reports, with a bounded number of keys.
+    """Per-key token buckets for error reports, under one global bucket, with a bounded number of keys.
 
-    A flood on one session cannot silence the errors of another, and a flood of distinct keys cannot
+    A flood on one session cannot silence the errors of another (per-key buckets), a flood spread over
+    many session ids cannot flood the log either (the global bucket), and a flood of distinct keys cannot
     grow memory: beyond ``max_keys`` the least recently used key is forgotten. ``total_suppressed``
     counts every report dropped (for the status topic).
 
     Args:
         rate_per_s: Sustained reports per second per key.
         burst: Reports allowed at once per key.
+        global_rate_per_s: Sustained reports per second over all keys.
+        global_burst: Reports allowed at once over all keys.
         max_keys: Keys remembered at most.
         clock: Monotonic clock in seconds.
     """
@@ -321,6 +324,8 @@ class ErrorRateLimiter:
         rate_per_s: float = 1.0,
         burst: int = 5,
         *,
+        global_rate_per_s: float = 10.0,
+        global_burst: int = 20,
         max_keys: int = 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -329,6 +334,7 @@ class ErrorRateLimiter:
         self.burst = burst
         self.max_keys = max_keys
         self._clock = clock
+        self._global = TokenBucket(global_rate_per_s, global_burst, clock=clock)
         self._buckets: OrderedDict[str, tuple[TokenBucket, int]] = OrderedDict()
         self.total_suppressed = 0
 
@@ -338,7 +344,8 @@ class ErrorRateLimiter:
         if entry is None:
             entry = (TokenBucket(self.rate_per_s, self.burst, clock=self._clock), 0)
         bucket, suppressed = entry
-        if bucket.try_acquire():
+        # The per-key token is taken first: a key over its own limit must not drain the global bucket.
+        if bucket.try_acquire() and self._global.try_acquire():
             self._remember(key, bucket, 0)
             return Admission(suppressed=suppressed)
         self.total_suppressed += 1

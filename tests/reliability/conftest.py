@@ -142,3 +142,26 @@ def make_passwd(path: Path, users: dict[str, str]) -> Path:
     for user, pw in users.items():
         subprocess.run(["mosquitto_passwd", "-b", str(path), user, pw], check=True, capture_output=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm_extractor():
+    from extractors import registry
+
+    return registry.create("minilm-l6")
+
+
+@pytest.fixture
+def runtime_factory(tiny_checkpoint: Path, minilm_extractor):
+    """``runtime_factory(sinks, params=None)``: the real Runtime on the tiny checkpoint and MiniLM."""
+    from stream.analyzer import load_analyzer
+    from stream.params import LiveParams
+    from stream.runtime import Runtime
+    from stream.sinks.base import SinkSet
+
+    def make(sinks, params=None, **kw):
+        params = params or LiveParams(drain_timeout_s=3.0, cancel_timeout_s=2.0)
+        analyzer = load_analyzer(tiny_checkpoint, params, extractors={"t": minilm_extractor})
+        return Runtime(analyzer, SinkSet(sinks), params, **kw)
+
+    return make

@@ -164,3 +164,12 @@ def test_error_rate_limiter_counts_suppressed_per_key() -> None:
     for i in range(100):  # many keys: memory stays bounded
         lim.admit(f"k{i}")
     assert len(lim._buckets) <= 3
+
+
+def test_error_rate_limiter_global_bucket_caps_a_spray_over_many_sessions() -> None:
+    clock = FakeClock()
+    lim = ErrorRateLimiter(rate_per_s=1.0, burst=5, global_rate_per_s=10.0, global_burst=20, clock=clock)
+    admitted = sum(lim.admit(f"session{i}") is not None for i in range(500))
+    assert admitted == 20 and lim.total_suppressed == 480
+    clock.t = 1.0  # the global bucket refills at 10/s
+    assert sum(lim.admit(f"other{i}") is not None for i in range(100)) == 10

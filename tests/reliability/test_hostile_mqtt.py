@@ -1,0 +1,101 @@
+"""A flood of hostile input messages through a real broker: each rejected, errors rate-limited on the
+error topic and in the log, valid utterances interleaved with the flood all analysed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiomqtt
+import pytest
+
+from stream.capture.transcript import MqttTranscriptSource
+from stream.mqtt_config import MqttSettings
+from stream.sinks.mqtt import MqttSink
+from stream.spool import install_loop_exception_handler
+
+pytestmark = [pytest.mark.mqtt]
+
+HOSTILE = [
+    b"{not json",
+    b"\xff\xfe\x00garbage",
+    b"[" * 5000 + b"]" * 5000,
+    b'{"speaker": "A", "text": "x", "t_start": NaN}',
+    b'{"speaker": "A", "text": "x", "t_end": 1e999}',
+    b'{"speaker": "A\\u0000B", "text": "nul"}',
+    b'{"speaker": "A", "text": "\\u001b[2J\\u001b[Hcleared your terminal"}',
+    b'{"speaker": ["A"], "text": "x"}',
+    b'{"speaker": "A", "text": "x", "__proto__": {"admin": true}}',
+    b'{"speaker": "A", "speaker": "B", "text": "dup"}',
+    b'{"text": "no speaker"}',
+    b'{"speaker": "A", "text": "x", "t_start": 5, "t_end": 1}',
+    b'{"speaker": "A", "text": "' + b"x" * 100_000 + b'"}',  # huge payload
+    b"",
+]
+
+
+def test_flood_of_hostile_messages(broker_factory, runtime_factory, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    broker = broker_factory()
+    broker.start()
+    settings = MqttSettings.from_url(broker.url, env={})
+    source = MqttTranscriptSource(settings)
+    n_rounds = 60  # 60 x 14 hostile messages, a valid one after every round
+
+    async def main() -> tuple[list[dict], list[dict], float]:
+        install_loop_exception_handler()
+        rt = runtime_factory([MqttSink(settings)])
+        rt.add_source(source, finite=False)
+        run = asyncio.create_task(rt.run())
+        emotions: list[dict] = []
+        errors: list[dict] = []
+        async with aiomqtt.Client(**settings.with_client_id("attacker").client_kwargs()) as c, \
+                aiomqtt.Client(**settings.with_client_id("watcher").client_kwargs()) as w:
+            await w.subscribe("pcgnet/+/emotion", qos=1)
+            await w.subscribe("pcgnet/+/error", qos=1)
+            await asyncio.wait_for(source.subscribed.wait(), 10)
+            t0 = asyncio.get_running_loop().time()
+            for r in range(n_rounds):
+                for bad in HOSTILE:
+                    await c.publish("pcgnet/room/in/utterance", bad, qos=1)
+                # wrong topic shapes and injected wildcards / encodings in the session level
+                await c.publish("pcgnet/%zz/in/utterance", b'{"speaker":"A","text":"x"}', qos=1)
+                await c.publish("pcgnet/room/in/utterance", json.dumps(
+                    {"speaker": "Alice", "text": f"valid message number {r}", "utterance_id": f"v{r:03d}"}).encode(),
+                    qos=1)
+            flood_s = asyncio.get_running_loop().time() - t0
+            await asyncio.sleep(1.5)  # the buckets refill; the next report carries the suppressed count
+            await c.publish("pcgnet/room/in/utterance", b"{still not json", qos=1)
+            try:
+                async with asyncio.timeout(60):
+                    async for m in w.messages:
+                        p = json.loads(bytes(m.payload))
+                        (emotions if str(m.topic).endswith("/emotion") else errors).append(p)
+                        if len(emotions) >= n_rounds and any("suppressed" in e["message"] for e in errors):
+                            break
+            except TimeoutError:
+                pass
+        rt.request_stop()
+        assert await asyncio.wait_for(run, 20) == 0
+        return emotions, errors, flood_s
+
+    emotions, errors, flood_s = asyncio.run(main())
+    sent_bad = n_rounds * (len(HOSTILE) + 1) + 1
+    rejected_logged = [r for r in caplog.records if "rejected input" in r.getMessage()]
+    print(f"\nhostile flood: {sent_bad} bad + {n_rounds} valid messages in {flood_s:.1f} s -> "
+          f"{len(emotions)} emotion events, {source.rejected} rejected, {len(errors)} error events, "
+          f"{len(rejected_logged)} log lines")
+    # valid traffic kept flowing: every valid message analysed, in order
+    assert [e["utterance_id"] for e in emotions] == [f"v{r:03d}" for r in range(n_rounds)]
+    # every hostile message rejected (none became an utterance)
+    assert source.rejected == sent_bad
+    # ... but reported at a bounded rate: per-session burst 5 + 1/s, globally 20 + 10/s
+    budget = 2 * (5 + 1 * (flood_s + 8))
+    assert 1 <= len(errors) <= budget, (len(errors), budget)
+    assert len(rejected_logged) == len(errors)  # one log line per admitted report, none for suppressed ones
+    suppressed = [e["message"] for e in errors if "suppressed" in e["message"]]
+    assert suppressed and any(f"({n_rounds * len(HOSTILE) - 5 + i} similar suppressed)" in suppressed[-1]
+                              for i in range(-5, 1)), suppressed
+    for e in errors:  # the error text is bounded and carries no raw control characters
+        assert len(e["message"]) < 400 and not any(ord(ch) < 32 for ch in e["message"])
