@@ -287,11 +287,12 @@ class Worker:
                             break
                         await asyncio.sleep(0.05)
                     process.cancel()
+                    house.cancel()
                     await self._release_all()
                     offline = WorkerRecord(self.worker_id, self.incarnation, "offline", round(time.time(), 3),
                                            os.getpid())
                     await self._publish(worker_topic(self.worker_id, root=p.root), offline.encode(), retain=True)
-                    for t in (dispatch, house, *self._tasks):
+                    for t in (dispatch, *self._tasks):
                         t.cancel()
             finally:
                 self.connected.clear()
