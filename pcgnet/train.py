@@ -293,13 +293,15 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                 losses.append(terms.logged)
                 progress.update(task, advance=1, epoch=epoch, loss=float(np.mean(losses)))
             train_loss = float(np.mean(losses)) if losses else float("nan")
-            test = evaluate_dialogues(model, ds.test, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
+            test = (evaluate_dialogues(model, ds.test, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
+                    if ds.test else None)
             valid = (evaluate_dialogues(model, ds.valid, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
                      if ds.valid else None)
             sel = valid if valid is not None else test
-            row = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - t0,
-                   "test_weighted_f1": test["weighted_f1"], "test_accuracy": test["accuracy"],
-                   "test_shift_f1": test["shift_f1"]}
+            row = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - t0}
+            if test is not None:
+                row.update(test_weighted_f1=test["weighted_f1"], test_accuracy=test["accuracy"],
+                           test_shift_f1=test["shift_f1"])
             if valid is not None:
                 row.update(valid_weighted_f1=valid["weighted_f1"], valid_loss=valid["loss"])
             history.append(row)
@@ -309,10 +311,10 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                             state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
             if not quiet:
                 v = f" valid F1 {100 * valid['weighted_f1']:.1f} |" if valid else ""
-                progress.console.print(
-                    f"ep {epoch:3d} | loss {train_loss:.2f} |{v} test F1 {100 * test['weighted_f1']:.1f} "
-                    f"acc {100 * test['accuracy']:.1f} shift {100 * test['shift_f1']:.1f} | "
-                    f"{row['seconds']:.1f}s{' *' if improved else ''}")
+                t = (f" test F1 {100 * test['weighted_f1']:.1f} acc {100 * test['accuracy']:.1f} "
+                     f"shift {100 * test['shift_f1']:.1f} |" if test else "")
+                progress.console.print(f"ep {epoch:3d} | loss {train_loss:.2f} |{v}{t} "
+                                       f"{row['seconds']:.1f}s{' *' if improved else ''}")
             # The original stops when neither F1 nor loss improved for `patience` epochs.
             if sel["loss"] < best_loss:
                 best_loss, stale = sel["loss"], 0
@@ -339,7 +341,7 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                 "splits": {"train": len(ds.train), "valid": len(ds.valid), "test": len(ds.test)},
                 "history": [_summary(r) for r in history],  # per-epoch losses and scores
             }
-            metrics = {"test": _summary(best["test"])}
+            metrics = {"test": _summary(best["test"])} if best["test"] is not None else {}
             if best["valid"] is not None:
                 metrics["valid"] = _summary(best["valid"])
             ckpt = save_checkpoint(out_dir, model, extractors=ds.extractors,
@@ -380,6 +382,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print("[yellow]warning:[/yellow] --valid_rate 0.0: no validation split, so the best epoch is "
                       "selected on the TEST set (the paper's protocol); test scores are optimistic.")
+    if not ds.train:
+        raise UsageError(f"{ds.files.get('features')}: no training dialogues")
+    if not ds.valid and not ds.test:
+        raise UsageError(f"{ds.files.get('features')}: no test dialogues and no validation split: nothing to "
+                         "select the best epoch on (use --valid_rate > 0)")
     config = build_config(args, ds)
     out = Path(args.out or f"runs/{dataset.lower()}")
     console.print(f"{ds.name}: {len(ds.train)} train / {len(ds.valid)} valid / {len(ds.test)} test dialogues "
@@ -392,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"seed {seed}: best epoch {r.best_epoch} (selected on {r.select_on}); checkpoint {r.checkpoint}")
         if r.metrics is not None:
             print_report(r.metrics, ds.labels, console, title=f"test metrics at the best epoch (seed {seed})")
-    if len(results) > 1:
+    if len(results) > 1 and all(r.metrics is not None for r in results):
         from pcgnet.evaluate import json_clean
         from pcgnet.metrics import aggregate
 

@@ -130,3 +130,20 @@ def test_class_weights_are_inverse_frequencies():
     assert w.tolist() == pytest.approx([1 / 0.086747, 1 / 0.144406, 1 / 0.227883, 1 / 0.160585, 1 / 0.127711,
                                         1 / 0.252668])
     assert isinstance(w, torch.Tensor)
+
+
+def test_no_test_split(tmp_path, capsys):
+    """Own data with every dialogue in train (as `pcgnet extract --test-fraction 0` writes): selection needs
+    a validation split; without one the error says so instead of a traceback."""
+    p = write_synthetic("MELD", tmp_path / "d", SynthOptions(dialogues=6, min_len=3, max_len=5, seed=3))
+    with open(p["features"], "rb") as f:
+        feat = list(pickle.load(f))
+    feat[7], feat[8] = list(feat[7]) + list(feat[8]), []
+    with open(p["features"], "wb") as f:
+        pickle.dump(tuple(feat), f)
+    rc = main(["train", "--dataset", "MELD", "--data_dir", str(p["features"]), "--valid_rate", "0.0",
+               "--epochs", "1", "--out", str(tmp_path / "a"), *TINY])
+    assert rc == 2 and "nothing to select the best epoch on" in capsys.readouterr().err
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(p["features"]), "--valid_rate", "0.3",
+                 "--epochs", "1", "--out", str(tmp_path / "b"), *TINY]) == 0
+    assert set(read_meta(tmp_path / "b")["metrics"]) == {"valid"}
