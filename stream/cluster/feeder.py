@@ -30,7 +30,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stream.cluster.records import AckRecord, RecordError, ack_filter, session_from_topic
+from stream.cluster.records import AckRecord, RecordError, ack_filter, rendezvous_score, session_from_topic
 from stream.mqtt_config import MqttSettings
 from stream.topics import DEFAULT_ROOT, input_topic
 
@@ -51,7 +51,7 @@ class FeederStats:
 class _Conv:
     next_seq: int = 0
     acked: int = 0  # highest next_seq acknowledged
-    epoch: int = 0
+    rank: tuple[int, int] = (0, 0)  # (epoch, rendezvous score) of the owner that sent the latest ack
     unacked: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     history: deque[tuple[int, bytes]] = field(default_factory=lambda: deque(maxlen=64))
     progress_at: float = field(default_factory=time.monotonic)
@@ -167,11 +167,12 @@ class Feeder:
                 log.warning("feeder: ignoring %s", exc)
                 continue
             conv = self._convs.get(session)
-            if conv is None or rec.epoch < conv.epoch:
+            # Acks are ranked like owner records: a lower one comes from a deposed owner.
+            rank = (rec.epoch, rendezvous_score(session, rec.worker))
+            if conv is None or rank < conv.rank:
                 continue
-            new_epoch = rec.epoch > conv.epoch
-            handoff = new_epoch and conv.epoch > 0  # not the first claim of a new conversation
-            conv.epoch = rec.epoch
+            handoff = rank > conv.rank and conv.rank[0] > 0  # not the first claim of a new conversation
+            conv.rank = rank
             if handoff and rec.next_seq < conv.acked:
                 # The new owner resumed from an older state than the last ack promised (it lost a claim
                 # race): put the inputs it still needs back from the recent history.

@@ -219,3 +219,41 @@ def test_missing_input_is_skipped_after_the_gap_timeout(broker: Broker) -> None:
         assert any("skipped 1 missing input" in e["message"] for e in consumer.errors)
 
     asyncio.run(main())
+
+
+def test_feeder_resends_what_a_new_owner_still_needs(broker: Broker) -> None:
+    """Acks drive the publisher: a new owner that resumed from an older state gets the missing inputs again."""
+    from stream.cluster.feeder import Feeder
+    from stream.cluster.records import AckRecord, ack_topic
+
+    async def main() -> None:
+        seen: list[int] = []
+        async with aiomqtt.Client(**broker.settings.with_client_id("spy").client_kwargs()) as spy:
+            await spy.subscribe(input_topic("fed"), qos=1)
+
+            async def watch() -> None:
+                async for m in spy.messages:
+                    seen.append(int(dict(m.properties.UserProperty)["seq"]))  # type: ignore[union-attr]
+
+            task = asyncio.get_running_loop().create_task(watch())
+            async with Feeder(broker.settings, resend_after_s=30) as feeder, \
+                    aiomqtt.Client(**broker.settings.with_client_id("fake-owner").client_kwargs()) as owner:
+                for k in range(5):
+                    await feeder.send("fed", utt(k))
+
+                async def ack(epoch: int, worker: str, next_seq: int) -> None:
+                    await owner.publish(ack_topic("fed"), AckRecord("fed", next_seq, epoch, worker).encode(), qos=1)
+
+                await ack(1, "w1", 5)
+                assert await feeder.wait_acked(5)
+                await until(lambda: len(seen) == 5)
+                await ack(2, "w2", 3)  # resumed from an older state: needs 3 and 4 again
+                await until(lambda: len(seen) == 7)
+                assert seen[5:] == [3, 4]
+                await ack(1, "w1", 5)  # a deposed owner's ack is ignored
+                await ack(2, "w2", 5)
+                assert await feeder.wait_acked(5)
+                assert feeder.stats.new_epochs == 1 and feeder.stats.resent == 2
+            task.cancel()
+
+    asyncio.run(main())
