@@ -214,6 +214,9 @@ class MicrophoneSource:
         self.sent = 0
         self.status_flags = 0
 
+    stall_timeout_s: float = 3.0
+    """No audio block for this long while capturing = the device is gone (reported, source ends)."""
+
     def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """The PortAudio callback (device thread): copy and hand over, nothing else."""
         if status:
@@ -278,8 +281,18 @@ class MicrophoneSource:
         seg = self.segmenter
         while True:
             try:
-                first = await self.blocks.get()
+                # A working input stream delivers a block every block_ms, silence included; none for
+                # stall_timeout_s means the device was unplugged or its driver died mid-session.
+                first = await asyncio.wait_for(self.blocks.get(), self.stall_timeout_s)
             except ChannelClosed:
+                for s in await asyncio.to_thread(seg.flush):
+                    await self._emit(sink, s)
+                return
+            except TimeoutError:
+                sink.report(ErrorFrame(
+                    session_id=self.session_id, stage=f"stream[{self.session_id}].mic",
+                    message=f"microphone stopped delivering audio (nothing for {self.stall_timeout_s:g} s); "
+                            "the session continues without it", category=ErrorCategory.DEVICE))
                 for s in await asyncio.to_thread(seg.flush):
                     await self._emit(sink, s)
                 return
