@@ -277,55 +277,61 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                         console=console, disable=quiet, transient=True)
     with progress:
         task = progress.add_task("train", total=n_batches * epochs, epoch=1, epochs=epochs, loss=0.0)
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            losses = []
-            for batch in batches(ds.train, bs, config.modalities, generator=gen):
-                batch = batch.to(device)
-                out = model(batch)
-                labels = batch.labels[batch.mask]
-                terms = pcgnet_loss(out, labels, config.n_classes, gamma=gamma, class_weights=alpha,
-                                    use_shift_cl=config.use_shift_cl, n_samples=args.sample_num, generator=gen)
-                opt.zero_grad(set_to_none=True)
-                terms.total.backward()
-                opt.step()
-                losses.append(terms.logged)
-                progress.update(task, advance=1, epoch=epoch, loss=float(np.mean(losses)))
-            train_loss = float(np.mean(losses)) if losses else float("nan")
-            test = (evaluate_dialogues(model, ds.test, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
-                    if ds.test else None)
-            valid = (evaluate_dialogues(model, ds.valid, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
-                     if ds.valid else None)
-            sel = valid if valid is not None else test
-            row = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - t0}
-            if test is not None:
-                row.update(test_weighted_f1=test["weighted_f1"], test_accuracy=test["accuracy"],
-                           test_shift_f1=test["shift_f1"])
-            if valid is not None:
-                row.update(valid_weighted_f1=valid["weighted_f1"], valid_loss=valid["loss"])
-            history.append(row)
-            improved = sel["weighted_f1"] > best["score"]
-            if improved:
-                best.update(score=sel["weighted_f1"], epoch=epoch, test=test, valid=valid,
-                            state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
-            if not quiet:
-                v = f" valid F1 {100 * valid['weighted_f1']:.1f} |" if valid else ""
-                t = (f" test F1 {100 * test['weighted_f1']:.1f} acc {100 * test['accuracy']:.1f} "
-                     f"shift {100 * test['shift_f1']:.1f} |" if test else "")
-                progress.console.print(f"ep {epoch:3d} | loss {train_loss:.2f} |{v}{t} "
-                                       f"{row['seconds']:.1f}s{' *' if improved else ''}")
-            # The original stops when neither F1 nor loss improved for `patience` epochs.
-            if sel["loss"] < best_loss:
-                best_loss, stale = sel["loss"], 0
-            elif not improved:
-                stale += 1
-            if improved:
-                stale = 0
-            if stale >= args.patience:
+        interrupted, epoch = False, 0
+        try:
+            for epoch in range(1, epochs + 1):
+                t0 = time.perf_counter()
+                model.train()
+                losses = []
+                for batch in batches(ds.train, bs, config.modalities, generator=gen):
+                    batch = batch.to(device)
+                    out = model(batch)
+                    labels = batch.labels[batch.mask]
+                    terms = pcgnet_loss(out, labels, config.n_classes, gamma=gamma, class_weights=alpha,
+                                        use_shift_cl=config.use_shift_cl, n_samples=args.sample_num, generator=gen)
+                    opt.zero_grad(set_to_none=True)
+                    terms.total.backward()
+                    opt.step()
+                    losses.append(terms.logged)
+                    progress.update(task, advance=1, epoch=epoch, loss=float(np.mean(losses)))
+                train_loss = float(np.mean(losses)) if losses else float("nan")
+                test = (evaluate_dialogues(model, ds.test, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
+                        if ds.test else None)
+                valid = (evaluate_dialogues(model, ds.valid, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
+                         if ds.valid else None)
+                sel = valid if valid is not None else test
+                row = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - t0}
+                if test is not None:
+                    row.update(test_weighted_f1=test["weighted_f1"], test_accuracy=test["accuracy"],
+                               test_shift_f1=test["shift_f1"])
+                if valid is not None:
+                    row.update(valid_weighted_f1=valid["weighted_f1"], valid_loss=valid["loss"])
+                history.append(row)
+                improved = sel["weighted_f1"] > best["score"]
+                if improved:
+                    best.update(score=sel["weighted_f1"], epoch=epoch, test=test, valid=valid,
+                                state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
                 if not quiet:
-                    progress.console.print(f"early stop: no improvement for {args.patience} epochs")
-                break
+                    v = f" valid F1 {100 * valid['weighted_f1']:.1f} |" if valid else ""
+                    t = (f" test F1 {100 * test['weighted_f1']:.1f} acc {100 * test['accuracy']:.1f} "
+                         f"shift {100 * test['shift_f1']:.1f} |" if test else "")
+                    progress.console.print(f"ep {epoch:3d} | loss {train_loss:.2f} |{v}{t} "
+                                           f"{row['seconds']:.1f}s{' *' if improved else ''}")
+                # The original stops when neither F1 nor loss improved for `patience` epochs.
+                if sel["loss"] < best_loss:
+                    best_loss, stale = sel["loss"], 0
+                elif not improved:
+                    stale += 1
+                if improved:
+                    stale = 0
+                if stale >= args.patience:
+                    if not quiet:
+                        progress.console.print(f"early stop: no improvement for {args.patience} epochs")
+                    break
+        except KeyboardInterrupt:
+            # Ctrl-C ends training but keeps the best epoch so far: it is saved below like a finished run.
+            interrupted = True
+            progress.console.print(f"interrupted in epoch {epoch}: saving the best epoch so far ({best['epoch']})")
 
     ckpt = None
     if best["state"] is not None:
@@ -340,6 +346,7 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                 "sample_num": args.sample_num, "parameters": n_params,
                 "splits": {"train": len(ds.train), "valid": len(ds.valid), "test": len(ds.test)},
                 "history": [_summary(r) for r in history],  # per-epoch losses and scores
+                "interrupted": interrupted,
             }
             metrics = {"test": _summary(best["test"])} if best["test"] is not None else {}
             if best["valid"] is not None:
@@ -347,6 +354,8 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
             ckpt = save_checkpoint(out_dir, model, extractors=ds.extractors,
                                    persona={"source": ds.persona_source if config.use_persona else "none"},
                                    training=training, metrics=metrics)
+    if interrupted:
+        raise KeyboardInterrupt(str(ckpt) if ckpt else "")
     return RunResult(seed, best["epoch"], select_on, best["test"], best["valid"], ckpt, history)
 
 
@@ -394,7 +403,11 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for seed in seeds:
         run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
-        r = train_run(args, ds, config, seed, run_dir, device, console)
+        try:
+            r = train_run(args, ds, config, seed, run_dir, device, console)
+        except KeyboardInterrupt as e:
+            console.print(f"stopped; best checkpoint so far: {e}" if str(e) else "stopped before any epoch finished")
+            return 130
         results.append(r)
         console.print(f"seed {seed}: best epoch {r.best_epoch} (selected on {r.select_on}); checkpoint {r.checkpoint}")
         if r.metrics is not None:

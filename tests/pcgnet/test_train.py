@@ -147,3 +147,29 @@ def test_no_test_split(tmp_path, capsys):
     assert main(["train", "--dataset", "MELD", "--data_dir", str(p["features"]), "--valid_rate", "0.3",
                  "--epochs", "1", "--out", str(tmp_path / "b"), *TINY]) == 0
     assert set(read_meta(tmp_path / "b")["metrics"]) == {"valid"}
+
+
+def test_ctrl_c_saves_the_best_epoch_so_far(data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    args = [a for a in TINY if a != "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "pcgnet.cli", "train", "--dataset", "MELD", "--data_dir", str(data),
+                             "--epochs", "100000", "--out", str(tmp_path / "ck"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        for line in proc.stdout:
+            if line.startswith("ep "):  # one epoch finished
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, rest
+    assert "best checkpoint so far" in rest
+    meta = read_meta(tmp_path / "ck")
+    assert meta["training"]["interrupted"] is True and meta["training"]["best_epoch"] >= 1
