@@ -77,6 +77,14 @@ class Broker:
     def settings(self) -> MqttSettings:
         return MqttSettings(host="127.0.0.1", port=self.port)
 
+    def restart(self) -> None:
+        """Starts mosquitto again on the same port and config (the old process must have exited)."""
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        with open(self.workdir / "mosquitto.log", "ab") as log_file:
+            self.proc = subprocess.Popen([exe, "-c", str(self.workdir / "mosquitto.conf")],
+                                         stdout=subprocess.DEVNULL, stderr=log_file)
+        _wait_port(self.proc, self.port, self.workdir)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -100,11 +108,16 @@ def start_broker(workdir: Path | None = None) -> Broker:
                     "max_inflight_messages 100\n")
     with open(workdir / "mosquitto.log", "wb") as log_file:
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file)
+    _wait_port(proc, port, workdir)
+    return Broker(proc, port, workdir)
+
+
+def _wait_port(proc: subprocess.Popen[bytes], port: int, workdir: Path) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                return Broker(proc, port, workdir)
+                return
         if proc.poll() is not None:
             raise RuntimeError(f"mosquitto exited: {(workdir / 'mosquitto.log').read_text()[-300:]}")
         time.sleep(0.02)

@@ -257,3 +257,27 @@ def test_feeder_resends_what_a_new_owner_still_needs(broker: Broker) -> None:
             task.cancel()
 
     asyncio.run(main())
+
+
+def test_worker_comes_back_after_a_broker_restart(broker: Broker) -> None:
+    """Broker killed and restarted on the same port: the worker reconnects as a new life and serves again."""
+
+    async def main() -> None:
+        async with workers(broker.settings, "a", gap_timeout_s=0.5) as (w,):
+            async with Consumer(broker.settings) as consumer:
+                await publish(broker.settings, "boom", 0, utt(0))
+                await consumer.wait_for(lambda: len(consumer.emotion) == 1)
+            life = w.incarnation
+            broker.proc.kill()
+            await asyncio.to_thread(broker.proc.wait)
+            await until(lambda: not w.connected.is_set())
+            await asyncio.to_thread(broker.restart)
+            await until(lambda: w.connected.is_set(), timeout_s=20)
+            assert w.incarnation != life
+            async with Consumer(broker.settings) as consumer:
+                await publish(broker.settings, "boom", 1, utt(1))  # retained state died with the broker
+                await publish(broker.settings, "after", 0, utt(0))
+                await consumer.wait_for(lambda: len(consumer.emotion) == 2)
+                await consumer.wait_for(lambda: any("skipped 1 missing" in e["message"] for e in consumer.errors))
+
+    asyncio.run(main())
