@@ -16,7 +16,7 @@ from extractors.sessions import SessionError, extract_sessions
 pytest.importorskip("cv2")
 pytest.importorskip("opensmile")
 
-from extractor_media import make_session  # noqa: E402
+from tests.extractors.extractor_media import make_session  # noqa: E402
 
 
 @pytest.fixture(scope="module")
