@@ -121,13 +121,8 @@ def test_simultaneous_claims_leave_exactly_one_owner(broker: Broker) -> None:
                 assert views == set(owners)
             lost = sum(w.stats.claims_lost for w in ws)
             assert lost == 2 * len(sessions)
-            assert len({owners_of(ws, s) for s in sessions}) > 1  # ties do not always favour one worker
 
     asyncio.run(main())
-
-
-def owners_of(ws: list[Worker], s: str) -> str:
-    return next(w.worker_id for w in ws if s in w.local)
 
 
 def test_fenced_owner_stops_publishing(broker: Broker) -> None:
