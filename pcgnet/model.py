@@ -216,13 +216,16 @@ class PCGNet(nn.Module):
             else:
                 fused = [enc[m] for m in cfg.modalities]
             # Cross-task graph: M ERC copies then M cloned shift copies of every utterance (spec 3.6).
-            z0 = torch.cat(fused + fused)  # (2*M*N, h)
+            f = torch.cat(fused)  # (M*N, h)
+            z0 = torch.cat([f, f])  # (2*M*N, h)
             edges, _ = graph.interactive_edges(index, M, cfg.erc_windows, cfg.shift_windows,
                                                cfg.interactive_windows, cfg.use_crosstask)
             y = dropout(z0, cfg.dropout_interactive, self.training)
             for conv in self.interactive_gat:
                 y = self.interactive_residual(y, conv(y, edges))
-            z = self.output_gate(z0, y).view(2, M, n, h)
+            # = self.output_gate(z0, y); the clones share sigma(G1 z0) * z0, so it is computed once.
+            own = torch.sigmoid(self.out_gate_in(f)) * f  # (M*N, h)
+            z = (torch.cat([own, own]) + torch.sigmoid(self.out_gate_gat(y)) * y).view(2, M, n, h)
             erc_nodes, shift_nodes = z[0], z[1]  # (M, N, h) each
 
         emotion_logp, emotion_hidden = self.erc_from_nodes(erc_nodes.permute(1, 0, 2).reshape(n, M * h))

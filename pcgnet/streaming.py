@@ -37,7 +37,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from pcgnet.model import PCGNet
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: caches hold source projections (v1 held layer inputs)
 
 _TENSOR_KEYS = ("context_h", "party_h", "last_turn", "last_shift", "cache_speaker", "cache_persona_z",
                 "cache_persona_s", "cache_inter_z", "cache_inter_s")
