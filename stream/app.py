@@ -224,6 +224,9 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
                 return None
 
     runtime = Runtime(analyzer, sinks, params, recorder_factory=recorder_factory)
+    for sink in sinks.sinks:  # the MQTT status record carries the queue depths (overload is visible)
+        if hasattr(sink, "status_provider"):
+            sink.status_provider = runtime.queue_depths
     runtime_ref.append(runtime)
     clock = SessionClock()
     for r in replays:

@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiomqtt
@@ -30,11 +31,13 @@ from .jsonl import dumps, frame_json
 log = logging.getLogger(__name__)
 
 
-def status_payload(state: str, client_id: str, worker_id: str | None) -> bytes:
+def status_payload(state: str, client_id: str, worker_id: str | None, health: dict[str, Any] | None = None) -> bytes:
     d: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "type": "status", "state": state,
                          "client_id": client_id, "at": utc_now_iso()}
     if worker_id is not None:
         d["worker_id"] = worker_id
+    if health:
+        d.update(health)
     return json.dumps(d).encode()
 
 
@@ -62,6 +65,10 @@ class MqttSink(Sink):
         self.spool_dir = spool_dir
         self.spool_max_bytes = spool_max_bytes
         self.publisher: Any = None  # stream.spool.SpoolPublisher while run() uses the spool
+        # Health on the retained status record, refreshed every status_interval_s (overload is visible to
+        # subscribers): the runtime sets status_provider to its queue depths.
+        self.status_provider: Callable[[], Mapping[str, int]] | None = None
+        self.status_interval_s = 10.0
         cid = settings.client_id or f"pcgnet-live-{uuid.uuid4().hex[:8]}"
         self.settings = settings.with_client_id(cid)
         self.root = root
@@ -112,8 +119,12 @@ class MqttSink(Sink):
                     attempt = 0
                     self.connected.set()
                     await client.publish(status, status_payload("online", self.settings.client_id or "",
-                                                                self.worker_id), qos=1, retain=True)
-                    await self._publish_loop(client)
+                                                                self.worker_id, self.health()), qos=1, retain=True)
+                    beat = asyncio.ensure_future(self._heartbeat(client, status))
+                    try:
+                        await self._publish_loop(client)
+                    finally:
+                        beat.cancel()
                     await client.publish(status, status_payload("offline", self.settings.client_id or "",
                                                                 self.worker_id), qos=1, retain=True)
                     return
@@ -130,6 +141,24 @@ class MqttSink(Sink):
                     log.debug(msg)
                 await asyncio.sleep(delay)
 
+    def health(self) -> dict[str, Any]:
+        """Queue depths, drops and spool state for the status record."""
+        h: dict[str, Any] = {"queues": dict(self.status_provider()) if self.status_provider else {},
+                             "mqtt_inbox": len(self.inbox), "mqtt_dropped": self.inbox.dropped}
+        if self.publisher is not None:
+            h["spool"] = self.publisher.status()
+        return h
+
+    async def _heartbeat(self, client: aiomqtt.Client, status: str) -> None:
+        """Republish the retained "online" record with fresh health figures until the connection ends."""
+        try:
+            while True:
+                await asyncio.sleep(self.status_interval_s)
+                await client.publish(status, status_payload("online", self.settings.client_id or "", self.worker_id,
+                                                            self.health()), qos=0, retain=True)
+        except aiomqtt.MqttError:
+            return
+
     async def _run_spooled(self, status: str, will: aiomqtt.Will, spool: Any) -> None:
         """Inbox -> on-disk spool -> broker, in order, acknowledged removal (stream.spool)."""
         from ..spool import Backoff, SpoolPublisher, install_loop_exception_handler
@@ -139,9 +168,15 @@ class MqttSink(Sink):
         self.publisher = pub = SpoolPublisher(spool, backoff=Backoff(max_s=self.max_backoff_s),
                                               label=self.settings.redacted_url())
 
+        beats: list[asyncio.Future[None]] = []
+
         async def online(client: aiomqtt.Client) -> None:
             self.connected.set()
-            await client.publish(status, status_payload("online", cid, self.worker_id), qos=1, retain=True)
+            for b in beats:
+                b.cancel()
+            await client.publish(status, status_payload("online", cid, self.worker_id, self.health()), qos=1,
+                                 retain=True)
+            beats[:] = [asyncio.ensure_future(self._heartbeat(client, status))]
 
         async def offline(client: aiomqtt.Client) -> None:
             await client.publish(status, status_payload("offline", cid, self.worker_id), qos=1, retain=True)
@@ -156,6 +191,8 @@ class MqttSink(Sink):
             pub.close()
             await publishing
         finally:
+            for b in beats:
+                b.cancel()
             if not publishing.done():
                 publishing.cancel()
                 await asyncio.gather(publishing, return_exceptions=True)

@@ -88,3 +88,46 @@ def test_back_pressure_and_drop_oldest(runtime_factory, tmp_path: Path, caplog) 
     print(f"\noverload: {N} utterances, all analysed in order; source waited up to {max(src.waits) * 1000:.0f} ms; "
           f"max depth session={session_q}/8 slow-sink={slow_q}/32; slow sink delivered {slow.delivered}, "
           f"dropped {slow.inbox.dropped} (oldest first)")
+
+
+def test_overload_is_visible_on_the_status_topic(broker_factory, runtime_factory, tmp_path: Path) -> None:
+    import aiomqtt
+
+    from stream.mqtt_config import MqttSettings
+    from stream.sinks.mqtt import MqttSink
+    from stream.spool import install_loop_exception_handler
+
+    broker = broker_factory()
+    broker.start()
+    settings = MqttSettings.from_url(broker.url, env={})
+    params = LiveParams(queues=QueueParams(utterances_per_session=8), drain_timeout_s=5.0, cancel_timeout_s=2.0)
+    mqtt = MqttSink(settings, spool_dir=str(tmp_path / "spool"))
+    mqtt.status_interval_s = 0.1
+    records: list[dict[str, Any]] = []
+
+    async def main() -> int:
+        install_loop_exception_handler()
+        rt = runtime_factory([mqtt], params)
+        mqtt.status_provider = rt.queue_depths
+        rt.add_source(Firehose(), finite=True)
+        async with aiomqtt.Client(**settings.with_client_id("dashboard").client_kwargs()) as c:
+            await c.subscribe("pcgnet/status", qos=1)
+
+            async def collect() -> None:
+                async for m in c.messages:
+                    records.append(json.loads(bytes(m.payload)))
+
+            col = asyncio.create_task(collect())
+            rc = await rt.run()
+            await asyncio.sleep(0.3)
+            col.cancel()
+        return rc
+
+    assert asyncio.run(main()) == 0
+    online = [r for r in records if r["state"] == "online"]
+    assert len(online) >= 3 and records[-1]["state"] == "offline"
+    hot = [r["queues"].get("session[hot]", 0) for r in online if "queues" in r]
+    assert max(hot) > 0  # the backlog of the flooded session was visible to subscribers
+    assert all("spool" in r and "pending" in r["spool"] for r in online)
+    print(f"\nstatus topic: {len(online)} online records during the flood, session queue depth seen up to "
+          f"{max(hot)}/8, spool {online[-1]['spool']}")
