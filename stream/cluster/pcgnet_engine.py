@@ -60,29 +60,25 @@ class PCGNetEngine:
             ValueError: one line naming the checkpoint and the problem (missing, not causal, extractor
                 mismatch, tampered weights).
         """
+        import json
+
         import torch
 
-        from pcgnet.checkpoint import CheckpointError, load_checkpoint
-        from stream.analyzer import Analyzer
-        from stream.features import FeatureConfigError, FeatureService, build_extractors
-        from stream.inference import InferenceEngine
+        from pcgnet.checkpoint import CheckpointError
+        from stream.analyzer import load_analyzer
+        from stream.features import FeatureConfigError
         from stream.params import InferenceParams, LiveParams
 
         torch.set_num_threads(1)
         params = LiveParams(checkpoint=str(path), worker_id=worker_id, inference=InferenceParams(device=device))
         try:
-            ck = load_checkpoint(path, device=params.inference.device)
-            if not ck.config.causal:
-                raise ValueError(f"{path}: not a causal model (config.causal=false); workers need one")
-            extractors = build_extractors(ck.extractors, ck.config.modalities, ck.config.dims, where=str(path))
+            analyzer = load_analyzer(path, params)  # the same wiring as live.py: identical events
+            meta = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
         except (CheckpointError, FeatureConfigError) as exc:
             raise ValueError(str(exc)) from None
-        features = FeatureService(extractors, workers=params.inference.feature_workers,
-                                  max_batch_size=params.inference.max_batch_size)
-        inference = InferenceEngine(ck.model, params.inference, maxsize=params.queues.inference_requests)
-        analyzer = Analyzer(ck.config, ck.meta, features, inference, params)
-        fingerprint = str(ck.meta.get("weights_sha256") or "")
-        return cls(analyzer, fingerprint, inference.device)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}/config.json: {exc}") from None
+        return cls(analyzer, str(meta.get("weights_sha256") or ""), analyzer.engine.device)
 
     async def run(self) -> None:
         """The feature and inference micro-batchers (shared by all conversations of this worker)."""
