@@ -209,7 +209,11 @@ def read_session(path: str | Path) -> RecordedSession:
         rec.video_path, rec.video_fps = vp, float(video.get("fps") or 15.0)
     ev_path = root / "events.jsonl"
     if ev_path.is_file():
-        rec.events = read_jsonl(ev_path, dropped=dropped)
+        try:
+            rec.events = read_jsonl(ev_path, dropped=dropped)
+        except SessionFormatError as e:  # the events are a by-product: a replay does not need them
+            log.warning("%s; recorded events ignored", e)
+            dropped.append(str(e))
     return rec
 
 
