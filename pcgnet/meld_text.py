@@ -16,6 +16,8 @@ from pathlib import Path
 from extractors.base import ExtractorError
 from extractors.text import TransformerTextExtractor, minilm_model_dir, verify_minilm
 
+__all__ = ["FORMAT", "NAME", "MeldMiniLMExtractor", "minilm_model_dir", "weights_present"]
+
 NAME = "minilm-l6-meld"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "checkpoints" / "text" / f"{NAME}.safetensors"
 FORMAT = "pcgnet-text-delta"

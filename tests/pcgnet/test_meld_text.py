@@ -1,0 +1,55 @@
+"""The fine-tuned MiniLM extractor: a verified base plus a small top-layer delta, refused when tampered."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extractors.base import ExtractorError, UtteranceMedia
+from pcgnet import meld_text
+
+
+def write_delta(path: Path, scale: float = 1.5) -> Path:
+    """A real delta: layer 5's attention output weights of the base model, scaled (so outputs must change)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    base = AutoModel.from_pretrained(str(meld_text.minilm_model_dir()), local_files_only=True)
+    sd = base.state_dict()
+    key = "encoder.layer.5.attention.output.dense.weight"
+    save_file({key: (sd[key] * scale).to(torch.float16).contiguous()}, str(path))
+    meta = {"format": meld_text.FORMAT, "name": "minilm-l6-meld", "base": "minilm-l6", "top_layers": [5],
+            "pooling": "mean", "normalize": False, "max_length": 64, "dim": 384,
+            "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path
+
+
+def test_delta_is_applied_and_verified(tmp_path: Path) -> None:
+    from extractors.text import TransformerTextExtractor
+
+    w = write_delta(tmp_path / "d.safetensors")
+    ex = meld_text.MeldMiniLMExtractor(w)
+    assert ex.name == "minilm-l6-meld" and ex.dim == 384 and ex.modality == "t"
+    texts = ["I can't believe you did that!", "Okay."]
+    got = np.stack([f.vector for f in ex.batch([UtteranceMedia(text=t) for t in texts])])
+    base = TransformerTextExtractor(meld_text.minilm_model_dir(), pooling="mean", normalize=False, max_length=64)
+    ref = base.encode(texts)
+    assert got.shape == (2, 384) and np.isfinite(got).all()
+    assert np.abs(got - ref).max() > 1e-2  # the delta changed the top layer
+    assert np.allclose(ex.encode(texts[:1]), got[:1], atol=1e-5)  # deterministic, batch-independent
+
+    # Tampered weights are refused before use.
+    w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ExtractorError, match="does not match"):
+        meld_text.MeldMiniLMExtractor(w)
+
+
+def test_missing_delta_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ExtractorError, match="not found"):
+        meld_text.MeldMiniLMExtractor(tmp_path / "none.safetensors")
