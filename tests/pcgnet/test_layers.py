@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from pcgnet.layers import InteractiveGATConv, PersonaGATConv
 
 EDGES = torch.tensor([[0, 1, 0, 2, 1], [1, 2, 2, 3, 3]])  # 4 nodes, past -> present
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waiting on this shared, overloaded CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _dense_attention(score_src, score_dst, z, adj):

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from pcgnet import losses
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waiting on this shared, overloaded CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_focal_loss_gamma_zero_is_nll_and_ignores_unlabelled():
@@ -93,15 +103,15 @@ def test_contrastive_loss_matches_literal_reference_and_is_reproducible():
 
 def test_contrastive_loss_degenerate_cases_are_zero():
     phi = torch.randn(3, 4, requires_grad=True)
-    assert float(losses.shift_contrastive_loss(phi, torch.tensor([4, -1, -1]), 3)) == 0.0
-    assert float(losses.shift_contrastive_loss(phi[:0], torch.zeros(0, dtype=torch.long), 3)) == 0.0
+    assert losses.shift_contrastive_loss(phi, torch.tensor([4, -1, -1]), 3).item() == 0.0
+    assert losses.shift_contrastive_loss(phi[:0], torch.zeros(0, dtype=torch.long), 3).item() == 0.0
 
 
 def test_self_normalised_total():
     w = torch.tensor([2.0, 3.0], requires_grad=True)
     a, b, c = w[0] ** 2, w[1] * 5, w.sum() * 0.0
     total = losses.self_normalised([a, b, c, None])
-    assert float(total) == 2.0  # every non-zero term has value 1; the exact zero is dropped
+    assert total.item() == 2.0  # every non-zero term has value 1; the exact zero is dropped
     (g,) = torch.autograd.grad(total, w)
     torch.testing.assert_close(g, torch.tensor([2 * 2.0 / 4.0, 5 / 15.0]))  # sum of grad(L_k) / L_k
 
