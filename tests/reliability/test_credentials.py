@@ -30,7 +30,7 @@ async def live(*argv: str, env_extra: dict[str, str] | None = None) -> tuple[int
     return p.returncode or 0, out.decode(errors="replace")
 
 
-def test_credentials_never_leak(broker_factory, tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_credentials_never_leak(broker_factory, tiny_checkpoint: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     pki = make_pki(tmp_path / "pki")
     passwd = make_passwd(tmp_path / "passwd", {"analyzer": SECRET, "auditor": "aud1tor"})
     (tmp_path / "acl").write_text("user analyzer\ntopic readwrite pcgnet/#\n\nuser auditor\ntopic read #\n")
@@ -60,26 +60,37 @@ def test_credentials_never_leak(broker_factory, tiny_checkpoint: Path, tmp_path:
 
         task = asyncio.create_task(audit())
         await asyncio.wait_for(ready.wait(), 10)
-        runs = [
+        runs = await asyncio.gather(
             # password in the URL, over TLS
-            await live(*common, "--mqtt", f"mqtts://analyzer:{SECRET}@127.0.0.1:{broker.port}",
+            live(*common, "--mqtt", f"mqtts://analyzer:{SECRET}@127.0.0.1:{broker.port}",
                        "--events", str(tmp_path / "ev1.jsonl")),
             # password from the environment
-            await live(*common, "--mqtt", f"mqtts://127.0.0.1:{broker.port}", "--events", str(tmp_path / "ev2.jsonl"),
+            live(*common, "--mqtt", f"mqtts://127.0.0.1:{broker.port}", "--events", str(tmp_path / "ev2.jsonl"),
                        env_extra={"PCGNET_MQTT_USERNAME": "analyzer", "PCGNET_MQTT_PASSWORD": SECRET}),
             # a wrong password: refused, reported, still no secret
-            await live(*common, "--mqtt", f"mqtts://analyzer:{SECRET}x@127.0.0.1:{broker.port}"),
-            # a malformed URL carrying the secret
-            await live(*common, "--mqtt", f"mqtts://analyzer:{SECRET}@127.0.0.1:notaport"),
-            await live("--help", env_extra={"PCGNET_MQTT_PASSWORD": SECRET}),
-        ]
+            live(*common, "--mqtt", f"mqtts://analyzer:{SECRET}x@127.0.0.1:{broker.port}"),
+        )
         await asyncio.sleep(0.5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return runs, seen
 
     runs, seen = asyncio.run(main())
-    (rc1, out1), (rc2, out2), (rc3, out3), (rc4, out4), (rc5, out5) = runs
+    (rc1, out1), (rc2, out2), (rc3, out3) = runs
+    # a malformed URL carrying the secret, and --help with the secret in the environment: through the same
+    # main() as live.py, in-process (both end before any model loads)
+    from stream.app import main as live_main
+
+    capsys.readouterr()
+    rc4 = live_main([*common, "--mqtt", f"mqtts://analyzer:{SECRET}@127.0.0.1:notaport"])
+    cap = capsys.readouterr()
+    out4 = cap.out + cap.err
+    monkeypatch.setenv("PCGNET_MQTT_PASSWORD", SECRET)
+    with pytest.raises(SystemExit):
+        live_main(["--help"])
+    cap = capsys.readouterr()
+    out5 = cap.out + cap.err
+    assert "PCGNET_MQTT_PASSWORD" in out5
     assert rc1 == 0 and rc2 == 0, out1 + out2
     assert "mqtts://analyzer:***@127.0.0.1" in out1  # the redacted form is what gets logged
     assert rc4 != 0 and "***" in out4

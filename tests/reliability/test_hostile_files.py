@@ -55,7 +55,7 @@ async def run_many(cases: list[tuple[str, list[str]]], parallel: int = 3) -> dic
 
 
 @pytest.mark.slow
-def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     from stream.testing import make_tiny_checkpoint
 
     # -- recorded sessions -------------------------------------------------------------------------
@@ -87,25 +87,37 @@ def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Pat
     (pickled / "model.pt").write_bytes(b"\x80\x04\x95cos\nsystem\n(S'touch /tmp/pwned'\ntR.")
 
     ck = ["--checkpoint", str(tiny_checkpoint)]
-    cases: list[tuple[str, list[str], str | None, Callable[[int, str], bool]]] = [
-        ("corrupt wav", ["--replay", str(bad_wav), *ck], "audio.wav", lambda rc, o: rc != 0),
+    # (name, argv, text the message must name, exit-status check, run as a subprocess of live.py?)
+    cases: list[tuple[str, list[str], str | None, Callable[[int, str], bool], bool]] = [
+        ("corrupt wav", ["--replay", str(bad_wav), *ck], "audio.wav", lambda rc, o: rc != 0, True),
         # a WAV cut short (as a killed recorder leaves it): replayed with the audio there is
-        ("truncated wav", ["--replay", str(half_wav), *ck], None, lambda rc, o: rc == 0 and "u0011" in o),
-        ("bad jsonl line", ["--replay", str(bad_line), *ck], "utterances.jsonl", lambda rc, o: rc != 0),
-        ("bad meta", ["--replay", str(bad_meta), *ck], "meta.json", lambda rc, o: rc != 0),
+        ("truncated wav", ["--replay", str(half_wav), *ck], None, lambda rc, o: rc == 0 and "u0011" in o, False),
+        ("bad jsonl line", ["--replay", str(bad_line), *ck], "utterances.jsonl", lambda rc, o: rc != 0, False),
+        ("bad meta", ["--replay", str(bad_meta), *ck], "meta.json", lambda rc, o: rc != 0, False),
         ("tampered weights", ["--replay", str(DEMO), "--checkpoint", str(tampered)], "model.safetensors",
-         lambda rc, o: rc != 0 and "sha256" in o),
+         lambda rc, o: rc != 0 and "sha256" in o, True),
         ("wrong shapes", ["--replay", str(DEMO), "--checkpoint", str(wrong_shape)], "model.safetensors",
-         lambda rc, o: rc != 0),
+         lambda rc, o: rc != 0, False),
         ("garbage config", ["--replay", str(DEMO), "--checkpoint", str(garbage_cfg)], "config.json",
-         lambda rc, o: rc != 0),
+         lambda rc, o: rc != 0, False),
         ("pickle instead of checkpoint", ["--replay", str(DEMO), "--checkpoint", str(pickled)], "pickled",
-         lambda rc, o: rc != 0),
-        ("missing folder", ["--replay", str(tmp_path / "nope"), *ck], "nope", lambda rc, o: rc != 0),
+         lambda rc, o: rc != 0, True),
+        ("missing folder", ["--replay", str(tmp_path / "nope"), *ck], "nope", lambda rc, o: rc != 0, False),
     ]
-    results = asyncio.run(run_many([(n, [*a, "--speed", "0", "--no-tui"]) for n, a, _, _ in cases]))
+    argv = {n: [*a, "--speed", "0", "--no-tui"] for n, a, _, _, _ in cases}
+    # The real entry point as a subprocess for three cases; the rest through the same main() in-process
+    # (everything they check fails before the model loads, so this saves a Python + torch start each).
+    results = asyncio.run(run_many([(n, argv[n]) for n, _, _, _, sub in cases if sub]))
+    from stream.app import main as live_main
+
+    for name, _, _, _, sub in cases:
+        if not sub:
+            capsys.readouterr()
+            rc = live_main(argv[name])
+            cap = capsys.readouterr()
+            results[name] = (rc, cap.out + cap.err)
     report = []
-    for name, _, needle, ok in cases:
+    for name, _, needle, ok, _ in cases:
         rc, out = results[name]
         report.append(f"{name}: rc={rc} | {out.strip().splitlines()[-1] if out.strip() else ''}")
         assert "Traceback" not in out, f"{name}: traceback\n{out}"
@@ -119,17 +131,42 @@ def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Pat
     print("\n" + "\n".join(report))
 
 
-@pytest.mark.slow
-def test_truncated_last_line_is_dropped_and_named(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_truncated_last_line_is_dropped_and_named(runtime_factory, tmp_path: Path, caplog) -> None:
+    from stream.capture.replay import ReplaySource
+    from stream.sinks.jsonl import JsonlSink
+
     torn = copy_demo(tmp_path, "torn")
     text = (torn / "utterances.jsonl").read_text()
     (torn / "utterances.jsonl").write_text(text[: text.rstrip().rfind("\n") + 15])  # last line cut mid-object
     events = tmp_path / "ev.jsonl"
-    results = asyncio.run(run_many([("torn", ["--replay", str(torn), "--speed", "0", "--no-tui", "--checkpoint",
-                                              str(tiny_checkpoint), "--events", str(events)])]))
-    rc, out = results["torn"]
-    assert rc == 0, out
-    assert "Traceback" not in out
-    assert "utterances.jsonl" in out and "11" in out  # names the file and the dropped line
+
+    async def main() -> int:
+        rt = runtime_factory([JsonlSink(events)])
+        rt.add_source(ReplaySource(torn, speed=0), finite=True)
+        return await rt.run()
+
+    assert asyncio.run(main()) == 0
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "utterances.jsonl" in logged and "11" in logged, logged  # names the file and the dropped line
     emo = [json.loads(x) for x in events.read_text().splitlines() if '"emotion"' in x]
     assert len(emo) == 10  # everything up to the last complete utterance
+
+
+def test_data_pickle_cannot_run_code(tmp_path: Path) -> None:
+    """The paper's data pickles are read with a restricted unpickler: a code-running pickle is refused."""
+    import pickle
+
+    from pcgnet.data import DataError, read_pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "features.pkl"
+    path.write_bytes(pickle.dumps({"a": Evil()}))
+    with pytest.raises(DataError) as info:
+        read_pickle(path)
+    assert str(path) in str(info.value) and "refusing" in str(info.value)
+    assert not marker.exists()
