@@ -37,6 +37,8 @@ and a warning is logged. Newest events are kept because subscribers act on the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -177,9 +179,17 @@ class Spool:
         self._enforce_bound(len(record))
         assert self._write_fd is not None
         offset = seg.size
-        os.write(self._write_fd, record)
-        if self.fsync == "always":
-            os.fsync(self._write_fd)
+        try:
+            written = os.write(self._write_fd, record)
+            if written != len(record):
+                raise OSError(errno.ENOSPC, "short write")
+            if self.fsync == "always":
+                os.fsync(self._write_fd)
+        except OSError:
+            # Cut a partial record off again: records appended later must not sit behind a torn one.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._write_fd, offset)
+            raise
         seg.size += len(record)
         seg.last_seq = seq
         seg.records += 1
@@ -465,12 +475,25 @@ class SpoolPublisher:
         self.delivered = 0
         self.reconnects = 0
         self.last_error: str | None = None
+        self.write_failures = 0
         self._wake = asyncio.Event()
         self._closing = False
 
     def submit(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
-        """Stores a message for delivery and wakes the publisher; returns its sequence number."""
-        seq = self.spool.append(topic, payload, qos=qos, retain=retain)
+        """Stores a message for delivery and wakes the publisher; returns its sequence number.
+
+        When the spool cannot be written (disk full, I/O error) the message is counted in
+        ``write_failures`` and logged (first failure and every 100th), ``-1`` is returned, and the caller
+        carries on: one full disk must not stop the analyzer.
+        """
+        try:
+            seq = self.spool.append(topic, payload, qos=qos, retain=retain)
+        except OSError as exc:
+            self.write_failures += 1
+            if self.write_failures == 1 or self.write_failures % 100 == 0:
+                logger.error("spool %s: cannot store an event (%s); %d event(s) lost so far",
+                             self.spool.directory, exc.strerror or exc, self.write_failures)
+            return -1
         self._wake.set()
         return seq
 
@@ -483,6 +506,7 @@ class SpoolPublisher:
             "spool_bytes": st.bytes_on_disk,
             "delivered": self.delivered,
             "dropped": st.dropped,
+            "write_failures": self.write_failures,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
         }

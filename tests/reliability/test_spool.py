@@ -143,3 +143,30 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
     assert b.next_delay() <= 0.1
     with pytest.raises(ValueError):
         Backoff(initial_s=5, max_s=1)
+
+
+def test_disk_full_is_counted_and_leaves_no_torn_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails half way (ENOSPC) is cut off again; later records stay readable after reopen."""
+    import errno
+
+    from stream import spool as spool_mod
+    from stream.spool import SpoolPublisher
+
+    sp = Spool(tmp_path)
+    pub = SpoolPublisher(sp)
+    assert pub.submit("t", b"first") > 0
+    real_write = os.write
+
+    def half_then_fail(fd: int, data: bytes) -> int:
+        real_write(fd, data[: len(data) // 2])  # the disk filled up in the middle of the record
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_mod.os, "write", half_then_fail)
+    assert pub.submit("t", b"lost-one") == -1
+    assert pub.write_failures == 1 and pub.status()["write_failures"] == 1
+    monkeypatch.setattr(spool_mod.os, "write", real_write)
+    assert pub.submit("t", b"after") > 0
+    sp.close()
+    reopened = Spool(tmp_path)
+    assert payloads(reopened) == [b"first", b"after"]
+    assert reopened.stats().truncated_bytes == 0 and reopened.stats().corrupt == 0
