@@ -136,6 +136,9 @@ class LiveParams:
     session_idle_s: float = 1800.0
     """A session with no utterance for this long is closed and its state freed (0: never); bounds memory
     when many sessions come and go over MQTT. A later utterance starts it afresh."""
+    max_sessions: int = 1000
+    """Sessions open at once; an utterance that would open one more is refused with a (rate-limited) error
+    event. Bounds memory (~64 KiB per open session) when any client may post to the MQTT input topic."""
     drain_timeout_s: float = 10.0
     """At the end of a replay, how long sinks get to deliver what they hold."""
     cancel_timeout_s: float = 5.0

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from .analyzer import Analyzer
 from .channel import Channel, FullPolicy
 from .frames import ErrorCategory, ErrorFrame, EventFrame, Utterance
+from .inbound import ErrorRateLimiter
 from .params import LiveParams
 from .record import SessionRecorder
 from .sinks.base import Sink, SinkSet
@@ -76,6 +77,8 @@ class Runtime:
         self.fatal: str | None = None
         self.errors: list[ErrorFrame] = []
         self.events_emitted = 0
+        self.sessions_refused = 0
+        self._refusals = ErrorRateLimiter(rate_per_s=0.2, burst=3)
 
     # -- wiring -----------------------------------------------------------------------------------
 
@@ -105,6 +108,15 @@ class Runtime:
         return w
 
     async def submit(self, utt: Utterance) -> None:
+        if utt.session_id not in self.workers and len(self.workers) >= self.params.max_sessions:
+            self.sessions_refused += 1
+            adm = self._refusals.admit("max_sessions")
+            if adm is not None:
+                extra = f" ({adm.suppressed} similar suppressed)" if adm.suppressed else ""
+                self.report(ErrorFrame(session_id=utt.session_id, stage=task_name(utt.session_id, "submit"),
+                                       message=f"new session refused: {len(self.workers)} sessions are open "
+                                               f"(max_sessions){extra}", category=ErrorCategory.INPUT))
+            return
         cam = self.cameras.get(utt.session_id)
         if cam is not None and not utt.frames:
             utt = dataclasses.replace(utt, frames=cam.frames_between(utt.t_start, utt.t_end))

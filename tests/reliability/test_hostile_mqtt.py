@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -99,3 +100,48 @@ def test_flood_of_hostile_messages(broker_factory, runtime_factory, caplog) -> N
                               for i in range(-5, 1)), suppressed
     for e in errors:  # the error text is bounded and carries no raw control characters
         assert len(e["message"]) < 400 and not any(ord(ch) < 32 for ch in e["message"])
+
+
+def test_session_spray_is_capped(broker_factory, runtime_factory) -> None:
+    """Valid messages on hundreds of distinct session ids cannot open unbounded sessions (memory)."""
+    from stream.params import LiveParams
+
+    broker = broker_factory()
+    broker.start()
+    settings = MqttSettings.from_url(broker.url, env={})
+    source = MqttTranscriptSource(settings)
+    n_spray, cap = 200, 5
+
+    async def main() -> tuple[Any, list[dict]]:
+        install_loop_exception_handler()
+        rt = runtime_factory([MqttSink(settings)], LiveParams(max_sessions=cap, drain_timeout_s=3.0,
+                                                              cancel_timeout_s=2.0))
+        rt.add_source(source, finite=False)
+        run = asyncio.create_task(rt.run())
+        errors: list[dict] = []
+        async with aiomqtt.Client(**settings.with_client_id("sprayer").client_kwargs()) as c, \
+                aiomqtt.Client(**settings.with_client_id("watcher").client_kwargs()) as w:
+            await w.subscribe("pcgnet/+/error", qos=1)
+            await asyncio.wait_for(source.subscribed.wait(), 10)
+            for i in range(n_spray):
+                await c.publish(f"pcgnet/spray{i}/in/utterance",
+                                json.dumps({"speaker": "X", "text": "hello"}).encode(), qos=1)
+            for _ in range(200):  # the source has read all of them
+                if source.received >= n_spray:
+                    break
+                await asyncio.sleep(0.05)
+            try:
+                async with asyncio.timeout(2):
+                    async for m in w.messages:
+                        errors.append(json.loads(bytes(m.payload)))
+            except TimeoutError:
+                pass
+        rt.request_stop()
+        assert await asyncio.wait_for(run, 20) == 0
+        return rt, errors
+
+    rt, errors = asyncio.run(main())
+    print(f"\nsession spray: {n_spray} session ids -> {rt.analyzer.processed} sessions opened, "
+          f"{rt.sessions_refused} utterances refused, {len(errors)} error events")
+    assert rt.analyzer.processed == cap and rt.sessions_refused == n_spray - cap
+    assert 1 <= len(errors) <= 5 and all("max_sessions" in e["message"] for e in errors)
