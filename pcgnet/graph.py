@@ -73,6 +73,8 @@ def index_dialogues(mask: Tensor, speakers: Tensor, n_speakers: int) -> Dialogue
     prefix = torch.arange(T, device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)
     if not torch.equal(prefix, mask):
         raise ValueError("mask must mark a prefix of each dialogue (real utterances first, then padding)")
+    if mask.shape[0] and int(lengths.min()) == 0:
+        raise ValueError(f"dialogue {int((lengths == 0).nonzero()[0])} of the batch has no utterances")
     dialogue, position = mask.nonzero(as_tuple=True)  # row-major: dialogue order, then time
     speaker = speakers[dialogue, position].long()
     if speaker.numel() and (int(speaker.min()) < 0 or int(speaker.max()) >= n_speakers):

@@ -46,3 +46,49 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x * 0.0
     keep = torch.rand_like(x) >= p
     return x * keep * (1.0 / (1.0 - p))
+
+
+class _WeightedScatter(torch.autograd.Function):
+    """out[i] = sum over edges e with dst[e] = i of alpha[e] * z[src[e]], in edge chunks.
+
+    The generic gather-multiply-scatter keeps the gathered (E, H, C) source values for the backward and makes
+    another (E, H, C) message; on PCGNet's interactive graph (about 45 edges per utterance, h = 400) those are
+    the largest activations of a training step. Here only z and alpha are saved, and every (E, H, C)
+    intermediate is bounded by the chunk size, forward and backward.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, alpha: Tensor, src: Tensor, dst: Tensor, chunk: int) -> Tensor:  # noqa: ANN001
+        out = torch.zeros_like(z)
+        for s in range(0, src.numel(), chunk):
+            e = slice(s, s + chunk)
+            out.index_add_(0, dst[e], z.index_select(0, src[e]) * alpha[e].unsqueeze(-1))
+        ctx.save_for_backward(z, alpha, src, dst)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN205
+        z, alpha, src, dst = ctx.saved_tensors
+        grad_z = torch.zeros_like(z) if ctx.needs_input_grad[0] else None
+        grad_alpha = torch.empty_like(alpha) if ctx.needs_input_grad[1] else None
+        for s in range(0, src.numel(), ctx.chunk):
+            e = slice(s, s + ctx.chunk)
+            g = grad_out.index_select(0, dst[e])  # (e, H, C)
+            if grad_alpha is not None:
+                grad_alpha[e] = (g * z.index_select(0, src[e])).sum(-1)
+            if grad_z is not None:
+                grad_z.index_add_(0, src[e], g * alpha[e].unsqueeze(-1))
+        return grad_z, grad_alpha, None, None, None
+
+
+def weighted_scatter(z: Tensor, alpha: Tensor, edge_index: Tensor, chunk: int = 16384) -> Tensor:
+    """Attention-weighted sum of source values into targets, memory-bounded (see ``_WeightedScatter``).
+
+    Args:
+        z: (N, H, C) node values. alpha: (E, H) edge weights. edge_index: (2, E) source, target rows.
+
+    Returns:
+        (N, H, C).
+    """
+    return _WeightedScatter.apply(z, alpha, edge_index[0], edge_index[1], chunk)

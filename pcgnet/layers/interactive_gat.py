@@ -13,7 +13,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import softmax
 
-from pcgnet.layers.functional import dense_target_attention, dropout
+from pcgnet.layers.functional import dense_target_attention, dropout, weighted_scatter
 
 
 class InteractiveGATConv(MessagePassing):
@@ -86,9 +86,12 @@ class InteractiveGATConv(MessagePassing):
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         x = dropout(x, self.dropout, self.training)
         z, score_src, score_dst = self.project(x)
-        out = self.propagate(edge_index, z=z, score_src=score_src, score_dst=score_dst,
-                             size=(x.size(0), x.size(0)))  # (N, H, C)
-        out = out.reshape(-1, self.out_channels)
+        # Attention weights per edge, softmax over each target's in-edges (as PyG's GATConv does).
+        alpha = self.edge_updater(edge_index, score_src=score_src, score_dst=score_dst,
+                                  size=(x.size(0), x.size(0)))  # (E, H)
+        # The weighted sum itself runs as a fused, chunked scatter rather than ``propagate``: the
+        # interactive graph is the largest of PCGNet, and the generic path keeps two (E, H, C) tensors.
+        out = weighted_scatter(z, alpha, edge_index).reshape(-1, self.out_channels)
         if self.bias is not None:
             out = out + self.bias
         return out
@@ -100,11 +103,10 @@ class InteractiveGATConv(MessagePassing):
         out = dense_target_attention(z_src, score_src, score_dst, mask, self.negative_slope)
         return out + self.bias if self.bias is not None else out
 
-    def message(self, z_j: Tensor, score_src_j: Tensor, score_dst_i: Tensor, index: Tensor,
-                ptr: Tensor | None, size_i: int | None) -> Tensor:
+    def edge_update(self, score_src_j: Tensor, score_dst_i: Tensor, index: Tensor, ptr: Tensor | None,
+                    size_i: int | None) -> Tensor:
         alpha = F.leaky_relu(score_src_j + score_dst_i, self.negative_slope)
-        alpha = softmax(alpha, index, ptr, size_i)
-        return z_j * alpha.unsqueeze(-1)
+        return softmax(alpha, index, ptr, size_i)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"

@@ -139,6 +139,8 @@ def test_index_rejects_bad_batches():
     mask = torch.tensor([[True, False, True]])
     with pytest.raises(ValueError, match="prefix"):
         graph.index_dialogues(mask, torch.zeros(1, 3, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="dialogue 1 of the batch has no utterances"):
+        graph.index_dialogues(torch.tensor([[True], [False]]), torch.tensor([[0], [-1]]), 2)
     with pytest.raises(ValueError, match=r"speaker slots must lie in \[0, 2\)"):
         graph.index_dialogues(torch.ones(1, 2, dtype=torch.bool), torch.tensor([[0, 2]]), 2)
 

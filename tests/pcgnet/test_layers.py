@@ -103,3 +103,16 @@ def test_reset_parameters_reinitialises():
     conv.reset_parameters()
     changed = [not torch.equal(a, b) for a, b in zip(before, conv.parameters(), strict=True)]
     assert sum(changed) >= 4 and torch.equal(conv.bias, torch.zeros(4))
+
+
+def test_weighted_scatter_matches_gather_scatter_with_gradients():
+    from pcgnet.layers.functional import weighted_scatter
+
+    torch.manual_seed(5)
+    z = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    alpha = torch.rand(11, 2, dtype=torch.float64, requires_grad=True)
+    ei = torch.randint(0, 6, (2, 11))
+    ref = torch.zeros(6, 2, 3, dtype=torch.float64).index_add(0, ei[1], z[ei[0]] * alpha.unsqueeze(-1))
+    got = weighted_scatter(z, alpha, ei, chunk=4)  # several chunks
+    torch.testing.assert_close(got, ref)
+    assert torch.autograd.gradcheck(lambda a, b: weighted_scatter(a, b, ei, chunk=4), (z, alpha))
