@@ -88,7 +88,7 @@ json_values = st.recursive(json_leaf, lambda c: st.lists(c, max_size=4) | st.dic
 field_names = st.sampled_from(sorted(ALLOWED_FIELDS)) | st.text(max_size=10)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(field_names, json_values, max_size=7))
 def test_generated_objects_never_raise_unexpectedly(obj: dict[str, object]) -> None:
     payload = json.dumps(obj, allow_nan=True).encode("utf-8", "surrogatepass")
@@ -104,7 +104,7 @@ def test_generated_objects_never_raise_unexpectedly(obj: dict[str, object]) -> N
         assert t is None or (math.isfinite(t) and t >= 0)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=300))
 def test_generated_bytes_never_raise_unexpectedly(payload: bytes) -> None:
     try:
