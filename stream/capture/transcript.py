@@ -167,6 +167,7 @@ class MqttTranscriptSource:
         self._clocks: dict[str, SessionClock] = {}
         self._counters: dict[str, int] = {}
         self._prev_end: dict[str, float] = {}
+        self.max_tracked_sessions = 10_000  # per-session clocks/counters kept (a spray of ids cannot grow them)
 
     def _reject(self, sink: UtteranceSink, topic: str, e: InboundError) -> None:
         self.rejected += 1
@@ -193,6 +194,14 @@ class MqttTranscriptSource:
         t0 = msg.t_start if msg.t_start is not None else max(self._prev_end.get(sid, 0.0),
                                                               t1 - estimate_duration_s(msg.text))
         self._prev_end[sid] = t1
+        # Bounded like the runtime's sessions: keep the most recently active ids (dicts keep insertion
+        # order, so re-inserting marks an id as recent and the first key is the least recent).
+        for d in (self._clocks, self._counters, self._prev_end):
+            d[sid] = d.pop(sid)
+        while len(self._clocks) > self.max_tracked_sessions:
+            old = next(iter(self._clocks))
+            for d in (self._clocks, self._counters, self._prev_end):
+                d.pop(old, None)
         return Utterance(session_id=sid, utterance_id=msg.utterance_id or f"m{n:05d}", speaker=msg.speaker,
                          t_start=t0, t_end=t1, text=msg.text, ended_ns=time.monotonic_ns())
 

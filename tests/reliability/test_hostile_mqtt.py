@@ -145,3 +145,13 @@ def test_session_spray_is_capped(broker_factory, runtime_factory) -> None:
           f"{rt.sessions_refused} utterances refused, {len(errors)} error events")
     assert rt.analyzer.processed == cap and rt.sessions_refused == n_spray - cap
     assert 1 <= len(errors) <= 5 and all("max_sessions" in e["message"] for e in errors)
+
+
+def test_input_source_state_is_bounded() -> None:
+    source = MqttTranscriptSource(MqttSettings.from_url("mqtt://127.0.0.1:1", env={}))
+    source.max_tracked_sessions = 50
+    for i in range(500):
+        source.to_utterance(f"pcgnet/s{i}/in/utterance", b'{"speaker": "A", "text": "hi"}')
+        source.to_utterance("pcgnet/live/in/utterance", b'{"speaker": "B", "text": "still here"}')
+    assert len(source._clocks) == len(source._counters) == len(source._prev_end) == 50
+    assert "live" in source._clocks and source._counters["live"] == 500  # the active session is kept
