@@ -142,6 +142,8 @@ class ConversationState:
             if not isinstance(d[k], Tensor):
                 raise ValueError(f"conversation state: {k!r} must be a tensor (got {type(d[k]).__name__})")
             t[k] = d[k]
+        for k in ("cache_speaker", "last_turn"):  # index tensors, whatever dtype a JSON round trip gave them
+            t[k] = t[k].long()
         n, w = t["cache_speaker"].numel(), ints["window"]
         checks = [
             ("window", w >= 1, "must be >= 1"),

@@ -148,6 +148,13 @@ def test_round_trip_through_safetensors_continues_identically(tmp_path):
     for a, b in zip(rest_a, rest_b, strict=True):
         assert a.index == b.index and torch.equal(a.emotion_probs, b.emotion_probs)
     assert rest_a[0].index == 9
+    # a JSON hand-off: nested lists and plain ints
+    as_json = {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
+    from_json = ConversationState.from_tensors({k: torch.tensor(v) if isinstance(v, list) else v
+                                                for k, v in as_json.items()})
+    rest_c, _ = run_steps(model, {m: x[9:] for m, x in feats.items()}, spk[9:], persona[9:], from_json)
+    for a, c in zip(rest_a, rest_c, strict=True):
+        torch.testing.assert_close(a.emotion_probs, c.emotion_probs, atol=1e-6, rtol=0)
 
 
 def test_step_many_equals_separate_steps():
