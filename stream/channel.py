@@ -12,6 +12,7 @@ import asyncio
 import collections
 import enum
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
@@ -49,6 +50,7 @@ class Channel(Generic[T]):
         self._items: collections.deque[T] = collections.deque()
         self._closed = False
         self._changed = asyncio.Event()
+        self._last_warning = -1e9
 
     def __len__(self) -> int:
         return len(self._items)
@@ -63,7 +65,9 @@ class Channel(Generic[T]):
 
     def _drop(self) -> None:
         self.dropped += 1
-        if self.dropped == 1 or self.dropped % 100 == 0:
+        now = time.monotonic()
+        if now - self._last_warning >= 5.0:  # at most one line per 5 s, however fast items are dropped
+            self._last_warning = now
             log.warning("queue %s is full (%d): %s, %d dropped so far", self.name, self.maxsize,
                         self.policy.value, self.dropped)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -213,6 +214,9 @@ class MicrophoneSource:
         self.asr: Any | None = None
         self.sent = 0
         self.status_flags = 0
+        self.dropped_on_device = 0
+        self._inflight = 0  # blocks handed to the loop but not yet queued
+        self._inflight_lock = threading.Lock()
 
     stall_timeout_s: float = 3.0
     """No audio block for this long while capturing = the device is gone (reported, source ends)."""
@@ -221,10 +225,19 @@ class MicrophoneSource:
         """The PortAudio callback (device thread): copy and hand over, nothing else."""
         if status:
             self.status_flags += 1
+        with self._inflight_lock:
+            if self._inflight + len(self.blocks) >= self.blocks.maxsize:
+                # full: drop here, on the device thread, instead of flooding the loop with callbacks that
+                # would only drop it there (a device faster than real time would starve the loop)
+                self.dropped_on_device += 1
+                return
+            self._inflight += 1
         block = np.array(indata, dtype=np.float32, copy=True)
         self._loop.call_soon_threadsafe(self._offer, block)
 
     def _offer(self, block: np.ndarray) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
         if not self.blocks.closed:
             self.blocks.put_nowait(block)
 
@@ -234,9 +247,13 @@ class MicrophoneSource:
         try:
             factory = self.stream_factory or default_stream_factory()
             blocksize = int(self.mic.sample_rate_hz * self.mic.block_ms / 1000)
-            stream = factory(samplerate=self.mic.sample_rate_hz, blocksize=blocksize, channels=1,
+
+            def open_stream() -> Any:  # PortAudio calls block (device probing): keep them off the loop
+                st = factory(samplerate=self.mic.sample_rate_hz, blocksize=blocksize, channels=1,
                              dtype="float32", device=self.mic.device, callback=self.callback)
-            stream.start()
+                st.start()
+                return st
+            stream = await asyncio.to_thread(open_stream)
         except MicUnavailable as e:
             sink.report(ErrorFrame(session_id=self.session_id, stage=stage, message=f"no microphone: {e}",
                                    category=ErrorCategory.DEVICE))
@@ -260,7 +277,13 @@ class MicrophoneSource:
         try:
             await self.consume(sink)
         finally:
-            self._close(stream)
+            # Pa_StopStream waits for the callback thread: never on the loop thread
+            closing = asyncio.get_running_loop().run_in_executor(None, self._close, stream)
+            try:
+                await asyncio.wait_for(asyncio.shield(closing), 5.0)
+            except TimeoutError:
+                log.warning("microphone stream did not stop within 5 s")
+
 
     @staticmethod
     def _close(stream: Any) -> None:

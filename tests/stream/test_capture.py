@@ -48,7 +48,7 @@ class RecordedStream:
 
     def __init__(self, blocks: list[np.ndarray], source: MicrophoneSource, **kw: Any) -> None:
         self.blocks, self.source, self.kw = blocks, source, kw
-        self.loop = asyncio.get_running_loop()
+        self.loop = source._loop  # the source's event loop (streams are opened on a worker thread)
 
     def start(self) -> None:
         def play() -> None:
@@ -198,3 +198,66 @@ def test_missing_mic_and_camera_are_reported_and_the_session_goes_on(make_runtim
 def test_runtime_params_are_documented() -> None:
     p = LiveParams()
     assert p.vad.vad_silence_ms > 0 and p.ui.ui_refresh_hz > 0 and p.queues.sink_events > 0
+
+
+VIRTMIC_SCRIPT = r"""
+import asyncio, faulthandler, os, sys
+faulthandler.dump_traceback_later(30, exit=True)
+from stream.capture.mic import MicrophoneSource
+from stream.params import MicParams, VadParams
+
+got, errors = [], []
+
+class Sink:
+    async def submit(self, u):
+        got.append(u)
+    def end_session(self, s):
+        pass
+    def report(self, e):
+        errors.append(e.message)
+
+async def main():
+    src = MicrophoneSource("m", MicParams(device="virtmic", vad="energy", asr="none", block_ms=1000),
+                           VadParams(max_utterance_s=2.0))
+    t = asyncio.create_task(src.run(Sink()))
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if got or t.done():
+            break
+    t.cancel()
+    await asyncio.gather(t, return_exceptions=True)
+    print("RESULT", len(got), got[0].audio.size if got else 0, got[0].sample_rate if got else 0, errors,
+          flush=True)
+    os._exit(0)  # do not wait for PortAudio's thread at interpreter exit
+asyncio.run(main())
+"""
+
+
+def test_real_portaudio_callback_path_with_an_alsa_virtual_microphone(tmp_path: Path) -> None:
+    """The one test of the real sounddevice/PortAudio path: ALSA's file plugin plays the demo as a device.
+
+    (It is not real time: the null slave has no clock, so blocks arrive far faster than 16 kHz and the
+    drop-newest queue policy is exercised too.)"""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("sox") is None:
+        pytest.skip("sox is not installed")
+    raw = tmp_path / "demo.raw"
+    subprocess.run(["sox", str(DEMO / "audio.wav"), "-t", "raw", "-r", "16000", "-c", "1", "-b", "16",
+                    "-e", "signed-integer", str(raw)], check=True)
+    (tmp_path / ".asoundrc").write_text(
+        f'pcm.virtmic_file {{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}\n'
+        'pcm.virtmic { type plug slave { pcm "virtmic_file" format S16_LE rate 16000 channels 1 } }\n')
+    root = Path(__file__).resolve().parents[2]
+    # PortAudio reads ~/.asoundrc when sounddevice is imported: a fresh process with HOME set
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-c", VIRTMIC_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=90, cwd=root)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), "")
+    if "PortAudio" in line and "no microphone" in line:
+        pytest.skip(f"PortAudio unavailable here: {line}")
+    n, size, rate = line.split()[1:4]
+    assert int(n) >= 1 and int(size) > 16000 and int(rate) == 16000, out.stdout + out.stderr[-2000:]
