@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pcgnet import graph
 from pcgnet.batch import DialogueBatch
 from pcgnet.config import PCGNetConfig
 from pcgnet.layers import InteractiveGATConv, PersonaGATConv
 from pcgnet.layers.functional import dropout
+from pcgnet.layers.stacked_gru import stacked_gru
 
 if TYPE_CHECKING:
     from pcgnet.streaming import ConversationState, StepInput, StepResult
@@ -66,22 +66,6 @@ def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
 def _gate(lin_a: nn.Linear, a: Tensor, lin_b: nn.Linear, b: Tensor) -> Tensor:
     """sigma(A a) * a + sigma(B b) * b: the element-wise gated sum used at four places in PCGNet."""
     return torch.sigmoid(lin_a(a)) * a + torch.sigmoid(lin_b(b)) * b
-
-
-def _run_packed(gru: nn.GRU, x: Tensor, seq: Tensor, step: Tensor, lengths: Tensor) -> Tensor:
-    """Run ``gru`` over the rows of ``x`` grouped into sequences, each on its own (packed), and return
-    the outputs in the rows' original order. Row r is element ``step[r]`` of sequence ``seq[r]``.
-
-    Packing (rather than running over a zero-padded batch, as the original does) is what makes every
-    sequence independent of its batch-mates and of padding: the backward direction starts at the
-    sequence's real end (spec 7.1-3).
-    """
-    padded = x.new_zeros(int(lengths.numel()), int(lengths.max()), x.size(-1))  # (S, L, h)
-    padded[seq, step] = x
-    packed = pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = gru(packed)
-    out, _ = pad_packed_sequence(out, batch_first=True)  # (S, L, h_out)
-    return out[seq, step]
 
 
 class PCGNet(nn.Module):
@@ -177,18 +161,20 @@ class PCGNet(nn.Module):
 
     def encode(self, batch: DialogueBatch, index: graph.DialogueIndex) -> dict[str, Tensor]:
         """Projections, context and party GRUs, gated combination: modality -> E^m (N, h)."""
+        mods = self.config.modalities
         mask = batch.mask.bool()
-        enc: dict[str, Tensor] = {}
-        for m in self.config.modalities:
-            x = self.project(m, batch.features[m][mask])  # (N, h)
-            if m == "t":
-                own = _run_packed(self.context_gru, x, index.dialogue, index.position, index.lengths)
-            else:
-                own = x
-            party = _run_packed(self.party_gru[m], x, index.party_group, index.party_rank,
-                                index.party_lengths)  # (N, h): each speaker's own sequence, packed
-            enc[m] = self.combine(m, own, party)
-        return enc
+        x = {m: self.project(m, batch.features[m][mask]) for m in mods}  # (N, h) each
+        # Every dialogue (text context GRU) and every (dialogue, speaker) sequence (party GRUs) is run on its
+        # own, as packed sequences would be: the original ran the BiGRUs over zero-padded batches, so a
+        # dialogue's outputs depended on its batch-mates and the backward direction started in the padding
+        # (spec 7.1-3). The three party GRUs share their sequences and run in lockstep.
+        party = stacked_gru([self.party_gru[m] for m in mods], [x[m] for m in mods], index.party_group,
+                            index.party_rank, index.party_lengths, self.training)
+        own = dict(x)
+        if self.context_gru is not None:
+            own["t"] = stacked_gru([self.context_gru], [x["t"]], index.dialogue, index.position, index.lengths,
+                                   self.training)[0]
+        return {m: self.combine(m, own[m], p) for m, p in zip(mods, party, strict=True)}
 
     def forward(self, batch: DialogueBatch) -> PCGNetOutput:
         cfg = self.config

@@ -116,3 +116,38 @@ def test_weighted_scatter_matches_gather_scatter_with_gradients():
     got = weighted_scatter(z, alpha, ei, chunk=4)  # several chunks
     torch.testing.assert_close(got, ref)
     assert torch.autograd.gradcheck(lambda a, b: weighted_scatter(a, b, ei, chunk=4), (z, alpha))
+
+
+def _packed_reference(gru, x, seq, step, lengths):
+    """nn.GRU on pack_padded_sequence: the behaviour stacked_gru must reproduce."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    padded = x.new_zeros(int(lengths.numel()), int(lengths.max()), x.size(-1))
+    padded[seq, step] = x
+    out, _ = gru(pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False))
+    out, _ = pad_packed_sequence(out, batch_first=True)
+    return out[seq, step]
+
+
+@pytest.mark.parametrize("bidirectional,hidden", [(True, 4), (False, 6)])
+def test_stacked_gru_equals_packed_gru_values_and_gradients(bidirectional, hidden):
+    from pcgnet.layers.stacked_gru import stacked_gru
+
+    torch.manual_seed(6)
+    grus = [torch.nn.GRU(5, hidden, 2, bidirectional=bidirectional, dropout=0.3).double().eval() for _ in range(3)]
+    lengths = torch.tensor([4, 1, 6, 2, 6])
+    seq = torch.repeat_interleave(torch.arange(5), lengths)
+    step = torch.cat([torch.arange(int(n)) for n in lengths])
+    perm = torch.randperm(seq.numel())  # rows in any order
+    seq, step = seq[perm], step[perm]
+    xs = [torch.randn(seq.numel(), 5, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    got = stacked_gru(grus, xs, seq, step, lengths, training=False)
+    ref = [_packed_reference(g, x, seq, step, lengths) for g, x in zip(grus, xs, strict=True)]
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    w = [torch.randn_like(r) for r in ref]
+    wrt = [*xs, grus[1].weight_hh_l1, grus[2].weight_ih_l0]
+    ga = torch.autograd.grad(sum((a * v).sum() for a, v in zip(got, w, strict=True)), wrt)
+    gb = torch.autograd.grad(sum((a * v).sum() for a, v in zip(ref, w, strict=True)), wrt)
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b)
