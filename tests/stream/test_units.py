@@ -108,3 +108,22 @@ def test_micro_batcher_batches_and_isolates_failures() -> None:
         assert isinstance(res[5], ValueError)
         assert max(sizes) > 1  # calls were batched
     asyncio.run(go())
+
+
+def test_event_objects_have_exactly_the_documented_fields() -> None:
+    """docs/events.md lists these; a change here must change the docs (and maybe SCHEMA_VERSION)."""
+    common = {"schema_version", "type", "event_id", "session", "utterance_id"}
+    e = ev.emotion_event(session="s", utterance_id="u", speaker="A", t_start=0, t_end=1, text="x", labels=LABELS,
+                         probs=[1 / 7] * 7, modalities=("t",), index=0, latency_ms=1)
+    assert set(e) == common | {"speaker", "t_start", "t_end", "index", "text", "emitted_at", "expression",
+                               "label", "confidence", "scores", "valence", "arousal", "modalities", "latency_ms"}
+    s = ev.shift_event(session="s", utterance_id="u", speaker="A", t_start=0, t_end=1, from_expression="neutral",
+                       to_expression="anger", previous_utterance_id="u0", probability=0.5, latency_ms=1)
+    assert set(s) == common | {"speaker", "t_start", "t_end", "emitted_at", "from", "to", "previous_utterance_id",
+                               "probability", "latency_ms"}
+    sp = ev.speaker_state(session="s", speaker="A", emotion=e, trend="steady", utterances=1)
+    assert set(sp) == common | {"speaker", "updated_at", "expression", "confidence", "valence", "arousal", "trend",
+                                "utterances"}
+    er = ev.error_event(session="s", stage="x", category="input", message="m")
+    assert set(er) == {"schema_version", "type", "event_id", "session", "stage", "category", "message",
+                       "emitted_at"}
