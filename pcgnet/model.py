@@ -4,9 +4,11 @@ Re-implements Tu et al., "A Persona-Infused Cross-Task Graph Network for Multimo
 Emotion Shift Detection in Conversations" (SIGIR 2024) from the written spec
 (``shared/design/pcgnet-spec.md``, section 3). Differences from the original code, each on purpose:
 
-* Each dialogue is encoded on its own (packed sequences, party sequences packed per (dialogue, speaker)),
-  so a dialogue's outputs never depend on its batch-mates or on padding (the original runs unpacked
-  BiGRUs over padded batches; spec 7.1-3).
+* Each dialogue is encoded on its own (the text GRU per dialogue, the party GRUs per (dialogue, speaker),
+  with packed-sequence semantics, ``pcgnet.layers.stacked_gru``), so a dialogue's outputs never depend on
+  its batch-mates or on padding (the original runs unpacked BiGRUs over padded batches; spec 7.1-3).
+* The contrastive pair label of two identical non-shift transitions is "identical" (``pcgnet.losses``;
+  spec 7.1-9).
 * Edges are built vectorised without size caps (``pcgnet.graph``; spec 7.1-15).
 * The interactive conv's unused position-encoding parameters are not allocated (spec 3.8, 7.1-12).
 * ``config.causal``: the four BiGRUs become forward-only GRUs, which makes the whole model causal and
