@@ -244,8 +244,9 @@ def _keep_last(window: int, t: Tensor, dim: int) -> Tensor:
 def step_many(model: PCGNet, inputs: list[StepInput]) -> list[tuple[StepResult, ConversationState]]:
     """One new utterance for each of several conversations, computed together.
 
-    The input projections, GRU cells, gates, graph convolutions (over the disjoint union of the local
-    graphs) and heads each run once for the whole micro-batch.
+    The input projections, GRU cells, gates, attention (over the padded source lists of all the new nodes)
+    and heads each run once for the whole micro-batch; only the edge lists and the state bookkeeping loop
+    over conversations.
     """
     cfg = model.config
     if not cfg.causal:
