@@ -86,6 +86,12 @@ class PCGNet(nn.Module):
         h, M, C = cfg.hidden, len(cfg.modalities), cfg.n_classes
         if not cfg.causal and h % 2:
             raise ValueError(f"hidden must be even for the bidirectional GRUs (got {h})")
+        for name, value, low in (("persona_layers", cfg.persona_layers, 1), ("interactive_layers", cfg.interactive_layers, 1),
+                                 ("erc_windows", cfg.erc_windows, 1), ("shift_windows", cfg.shift_windows, 1),
+                                 ("interactive_windows", cfg.interactive_windows, 0),
+                                 ("window_utterances", cfg.window_utterances, 1)):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low} (got {value})")
 
         def gru() -> nn.GRU:
             # Non-causal: 2-layer BiGRU, h/2 per direction (output h). Causal: forward-only, hidden h.

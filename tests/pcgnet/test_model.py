@@ -125,6 +125,13 @@ def test_causal_model_never_looks_ahead_and_bidirectional_does():
             assert float(delta[:t].max()) > 1e-4
 
 
+def test_invalid_architecture_is_a_clear_error():
+    with pytest.raises(ValueError, match="interactive_layers must be >= 1"):
+        PCGNet(tiny(interactive_layers=0))
+    with pytest.raises(ValueError, match="hidden must be even"):
+        PCGNet(tiny(hidden=9, persona_heads=3, interactive_heads=3))
+
+
 def test_missing_modality_is_a_clear_error():
     model = PCGNet(tiny())
     batch = make_batch([3])
