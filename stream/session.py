@@ -144,10 +144,11 @@ class SpeakerMemory:
     utterances: int = 0
 
     def trend(self) -> str:
-        """"rising", "falling" or "steady": the valence change over the last few utterances."""
+        """"rising", "falling" or "steady": the latest valence against the mean of the (up to 3) before it."""
         if len(self.valences) < 2:
             return "steady"
-        delta = self.valences[-1] - self.valences[0]
+        before = list(self.valences)[:-1]
+        delta = self.valences[-1] - sum(before) / len(before)
         return "rising" if delta > 0.15 else "falling" if delta < -0.15 else "steady"
 
 

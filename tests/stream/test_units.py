@@ -127,3 +127,13 @@ def test_event_objects_have_exactly_the_documented_fields() -> None:
     er = ev.error_event(session="s", stage="x", category="input", message="m")
     assert set(er) == {"schema_version", "type", "event_id", "session", "stage", "category", "message",
                        "emitted_at"}
+
+
+def test_speaker_trend_compares_the_latest_valence_with_the_ones_before() -> None:
+    from stream.session import SpeakerMemory
+
+    m = SpeakerMemory("happiness", "u1")
+    assert m.trend() == "steady"
+    for v, want in ((0.6, "steady"), (-0.6, "falling"), (-0.6, "falling"), (0.3, "rising"), (-0.3, "steady")):
+        m.valences.append(v)
+        assert m.trend() == want, (list(m.valences), want)
