@@ -173,3 +173,25 @@ def test_sigkill_leaves_the_last_will_offline_status(mosquitto, tiny_checkpoint:
                         break
         return states
     assert asyncio.run(go())[-2:] == ["online", "offline"]
+
+
+def test_readme_main_command_with_the_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python live.py --replay examples/demo`` with checkpoints/default: every utterance gets an event and
+    the text model recognises most of the scripted emotions (the demo's gold labels)."""
+    ck = ROOT / "checkpoints" / "default"
+    if not (ck / "config.json").is_file():
+        pytest.skip("checkpoints/default is not shipped in this tree")
+    from stream.app import main
+    from stream.events import expression_name
+
+    old = os.getcwd()
+    os.chdir(ROOT)  # the default --checkpoint is relative to the project root
+    try:
+        assert main(["--replay", "examples/demo", "--speed", "0", "--no-tui"]) == 0
+    finally:
+        os.chdir(old)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[demo]") and "SHIFT" not in x]
+    assert len(lines) == 11
+    gold = [expression_name(u.emotion or "") for u in read_session(DEMO).utterances]
+    predicted = [x.split()[4] for x in lines]
+    assert sum(p == g for p, g in zip(predicted, gold, strict=True)) >= 7, list(zip(predicted, gold, strict=True))
