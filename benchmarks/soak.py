@@ -223,6 +223,7 @@ def summarize(samples: list[Sample], warmup_s: float) -> dict[str, Any]:
     if not steady:
         return {}
     rss = [s.rss_mb for s in steady]
+    live = [s for s in steady if s.long_model_bytes > 0] or steady  # the last sample may follow the end
     return {
         "samples": len(samples),
         "duration_s": samples[-1].t_s,
@@ -233,13 +234,13 @@ def summarize(samples: list[Sample], warmup_s: float) -> dict[str, Any]:
         "rss_min_mb": min(rss),
         "rss_max_mb": max(rss),
         "rss_slope_mb_per_10min": round(slope_per_10min([s.t_s for s in steady], rss), 2),
-        "long_session_state_kib_first": round(steady[0].long_state_bytes / 1024, 1),
-        "long_session_state_kib_last": round(steady[-1].long_state_bytes / 1024, 1),
+        "long_session_state_kib_first": round(live[0].long_state_bytes / 1024, 1),
+        "long_session_state_kib_last": round(live[-1].long_state_bytes / 1024, 1),
         "long_session_state_kib_max": round(max(s.long_state_bytes for s in steady) / 1024, 1),
-        "long_session_model_state_kib_first": round(steady[0].long_model_bytes / 1024, 1),
-        "long_session_model_state_kib_last": round(steady[-1].long_model_bytes / 1024, 1),
-        "sessions_held_first": steady[0].sessions_analyzer,
-        "sessions_held_last": steady[-1].sessions_analyzer,
+        "long_session_model_state_kib_first": round(live[0].long_model_bytes / 1024, 1),
+        "long_session_model_state_kib_last": round(live[-1].long_model_bytes / 1024, 1),
+        "sessions_held_first": live[0].sessions_analyzer,
+        "sessions_held_last": live[-1].sessions_analyzer,
         "max_queue_depth": max(s.max_queue for s in samples),
     }
 
