@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -55,7 +56,7 @@ async def run_many(cases: list[tuple[str, list[str]]], parallel: int = 3) -> dic
 
 
 @pytest.mark.slow
-def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Path, capsys, caplog) -> None:
     from stream.testing import make_tiny_checkpoint
 
     # -- recorded sessions -------------------------------------------------------------------------
@@ -68,6 +69,11 @@ def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Pat
     lines = (bad_line / "utterances.jsonl").read_text().splitlines()
     lines[3] = '{"utterance_id": "u0004", "speaker": 42, "t_start": "soon"}'
     (bad_line / "utterances.jsonl").write_text("\n".join(lines) + "\n")
+    bad_video = copy_demo(tmp_path, "bad_video")
+    (bad_video / "video.mp4").write_bytes(os.urandom(5000))
+    meta = json.loads((bad_video / "meta.json").read_text())
+    meta["video"] = {"file": "video.mp4", "fps": 15.0}
+    (bad_video / "meta.json").write_text(json.dumps(meta))
     bad_meta = copy_demo(tmp_path, "bad_meta")
     (bad_meta / "meta.json").write_text('{"format": "pcgnet-session", "version": ')
 
@@ -92,6 +98,9 @@ def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Pat
         ("corrupt wav", ["--replay", str(bad_wav), *ck], "audio.wav", lambda rc, o: rc != 0, True),
         # a WAV cut short (as a killed recorder leaves it): replayed with the audio there is
         ("truncated wav", ["--replay", str(half_wav), *ck], None, lambda rc, o: rc == 0 and "u0011" in o, False),
+        # a corrupt video: named in one warning, the session replays without the visual modality
+        ("corrupt video", ["--replay", str(bad_video), *ck], "video.mp4",
+         lambda rc, o: rc == 0 and "u0011" in o, False),
         ("bad jsonl line", ["--replay", str(bad_line), *ck], "utterances.jsonl", lambda rc, o: rc != 0, False),
         ("bad meta", ["--replay", str(bad_meta), *ck], "meta.json", lambda rc, o: rc != 0, False),
         ("tampered weights", ["--replay", str(DEMO), "--checkpoint", str(tampered)], "model.safetensors",
@@ -110,12 +119,16 @@ def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Pat
     results = asyncio.run(run_many([(n, argv[n]) for n, _, _, _, sub in cases if sub]))
     from stream.app import main as live_main
 
+    caplog.set_level(logging.WARNING)
     for name, _, _, _, sub in cases:
         if not sub:
             capsys.readouterr()
+            caplog.clear()
             rc = live_main(argv[name])
             cap = capsys.readouterr()
-            results[name] = (rc, cap.out + cap.err)
+            # in-process, log records go to pytest's handler rather than to stderr
+            results[name] = (rc, cap.out + cap.err + "".join(f"{r.levelname} {r.getMessage()}\n"
+                                                              for r in caplog.records))
     report = []
     for name, _, needle, ok, _ in cases:
         rc, out = results[name]
@@ -125,8 +138,9 @@ def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Pat
         if needle is None:
             continue
         assert needle in out, f"{name}: the message does not name {needle!r}\n{out}"
-        errors = [x for x in out.splitlines() if "error" in x.lower()]
+        errors = [x for x in out.splitlines() if "error" in x.lower() or "warn" in x.lower()]
         assert 1 <= len(errors) <= 3, f"{name}: expected one clear error line\n{out}"
+        report.append(f"    -> {[x for x in errors if needle in x][0][:200]}")
     assert not Path("/tmp/pwned").exists()
     print("\n" + "\n".join(report))
 
