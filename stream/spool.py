@@ -245,9 +245,11 @@ class Spool:
         )
 
     def close(self) -> None:
-        """Flushes (per the fsync policy) and releases the directory lock."""
+        """Flushes (per the fsync policy), deletes a fully delivered last segment, releases the lock."""
         self._close_writer()
         self._close_reader()
+        if self._lock_fd >= 0:
+            self._delete_delivered_segments()
         if self._lock_fd >= 0:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
