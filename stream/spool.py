@@ -211,7 +211,7 @@ class Spool:
 
     def ack(self, seq: int) -> None:
         """Marks ``seq`` delivered; segments whose records are all delivered are deleted."""
-        if seq <= self._acked_seq or seq >= self._next_seq:
+        if seq <= self._acked_seq or seq >= self._next_seq or seq in self._acked_above:
             return  # already acked (duplicate PUBACK after a resend) or unknown
         self._acked_above.add(seq)
         self._acked += 1
