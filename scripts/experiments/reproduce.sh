@@ -23,7 +23,7 @@ $PY -m pcgnet.cli prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --out "$D-g
 $PY -m pcgnet.cli prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --out "$D-est" --text-extractor "$EXT" \
   --cache-dir .cache/features --persona-source estimated --no-progress
 
-RUN="$PY scripts/experiments/run_meld.py --seeds $SEEDS --threads 1 --epochs $EPOCHS --patience 4"
+RUN="$PY scripts/experiments/run_meld.py --seeds $SEEDS --threads 1 --epochs $EPOCHS --patience 4 --class-weight ${CW:-sqrt}"
 $RUN --data "$D-est"   --variant causal       --out "$OUT/causal"        --save   # what ships
 $RUN --data "$D-given" --variant causal       --out "$OUT/causal-given"
 $RUN --data "$D-given" --variant paper        --out "$OUT/paper-given"

@@ -204,12 +204,19 @@ def main() -> None:
     ap.add_argument("--dropout-forward", type=float, default=0.0)
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--concat-data", type=Path, default=None, help="experiment: concatenate this layout's text")
     ap.add_argument("--save", action="store_true", help="write a checkpoint per seed (OUT/seed-N)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
 
     ds = load_meld(args.data)
+    if args.concat_data:  # experiment only: append another layout's text features (same dialogues)
+        extra = load_meld(args.concat_data)
+        other = {d.id: d for d in (*extra.train, *extra.valid, *extra.test)}
+        for d in (*ds.train, *ds.valid, *ds.test):
+            d.features["t"] = np.concatenate([d.features["t"], other[d.id].features["t"]], axis=1)
+        ds.dims = {"t": ds.train[0].features["t"].shape[1]}
     side = json.loads((args.data / "MELD_features_raw1.json").read_text())
     results = []
     if args.variant == "context_free":
