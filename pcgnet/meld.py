@@ -244,12 +244,27 @@ def make_text_encoder(name: str) -> tuple[TextEncoder, int]:
     return encode, int(ext.dim)
 
 
+def cache_namespace(extractor: str) -> str:
+    """What feature-cache entries are keyed by: the extractor name, plus the sha256 of its weights for the
+    one extractor whose weights this project re-trains (``minilm-l6-meld``), so new weights never reuse
+    vectors of the old ones. The other registry names are tied to fixed, verified weights."""
+    from pcgnet.meld_text import DEFAULT_WEIGHTS, NAME
+
+    meta = DEFAULT_WEIGHTS.with_suffix(".json")
+    if extractor == NAME and meta.is_file():
+        try:
+            return f"{extractor}@{str(json.loads(meta.read_text()).get('weights_sha256', ''))[:16]}"
+        except (OSError, ValueError):
+            return extractor
+    return extractor
+
+
 def extract_texts(
     texts: Sequence[str], extractor: str, encoder_factory: Callable[[str], tuple[TextEncoder, int]],
     cache_dir: Path | None, batch_size: int = 64, progress: bool = True,
 ) -> np.ndarray:
     """Vectors for ``texts`` (duplicates encoded once), reusing and filling the feature cache."""
-    cache = FeatureCache(cache_dir, extractor) if cache_dir else None
+    cache = FeatureCache(cache_dir, cache_namespace(extractor)) if cache_dir else None
     unique = list(dict.fromkeys(texts))
     todo = [t for t in unique if cache is None or cache.get(t) is None]
     vectors: dict[str, np.ndarray] = {} if cache is None else {t: v for t in unique if (v := cache.get(t)) is not None}

@@ -224,3 +224,13 @@ def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path) -> None:
     assert live_pred == batch_probs.argmax(1).tolist()
     gold = np.concatenate([d.labels for d in dialogues])
     assert erc_metrics(gold, live_pred, MELD_LABELS)["weighted_f1"] == pytest.approx(reference["weighted_f1"])
+
+
+def test_cache_namespace_follows_retrainable_weights() -> None:
+    from pcgnet import meld_text
+
+    assert meld.cache_namespace("vader") == "vader"
+    if meld_text.weights_present():
+        sha = json.loads(meld_text.DEFAULT_WEIGHTS.with_suffix(".json").read_text())["weights_sha256"]
+        assert meld.cache_namespace("minilm-l6-meld") == f"minilm-l6-meld@{sha[:16]}"
+    assert meld.text_key("a", "x") != meld.text_key("b", "x")
