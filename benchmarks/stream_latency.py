@@ -72,16 +72,20 @@ def subscriber_main(port: int, out_path: str, ready: Any, stop: Any) -> None:
             await c.subscribe("pcgnet/+/emotion", qos=1)
             ready.set()
 
+            last = [time.monotonic()]
+
             async def receive() -> None:
                 async for m in c.messages:
                     now = time.monotonic_ns()
+                    last[0] = time.monotonic()
                     p = json.loads(m.payload)  # type: ignore[arg-type]
                     rows.append(f"{p['session']}\t{p['utterance_id']}\t{now}\t{p['latency_ms']}")
 
             # never cancel a pending receive mid-way (that can lose a message): cancel only at the end
             rx = asyncio.create_task(receive())
             await asyncio.to_thread(stop.wait)
-            await asyncio.sleep(0.3)
+            while time.monotonic() - last[0] < 2.0:  # noqa: ASYNC110 - a lagging subscriber first drains what is in flight
+                await asyncio.sleep(0.2)
             rx.cancel()
 
     asyncio.run(run())
@@ -152,7 +156,7 @@ def run_once(n: int, args: argparse.Namespace, checkpoint: Path, extractors: dic
     sub.start()
     if not ready.wait(30):
         raise SystemExit("subscriber did not start")
-    params = LiveParams(drain_timeout_s=30.0)
+    params = LiveParams(drain_timeout_s=30.0, max_sessions=max(LiveParams().max_sessions, n + 8))
     analyzer = load_analyzer(checkpoint, params, extractors=extractors)
     ends: dict[tuple[str, str], int] = {}
 
@@ -188,6 +192,8 @@ def run_once(n: int, args: argparse.Namespace, checkpoint: Path, extractors: dic
         rt.add_source(WarmUp(), finite=True)
         t0 = time.monotonic()
         await rt.run()
+        for e in rt.errors[:3]:
+            print(f"  runtime error: {e.message}", file=sys.stderr)
         return time.monotonic() - t0
 
     wall = asyncio.run(go())
@@ -197,7 +203,9 @@ def run_once(n: int, args: argparse.Namespace, checkpoint: Path, extractors: dic
     rows = [r.split("\t") for r in out.read_text().splitlines() if r.strip() and not r.startswith("warmup")]
     lat = np.array([(int(r[2]) - ends[(r[0], r[1])]) / 1e6 for r in rows if (r[0], r[1]) in ends])
     if len(rows) != len(ends) or len(rows) != n * len(keep):
-        print(f"  note: {len(rows)} received, {len(ends)} submitted, {n * len(keep)} expected", file=sys.stderr)
+        missing = sorted(set(ends) - {(r[0], r[1]) for r in rows})
+        print(f"  note: {len(rows)} received, {len(ends)} submitted, {n * len(keep)} expected; missing e.g. "
+              f"{missing[:3]} ({len({m[0] for m in missing})} sessions)", file=sys.stderr)
     inproc = np.array([float(r[3]) for r in rows])
     b = analyzer.engine.batcher
     total = n * len(keep)
