@@ -16,7 +16,7 @@ from stream.capture.mic import MicrophoneSource, MicUnavailable, VadSegmenter
 from stream.capture.replay import ReplaySource
 from stream.capture.transcript import TranscriptSource
 from stream.frames import ErrorCategory, Utterance
-from stream.params import CameraParams, LiveParams, MicParams, VadParams
+from stream.params import CameraParams, MicParams, VadParams
 from stream.record import SessionRecorder, read_session, read_wav
 from stream.sinks.jsonl import JsonlSink
 
@@ -193,9 +193,4 @@ def test_missing_mic_and_camera_are_reported_and_the_session_goes_on(make_runtim
     events = [json.loads(x) for x in log.read_text().splitlines()]
     assert [e["speaker"] for e in events if e["type"] == "emotion"] == ["Alice", "Bob"]
     assert sum(e["type"] == "error" for e in events) == 4
-
-
-def test_runtime_params_are_documented() -> None:
-    p = LiveParams()
-    assert p.vad.vad_silence_ms > 0 and p.ui.ui_refresh_hz > 0 and p.queues.sink_events > 0
 
