@@ -117,6 +117,10 @@ class Runtime:
                                        message=f"new session refused: {len(self.workers)} sessions are open "
                                                f"(max_sessions){extra}", category=ErrorCategory.INPUT))
             return
+        old = self.workers.get(utt.session_id)
+        if old is not None and old.channel.closed and old.task is not None:
+            # the session is closing (ended or idle): let its worker finish, then start it afresh
+            await asyncio.wait({old.task})
         cam = self.cameras.get(utt.session_id)
         if cam is not None and not utt.frames:
             utt = dataclasses.replace(utt, frames=cam.frames_between(utt.t_start, utt.t_end))

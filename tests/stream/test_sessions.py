@@ -64,11 +64,20 @@ def test_idle_sessions_are_closed_and_their_state_freed(make_runtime) -> None:
                 seen["during"] = set(rt.analyzer.sessions)
                 await asyncio.sleep(1.0)
                 seen["after"] = (set(rt.analyzer.sessions), set(rt.workers))
+                # the closed session comes back: a fresh one, and the source keeps running
+                await sink.submit(Utterance(session_id="x", utterance_id="u1", speaker="A", t_start=0, t_end=1,
+                                            text="hello again"))
+                rt.end_session("x")  # closing ...
+                await sink.submit(Utterance(session_id="x", utterance_id="u2", speaker="A", t_start=1, t_end=2,
+                                            text="and once more"))  # ... while an utterance arrives
+                await asyncio.sleep(0.5)
+                seen["processed"] = rt.analyzer.processed
                 rt.request_stop()
         rt.add_source(Live(), finite=False)
         assert await rt.run() == 0
     asyncio.run(go())
     assert seen["during"] == {"x"} and seen["after"] == (set(), set())
+    assert seen["processed"] == 3  # u1, then u1 again in the fresh session, then u2
 
 
 def test_replay_is_paced_by_speed(make_runtime) -> None:
