@@ -74,7 +74,7 @@ def test_idle_sessions_are_closed_and_their_state_freed(make_runtime) -> None:
                 seen["processed"] = rt.analyzer.processed
                 rt.request_stop()
         rt.add_source(Live(), finite=False)
-        assert await rt.run() == 0
+        assert await asyncio.wait_for(rt.run(), 60) == 0
     asyncio.run(go())
     assert seen["during"] == {"x"} and seen["after"] == (set(), set())
     assert seen["processed"] == 3  # u1, then u1 again in the fresh session, then u2
