@@ -19,6 +19,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Set before torch is first imported: with OpenMP's default active waiting, 2-thread ops run 5-10x slower
+# when the machine is loaded (CI, parallel jobs), because idle threads spin instead of yielding.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def free_loopback_port() -> int:
