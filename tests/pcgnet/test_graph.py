@@ -9,15 +9,6 @@ from pcgnet import graph
 from pcgnet.batch import DialogueBatch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on this shared, overloaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _index(dialogues: list[list[int]], n_speakers: int = 4) -> graph.DialogueIndex:
     T = max(len(d) for d in dialogues)
     mask = torch.zeros(len(dialogues), T, dtype=torch.bool)

@@ -10,15 +10,6 @@ from pcgnet.layers import InteractiveGATConv, PersonaGATConv
 
 EDGES = torch.tensor([[0, 1, 0, 2, 1], [1, 2, 2, 3, 3]])  # 4 nodes, past -> present
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on this shared, overloaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _dense_attention(score_src, score_dst, z, adj):
     """out_i = sum_j softmax_j(LeakyReLU(s_src[j] + s_dst[i])) z_j over j with adj[j, i]; per head."""
     n, H, _ = z.shape

@@ -14,15 +14,6 @@ from pcgnet.model import PCGNet, count_parameters, expected_parameters
 DIMS = {"t": 12, "a": 7, "v": 5}
 ORIGINAL_POSITION_PARAMS = 2 * 8 * 4  # the original's unused position encodings per interactive conv
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on this shared, overloaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw) -> PCGNetConfig:
     base = dict(dims=dict(DIMS), hidden=8, persona_heads=2, interactive_heads=2, n_speakers=3)
     base.update(kw)

@@ -14,15 +14,6 @@ from pcgnet.streaming import ConversationState
 DIMS = {"t": 12, "a": 7, "v": 5}
 SPEAKERS = [0, 0, 1, 2, 0, 1, 1, 3, 2, 0, 0, 1, 2, 3, 3, 1]
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on this shared, overloaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def causal_model(seed=0, **kw) -> PCGNet:
     base = dict(dims=dict(DIMS), hidden=8, persona_heads=2, interactive_heads=2, n_speakers=4, causal=True,
                 window_utterances=16)
