@@ -36,11 +36,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import aiomqtt  # noqa: E402
 
 from stream.cluster.harness import (  # noqa: E402
-    Broker,
     WorkerProcess,
     collect_run,
     make_script,
-    running_broker,
     wait_workers_online,
 )
 from stream.cluster.records import (  # noqa: E402
@@ -51,6 +49,7 @@ from stream.cluster.records import (  # noqa: E402
     owner_filter,
     worker_filter,
 )
+from stream.testing import Mosquitto  # noqa: E402
 
 
 def cpu_s(pid: int) -> float:
@@ -69,14 +68,14 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
-def start_workers(broker: Broker, ids: list[str], log_dir: Path, checkpoint: Path) -> dict[str, WorkerProcess]:
+def start_workers(broker: Mosquitto, ids: list[str], log_dir: Path, checkpoint: Path) -> dict[str, WorkerProcess]:
     procs = {w: WorkerProcess.start(w, broker.port, log_dir, "--checkpoint", str(checkpoint), "--log-level",
                                     "WARNING") for w in ids}
     asyncio.run(wait_workers_online(broker.settings, set(ids), timeout_s=180))
     return procs
 
 
-def throughput(broker: Broker, n_workers: int, checkpoint: Path, log_dir: Path, conversations: int,
+def throughput(broker: Mosquitto, n_workers: int, checkpoint: Path, log_dir: Path, conversations: int,
                utterances: int, interval_s: float = 0.0, tag: str = "t") -> dict[str, Any]:
     """``interval_s`` = 0: everything at once (capacity); > 0: one utterance per conversation per interval."""
     ids = [f"{tag}{n_workers}-{i}" for i in range(n_workers)]
@@ -106,7 +105,7 @@ def throughput(broker: Broker, n_workers: int, checkpoint: Path, log_dir: Path, 
             p.stop()
 
 
-async def retained_state_sizes(broker: Broker, n: int, timeout_s: float = 5.0) -> list[int]:
+async def retained_state_sizes(broker: Mosquitto, n: int, timeout_s: float = 5.0) -> list[int]:
     """Sizes of the retained state blobs (what a new owner downloads)."""
     sizes: list[int] = []
     async with aiomqtt.Client(**broker.settings.with_client_id("bench-state").client_kwargs()) as c:
@@ -120,7 +119,7 @@ async def retained_state_sizes(broker: Broker, n: int, timeout_s: float = 5.0) -
     return sizes
 
 
-async def handoff_run(broker: Broker, procs: dict[str, WorkerProcess], conversations: int, rounds: int,
+async def handoff_run(broker: Mosquitto, procs: dict[str, WorkerProcess], conversations: int, rounds: int,
                       interval_s: float, kill_round: int) -> dict[str, Any]:
     script = make_script(conversations, rounds, seed=7, prefix="ho")
     owners: dict[str, list[tuple[float, OwnerRecord]]] = {}
@@ -209,7 +208,7 @@ def main() -> int:
         ck = make_tiny_checkpoint(tmp / "ck", seed=0, hidden=200, n_speakers=9, window_utterances=16)
     print(f"checkpoint: {ck}  (machine: {os.cpu_count()} cores)  logs: {tmp}")
     results: dict[str, Any] = {"throughput": [], "handoff": None}
-    with running_broker(tmp) as broker:
+    with Mosquitto(tmp / "mosquitto") as broker:
         base = None
         for n in [int(x) for x in args.workers.split(",")]:
             r = throughput(broker, n, ck, tmp, args.conversations, args.utterances)

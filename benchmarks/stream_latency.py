@@ -25,8 +25,6 @@ import multiprocessing as mp
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,26 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-# -- broker and outside subscriber -----------------------------------------------------------------
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"max_queued_messages 100000\n{'user root' if os.geteuid() == 0 else ''}\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(500):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return proc, port
-        except OSError:
-            time.sleep(0.01)
-    proc.kill()
-    raise SystemExit("mosquitto did not start")
-
+# -- outside subscriber -----------------------------------------------------------------
 
 def subscriber_main(port: int, out_path: str, ready: Any, stop: Any) -> None:
     """Separate process: record (session, utterance_id, receive CLOCK_MONOTONIC ns) of every emotion event."""
@@ -232,7 +211,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from extractors import registry
-    from stream.testing import make_tiny_checkpoint
+    from stream.testing import Mosquitto, make_tiny_checkpoint
 
     workdir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     if args.checkpoint:
@@ -243,7 +222,8 @@ def main() -> None:
         ck = make_tiny_checkpoint(workdir / "tiny")
     meta = json.loads((ck / "config.json").read_text())
     exs = {m: registry.create(e["name"]) for m, e in meta["extractors"].items() if m in meta["model"]["modalities"]}
-    broker, port = start_broker(workdir)
+    broker = Mosquitto(workdir / "mosquitto").start()
+    port = broker.port
     print(f"checkpoint {ck} (hidden {meta['model']['hidden']}, modalities {meta['model']['modalities']}); "
           f"demo first {args.duration_s:.0f} s at speed {args.speed}; {os.cpu_count()} CPUs; mosquitto :{port}")
     print(f"{'N':>5} {'utts':>6} {'recv':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'in-proc p95':>11} "
@@ -281,8 +261,7 @@ def main() -> None:
             for n in [int(x) for x in args.sessions.split(",") if x.strip()]:
                 measure(n)
     finally:
-        broker.terminate()
-        broker.wait(5)
+        broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -12,15 +12,12 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from stream.cluster.feeder import Feeder
 from stream.cluster.records import WorkerRecord, worker_filter
 from stream.mqtt_config import MqttSettings
 
-__all__ = ["Broker", "ClusterRun", "WorkerProcess", "collect_run", "make_script", "start_broker"]
+__all__ = ["ClusterRun", "WorkerProcess", "collect_run", "make_script"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,81 +54,6 @@ def make_script(n_conversations: int, n_utterances: int, seed: int = 0, prefix: 
             t += dur + 0.2
         script[f"{prefix}-{c:03d}"] = utts
     return script
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Broker:
-    """A running mosquitto (loopback only, no persistence)."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    workdir: Path
-
-    @property
-    def settings(self) -> MqttSettings:
-        return MqttSettings(host="127.0.0.1", port=self.port)
-
-    def restart(self) -> None:
-        """Starts mosquitto again on the same port and config (the old process must have exited)."""
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        with open(self.workdir / "mosquitto.log", "ab") as log_file:
-            self.proc = subprocess.Popen([exe, "-c", str(self.workdir / "mosquitto.conf")],
-                                         stdout=subprocess.DEVNULL, stderr=log_file)
-        _wait_port(self.proc, self.port, self.workdir)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_broker(workdir: Path | None = None) -> Broker:
-    """Starts mosquitto on a free 127.0.0.1 port; RuntimeError naming the problem if it cannot."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        raise RuntimeError("mosquitto is not installed (scripts/install.sh installs it)")
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="pcgnet-cluster-"))
-    port = _free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest stderr\nlog_type error\nlog_type warning\nmax_queued_messages 100000\n"
-                    "max_inflight_messages 100\n")
-    with open(workdir / "mosquitto.log", "wb") as log_file:
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file)
-    _wait_port(proc, port, workdir)
-    return Broker(proc, port, workdir)
-
-
-def _wait_port(proc: subprocess.Popen[bytes], port: int, workdir: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {(workdir / 'mosquitto.log').read_text()[-300:]}")
-        time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError("mosquitto did not open its port within 10 s")
-
-
-@contextlib.contextmanager
-def running_broker(workdir: Path | None = None) -> Iterator[Broker]:
-    broker = start_broker(workdir)
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Fixtures of the cluster tests: a real mosquitto on a free loopback port (stream.cluster.harness)."""
+"""Fixtures of the cluster tests: a real mosquitto on a free loopback port."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from stream.cluster.harness import Broker, start_broker
+from stream.testing import Mosquitto
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A fresh mosquitto 2 broker (MQTT 5) on 127.0.0.1."""
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.skip("mosquitto is not installed (scripts/install.sh installs it)")
-    b = start_broker(tmp_path)
-    try:
+    with Mosquitto(tmp_path / "mosquitto") as b:
         yield b
-    finally:
-        b.stop()

@@ -9,13 +9,13 @@ import pytest
 
 from stream.cluster.engine import ToyEngine
 from stream.cluster.harness import (
-    Broker,
     ClusterRun,
     WorkerProcess,
     collect_run,
     make_script,
     wait_workers_online,
 )
+from stream.testing import Mosquitto
 
 from .checks import check_run, replay
 
@@ -34,7 +34,7 @@ def _kill_busiest_at(workers: dict[str, WorkerProcess], after_events: int):
 
 
 @pytest.mark.parametrize("state_every", [1, 4])
-def test_three_toy_workers_survive_a_sigkill(broker: Broker, tmp_path: Path, state_every: int) -> None:
+def test_three_toy_workers_survive_a_sigkill(broker: Mosquitto, tmp_path: Path, state_every: int) -> None:
     """With state_every=4 the new owner also repeats up to 3 steps (same events, same ids)."""
     script = make_script(30, 12, seed=1)
     ids = ["w1", "w2", "w3"]
@@ -58,7 +58,7 @@ def test_three_toy_workers_survive_a_sigkill(broker: Broker, tmp_path: Path, sta
 
 
 @pytest.mark.slow
-def test_three_pcgnet_workers_survive_a_sigkill(broker: Broker, tmp_path: Path) -> None:
+def test_three_pcgnet_workers_survive_a_sigkill(broker: Mosquitto, tmp_path: Path) -> None:
     """The same with the causal PCGNet (tiny deterministic checkpoint) and the real MiniLM extractor."""
     from stream.cluster.pcgnet_engine import PCGNetEngine
     from stream.testing import make_tiny_checkpoint

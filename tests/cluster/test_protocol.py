@@ -14,10 +14,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from stream.cluster.engine import ToyEngine
-from stream.cluster.harness import Broker
 from stream.cluster.records import OwnerRecord, owner_topic
 from stream.cluster.worker import Worker, WorkerParams
 from stream.mqtt_config import MqttSettings
+from stream.testing import Mosquitto
 from stream.topics import input_topic
 
 pytestmark = pytest.mark.mqtt
@@ -105,7 +105,7 @@ async def reference(session: str, n: int) -> list[dict[str, float]]:
     return [ref[(session, f"u{k:04d}")]["scores"] for k in range(n)]
 
 
-def test_simultaneous_claims_leave_exactly_one_owner(broker: Broker) -> None:
+def test_simultaneous_claims_leave_exactly_one_owner(broker: Mosquitto) -> None:
     async def main() -> None:
         async with workers(broker.settings, "a", "b", "c") as ws:
             sessions = [f"race-{i}" for i in range(8)]
@@ -125,7 +125,7 @@ def test_simultaneous_claims_leave_exactly_one_owner(broker: Broker) -> None:
     asyncio.run(main())
 
 
-def test_fenced_owner_stops_publishing(broker: Broker) -> None:
+def test_fenced_owner_stops_publishing(broker: Mosquitto) -> None:
     async def main() -> None:
         async with Consumer(broker.settings) as consumer, workers(broker.settings, "a", "b") as ws:
             for k in range(3):
@@ -146,7 +146,7 @@ def test_fenced_owner_stops_publishing(broker: Broker) -> None:
     asyncio.run(main())
 
 
-def test_graceful_release_hands_over_with_state(broker: Broker) -> None:
+def test_graceful_release_hands_over_with_state(broker: Mosquitto) -> None:
     async def main() -> None:
         ref = await reference("calm", 8)
         async with Consumer(broker.settings) as consumer:
@@ -170,7 +170,7 @@ def test_graceful_release_hands_over_with_state(broker: Broker) -> None:
     asyncio.run(main())
 
 
-def test_resumes_from_retained_state_after_every_worker_restarted(broker: Broker) -> None:
+def test_resumes_from_retained_state_after_every_worker_restarted(broker: Mosquitto) -> None:
     async def main() -> None:
         ref = await reference("phoenix", 6)
         async with Consumer(broker.settings) as consumer:
@@ -187,7 +187,7 @@ def test_resumes_from_retained_state_after_every_worker_restarted(broker: Broker
     asyncio.run(main())
 
 
-def test_bad_inputs_give_error_events_and_valid_traffic_continues(broker: Broker) -> None:
+def test_bad_inputs_give_error_events_and_valid_traffic_continues(broker: Mosquitto) -> None:
     async def main() -> None:
         async with Consumer(broker.settings) as consumer, workers(broker.settings, "a"):
             await publish(broker.settings, "rough", 0, utt(0))
@@ -204,7 +204,7 @@ def test_bad_inputs_give_error_events_and_valid_traffic_continues(broker: Broker
     asyncio.run(main())
 
 
-def test_missing_input_is_skipped_after_the_gap_timeout(broker: Broker) -> None:
+def test_missing_input_is_skipped_after_the_gap_timeout(broker: Mosquitto) -> None:
     async def main() -> None:
         async with Consumer(broker.settings) as consumer, workers(broker.settings, "a", gap_timeout_s=0.5):
             await publish(broker.settings, "holey", 0, utt(0))
@@ -216,7 +216,7 @@ def test_missing_input_is_skipped_after_the_gap_timeout(broker: Broker) -> None:
     asyncio.run(main())
 
 
-def test_feeder_resends_what_a_new_owner_still_needs(broker: Broker) -> None:
+def test_feeder_resends_what_a_new_owner_still_needs(broker: Mosquitto) -> None:
     """Acks drive the publisher: a new owner that resumed from an older state gets the missing inputs again."""
     from stream.cluster.feeder import Feeder
     from stream.cluster.records import AckRecord, ack_topic
@@ -254,7 +254,7 @@ def test_feeder_resends_what_a_new_owner_still_needs(broker: Broker) -> None:
     asyncio.run(main())
 
 
-def test_worker_comes_back_after_a_broker_restart(broker: Broker) -> None:
+def test_worker_comes_back_after_a_broker_restart(broker: Mosquitto) -> None:
     """Broker killed and restarted on the same port: the worker reconnects as a new life and serves again."""
 
     async def main() -> None:
@@ -266,7 +266,7 @@ def test_worker_comes_back_after_a_broker_restart(broker: Broker) -> None:
             broker.proc.kill()
             await asyncio.to_thread(broker.proc.wait)
             await until(lambda: not w.connected.is_set())
-            await asyncio.to_thread(broker.restart)
+            await asyncio.to_thread(broker.start)
             await until(lambda: w.connected.is_set(), timeout_s=20)
             assert w.incarnation != life
             async with Consumer(broker.settings) as consumer:

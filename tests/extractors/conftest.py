@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tests.extractors.extractor_media import RATE, SENT1, SENT2, espeak, write_wav
 
 

@@ -1,92 +1,16 @@
-"""Fixtures of the reliability tests: a real mosquitto that a test can kill and restart on the same port."""
+"""Fixtures of the reliability tests: brokers a test can kill and restart, a throw-away PKI, password files."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _accepting(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-class Broker:
-    """A mosquitto process on a fixed loopback port; ``kill()`` + ``start()`` simulate an outage.
-
-    Args:
-        workdir: where the config, log and persistence files go.
-        extra: extra config lines (auth, ACL, TLS listener options).
-        persistence: keep sessions and queued QoS 1 messages on disk, saved on every change, so a
-            persistent subscriber's session survives even a SIGKILL of the broker.
-    """
-
-    def __init__(self, workdir: Path, *, port: int | None = None, extra: str = "", persistence: bool = False,
-                 listener_opts: str = "") -> None:
-        self.workdir = workdir
-        self.port = port or free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        lines = [
-            "per_listener_settings false",
-            f"listener {self.port} 127.0.0.1",
-            listener_opts,
-            # tests run as root: mosquitto would drop to user 'mosquitto' and then fail to read files
-            # under pytest's 0700 tmp dirs (password file, ACL, certificates).
-            "user root" if os.geteuid() == 0 else "",
-            "log_dest stdout",
-            "log_type error",
-            "log_type warning",
-        ]
-        if persistence:
-            lines += ["persistence true", f"persistence_location {workdir}/", "autosave_interval 1",
-                      "autosave_on_changes true"]
-        else:
-            lines.append("persistence false")
-        if "allow_anonymous" not in extra:
-            lines.append("allow_anonymous true")
-        lines.append(extra)
-        self.config = workdir / "mosquitto.conf"
-        self.config.write_text("\n".join(x for x in lines if x) + "\n")
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while not _accepting(self.port):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("mosquitto did not start listening")
-            time.sleep(0.01)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+from stream.testing import Mosquitto
 
 
 @pytest.fixture
@@ -95,19 +19,19 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def broker_factory(tmp_path: Path) -> Iterator[type[Broker]]:
-    if shutil.which("mosquitto") is None:
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Makes (not starts) brokers that a test can kill and restart on the same port; all stopped at the end."""
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.skip("mosquitto is not installed (scripts/install.sh installs it)")
-    made: list[Broker] = []
+    made: list[Mosquitto] = []
 
-    class _Factory(Broker):
-        def __init__(self, **kw: object) -> None:
-            super().__init__(tmp_path / f"broker{len(made)}", **kw)  # type: ignore[arg-type]
-            made.append(self)
+    def factory(**kw: Any) -> Mosquitto:
+        made.append(Mosquitto(tmp_path / f"broker{len(made)}", **kw))
+        return made[-1]
 
-    yield _Factory
+    yield factory
     for b in made:
-        b.kill(signal.SIGTERM)
+        b.stop()
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -35,9 +35,8 @@ def test_credentials_never_leak(broker_factory, tiny_checkpoint: Path, tmp_path:
     passwd = make_passwd(tmp_path / "passwd", {"analyzer": SECRET, "auditor": "aud1tor"})
     (tmp_path / "acl").write_text("user analyzer\ntopic readwrite pcgnet/#\n\nuser auditor\ntopic read #\n")
     broker = broker_factory(
-        listener_opts=f"cafile {pki['ca']}\ncertfile {pki['server_crt']}\nkeyfile {pki['server_key']}\n"
-                      "require_certificate true",
-        extra=f"allow_anonymous false\npassword_file {passwd}\nacl_file {tmp_path / 'acl'}")
+        extra=f"cafile {pki['ca']}\ncertfile {pki['server_crt']}\nkeyfile {pki['server_key']}\n"
+              f"require_certificate true\nallow_anonymous false\npassword_file {passwd}\nacl_file {tmp_path / 'acl'}")
     broker.start()
     tls = ["--mqtt-ca", str(pki["ca"]), "--mqtt-cert", str(pki["client_crt"]), "--mqtt-key", str(pki["client_key"])]
     common = ["--replay", str(DEMO), "--speed", "0", "--no-tui", "--checkpoint", str(tiny_checkpoint),

@@ -37,11 +37,11 @@ def secure_broker(broker_factory, tmp_path: Path):
     passwd = make_passwd(tmp_path / "passwd", {"analyzer": ANALYZER_PW, "viewer": VIEWER_PW})
     (tmp_path / "acl").write_text(ACL)
     broker = broker_factory(
-        listener_opts="\n".join([
+        extra="\n".join([
             f"cafile {pki['ca']}", f"certfile {pki['server_crt']}", f"keyfile {pki['server_key']}",
             "require_certificate true", "use_identity_as_username false",
+            "allow_anonymous false", f"password_file {passwd}", f"acl_file {tmp_path / 'acl'}",
         ]),
-        extra=f"allow_anonymous false\npassword_file {passwd}\nacl_file {tmp_path / 'acl'}",
     )
     broker.start()
     return broker, pki
