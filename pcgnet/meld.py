@@ -388,7 +388,9 @@ def prepare_meld(
     utts = {s: sum(len(d.utterances) for d in dialogues.values() if d.split == s) for s in SPLITS}
     meta = {
         "format": "pcgnet-meld", "version": 1, "dataset": "MELD", "labels": list(MELD_LABELS),
-        "extractors": {"t": {"name": text_extractor, "dim": int(vectors.shape[1])}},
+        # "cache": the weights fingerprint, so features of re-trained weights under the same name differ.
+        "extractors": {"t": {"name": text_extractor, "dim": int(vectors.shape[1]),
+                             "cache": cache_namespace(text_extractor)}},
         "persona": persona_meta,
         "absent_modalities": ["a", "v"],
         # The official splits: select on dev (also COSMIC validIds and the 10th MMGCN item), report test.

@@ -105,7 +105,7 @@ def test_prepare_writes_standard_layout(fixture, tmp_path: Path) -> None:
     assert len(cosmic) == 11 and cosmic[8] == [0, 2] and cosmic[9] == [1156] and cosmic[10] == [1039]
     assert np.allclose(np.asarray(cosmic[3][0]), np.asarray(text[0]))
     side = json.loads((out / meld.META_FILE).read_text())
-    assert side["extractors"]["t"] == {"name": "vader", "dim": 4} and side["persona"]["source"] == "given"
+    assert side["extractors"]["t"] == {"name": "vader", "dim": 4, "cache": "vader"} and side["persona"]["source"] == "given"
     assert side["split_ids"] == {"train": [0, 2], "dev": [1039], "test": [1156]}
 
     ds = load_dataset("MELD", out / meld.FEATURE_FILE, valid_rate=0.0)
