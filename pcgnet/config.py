@@ -66,6 +66,7 @@ class PCGNetConfig:
     use_persona: bool = True  # False = --wo_persona
     use_crosstask: bool = True  # False = --wo_crosstask
     use_shift_cl: bool = True  # False = --wo_shiftcl
+    use_shift_task: bool = True  # False = --wo_shift: no shift loss and no contrastive loss (ERC only)
     use_graph: bool = True  # False = ablation "without the graph" (encoders + heads only)
     causal: bool = False  # forward-only GRUs: streaming-safe, exact incremental inference
     window_utterances: int = 16  # streaming: past utterances kept per conversation

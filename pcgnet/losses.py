@@ -25,19 +25,18 @@ class LossTerms:
 
     Parameters:
         total: the self-normalised sum to call ``backward()`` on; every non-zero term has value 1.
-        erc: focal ERC loss. shift: transition NLL. cl: contrastive loss (None when disabled).
+        erc: focal ERC loss. shift: transition NLL. cl: contrastive loss. Disabled terms are None.
     """
 
     total: Tensor
     erc: Tensor
-    shift: Tensor
+    shift: Tensor | None
     cl: Tensor | None
 
     @property
     def logged(self) -> float:
         """The raw sum the original logs as "loss": erc + shift (+ cl)."""
-        terms = [self.erc, self.shift] + ([self.cl] if self.cl is not None else [])
-        return float(sum(float(t.detach()) for t in terms))
+        return float(sum(float(t.detach()) for t in (self.erc, self.shift, self.cl) if t is not None))
 
 
 def focal_loss(logp: Tensor, labels: Tensor, gamma: float = 0.5, alpha: Tensor | None = None) -> Tensor:
@@ -142,10 +141,15 @@ def self_normalised(terms: list[Tensor | None]) -> Tensor:
 
 
 def pcgnet_loss(output, labels: Tensor, n_classes: int, *, gamma: float = 0.5,
-                class_weights: Tensor | None = None, use_shift_cl: bool = True, n_samples: int = 50,
-                tau: float = 0.07, generator: torch.Generator | None = None) -> LossTerms:
-    """The full objective for one ``PCGNetOutput`` and its (N,) flat labels (``graph.flat_labels``)."""
+                class_weights: Tensor | None = None, use_shift_cl: bool = True, use_shift_task: bool = True,
+                n_samples: int = 50, tau: float = 0.07, generator: torch.Generator | None = None) -> LossTerms:
+    """The full objective for one ``PCGNetOutput`` and its (N,) flat labels (``graph.flat_labels``).
+
+    ``use_shift_task=False`` trains emotion recognition alone (the "without the shift task" ablation).
+    """
     erc = focal_loss(output.emotion_logp, labels, gamma, class_weights)
+    if not use_shift_task:
+        return LossTerms(self_normalised([erc, None, None]), erc, None, None)
     y_shift = shift_labels(labels, output.shift_prev, output.shift_cur, n_classes)
     shift = shift_nll(output.shift_logp, y_shift)
     cl = None

@@ -69,7 +69,7 @@ MODEL_FLAGS: dict[str, tuple[str, ...]] = {
     "window_utterances": ("window",),
 }
 ABLATION_FLAGS = {"use_persona": "wo_persona", "use_crosstask": "wo_crosstask", "use_shift_cl": "wo_shiftcl",
-                  "use_graph": "no_graph"}
+                  "use_shift_task": "wo_shift", "use_graph": "no_graph"}
 
 
 def flag_name(dest: str) -> str:
@@ -119,6 +119,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wo_persona", action="store_true", default=None, help="ablation: no persona refinement")
     g.add_argument("--wo_crosstask", action="store_true", default=None, help="ablation: no cross-task edges")
     g.add_argument("--wo_shiftcl", action="store_true", default=None, help="ablation: no contrastive loss")
+    g.add_argument("--wo_shift", action="store_true", default=None,
+                   help="ablation: no shift task (no shift loss, no contrastive loss; ERC only)")
     g.add_argument("--no_graph", action="store_true", default=None, help="ablation: encoders + heads only")
     g.add_argument("--causal", action="store_true", default=None,
                    help="forward-only GRUs: a streaming-safe model for live use")
@@ -288,7 +290,8 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                     out = model(batch)
                     labels = batch.labels[batch.mask]
                     terms = pcgnet_loss(out, labels, config.n_classes, gamma=gamma, class_weights=alpha,
-                                        use_shift_cl=config.use_shift_cl, n_samples=args.sample_num, generator=gen)
+                                        use_shift_cl=config.use_shift_cl, use_shift_task=config.use_shift_task,
+                                        n_samples=args.sample_num, generator=gen)
                     opt.zero_grad(set_to_none=True)
                     terms.total.backward()
                     opt.step()

@@ -120,3 +120,6 @@ def test_pcgnet_loss_terms():
     assert abs(terms.logged - float(terms.erc + terms.shift + terms.cl)) < 1e-5
     no_cl = losses.pcgnet_loss(out, y, C, use_shift_cl=False)
     assert no_cl.cl is None and abs(float(no_cl.total) - 2.0) < 1e-6
+    erc_only = losses.pcgnet_loss(out, y, C, use_shift_task=False)
+    assert erc_only.shift is None and erc_only.cl is None and abs(float(erc_only.total) - 1.0) < 1e-6
+    assert abs(erc_only.logged - float(terms.erc)) < 1e-6

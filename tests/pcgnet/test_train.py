@@ -98,8 +98,9 @@ def test_ablations_and_causal(data, tmp_path, capsys):
     assert main(["evaluate", "--ckpt", str(tmp_path / "ck"), "--json"]) == 0  # flags come from the checkpoint
     assert "weighted_f1" in json.loads(capsys.readouterr().out)
     assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--epochs", "1", "--no_graph",
-                 "--out", str(tmp_path / "ng"), *TINY]) == 0
-    assert load_checkpoint(tmp_path / "ng").config.use_graph is False
+                 "--wo_shift", "--out", str(tmp_path / "ng"), *TINY]) == 0
+    c = load_checkpoint(tmp_path / "ng").config
+    assert (c.use_graph, c.use_shift_task) == (False, False)
 
 
 def test_absent_modalities_prepare_meld_layout(tmp_path, capsys):
