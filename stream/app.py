@@ -29,6 +29,8 @@ EPILOG = textwrap.dedent("""\
                       (an ASR or agent posts {"speaker":..,"text":..} to pcgnet/<session>/in/utterance)
       python live.py --mic --camera --record runs/meeting1       capture and record a session
       mosquitto_sub -t 'pcgnet/#' -v                             watch the events (schema: docs/events.md)
+      python live.py --worker --mqtt mqtt://127.0.0.1:1883      headless scale-out worker taking conversations
+                  from the broker (`live.py --worker --help`, docs/deployment.md)
 
     MQTT credentials may come from PCGNET_MQTT_USERNAME / PCGNET_MQTT_PASSWORD instead of the URL.
     Nothing listens on the network: the analyzer only connects out to the broker you name.
