@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,7 +174,8 @@ def test_collate_pads_with_minus_one(tmp_path):
     assert b.dialogue_ids == [d.id for d in dl]
 
 
-REAL_PERSONA = "/work/shared/data/persona"
+# ../shared beside the checkout (as in CI); skipped where it is absent.
+REAL_PERSONA = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "persona")
 
 
 @pytest.mark.skipif(not os.path.isdir(REAL_PERSONA), reason="the reference persona pickles are not on this machine")
