@@ -33,16 +33,10 @@ from typing import Any
 import numpy as np
 
 from extractors.base import Extractor, ExtractorError, Feature, UtteranceMedia
+from pcgnet.config import DATASETS
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = {
-    # dataset -> (feature file, text file, persona file, speaker slots, labels)
-    "MELD": ("MELD_features_raw1.pkl", "meld_features_roberta.pkl", "MELD_persona.pkl", 9,
-             ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")),
-    "IEMOCAP": ("IEMOCAP_features.pkl", "iemocap_features_roberta.pkl", "IEMOCAP_persona.pkl", 2,
-                ("hap", "sad", "neu", "ang", "exc", "fru")),
-}
 # Common spellings of the same classes, so sessions labelled in words map onto either label set.
 LABEL_ALIASES = {
     "happy": "joy", "happiness": "joy", "sad": "sadness", "angry": "anger", "surprised": "surprise",
@@ -71,7 +65,7 @@ def label_index(dataset: str, emotion: str | None, where: str) -> int:
     """Class index of a gold label, -1 when unlabelled; SessionError for a label outside the dataset's set."""
     if emotion is None or not emotion.strip():
         return -1
-    labels = LAYOUTS[dataset][4]
+    labels = DATASETS[dataset].labels
     key = emotion.strip().lower()
     if dataset == "IEMOCAP":
         key = IEMOCAP_ALIASES.get(key, key)
@@ -167,7 +161,7 @@ def extract_session(
         raise SessionError(f"{path / 'utterances.jsonl'}: no utterances")
     utt_file = path / "utterances.jsonl"
     speakers = [u.speaker for u in rec.utterances]
-    n_slots = LAYOUTS[dataset][3]
+    n_slots = DATASETS[dataset].n_speakers
     distinct = list(dict.fromkeys(speakers))
     if len(distinct) > n_slots:
         raise SessionError(f"{utt_file}: {len(distinct)} speakers, the {dataset} layout has {n_slots} slots")
@@ -256,7 +250,10 @@ def write_layout(out: Path, dialogues: Sequence[ExtractedDialogue], dataset: str
                  dims: dict[str, int], train: list[str], test: list[str],
                  persona: dict[str, np.ndarray] | None, persona_meta: dict[str, Any]) -> dict[str, Any]:
     """Write the pickles and meta.json atomically; returns the meta."""
-    feature_file, text_file, persona_file, n_slots, labels = LAYOUTS[dataset]
+    from pcgnet.data import FEATURE_NAMES, PERSONA_NAMES, ROBERTA_NAMES
+
+    feature_file, text_file, persona_file = FEATURE_NAMES[dataset], ROBERTA_NAMES[dataset], PERSONA_NAMES[dataset]
+    n_slots, labels = DATASETS[dataset].n_speakers, DATASETS[dataset].labels
     out.mkdir(parents=True, exist_ok=True)
     ids = {d.session_id: d for d in dialogues}
     video_ids = {v: d.utterance_ids for v, d in ids.items()}
@@ -324,8 +321,8 @@ def extract_sessions(
 
     ``extractor_names``: modality -> registry name, or None to leave the modality out (declared absent).
     """
-    if dataset not in LAYOUTS:
-        raise SessionError(f"--dataset {dataset!r}: expected one of {', '.join(LAYOUTS)}")
+    if dataset not in DATASETS:
+        raise SessionError(f"--dataset {dataset!r}: expected one of MELD, IEMOCAP")
     if persona_json is not None and persona_estimator is not None:
         raise SessionError("give either --persona or --persona-estimator, not both")
     if not paths:
