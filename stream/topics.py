@@ -30,6 +30,7 @@ __all__ = [
     "input_filter",
     "input_topic",
     "session_from_input_topic",
+    "session_from_topic",
     "shift_topic",
     "speaker_topic",
     "speakers_filter",
@@ -170,17 +171,22 @@ def status_topic(*, root: str = DEFAULT_ROOT) -> str:
     return f"{_root(root)}/status"
 
 
-def session_from_input_topic(topic: str, *, root: str = DEFAULT_ROOT) -> str:
-    """The decoded session id of an ``<root>/<session>/in/utterance`` topic.
+def session_from_topic(topic: str, suffix: str, *, root: str = DEFAULT_ROOT, what: str | None = None) -> str:
+    """The decoded session id of a ``<root>/<session>/<suffix>`` topic.
 
     Raises:
         ValueError: the topic does not have that shape or its session level is not a valid encoding.
     """
     prefix = _root(root) + "/"
-    suffix = "/in/utterance"
-    if not topic.startswith(prefix) or not topic.endswith(suffix):
-        raise ValueError(f"not an input topic: {topic[:200]!r}")
-    level = topic[len(prefix) : len(topic) - len(suffix)]
+    tail = "/" + suffix
+    if not topic.startswith(prefix) or not topic.endswith(tail):
+        raise ValueError(f"not {what or 'a ' + suffix} topic: {topic[:200]!r}")
+    level = topic[len(prefix) : len(topic) - len(tail)]
     if "/" in level or not level:
-        raise ValueError(f"not an input topic: {topic[:200]!r}")
+        raise ValueError(f"not {what or 'a ' + suffix} topic: {topic[:200]!r}")
     return decode_level(level)
+
+
+def session_from_input_topic(topic: str, *, root: str = DEFAULT_ROOT) -> str:
+    """The decoded session id of an ``<root>/<session>/in/utterance`` topic (see :func:`session_from_topic`)."""
+    return session_from_topic(topic, "in/utterance", root=root, what="an input")

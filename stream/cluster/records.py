@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from stream.topics import DEFAULT_ROOT, decode_level, topic_level
+from stream.topics import DEFAULT_ROOT, session_from_topic, topic_level
 
 __all__ = [
     "AckRecord",
@@ -93,18 +93,6 @@ def shared_input_filter(group: str, *, root: str = DEFAULT_ROOT) -> str:
     if not group or any(c in group for c in "/+#"):
         raise ValueError(f"bad shared-subscription group name {group!r}")
     return f"$share/{group}/{root}/+/in/utterance"
-
-
-def session_from_topic(topic: str, suffix: str, *, root: str = DEFAULT_ROOT) -> str:
-    """The decoded session of ``<root>/<s>/<suffix>``; ``ValueError`` for any other shape."""
-    prefix = root + "/"
-    tail = "/" + suffix
-    if not topic.startswith(prefix) or not topic.endswith(tail):
-        raise ValueError(f"not a {suffix} topic: {topic[:200]!r}")
-    level = topic[len(prefix) : len(topic) - len(tail)]
-    if not level or "/" in level:
-        raise ValueError(f"not a {suffix} topic: {topic[:200]!r}")
-    return decode_level(level)
 
 
 def rendezvous_score(session: str, worker_id: str) -> int:
