@@ -18,7 +18,6 @@ import copy
 import json
 import logging
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,9 @@ import torch
 from pcgnet.checkpoint import save_checkpoint
 from pcgnet.config import PCGNetConfig
 from pcgnet.data import Dialogue, DialogueDataset, batches, load_dataset
+from pcgnet.evaluate import evaluate_dialogues
 from pcgnet.metrics import aggregate, evaluate_predictions
+from pcgnet.train import seed_everything
 
 log = logging.getLogger("run_meld")
 
@@ -55,31 +56,10 @@ def load_meld(data: Path) -> DialogueDataset:
     return ds
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 def evaluate(model, dialogues: list[Dialogue], labels, bs: int = 64) -> dict[str, Any]:
-    from pcgnet.graph import shift_labels
-
-    model.eval()
-    c = model.config.n_classes
-    ys, eps, sys_, sps = [], [], [], []
-    with torch.no_grad():
-        for batch in batches(dialogues, bs, model.config.modalities):
-            out = model(batch)
-            y = batch.labels[batch.mask]
-            ysh = shift_labels(y, out.shift_prev, out.shift_cur, c)
-            keep = ysh >= 0
-            ys.append(y)
-            eps.append(out.emotion_logp.exp())
-            sys_.append(ysh[keep])
-            sps.append(out.shift_logp[keep].exp())
-    m = evaluate_predictions(torch.cat(ys), torch.cat(eps), torch.cat(sys_), torch.cat(sps).reshape(-1, c * c),
-                             labels)
-    m.pop("confusion", None)
+    m = evaluate_dialogues(model, dialogues, labels, bs)
+    for k in ("confusion", "loss"):  # summary.json keeps the metrics only
+        m.pop(k, None)
     return m
 
 
@@ -93,8 +73,7 @@ def class_alpha(ds: DialogueDataset, mode: str) -> torch.Tensor | None:
 
 
 def train_pcgnet(ds: DialogueDataset, config: PCGNetConfig, seed: int, args, shift_loss: bool) -> dict[str, Any]:
-    from pcgnet.graph import shift_labels
-    from pcgnet.losses import focal_loss, self_normalised, shift_contrastive_loss, shift_nll
+    from pcgnet.losses import pcgnet_loss
     from pcgnet.model import PCGNet, count_parameters
 
     seed_everything(seed)
@@ -113,18 +92,12 @@ def train_pcgnet(ds: DialogueDataset, config: PCGNetConfig, seed: int, args, shi
         for batch in batches(ds.train, args.batch_size, config.modalities, generator=gen):
             out = model(batch)
             y = batch.labels[batch.mask]
-            erc = focal_loss(out.emotion_logp, y, args.gamma, alpha)
-            terms = [erc]
-            if shift_loss:
-                ysh = shift_labels(y, out.shift_prev, out.shift_cur, config.n_classes)
-                terms.append(shift_nll(out.shift_logp, ysh))
-                if config.use_shift_cl:
-                    terms.append(shift_contrastive_loss(out.shift_hidden, ysh, config.n_classes, 50, 0.07, gen))
-            total = self_normalised(terms)
+            terms = pcgnet_loss(out, y, config.n_classes, gamma=args.gamma, class_weights=alpha,
+                                use_shift_cl=config.use_shift_cl, use_shift_task=shift_loss, generator=gen)
             opt.zero_grad(set_to_none=True)
-            total.backward()
+            terms.total.backward()
             opt.step()
-            losses.append(float(erc.detach()))
+            losses.append(float(terms.erc.detach()))
         dev = evaluate(model, ds.valid, ds.labels)
         row = {"epoch": epoch, "erc_loss": float(np.mean(losses)), "dev_weighted_f1": dev["weighted_f1"],
                "seconds": round(time.perf_counter() - t0, 1)}
@@ -165,9 +138,7 @@ def context_free(ds: DialogueDataset, seed: int, args) -> dict[str, Any]:
     # Shift metrics for a context-free model: the transition distribution of a same-speaker pair is the
     # outer product of the two utterances' independent emotion distributions.
     p_test = clf.predict_proba(xt)
-    from pcgnet.graph import shift_labels as _sl  # noqa: F401  (same pair definition as the model)
-
-    prev, cur, ysh = [], [], []
+    prev, cur = [], []
     off = 0
     for d in ds.test:
         last: dict[int, int] = {}
