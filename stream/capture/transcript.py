@@ -76,26 +76,36 @@ class TranscriptSource:
         finally:
             sink.end_session(self.session_id)
 
-    def _bad_line(self, sink: UtteranceSink, where: str, e: Exception) -> None:
+    def _report(self, sink: UtteranceSink, message: str) -> None:
         sink.report(ErrorFrame(session_id=self.session_id, stage=f"stream[{self.session_id}].transcript",
-                               message=f"{where}: {e}; line skipped", category=ErrorCategory.INPUT))
+                               message=message, category=ErrorCategory.INPUT))
+
+    def _parse(self, sink: UtteranceSink, line: str, where: str) -> tuple[str, str] | None:
+        """:func:`parse_line`, reporting a malformed line (None: nothing to submit)."""
+        try:
+            return parse_line(line)
+        except ValueError as e:
+            self._report(sink, f"{where}: {e}; line skipped")
+            return None
+
+    async def _submit(self, sink: UtteranceSink, speaker: str, text: str, t0: float, t1: float,
+                      ended: int) -> None:
+        self.sent += 1
+        await sink.submit(Utterance(session_id=self.session_id, utterance_id=f"u{self.sent:04d}",
+                                    speaker=speaker, t_start=round(t0, 3), t_end=round(t1, 3), text=text,
+                                    ended_ns=ended))
 
     async def _run_file(self, sink: UtteranceSink) -> None:
         assert self.path is not None
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
-            sink.report(ErrorFrame(session_id=self.session_id, stage=f"stream[{self.session_id}].transcript",
-                                   message=f"{self.path}: cannot read ({e})", category=ErrorCategory.INPUT))
+            self._report(sink, f"{self.path}: cannot read ({e})")
             return
         t = 0.0
         start = time.monotonic_ns()
         for no, line in enumerate(lines, 1):
-            try:
-                parsed = parse_line(line)
-            except ValueError as e:
-                self._bad_line(sink, f"{self.path}:{no}", e)
-                continue
+            parsed = self._parse(sink, line, f"{self.path}:{no}")
             if parsed is None:
                 continue
             speaker, text = parsed
@@ -108,10 +118,7 @@ class TranscriptSource:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 ended = due
-            self.sent += 1
-            await sink.submit(Utterance(session_id=self.session_id, utterance_id=f"u{self.sent:04d}",
-                                        speaker=speaker, t_start=round(t0, 3), t_end=round(t1, 3), text=text,
-                                        ended_ns=ended))
+            await self._submit(sink, speaker, text, t0, t1, ended)
 
     async def _run_stream(self, sink: UtteranceSink) -> None:
         stream = self.stream or sys.stdin
@@ -122,11 +129,7 @@ class TranscriptSource:
             if line == "":
                 return  # EOF
             no += 1
-            try:
-                parsed = parse_line(line)
-            except ValueError as e:
-                self._bad_line(sink, f"stdin line {no}", e)
-                continue
+            parsed = self._parse(sink, line, f"stdin line {no}")
             if parsed is None:
                 continue
             speaker, text = parsed
@@ -134,10 +137,7 @@ class TranscriptSource:
             t1 = self.clock.now_s()
             t0 = max(prev_end, t1 - estimate_duration_s(text))
             prev_end = t1
-            self.sent += 1
-            await sink.submit(Utterance(session_id=self.session_id, utterance_id=f"u{self.sent:04d}",
-                                        speaker=speaker, t_start=round(t0, 3), t_end=round(t1, 3), text=text,
-                                        ended_ns=ended))
+            await self._submit(sink, speaker, text, t0, t1, ended)
 
 
 class MqttTranscriptSource:
