@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from extractors.base import ExtractorError
+from extractors.text import sha256_file
 from pcgnet.config import MELD_LABELS
 from pcgnet.persona import DialogueData, PersonaError, PersonaEstimator
 from pcgnet.persona import evaluate as persona_evaluate
@@ -333,10 +334,6 @@ def write_layout(
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def estimate_persona(
     dialogues: dict[int, MeldDialogue], text: dict[int, np.ndarray], given: dict[int, np.ndarray],
     extractor: str, alpha: float,
@@ -396,7 +393,7 @@ def prepare_meld(
         # The official splits: select on dev (also COSMIC validIds and the 10th MMGCN item), report test.
         "split_ids": {s: [v for v, d in dialogues.items() if d.split == s] for s in SPLITS},
         "dialogues": counts, "utterances": utts,
-        "sources": {p.name: _sha256(p) for p in
+        "sources": {p.name: sha256_file(p) for p in
                     [*(csv_dir / f"{s}_sent_emo.csv" for s in SPLITS), persona_path]},
     }
     write_layout(out, dialogues, text, persona, meta)

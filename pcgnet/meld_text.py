@@ -9,12 +9,11 @@ normalised), exactly what the fine-tuning classifier saw (``scripts/experiments/
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from extractors.base import ExtractorError
-from extractors.text import TransformerTextExtractor, minilm_model_dir, verify_minilm
+from extractors.text import TransformerTextExtractor, minilm_model_dir, sha256_file, verify_minilm
 
 __all__ = ["FORMAT", "NAME", "MeldMiniLMExtractor", "minilm_model_dir", "weights_present"]
 
@@ -47,7 +46,7 @@ class MeldMiniLMExtractor(TransformerTextExtractor):
             raise ExtractorError(f"{meta_path}: unreadable ({e})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("base") != "minilm-l6":
             raise ExtractorError(f"{meta_path}: not a {FORMAT} description of a minilm-l6 delta")
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        digest = sha256_file(weights)
         if digest != meta.get("weights_sha256"):
             raise ExtractorError(f"{weights}: sha256 {digest[:12]}... does not match {meta_path.name}")
         base = minilm_model_dir()
