@@ -141,6 +141,10 @@ class PCGNet(nn.Module):
         """(n, 5) persona -> (n, h) when persona_transform is on, else unchanged."""
         return self.persona_proj(persona) if self.persona_proj is not None else persona
 
+    def fuse(self, m: str, enc: Tensor, refined: Tensor) -> Tensor:
+        """F^m = sigma(W enc) * enc + sigma(W' refined) * refined: encoder and persona-refined features."""
+        return _gate(self.fuse_enc[m], enc, self.fuse_persona[m], refined)
+
     def persona_residual(self, x: Tensor, conv_out: Tensor) -> Tensor:
         return x + F.elu(dropout(conv_out, self.config.dropout_persona, self.training))
 
@@ -206,7 +210,7 @@ class PCGNet(nn.Module):
                     x = dropout(enc[m], cfg.dropout_persona, self.training)
                     for conv in self.persona_gat[m]:
                         x = self.persona_residual(x, conv(x, persona, p_edges))
-                    fused.append(_gate(self.fuse_enc[m], enc[m], self.fuse_persona[m], x))  # F^m (N, h)
+                    fused.append(self.fuse(m, enc[m], x))  # F^m (N, h)
             else:
                 fused = [enc[m] for m in cfg.modalities]
             # Cross-task graph: M ERC copies then M cloned shift copies of every utterance (spec 3.6).

@@ -344,8 +344,7 @@ def _step_many(model: PCGNet, inputs: list[StepInput]) -> list[tuple[StepResult,
                     x = model.persona_residual(x, out)
                 pz.append(torch.stack(zs))
                 ps.append(torch.stack(ss))
-                fused.append(torch.sigmoid(model.fuse_enc[m](enc[mi])) * enc[mi]
-                             + torch.sigmoid(model.fuse_persona[m](x)) * x)
+                fused.append(model.fuse(m, enc[mi], x))
             new_pz, new_ps = torch.stack(pz, 1), torch.stack(ps, 1)  # (Lp, M, B, h), (Lp, M, B, Hp)
 
         # 3. Interactive graph (spec 3.7) for the 2M new nodes of each conversation. Pool layout per
