@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -32,3 +33,28 @@ class SessionClock:
 
     def to_ns(self, t_s: float) -> int:
         return self.start_ns + int(t_s * 1e9)
+
+
+class Pacer:
+    """Plays session times out on the monotonic clock: ``speed`` 1.0 real time, 2.0 twice as fast, 0 no waiting.
+
+    Shared by the file sources (recorded sessions, transcript files): an utterance is due when its end
+    time, scaled by ``speed``, has passed since the pacer was made.
+    """
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.start_ns = time.monotonic_ns()
+
+    def due_ns(self, t_s: float) -> int | None:
+        """Monotonic time at which session time ``t_s`` is reached; None when not paced (speed 0)."""
+        return self.start_ns + int(t_s / self.speed * 1e9) if self.speed > 0 else None
+
+    async def wait(self, t_s: float) -> int | None:
+        """Sleep until session time ``t_s`` is due; returns :meth:`due_ns`."""
+        due = self.due_ns(t_s)
+        if due is not None:
+            delay = (due - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return due

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..frames import Utterance
 from ..record import RecordedSession, read_session
-from .base import UtteranceSink
+from .base import Pacer, UtteranceSink
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,10 @@ class ReplaySource:
                 video = VideoReader(rec.video_path, rec.video_fps or 15.0)
             except (ValueError, ImportError) as e:
                 log.warning("replay %s: video not used (%s)", self.session_id, e)
-        start = time.monotonic_ns()
+        pacer = Pacer(self.speed)
         try:
             for u in sorted(rec.utterances, key=lambda x: (x.t_end, x.t_start)):
-                if self.speed > 0:
-                    due = start + int(u.t_end / self.speed * 1e9)
-                    delay = (due - time.monotonic_ns()) / 1e9
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                due = await pacer.wait(u.t_end)
                 audio = None
                 if rec.audio is not None and rec.sample_rate:
                     a = rec.audio[int(u.t_start * rec.sample_rate): int(u.t_end * rec.sample_rate)]
@@ -105,8 +101,8 @@ class ReplaySource:
                 if video is not None:
                     frames = await asyncio.to_thread(video.frames_between, u.t_start, u.t_end, self.max_frames)
                 ended = time.monotonic_ns()
-                if self.speed > 0:
-                    ended = min(ended, start + int(u.t_end / self.speed * 1e9))
+                if due is not None:
+                    ended = min(ended, due)
                 await sink.submit(Utterance(
                     session_id=self.session_id, utterance_id=u.utterance_id, speaker=u.speaker,
                     t_start=u.t_start, t_end=u.t_end, text=u.text, audio=audio,

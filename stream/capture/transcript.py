@@ -19,7 +19,7 @@ from .. import topics
 from ..frames import ErrorCategory, ErrorFrame, Utterance
 from ..inbound import ErrorRateLimiter, InboundError, parse_utterance
 from ..mqtt_config import MqttSettings
-from .base import SessionClock, UtteranceSink
+from .base import Pacer, SessionClock, UtteranceSink
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class TranscriptSource:
             self._report(sink, f"{self.path}: cannot read ({e})")
             return
         t = 0.0
-        start = time.monotonic_ns()
+        pacer = Pacer(self.speed)
         for no, line in enumerate(lines, 1):
             parsed = self._parse(sink, line, f"{self.path}:{no}")
             if parsed is None:
@@ -112,13 +112,8 @@ class TranscriptSource:
             t0, t1 = t, t + estimate_duration_s(text)
             t = t1 + GAP_S
             ended = time.monotonic_ns()
-            if self.speed > 0:
-                due = start + int(t1 / self.speed * 1e9)
-                delay = (due - time.monotonic_ns()) / 1e9
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                ended = due
-            await self._submit(sink, speaker, text, t0, t1, ended)
+            due = await pacer.wait(t1)
+            await self._submit(sink, speaker, text, t0, t1, ended if due is None else due)
 
     async def _run_stream(self, sink: UtteranceSink) -> None:
         stream = self.stream or sys.stdin
