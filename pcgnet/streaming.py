@@ -210,14 +210,10 @@ def _check_inputs(model: PCGNet, inputs: list[StepInput]) -> None:
         state, feats, slot, persona = item
         if not isinstance(state, ConversationState):
             raise ValueError(f"step input {b}: state must be a ConversationState (got {type(state).__name__})")
-        for k, shape in want.items():
-            if tuple(getattr(state, k).shape) != shape:
-                raise ValueError(f"step input {b}: state {k!r} has shape {tuple(getattr(state, k).shape)}, "
-                                 f"this model needs {shape} (state from a different model?)")
         n = state.cached
         caches = {"cache_persona_z": (d["Lp"], d["M"], n, d["h"]), "cache_persona_s": (d["Lp"], d["M"], n, d["Hp"]),
                   "cache_inter_z": (d["Lx"], 2, d["M"], n, d["h"]), "cache_inter_s": (d["Lx"], 2, d["M"], n, d["Hx"])}
-        for k, shape in caches.items():
+        for k, shape in (want | caches).items():
             if tuple(getattr(state, k).shape) != shape:
                 raise ValueError(f"step input {b}: state {k!r} has shape {tuple(getattr(state, k).shape)}, "
                                  f"this model needs {shape} (state from a different model?)")
