@@ -66,13 +66,17 @@ class RecordedStream:
         pass
 
 
+def recorded_mic(session: str, params: MicParams, blocks: list[np.ndarray]) -> MicrophoneSource:
+    """A microphone source whose device plays ``blocks`` (:class:`RecordedStream`)."""
+    src: MicrophoneSource = MicrophoneSource(session, params, VadParams(),
+                                             stream_factory=lambda **kw: RecordedStream(blocks, src, **kw),
+                                             max_blocks=len(blocks) + 1)
+    return src
+
+
 def test_mic_worker_turns_recorded_blocks_into_analyzed_utterances(make_runtime, tmp_path: Path) -> None:
     blocks, sr = demo_blocks()
-    src_holder: list[MicrophoneSource] = []
-    src = MicrophoneSource("room", MicParams(speaker="Mic", vad="energy", asr="none"), VadParams(),
-                           stream_factory=lambda **kw: RecordedStream(blocks, src_holder[0], **kw),
-                           max_blocks=len(blocks) + 1)
-    src_holder.append(src)
+    src = recorded_mic("room", MicParams(speaker="Mic", vad="energy", asr="none"), blocks)
     log = tmp_path / "ev.jsonl"
     rt = make_runtime([JsonlSink(log)], recorder_factory=lambda sid: SessionRecorder(tmp_path / "rec", sid))
     rt.add_source(src, finite=True)
@@ -91,11 +95,7 @@ def test_mic_with_silero_vad_and_pocketsphinx_gives_text_utterances(make_runtime
     blocks, sr = demo_blocks(512)
     utts = [json.loads(x) for x in (DEMO / "utterances.jsonl").read_text().splitlines()][:3]
     blocks = blocks[: int((utts[2]["t_end"] + 0.3) * sr / 512)]  # the first three utterances
-    holder: list[MicrophoneSource] = []
-    src = MicrophoneSource("asr", MicParams(speaker="Mic", vad="silero", asr="pocketsphinx"), VadParams(),
-                           stream_factory=lambda **kw: RecordedStream(blocks, holder[0], **kw),
-                           max_blocks=len(blocks) + 1)
-    holder.append(src)
+    src = recorded_mic("asr", MicParams(speaker="Mic", vad="silero", asr="pocketsphinx"), blocks)
     log = tmp_path / "ev.jsonl"
     rt = make_runtime([JsonlSink(log)])
     rt.add_source(src, finite=True)
