@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pcgnet import graph  # noqa: E402
 from pcgnet.batch import DialogueBatch  # noqa: E402
 from pcgnet.config import DATASETS, PCGNetConfig  # noqa: E402
+from pcgnet.data import Dialogue, collate  # noqa: E402
 from pcgnet.losses import pcgnet_loss  # noqa: E402
 from pcgnet.model import PCGNet, count_parameters  # noqa: E402
 
@@ -62,38 +63,23 @@ def paper_config(name: str, causal: bool = False) -> PCGNetConfig:
                         interactive_heads=4, dropout_forward=dropout_forward, causal=causal)
 
 
-def synthetic_dialogues(name: str, n: int, seed: int = 0) -> list[dict]:
+def synthetic_dialogues(name: str, n: int, seed: int = 0) -> list[Dialogue]:
     """Dialogues with the paper's feature dims, lengths around the dataset's mean, random speakers."""
     n_total, mean_len, max_len, S, *_ = PAPER[name]
     ds = DATASETS[name]
     g = torch.Generator().manual_seed(seed)
     out = []
-    for _ in range(n):
+    for i in range(n):
         L = int(torch.poisson(torch.tensor(float(mean_len)), generator=g).clamp(2, max_len))
         n_spk = min(S, 2 if S == 2 else int(torch.randint(2, 5, (1,), generator=g)))
-        out.append({
-            "features": {m: torch.randn(L, d, generator=g) for m, d in ds.dims.items()},
-            "speakers": torch.randint(0, n_spk, (L,), generator=g),
-            "persona": torch.rand(L, 5, generator=g),
-            "labels": torch.randint(0, len(ds.labels), (L,), generator=g),
-        })
+        out.append(Dialogue(
+            id=i,
+            features={m: torch.randn(L, d, generator=g).numpy() for m, d in ds.dims.items()},
+            speakers=torch.randint(0, n_spk, (L,), generator=g).numpy(),
+            persona=torch.rand(L, 5, generator=g).numpy(),
+            labels=torch.randint(0, len(ds.labels), (L,), generator=g).numpy(),
+        ))
     return out
-
-
-def collate(dialogues: list[dict]) -> DialogueBatch:
-    B, T = len(dialogues), max(d["speakers"].numel() for d in dialogues)
-    mask = torch.zeros(B, T, dtype=torch.bool)
-    spk = torch.full((B, T), -1)
-    labels = torch.full((B, T), -1)
-    persona = torch.zeros(B, T, 5)
-    feats = {m: torch.zeros(B, T, x.shape[1]) for m, x in dialogues[0]["features"].items()}
-    for b, d in enumerate(dialogues):
-        L = d["speakers"].numel()
-        mask[b, :L] = True
-        spk[b, :L], labels[b, :L], persona[b, :L] = d["speakers"], d["labels"], d["persona"]
-        for m, x in d["features"].items():
-            feats[m][b, :L] = x
-    return DialogueBatch(feats, spk, mask, persona, labels, list(range(B)))
 
 
 def fix_mmap_threshold() -> bool:
@@ -145,7 +131,7 @@ def train_child(name: str, fraction: float, epochs: int, threads: int, pin_mmap:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     epoch_s = statistics.median(times)
-    return {"name": name, "dialogues": n, "utterances": sum(d["speakers"].numel() for d in data),
+    return {"name": name, "dialogues": n, "utterances": sum(len(d) for d in data),
             "epoch_s": epoch_s, "epoch_cpu_s": statistics.median(cpu), "dialogues_per_s": n / epoch_s,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "params": count_parameters(model), "mmap_threshold_pinned": pinned}
@@ -185,12 +171,10 @@ def bench_stream(lengths: list[int], reps: int, prefix_reps: int) -> None:
     cfg = paper_config("MELD", causal=True)
     model = PCGNet(cfg).eval()
     longest = max(lengths)
-    d = synthetic_dialogues("MELD", 1, seed=1)[0]
     g = torch.Generator().manual_seed(2)
     spk = torch.randint(0, 4, (longest,), generator=g)  # a 4-party conversation
     feats = {m: torch.randn(longest, dim, generator=g) for m, dim in cfg.dims.items()}
     persona = torch.rand(longest, 5, generator=g)
-    del d
 
     def inputs(t: int) -> tuple[dict, int, torch.Tensor]:
         return {m: feats[m][t] for m in cfg.modalities}, int(spk[t]), persona[t]
