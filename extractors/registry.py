@@ -145,7 +145,7 @@ SPECS: dict[str, _Spec] = {
 }
 
 TOOLS: dict[str, _Spec] = {
-    "silero": _Spec("vad", None, None, _has("silero_vad", "data/silero_vad.jit"),
+    "silero": _Spec("vad", None, None, _has("silero_vad", "data/silero_vad_16k.safetensors"),
                     "silero-vad utterance segmentation, MIT [audio]"),
     "pocketsphinx": _Spec("asr", None, None, _has("pocketsphinx", "model/en-us/en-us.lm.bin"),
                           "pocketsphinx bundled en-us model, BSD [asr]"),
