@@ -104,12 +104,14 @@ class Stamping:
 
 
 class DelayedReplay:
-    def __init__(self, replay: Any, delay_s: float) -> None:
-        self.replay, self.delay_s, self.name = replay, delay_s, replay.name
+    """A replay that starts after ``delay_s`` and hands its utterances to ``sink`` (the stamping shim)."""
 
-    async def run(self, sink: Any) -> None:
+    def __init__(self, replay: Any, delay_s: float, sink: Stamping) -> None:
+        self.replay, self.delay_s, self.sink, self.name = replay, delay_s, sink, replay.name
+
+    async def run(self, _runtime: Any) -> None:
         await asyncio.sleep(self.delay_s)
-        await self.replay.run(sink)
+        await self.replay.run(self.sink)
 
 
 def run_once(n: int, args: argparse.Namespace, checkpoint: Path, extractors: dict[str, Any], port: int,
@@ -146,17 +148,7 @@ def run_once(n: int, args: argparse.Namespace, checkpoint: Path, extractors: dic
         for i in range(n):
             src = ReplaySource(args.demo, speed=args.speed, session_id=f"bench{i:04d}")
             src.recording = demo
-            delayed = DelayedReplay(src, rng.uniform(0, args.stagger_s))
-
-            class Bound:
-                name = src.name
-
-                def __init__(self, d: DelayedReplay) -> None:
-                    self.d = d
-
-                async def run(self, _sink: Any) -> None:
-                    await self.d.run(shim)
-            rt.add_source(Bound(delayed), finite=True)
+            rt.add_source(DelayedReplay(src, rng.uniform(0, args.stagger_s), shim), finite=True)
         class WarmUp:
             """Two utterances at t=0 (before any session's first one ends) so timings exclude lazy setup."""
 
