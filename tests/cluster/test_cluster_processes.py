@@ -33,28 +33,34 @@ def _kill_busiest_at(workers: dict[str, WorkerProcess], after_events: int):
     return on_event
 
 
-@pytest.mark.parametrize("state_every", [1, 4])
-def test_three_toy_workers_survive_a_sigkill(broker: Mosquitto, tmp_path: Path, state_every: int) -> None:
-    """With state_every=4 the new owner also repeats up to 3 steps (same events, same ids)."""
-    script = make_script(30, 12, seed=1)
-    ids = ["w1", "w2", "w3"]
-    workers = {w: WorkerProcess.start(w, broker.port, tmp_path, "--engine", "toy", "--state-every", str(state_every))
-               for w in ids}
+def _run_and_kill_one(broker: Mosquitto, tmp_path: Path, ids: list[str], worker_args: tuple[str, ...],
+                      script, reference_engine, *, online_s: float, interval_s: float, timeout_s: float,
+                      label: str, **check_kw) -> None:
+    """Start the workers, stream the script, SIGKILL the busiest worker halfway, check against a replay."""
+    workers = {w: WorkerProcess.start(w, broker.port, tmp_path, *worker_args) for w in ids}
     try:
-        asyncio.run(wait_workers_online(broker.settings, set(ids), timeout_s=30))
+        asyncio.run(wait_workers_online(broker.settings, set(ids), timeout_s=online_s))
         total = sum(len(u) for u in script.values())
-        run = asyncio.run(collect_run(broker.settings, script, interval_s=0.05,
-                                      on_event=_kill_busiest_at(workers, total // 2), timeout_s=40,
+        run = asyncio.run(collect_run(broker.settings, script, interval_s=interval_s,
+                                      on_event=_kill_busiest_at(workers, total // 2), timeout_s=timeout_s,
                                       resend_after_s=1.0))
         assert run.killed is not None
-        reference = asyncio.run(replay(ToyEngine("replay"), script))
-        figures = check_run(run, script, reference, run.killed)
-        print(f"toy cluster: {figures}")
+        reference = asyncio.run(replay(reference_engine(), script))
+        figures = check_run(run, script, reference, run.killed, **check_kw)
+        print(f"{label}: {figures}")
     finally:
         for w in workers.values():
             w.stop()
     logs = "\n".join(w.log_tail(600) for w in workers.values())
     assert "Traceback" not in logs, logs
+
+
+@pytest.mark.parametrize("state_every", [1, 4])
+def test_three_toy_workers_survive_a_sigkill(broker: Mosquitto, tmp_path: Path, state_every: int) -> None:
+    """With state_every=4 the new owner also repeats up to 3 steps (same events, same ids)."""
+    _run_and_kill_one(broker, tmp_path, ["w1", "w2", "w3"], ("--engine", "toy", "--state-every", str(state_every)),
+                      make_script(30, 12, seed=1), lambda: ToyEngine("replay"),
+                      online_s=30, interval_s=0.05, timeout_s=40, label="toy cluster")
 
 
 @pytest.mark.slow
@@ -64,21 +70,6 @@ def test_three_pcgnet_workers_survive_a_sigkill(broker: Mosquitto, tmp_path: Pat
     from stream.testing import make_tiny_checkpoint
 
     ck = make_tiny_checkpoint(tmp_path / "ck", seed=3, hidden=16, n_speakers=4, window_utterances=8)
-    script = make_script(30, 10, seed=2)
-    ids = ["p1", "p2", "p3"]
-    workers = {w: WorkerProcess.start(w, broker.port, tmp_path, "--checkpoint", str(ck)) for w in ids}
-    try:
-        asyncio.run(wait_workers_online(broker.settings, set(ids), timeout_s=90))
-        total = sum(len(u) for u in script.values())
-        run = asyncio.run(collect_run(broker.settings, script, interval_s=0.4,
-                                      on_event=_kill_busiest_at(workers, total // 2), timeout_s=60,
-                                      resend_after_s=1.0))
-        assert run.killed is not None
-        reference = asyncio.run(replay(PCGNetEngine.from_checkpoint(ck, worker_id="replay"), script))
-        figures = check_run(run, script, reference, run.killed, atol=2e-5)
-        print(f"pcgnet cluster: {figures}")
-    finally:
-        for w in workers.values():
-            w.stop()
-    logs = "\n".join(w.log_tail(600) for w in workers.values())
-    assert "Traceback" not in logs, logs
+    _run_and_kill_one(broker, tmp_path, ["p1", "p2", "p3"], ("--checkpoint", str(ck)), make_script(30, 10, seed=2),
+                      lambda: PCGNetEngine.from_checkpoint(ck, worker_id="replay"),
+                      online_s=90, interval_s=0.4, timeout_s=60, label="pcgnet cluster", atol=2e-5)
