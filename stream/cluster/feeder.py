@@ -27,10 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from stream.cluster.records import AckRecord, RecordError, ack_filter, rendezvous_score, session_from_topic
+from stream.cluster.records import (
+    AckRecord,
+    RecordError,
+    ack_filter,
+    rendezvous_score,
+    seq_properties,
+    session_from_topic,
+)
 from stream.mqtt_config import MqttSettings
 from stream.topics import DEFAULT_ROOT, input_topic
 
@@ -126,9 +131,8 @@ class Feeder:
 
     async def _publish(self, session: str, seq: int, payload: bytes) -> None:
         assert self._client is not None
-        props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = [("seq", str(seq))]
-        await self._client.publish(input_topic(session, root=self.root), payload, qos=1, properties=props)
+        await self._client.publish(input_topic(session, root=self.root), payload, qos=1,
+                                   properties=seq_properties(seq))
 
     async def _resend(self, session: str, conv: _Conv, reason: str) -> None:
         if not conv.unacked:

@@ -25,6 +25,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from stream.topics import DEFAULT_ROOT, session_from_topic, topic_level
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "owner_filter",
     "owner_topic",
     "rendezvous_score",
+    "seq_properties",
     "session_from_topic",
     "shared_input_filter",
     "state_topic",
@@ -47,6 +51,8 @@ __all__ = [
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 4096
 CLUSTER_LEVEL = "$cluster"
+SEQ_PROPERTY = "seq"
+"""MQTT 5 user property carrying an input's publisher sequence number."""
 
 
 class RecordError(ValueError):
@@ -93,6 +99,15 @@ def shared_input_filter(group: str, *, root: str = DEFAULT_ROOT) -> str:
     if not group or any(c in group for c in "/+#"):
         raise ValueError(f"bad shared-subscription group name {group!r}")
     return f"$share/{group}/{root}/+/in/utterance"
+
+
+def seq_properties(seq: int | None) -> Properties | None:
+    """PUBLISH properties carrying ``seq`` as the :data:`SEQ_PROPERTY` user property (None for no seq)."""
+    if seq is None:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [(SEQ_PROPERTY, str(seq))]
+    return props
 
 
 def rendezvous_score(session: str, worker_id: str) -> int:

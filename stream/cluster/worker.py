@@ -49,6 +49,7 @@ from paho.mqtt.properties import Properties
 from stream.cluster.engine import Conversation, ConversationEngine, Snapshot
 from stream.cluster.ownership import ClusterView
 from stream.cluster.records import (
+    SEQ_PROPERTY,
     AckRecord,
     OwnerRecord,
     RecordError,
@@ -56,6 +57,7 @@ from stream.cluster.records import (
     ack_topic,
     owner_filter,
     owner_topic,
+    seq_properties,
     session_from_topic,
     shared_input_filter,
     state_topic,
@@ -74,9 +76,6 @@ from stream.topics import DEFAULT_ROOT, emotion_topic, error_topic, input_topic,
 __all__ = ["Worker", "WorkerParams", "WorkerStats", "main", "seq_of"]
 
 log = logging.getLogger(__name__)
-
-SEQ_PROPERTY = "seq"
-
 
 @dataclass(frozen=True)
 class WorkerParams:
@@ -591,7 +590,7 @@ class Worker:
             await self._client_unsubscribe(input_topic(s, root=p.root))
             await self._client_unsubscribe(state_topic(s, root=p.root))
         for item in leftovers:  # the owner de-duplicates; forwarding closes the claim-race window
-            await self._publish(input_topic(s, root=p.root), item.payload, properties=_seq_props(item.seq))
+            await self._publish(input_topic(s, root=p.root), item.payload, properties=seq_properties(item.seq))
 
     async def _release(self, loc: _Local) -> None:
         """Gives a conversation up cleanly (idle, or shutdown): bumps the epoch with status released."""
@@ -738,14 +737,6 @@ def _json(obj: Any) -> bytes:
     import json
 
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _seq_props(seq: int | None) -> Properties | None:
-    if seq is None:
-        return None
-    props = Properties(PacketTypes.PUBLISH)
-    props.UserProperty = [(SEQ_PROPERTY, str(seq))]
-    return props
 
 
 # -- command line ---------------------------------------------------------------------------------------
