@@ -19,6 +19,7 @@ import numpy as np
 
 from ..frames import ErrorCategory, ErrorFrame
 from ..params import CameraParams
+from ..tasks import task_name
 from .base import SessionClock, UtteranceSink
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class CameraSource:
             self.frames_read += 1
 
     async def run(self, sink: UtteranceSink) -> None:
-        stage = f"stream[{self.session_id}].camera"
+        stage = task_name(self.session_id, "camera")
         attempt = 0
         while not self._stop.is_set():
             try:

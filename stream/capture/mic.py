@@ -22,6 +22,7 @@ import numpy as np
 from ..channel import Channel, ChannelClosed, FullPolicy
 from ..frames import ErrorCategory, ErrorFrame, Utterance
 from ..params import MicParams, VadParams
+from ..tasks import task_name
 from .base import SessionClock, UtteranceSink
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class MicrophoneSource:
 
     async def run(self, sink: UtteranceSink) -> None:
         self._loop = asyncio.get_running_loop()
-        stage = f"stream[{self.session_id}].mic"
+        stage = task_name(self.session_id, "mic")
         try:
             factory = self.stream_factory or default_stream_factory()
             blocksize = int(self.mic.sample_rate_hz * self.mic.block_ms / 1000)
@@ -313,7 +314,7 @@ class MicrophoneSource:
                 return
             except TimeoutError:
                 sink.report(ErrorFrame(
-                    session_id=self.session_id, stage=f"stream[{self.session_id}].mic",
+                    session_id=self.session_id, stage=task_name(self.session_id, "mic"),
                     message=f"microphone stopped delivering audio (nothing for {self.stall_timeout_s:g} s); "
                             "the session continues without it", category=ErrorCategory.DEVICE))
                 for s in await asyncio.to_thread(seg.flush):

@@ -19,6 +19,7 @@ from .. import topics
 from ..frames import ErrorCategory, ErrorFrame, Utterance
 from ..inbound import ErrorRateLimiter, InboundError, parse_utterance
 from ..mqtt_config import MqttSettings
+from ..tasks import task_name
 from .base import Pacer, SessionClock, UtteranceSink
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class TranscriptSource:
             sink.end_session(self.session_id)
 
     def _report(self, sink: UtteranceSink, message: str) -> None:
-        sink.report(ErrorFrame(session_id=self.session_id, stage=f"stream[{self.session_id}].transcript",
+        sink.report(ErrorFrame(session_id=self.session_id, stage=task_name(self.session_id, "transcript"),
                                message=message, category=ErrorCategory.INPUT))
 
     def _parse(self, sink: UtteranceSink, line: str, where: str) -> tuple[str, str] | None:
@@ -174,7 +175,7 @@ class MqttTranscriptSource:
         if adm is None:
             return
         extra = f" ({adm.suppressed} similar suppressed)" if adm.suppressed else ""
-        sink.report(ErrorFrame(session_id=session, stage=f"stream[{session}].mqtt-in",
+        sink.report(ErrorFrame(session_id=session, stage=task_name(session, "mqtt-in"),
                                message=f"rejected input on {topic[:120]}: {e.message}{extra}",
                                category=ErrorCategory.INPUT))
 
