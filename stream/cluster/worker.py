@@ -71,6 +71,7 @@ from stream.events import error_event
 from stream.frames import EventFrame, EventKind
 from stream.inbound import ErrorRateLimiter, InboundError, InboundUtterance, parse_utterance
 from stream.mqtt_config import MqttSettings
+from stream.spool import Backoff, install_loop_exception_handler
 from stream.topics import DEFAULT_ROOT, emotion_topic, error_topic, input_topic, shift_topic, speaker_topic
 
 __all__ = ["Worker", "WorkerParams", "WorkerStats", "main", "seq_of"]
@@ -238,18 +239,16 @@ class Worker:
         Every (re)connection is a new life (new incarnation): conversations of the previous life have
         been adopted by others by then, or are re-claimed by whoever gets their next input.
         """
-        attempt = 0
+        backoff = Backoff(initial_s=0.3, max_s=self.params.reconnect_max_s, multiplier=1.5)
         engine_task = asyncio.get_running_loop().create_task(self.engine.run(), name=f"cluster[{self.worker_id}].engine")
         try:
             while not self._stop.is_set():
                 try:
                     await self._run_connection()
-                    attempt = 0
+                    backoff.reset()
                 except* aiomqtt.MqttError as group:
                     self._drop_all()
-                    attempt += 1
-                    delay = min(self.params.reconnect_max_s, 0.2 * 1.5 ** min(attempt, 20))
-                    delay *= 0.5 + secrets.randbelow(1000) / 1000
+                    delay = backoff.next_delay()
                     log.warning("worker %s: broker unavailable or connection lost (%s); reconnecting in %.1f s",
                                 self.worker_id, group.exceptions[0], delay)
                     with contextlib.suppress(TimeoutError):
@@ -809,8 +808,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("worker %s: broker %s, engine %s", worker_id, settings.redacted_url(), engine.name)
 
     async def serve() -> None:
-        from stream.spool import install_loop_exception_handler
-
         install_loop_exception_handler()  # aiomqtt socket races on broker loss: one line, not a traceback
         worker = Worker(settings, engine, params)
         loop = asyncio.get_running_loop()
