@@ -199,6 +199,7 @@ class TuiSink(Sink):
         self.queue_depths = queue_depths or (lambda: {})
         self.title = title
         self._live: Live | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     def snapshot(self) -> TuiSnapshot:
         return self.model.snapshot(self.queue_depths(), self.title)
@@ -207,21 +208,10 @@ class TuiSink(Sink):
         self._live = Live(render(self.snapshot()), console=self.console, auto_refresh=False,
                           redirect_stdout=False, redirect_stderr=False, transient=False)
         self._live.start(refresh=True)
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="stream[-].tui.refresh")
 
     async def handle(self, frame: SinkFrame) -> None:
         self.model.add(frame)
-
-    async def run(self) -> None:
-        await self.start()
-        refresher = asyncio.create_task(self._refresh_loop(), name="stream[-].tui.refresh")
-        try:
-            async for frame in self.inbox:
-                self.model.add(frame)
-                self.delivered += 1
-        finally:
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
-            await self.stop()
 
     async def _refresh_loop(self) -> None:
         period = 1.0 / max(0.1, self.params.ui_refresh_hz)
@@ -231,6 +221,10 @@ class TuiSink(Sink):
                 self._live.update(render(self.snapshot()), refresh=True)
 
     async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
         if self._live is not None:
             self._live.update(render(self.snapshot()), refresh=True)
             self._live.stop()
