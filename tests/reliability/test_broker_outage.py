@@ -18,24 +18,11 @@ import pytest
 from stream.mqtt_config import MqttSettings
 from stream.spool import Backoff, Spool, SpoolPublisher, install_loop_exception_handler
 
+from .subscriber import persistent_subscriber
+
 pytestmark = [pytest.mark.mqtt]
 
 TOPIC = "pcgnet/s1/emotion"
-
-
-async def persistent_subscriber(settings: MqttSettings, got: list[str], ready: asyncio.Event) -> None:
-    """Collects event ids, reconnecting with the same client id and a persistent session."""
-    backoff = Backoff(initial_s=0.05, max_s=0.3)
-    while True:
-        try:
-            async with aiomqtt.Client(**settings.client_kwargs(session_expiry_s=600)) as client:
-                backoff.reset()
-                await client.subscribe(TOPIC, qos=1)
-                ready.set()
-                async for message in client.messages:
-                    got.append(json.loads(bytes(message.payload))["event_id"])
-        except aiomqtt.MqttError:
-            await asyncio.sleep(backoff.next_delay())
 
 
 def test_no_event_lost_across_broker_kill(broker_factory, tmp_path: Path, caplog) -> None:
@@ -58,7 +45,7 @@ async def _outage(broker_factory, tmp_path: Path, caplog) -> None:
     n = 300
     produced: list[str] = []
     async with asyncio.TaskGroup() as tg:
-        sub = tg.create_task(persistent_subscriber(sub_settings, got, ready))
+        sub = tg.create_task(persistent_subscriber(sub_settings, [TOPIC], got, ready, lambda e: e["event_id"]))
         await asyncio.wait_for(ready.wait(), 10)
         pub = tg.create_task(publisher.run(lambda: aiomqtt.Client(**pub_settings.client_kwargs())))
         rng = random.Random(3)

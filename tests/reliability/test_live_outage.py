@@ -13,31 +13,17 @@ import os
 import sys
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
 from stream.mqtt_config import MqttSettings
-from stream.spool import Backoff, install_loop_exception_handler
+from stream.spool import install_loop_exception_handler
+
+from .subscriber import persistent_subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo"
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
-
-
-async def robot(settings: MqttSettings, got: list[dict], ready: asyncio.Event,
-                topics: tuple[str, ...] = ("pcgnet/demo/emotion", "pcgnet/demo/shift")) -> None:
-    backoff = Backoff(initial_s=0.05, max_s=0.3)
-    while True:
-        try:
-            async with aiomqtt.Client(**settings.client_kwargs(session_expiry_s=600)) as client:
-                backoff.reset()
-                for topic in topics:
-                    await client.subscribe(topic, qos=1)
-                ready.set()
-                async for m in client.messages:
-                    got.append(json.loads(bytes(m.payload)))
-        except aiomqtt.MqttError:
-            await asyncio.sleep(backoff.next_delay())
+DEMO_TOPICS = ["pcgnet/demo/emotion", "pcgnet/demo/shift"]
 
 
 def test_live_replay_survives_broker_kill(broker_factory, tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -49,7 +35,8 @@ def test_live_replay_survives_broker_kill(broker_factory, tiny_checkpoint: Path,
         install_loop_exception_handler()
         got: list[dict] = []
         ready = asyncio.Event()
-        sub = asyncio.create_task(robot(MqttSettings.from_url(broker.url, client_id="robot", env={}), got, ready))
+        settings = MqttSettings.from_url(broker.url, client_id="robot", env={})
+        sub = asyncio.create_task(persistent_subscriber(settings, DEMO_TOPICS, got, ready))
         await asyncio.wait_for(ready.wait(), 10)
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
         proc = await asyncio.create_subprocess_exec(
@@ -110,7 +97,7 @@ def test_spooled_events_survive_a_killed_analyzer(broker_factory, tiny_checkpoin
         got: list[dict] = []
         ready = asyncio.Event()
         settings = MqttSettings.from_url(broker.url, client_id="robot", env={})
-        sub = asyncio.create_task(robot(settings, got, ready, ("pcgnet/+/emotion",)))
+        sub = asyncio.create_task(persistent_subscriber(settings, ["pcgnet/+/emotion"], got, ready))
         await asyncio.wait_for(ready.wait(), 10)
         broker.kill()
         # run 1: broker away; kill -9 once every event is produced (logged) but none can be delivered
