@@ -187,7 +187,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     sinks = SinkSet()
     # typing utterances on the terminal the UI redraws would garble both: lines then
     use_tui = not args.no_tui and sys.stdout.isatty() and not (args.transcript == "-" and sys.stdin.isatty())
-    runtime_ref: list[Runtime] = []
+    tui = None
     if use_tui:
         from rich.console import Console
         from rich.logging import RichHandler
@@ -195,8 +195,8 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         from .sinks.tui import TuiSink
         console = Console()
         logging.getLogger().handlers[:] = [RichHandler(console=console, show_path=False)]
-        sinks.add(TuiSink(params.ui, console=console, title=f"PCGNet live · {Path(args.checkpoint).name}",
-                          queue_depths=lambda: runtime_ref[0].queue_depths() if runtime_ref else {}))
+        tui = TuiSink(params.ui, console=console, title=f"PCGNet live · {Path(args.checkpoint).name}")
+        sinks.add(tui)
     else:
         from .sinks.lines import LinesSink
         sinks.add(LinesSink())
@@ -229,7 +229,8 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     for sink in sinks.sinks:  # the MQTT status record carries the queue depths (overload is visible)
         if hasattr(sink, "status_provider"):
             sink.status_provider = runtime.queue_depths
-    runtime_ref.append(runtime)
+    if tui is not None:  # the footer shows the queue depths
+        tui.queue_depths = runtime.queue_depths
     clock = SessionClock()
     for r in replays:
         runtime.add_source(r, finite=True)
