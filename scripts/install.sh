@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything into ./.venv. Usage: scripts/install.sh [test]
 #   Debian packages (as root): mosquitto (MQTT tests and demos), espeak-ng + sox (test speech),
-#   libportaudio2 (sounddevice's PortAudio), openssl (certificates for the MQTT TLS tests).
+#   libportaudio2 (sounddevice's PortAudio), openssl (certificates for the MQTT TLS tests);
+#   with `test` also chromium (the web dashboard tests drive it headless through playwright).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for p in mosquitto mosquitto-clients espeak-ng sox libportaudio2 openssl; do
+  pkgs=(mosquitto mosquitto-clients espeak-ng sox libportaudio2 openssl)
+  [ "${1:-}" = "test" ] && pkgs+=(chromium)
+  for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then

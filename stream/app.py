@@ -33,7 +33,9 @@ EPILOG = textwrap.dedent("""\
                   from the broker (`live.py --worker --help`, docs/deployment.md)
 
     MQTT credentials may come from PCGNET_MQTT_USERNAME / PCGNET_MQTT_PASSWORD instead of the URL.
-    Nothing listens on the network: the analyzer only connects out to the broker you name.
+    Nothing listens on the network unless --web is given (loopback only, unless a token is set); the
+    analyzer otherwise only connects out to the broker you name.
+      python live.py --replay examples/demo --web 8080          live dashboard at http://127.0.0.1:8080/
 """)
 
 
@@ -85,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-tui", action="store_true",
                      help="print one line per event instead of the terminal UI (the default when stdout is "
                           "not a terminal, or when typing utterances with --transcript -)")
+    web = p.add_argument_group("web dashboard")
+    web.add_argument("--web", metavar="[HOST:]PORT",
+                     help="serve a live dashboard of every session at http://HOST:PORT/ (host 127.0.0.1 unless "
+                          "given; port 0 picks a free one); when the sources end it stays up until Ctrl-C")
+    web.add_argument("--web-token", metavar="TOKEN",
+                     help="token the dashboard requires (open it once as /?token=TOKEN); needed for a "
+                          "non-loopback HOST; prefer the PCGNET_WEB_TOKEN environment variable (ps shows flags)")
     mdl = p.add_argument_group("model")
     mdl.add_argument("--checkpoint", metavar="PATH", default="checkpoints/default",
                      help="causal PCGNet checkpoint directory (default checkpoints/default)")
@@ -170,6 +179,16 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     if args.camera is not None and not (args.mic or args.transcript):
         return _fail("--camera adds frames to the utterances of the local session (--mic or --transcript); "
                      "a replay brings its own recorded video")
+    web_bind = web_token = None
+    if args.web is not None:
+        from .web.server import WebAccessError, parse_bind, resolve_token
+        try:
+            web_bind = parse_bind(args.web)
+            web_token = resolve_token(web_bind, args.web_token, dict(os.environ), params.web)
+        except WebAccessError as e:
+            return _fail(f"--web: {e}")
+    elif args.web_token:
+        return _fail("--web-token needs --web [HOST:]PORT")
     if not (replays or args.transcript or args.mic):
         return _fail("nothing to analyse: give --replay DIR, --transcript -|FILE|mqtt or --mic (see --help)")
 
@@ -208,6 +227,23 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         sinks.add(MqttSink(mqtt_settings, root=params.topic_prefix, worker_id=params.worker_id,
                            spool_dir=args.spool))
 
+    web_server = None
+    if web_bind is not None:
+        from .sinks.web import WebSink
+        from .web.hub import DashboardHub
+        from .web.server import DashboardServer
+        hub = DashboardHub(params.web)
+        web_sink = WebSink(hub, params.web, params.ui, worker_id=params.worker_id)
+        sinks.add(web_sink)
+        web_server = DashboardServer(hub, web_bind, token=web_token, params=params.web,
+                                     title=f"PCGNet live · {Path(args.checkpoint).name}")
+        try:
+            url = await web_server.start()
+        except OSError as e:
+            return _fail(f"--web {args.web}: cannot listen ({e.strerror or e})")
+        print(f"live.py: dashboard at {url}" + (" (open it once with ?token=TOKEN)" if web_token else ""),
+              file=sys.stderr, flush=True)
+
     local = args.mic or args.transcript in ("-",) or (args.transcript not in (None, "mqtt"))
     n_local_sessions = len(replays) + (1 if local else 0)
     recorder_factory = None
@@ -231,6 +267,8 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
             sink.status_provider = runtime.queue_depths
     if tui is not None:  # the footer shows the queue depths
         tui.queue_depths = runtime.queue_depths
+    if web_server is not None:
+        web_sink.queue_depths = runtime.queue_depths
     clock = SessionClock()
     for r in replays:
         runtime.add_source(r, finite=True)
@@ -253,9 +291,18 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         from .capture.camera import CameraSource
         runtime.attach_camera(args.session, CameraSource(args.session, params.camera, clock=clock))
     runtime.install_signal_handlers()
-    code = await runtime.run()
-    if runtime.fatal:
-        print(f"live.py: stopped: {runtime.fatal}", file=sys.stderr)
+    try:
+        code = await runtime.run()
+        if runtime.fatal:
+            print(f"live.py: stopped: {runtime.fatal}", file=sys.stderr)
+        elif web_server is not None and not runtime.cancelled:
+            from .web.server import serve_until_signal
+            print(f"live.py: analysis finished; the dashboard stays at {web_server.url} until Ctrl-C",
+                  file=sys.stderr, flush=True)
+            await serve_until_signal()
+    finally:
+        if web_server is not None:
+            await web_server.close()
     return code
 
 

@@ -115,6 +115,26 @@ class UiParams:
 
 
 @dataclass(frozen=True)
+class WebParams:
+    """The web dashboard (``--web``): how much it keeps and how much one browser may lag."""
+
+    history_events_per_session: int = 3000
+    """Events kept per session so a page opened late sees the session so far (~1000 utterances)."""
+    history_sessions: int = 64
+    """Sessions whose history is kept; beyond, the least recently active session's history is dropped."""
+    client_queue_events: int = 1024
+    """Events waiting for one browser (policy: drop oldest, counted and shown on that page)."""
+    max_clients: int = 32
+    """Open pages at once; one more is refused (503), so pages cannot exhaust the process."""
+    figures_period_s: float = 1.0
+    """How often the latency and queue figures are pushed."""
+    heartbeat_s: float = 15.0
+    """An idle event stream sends a comment this often, so a closed browser is noticed."""
+    min_token_chars: int = 16
+    """Shortest ``--web-token`` accepted."""
+
+
+@dataclass(frozen=True)
 class LiveParams:
     """Everything one ``live.py`` process needs besides its sources and sinks."""
 
@@ -133,6 +153,7 @@ class LiveParams:
     persona: PersonaParams = field(default_factory=PersonaParams)
     queues: QueueParams = field(default_factory=QueueParams)
     ui: UiParams = field(default_factory=UiParams)
+    web: WebParams = field(default_factory=WebParams)
     session_idle_s: float = 1800.0
     """A session with no utterance for this long is closed and its state freed (0: never); bounds memory
     when many sessions come and go over MQTT. A later utterance starts it afresh."""

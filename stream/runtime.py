@@ -196,6 +196,11 @@ class Runtime:
         self._cancelled = True
         self._stop.set()
 
+    @property
+    def cancelled(self) -> bool:
+        """A stop was requested (signal or fatal error), as opposed to every finite source ending."""
+        return self._cancelled
+
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
