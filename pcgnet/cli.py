@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "pcgnet.synth",
     "pcgnet.meld",
     "extractors.cli",
+    "stream.report",
 ]
 
 
