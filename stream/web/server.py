@@ -145,10 +145,10 @@ class DashboardServer:
 
     async def start(self) -> str:
         """Listen; raises OSError (address in use, not an address of this machine)."""
-        self._runner = web.AppRunner(self._app(), access_log=None)
+        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         try:
-            site = web.TCPSite(self._runner, self.bind.host, self.bind.port, shutdown_timeout=1.0)
+            site = web.TCPSite(self._runner, self.bind.host, self.bind.port)
             await site.start()
         except OSError:
             await self._runner.cleanup()
@@ -195,7 +195,7 @@ class DashboardServer:
             return web.Response(status=401, text="this dashboard needs its token: open it once as "
                                                  "http://HOST:PORT/?token=TOKEN\n")
         if in_query and request.path == "/":  # keep the token out of the address bar and history
-            resp = web.HTTPSeeOther("/")
+            resp = web.Response(status=303, headers={"Location": "/"})
             resp.set_cookie(COOKIE, given, httponly=True, samesite="Strict", path="/")
             return resp
         return await handler(request)

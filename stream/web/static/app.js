@@ -258,7 +258,7 @@
       li.style.setProperty("--tint", `${colour(u.expression)}14`);
       const meta = el("div", "meta");
       const bar = el("span", "bar");
-      const fill = el("i");
+      const fill = el("span", "fill");
       fill.style.width = pct(u.confidence);
       fill.style.backgroundColor = colour(u.expression);
       bar.append(fill);
