@@ -316,9 +316,10 @@ def run_report(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "report", help="a finished session's events -> a self-contained HTML report (and PNG)",
-        description="Turn a finished session into a report: per-speaker timeline (valence, arousal, the emotion "
-                    "of each utterance, shift markers), each speaker's emotion distribution, summary figures "
-                    "and the labelled transcript. One HTML file with inline SVG, no script, nothing loaded.",
+        description="Turn a finished session into a report: per-speaker timeline (valence, arousal, the\n"
+                    "emotion of each utterance, shift markers), each speaker's emotion distribution, summary\n"
+                    "figures and the labelled transcript. One HTML file with inline SVG, no script, nothing\n"
+                    "loaded from anywhere.",
         epilog="examples:\n  python live.py --replay examples/demo --speed 0 --no-tui --record runs/demo\n"
                "  pcgnet report runs/demo --out runs/demo.html --png runs/demo.png\n"
                "  pcgnet report events.jsonl --out report.html      (an --events log; one section per session)",

@@ -88,6 +88,12 @@ class LiveRun:
     def url(self) -> str:
         return self.wait_for("dashboard at").split("dashboard at ", 1)[1].split()[0]
 
+    def wait(self, timeout_s: float) -> int:
+        """The exit status of a run that ends by itself, once all its stderr is read."""
+        rc = self.proc.wait(timeout_s)
+        self._reader.join(5)
+        return rc
+
     def stop(self, timeout_s: float = 20.0) -> int:
         """SIGINT (what Ctrl-C sends) and the exit status."""
         if self.proc.poll() is None:

@@ -132,8 +132,7 @@ def test_several_sessions_each_get_a_tab(browser: Any, tmp_path: Path) -> None:
 ])
 def test_non_loopback_bind_without_a_good_token_is_refused(web: str, env: dict[str, str], expect_text: str) -> None:
     with LiveRun("--replay", str(DEMO), "--speed", "0", web=web, env=env) as run:
-        assert run.proc.wait(60) == 2
-        run._reader.join(5)
+        assert run.wait(60) == 2
     assert len(run.stderr) == 1, run.stderr  # one clear line, no traceback
     assert run.stderr[0].startswith("live.py: error: --web:") and expect_text in run.stderr[0]
 
@@ -145,3 +144,14 @@ def test_the_page_loads_nothing_from_elsewhere() -> None:
         assert needle not in html
     js = (ROOT / "stream" / "web" / "static" / "app.js").read_text(encoding="utf-8")
     assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "eval(" not in js
+
+
+def test_a_busy_port_is_one_clear_error() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with LiveRun("--replay", str(DEMO), "--speed", "0", web=f"127.0.0.1:{s.getsockname()[1]}") as run:
+            assert run.wait(120) == 2
+    assert len(run.stderr) == 1 and "cannot listen" in run.stderr[0], run.stderr

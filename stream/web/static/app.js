@@ -41,7 +41,7 @@
   function session(name) {
     let s = state.sessions.get(name);
     if (!s) {
-      s = { name, utts: [], ids: new Set(), shifts: [], speakers: new Map(), problems: [], shown: null };
+      s = { name, utts: [], ids: new Set(), shifts: [], speakers: new Map(), problems: [], version: 0, shown: null };
       state.sessions.set(name, s);
       if (state.selected === null) state.selected = name;
     }
@@ -62,6 +62,7 @@
   }
 
   function fold(ev) {
+    if (ev.session && ev.type !== "hello") session(ev.session).version++;
     switch (ev.type) {
       case "hello":
         if (!ev.resumed) reset();
@@ -91,6 +92,7 @@
         break;
       case "error":
         (ev.session ? session(ev.session).problems : state.global).push(ev);
+        for (const s of state.sessions.values()) s.version++;
         break;
       case "figures":
         state.figures = ev;
@@ -127,8 +129,12 @@
       for (const other of state.sessions.values()) other.shown = null;
       $("session").dataset.session = s.name;
       $("transcript").replaceChildren();
-      s.shown = { utts: 0 };
+      s.shown = { utts: 0, shifts: null, version: -1, width: 0 };
     }
+    const width = $("timelines").clientWidth;
+    if (s.shown.version === s.version && s.shown.width === width) return;  // only the figures changed
+    s.shown.version = s.version;
+    s.shown.width = width;
     drawSpeakers(s);
     drawTimelines(s);
     drawTranscript(s);
@@ -278,8 +284,10 @@
     list.replaceChildren();
     $("shift-count").textContent = String(s.shifts.length);
     if (!s.shifts.length) list.append(el("li", "none", "no shifts yet"));
+    const fresh = s.shown.shifts !== null && s.shifts.length > s.shown.shifts;  // flash only a new alert
+    s.shown.shifts = s.shifts.length;
     s.shifts.slice(-50).reverse().forEach((sh, i) => {
-      const li = el("li", i === 0 ? "alert newest" : "alert");
+      const li = el("li", i === 0 && fresh ? "alert newest" : "alert");
       li.dataset.utterance = sh.utterance_id;
       const prob = sh.probability === null ? "" : `p = ${sh.probability.toFixed(2)}`;
       li.append(el("span", "t", clock(sh.t_end)), el("span", "who", sh.speaker), chip(sh.from),
