@@ -28,6 +28,7 @@ EPILOG = textwrap.dedent("""\
       python live.py --transcript mqtt --mqtt mqtt://127.0.0.1:1883
                       (an ASR or agent posts {"speaker":..,"text":..} to pcgnet/<session>/in/utterance)
       python live.py --mic --camera --record runs/meeting1       capture and record a session
+      python live.py --replay examples/demo --web 8080          live dashboard at http://127.0.0.1:8080/
       mosquitto_sub -t 'pcgnet/#' -v                             watch the events (schema: docs/events.md)
       python live.py --worker --mqtt mqtt://127.0.0.1:1883      headless scale-out worker taking conversations
                   from the broker (`live.py --worker --help`, docs/deployment.md)
@@ -35,7 +36,6 @@ EPILOG = textwrap.dedent("""\
     MQTT credentials may come from PCGNET_MQTT_USERNAME / PCGNET_MQTT_PASSWORD instead of the URL.
     Nothing listens on the network unless --web is given (loopback only, unless a token is set); the
     analyzer otherwise only connects out to the broker you name.
-      python live.py --replay examples/demo --web 8080          live dashboard at http://127.0.0.1:8080/
 """)
 
 

@@ -15,6 +15,7 @@ import collections
 import datetime as dt
 import html
 import logging
+import math
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -27,9 +28,9 @@ from .web.palette import colour_of
 
 log = logging.getLogger(__name__)
 
-REQUIRED = {"emotion": ("utterance_id", "speaker", "t_start", "t_end", "expression", "confidence", "valence",
-                        "arousal"),
-            "shift": ("utterance_id", "speaker", "t_end", "from", "to")}
+# what a report needs of each event type (docs/events.md); an event lacking any of it is skipped and counted
+STRINGS = {"emotion": ("utterance_id", "speaker", "expression"), "shift": ("utterance_id", "speaker", "from", "to")}
+NUMBERS = {"emotion": ("t_start", "t_end", "confidence", "valence", "arousal"), "shift": ("t_end",)}
 
 
 @dataclass
@@ -64,15 +65,10 @@ class SpeakerSummary:
 
 
 def _valid(obj: dict[str, Any]) -> bool:
-    need = REQUIRED.get(str(obj.get("type")))
-    if need is None:
-        return True
-    try:
-        return (all(k in obj for k in need) and isinstance(obj["speaker"], str)
-                and all(isinstance(obj[k], int | float) for k in ("t_end",) + (
-                    ("t_start", "confidence", "valence", "arousal") if obj["type"] == "emotion" else ())))
-    except (KeyError, TypeError):
-        return False
+    kind = str(obj.get("type"))
+    return (all(isinstance(obj.get(k), str) for k in STRINGS.get(kind, ()))
+            and all(isinstance(obj.get(k), int | float) and not isinstance(obj.get(k), bool)
+                    and math.isfinite(obj[k]) for k in NUMBERS.get(kind, ())))
 
 
 def _group(objs: list[dict[str, Any]], where: Path) -> dict[str, SessionEvents]:
@@ -94,7 +90,7 @@ def _group(objs: list[dict[str, Any]], where: Path) -> dict[str, SessionEvents]:
         s = sessions.setdefault(str(o.get("session") or "-"), SessionEvents(str(o.get("session") or "-")))
         {"emotion": s.emotions, "shift": s.shifts, "error": s.errors}[kind].append(o)
     if bad:
-        print(f"pcgnet report: warning: {where}: skipped {bad} event(s) missing required fields", file=sys.stderr)
+        print(f"pcgnet report: warning: {where}: skipped {bad} event(s) with missing or invalid fields", file=sys.stderr)
     for s in sessions.values():
         s.emotions.sort(key=lambda e: (e.get("index", 0), e["t_end"]))
         s.shifts.sort(key=lambda e: e["t_end"])
@@ -181,7 +177,8 @@ def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _clock(t: float) -> str:
+def clock(t: float) -> str:
+    """Session time as m:ss."""
     s = max(0, round(float(t)))
     return f"{s // 60}:{s % 60:02d}"
 
@@ -209,7 +206,7 @@ def session_html(s: SessionEvents, svg: str) -> str:
     rows = summarise(s)
     overall = collections.Counter(e["expression"] for e in s.emotions)
     duration = max(e["t_end"] for e in s.emotions)
-    figs = [("utterances", len(s.emotions)), ("speakers", len(rows)), ("duration", _clock(duration)),
+    figs = [("utterances", len(s.emotions)), ("speakers", len(rows)), ("duration", clock(duration)),
             ("emotion shifts", len(s.shifts)), ("dominant emotion", overall.most_common(1)[0][0]),
             ("latency p50 / p95 (ms)", _latency(s))]
     ref = {u: r for u, r in s.reference.items() if u in {e["utterance_id"] for e in s.emotions}}
@@ -234,7 +231,7 @@ def session_html(s: SessionEvents, svg: str) -> str:
                    "<th>shift probability</th><th>since</th></tr>")
         for x in s.shifts:
             prob = "–" if x.get("probability") is None else f"{float(x['probability']):.2f}"
-            out.append(f'<tr class="shift"><td class="n">{_clock(x["t_end"])}</td><td><b>{_e(x["speaker"])}</b>'
+            out.append(f'<tr class="shift"><td class="n">{clock(x["t_end"])}</td><td><b>{_e(x["speaker"])}</b>'
                        f'</td><td>{_chip(x["from"])}</td><td>{_chip(x["to"])}</td><td class="n">{prob}</td>'
                        f'<td class="muted">{_e(x.get("previous_utterance_id", ""))}</td></tr>')
         out.append("</table>")
@@ -243,7 +240,7 @@ def session_html(s: SessionEvents, svg: str) -> str:
     for e in s.emotions:
         text = e.get("text")
         cells = (f'<tr class="utt" data-utterance="{_e(e["utterance_id"])}" style="--c:{colour_of(e["expression"])}">'
-                 f'<td class="n">{_clock(e["t_end"])}</td><td><b>{_e(e["speaker"])}</b></td>'
+                 f'<td class="n">{clock(e["t_end"])}</td><td><b>{_e(e["speaker"])}</b></td>'
                  f'<td>{_chip(e["expression"])}</td><td class="n">{float(e["confidence"]):.2f}</td>'
                  f'<td class="text">{_e(text) if isinstance(text, str) else "<i>(no transcript)</i>"}</td>')
         if ref:

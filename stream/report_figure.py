@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .report import clock
 from .web.palette import colour_of
 
 if TYPE_CHECKING:
@@ -26,11 +27,6 @@ VALENCE_COLOUR, AROUSAL_COLOUR = "#343a40", "#91a7ff"
 def plain(text: object) -> str:
     """Shown literally by matplotlib (no mathtext)."""
     return str(text).replace("$", r"\$")
-
-
-def _clock(t: float, _pos: Any = None) -> str:
-    s = max(0, round(float(t)))
-    return f"{s // 60}:{s % 60:02d}"
 
 
 def session_figure(s: SessionEvents) -> Figure:
@@ -68,7 +64,7 @@ def session_figure(s: SessionEvents) -> Figure:
         ax.set_ylim(-1.5, 1.2)
         ax.set_yticks([-1, 0, 1], ["−1", "0", "+1"])
         ax.set_title(plain(spk), loc="left", fontsize=11, fontweight="bold", pad=14)
-        ax.xaxis.set_major_formatter(FuncFormatter(_clock))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _p: clock(t)))
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
         ax.grid(axis="y", color="#eceef1", lw=0.8)

@@ -108,13 +108,17 @@ def test_untrusted_text_is_shown_as_text_and_never_runs(browser: Any, tmp_path: 
         assert run.stop() == 0
 
 
-def test_several_sessions_each_get_a_tab(browser: Any, tmp_path: Path) -> None:
+def test_several_sessions_each_get_a_tab_behind_a_token(browser: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    with LiveRun("--replay", str(DEMO), "--replay", str(DEMO), "--speed", "0") as run:
+    token = "a-token-of-the-right-length"
+    with LiveRun("--replay", str(DEMO), "--replay", str(DEMO), "--speed", "0",
+                 env={"PCGNET_WEB_TOKEN": token}) as run:
         run.wait_for("analysis finished")
         page = browser.new_page()
-        page.goto(run.url)
+        assert page.goto(run.url).status == 401
+        page.goto(run.url + "?token=" + token)  # sets the cookie the page's event stream then carries
+        assert page.url == run.url  # the token does not stay in the address bar
         tabs = page.locator("#sessions .tab")
         expect(tabs.locator(".name")).to_have_text(["demo", "demo#2"], timeout=20_000)
         expect(page.locator("#transcript li.utt")).to_have_count(11)
