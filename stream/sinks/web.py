@@ -52,7 +52,7 @@ class WebSink(Sink):
         self.hub.publish_transient({
             "type": "figures", "running": running, "latency_p50_ms": s.latency_p50_ms,
             "latency_p95_ms": s.latency_p95_ms, "utterances_per_s": round(s.utterances_per_s, 3),
-            "events": s.events, "queues": dict(s.queue_depths), "pages": len(self.hub.pages),
+            "events": s.events, "queues": dict(s.queue_depths),
             "dropped": self.inbox.dropped})
 
     async def _tick(self) -> None:

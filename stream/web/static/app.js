@@ -208,7 +208,7 @@
   }
 
   function timeline(p, W, tmax) {
-    const H = 132, ml = 30, mr = 14, mt = 18, mb = 30;
+    const H = 142, ml = 30, mr = 14, mt = 28, mb = 30;
     const x = (t) => ml + (t / tmax) * (W - ml - mr);
     const y = (v) => mt + ((1 - v) / 2) * (H - mt - mb);
     const g = svg("svg", { class: "timeline", viewBox: `0 0 ${W} ${H}`, width: W, height: H,
@@ -226,15 +226,24 @@
       const x0 = x(u.t_start), x1 = Math.max(x(u.t_end), x0 + 3);
       g.append(svg("rect", { x: x0, y: H - mb + 6, width: x1 - x0, height: 7, rx: 2, fill: colour(u.expression) }));
     }
+    const rows = [-Infinity, -Infinity];  // right end of the last label on each of the two label rows
     for (const sh of p.shifts) {
       const sx = x(sh.t_end);
       const m = svg("g", { class: "shift-marker", "data-utterance": sh.utterance_id });
-      m.append(svg("line", { x1: sx, x2: sx, y1: mt - 4, y2: H - mb + 4, stroke: colour(sh.to) }));
-      m.append(svg("path", { d: `M${sx - 5},${mt - 12} L${sx + 5},${mt - 12} L${sx},${mt - 5} Z`,
+      m.append(svg("line", { x1: sx, x2: sx, y1: mt - 2, y2: H - mb + 4, stroke: colour(sh.to) }));
+      m.append(svg("path", { d: `M${sx - 5},${mt - 9} L${sx + 5},${mt - 9} L${sx},${mt - 2} Z`,
                              fill: colour(sh.to) }));
-      const label = `→ ${sh.to}`, right = sx + 7 + 7 * label.length > W;  // keep the label inside
-      m.append(svg("text", { x: right ? sx - 7 : sx + 7, y: mt - 6, class: "shift-label",
-                             "text-anchor": right ? "end" : "start" }, label));
+      // the label goes right of the marker (left near the edge), on the first row where it does not
+      // overlap the previous one; with no room on either row the marker keeps only its tooltip
+      const label = `→ ${sh.to}`, width = 6.6 * label.length + 6;
+      const right = sx + 7 + width > W;
+      const [lo, hi] = right ? [sx - 7 - width, sx - 7] : [sx + 7, sx + 7 + width];
+      const row = rows.findIndex((end) => lo > end);
+      if (row >= 0) {
+        rows[row] = hi;
+        m.append(svg("text", { x: right ? hi : lo, y: row === 0 ? mt - 2 : mt - 14, class: "shift-label",
+                               "text-anchor": right ? "end" : "start" }, label));
+      }
       m.append(svg("title", {}, `${clock(sh.t_end)} ${sh.from} → ${sh.to}`));
       g.append(m);
     }
@@ -318,8 +327,7 @@
     const ms = (v) => (v === null || v === undefined ? "–" : `${Math.round(v)} ms`);
     const item = (k, v) => { const s = el("span", "fig"); s.append(el("span", "k", k), el("b", null, v)); return s; };
     foot.append(item("latency p50", ms(f.latency_p50_ms)), item("p95", ms(f.latency_p95_ms)),
-                item("rate", `${f.utterances_per_s.toFixed(2)} utt/s`), item("events", f.events),
-                item("pages", f.pages));
+                item("rate", `${f.utterances_per_s.toFixed(2)} utt/s`), item("events", f.events));
     const queues = Object.entries(f.queues || {}).map(([k, v]) => `${k}=${v}`).join("  ") || "–";
     foot.append(item("queues", queues));
     if (state.lag) foot.append(el("span", "fig lag", `this page missed ${state.lag} events (reload to resync)`));
