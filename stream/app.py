@@ -227,7 +227,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         sinks.add(MqttSink(mqtt_settings, root=params.topic_prefix, worker_id=params.worker_id,
                            spool_dir=args.spool))
 
-    web_server = None
+    web_server = web_sink = None
     if web_bind is not None:
         from .sinks.web import WebSink
         from .web.hub import DashboardHub
@@ -267,7 +267,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
             sink.status_provider = runtime.queue_depths
     if tui is not None:  # the footer shows the queue depths
         tui.queue_depths = runtime.queue_depths
-    if web_server is not None:
+    if web_sink is not None:  # the figures show the queue depths, as the TUI footer does
         web_sink.queue_depths = runtime.queue_depths
     clock = SessionClock()
     for r in replays:
