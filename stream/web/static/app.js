@@ -151,8 +151,13 @@
     c.textContent = text;
   }
 
+  let tabsKey = "";
   function drawTabs() {
     const nav = $("sessions");
+    const key = JSON.stringify([state.selected, ...[...state.sessions.values()].map(
+      (s) => [s.name, s.utts.length, s.problems.length])]);
+    if (key === tabsKey) return;  // rebuilt only on change, so a click is never lost to a redraw
+    tabsKey = key;
     nav.replaceChildren();
     for (const s of state.sessions.values()) {
       const b = el("button", s.name === state.selected ? "tab active" : "tab");
