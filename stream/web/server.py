@@ -211,8 +211,7 @@ class DashboardServer:
 
     def _hello(self, resumed: bool) -> WireEvent:
         return WireEvent(dumps({"type": "hello", "instance": self.hub.instance, "resumed": resumed,
-                                "title": self.title, "palette": EMOTION_COLOURS, "other_colour": OTHER_COLOUR,
-                                "history_events_per_session": self.params.history_events_per_session}))
+                                "title": self.title, "palette": EMOTION_COLOURS, "other_colour": OTHER_COLOUR}))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         attached = self.hub.attach(request.headers.get("Last-Event-ID"))
