@@ -243,6 +243,8 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
             return _fail(f"--web {args.web}: cannot listen ({e.strerror or e})")
         print(f"live.py: dashboard at {url}" + (" (open it once with ?token=TOKEN)" if web_token else ""),
               file=sys.stderr, flush=True)
+        if tui is not None:  # the UI covers that line: its footer names the address too
+            tui.title = f"{tui.title} · {url}"
 
     local = args.mic or args.transcript in ("-",) or (args.transcript not in (None, "mqtt"))
     n_local_sessions = len(replays) + (1 if local else 0)
