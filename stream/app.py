@@ -144,7 +144,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         return _fail(str(e))
     mqtt_settings = None
     if args.mqtt:
-        from .mqtt_config import MqttSettings
+        from .mqtt.settings import MqttSettings
         try:
             mqtt_settings = MqttSettings.from_url(args.mqtt, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert,
                                                   key_file=args.mqtt_key)
@@ -216,7 +216,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         single = n_local_sessions == 1 and args.transcript != "mqtt"
 
         def recorder_factory(session_id: str) -> SessionRecorder | None:
-            from .topics import topic_level
+            from .mqtt.topics import topic_level
             path = record_root if single else record_root / topic_level(session_id)
             try:
                 return SessionRecorder(path, session_id, checkpoint=args.checkpoint,

@@ -36,8 +36,9 @@ from stream.cluster.records import (
     seq_properties,
     session_from_topic,
 )
-from stream.mqtt_config import MqttSettings
-from stream.topics import DEFAULT_ROOT, input_topic
+from stream.mqtt.client import payload_bytes
+from stream.mqtt.settings import MqttSettings
+from stream.mqtt.topics import DEFAULT_ROOT, input_topic
 
 __all__ = ["Feeder", "FeederStats"]
 
@@ -118,7 +119,7 @@ class Feeder:
         conv = self._convs.setdefault(session, _Conv())
         seq = conv.next_seq
         conv.next_seq += 1
-        payload = json.dumps(utterance, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = json.dumps(utterance, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         conv.unacked[seq] = payload
         now = time.monotonic()
         conv.sent_at[seq] = now
@@ -161,7 +162,7 @@ class Feeder:
         assert self._client is not None
         async for message in self._client.messages:
             topic = str(message.topic)
-            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            payload = payload_bytes(message)
             if not payload:
                 continue
             try:

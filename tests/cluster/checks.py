@@ -7,7 +7,7 @@ from typing import Any
 
 from stream.cluster.engine import ConversationEngine
 from stream.cluster.harness import ClusterRun
-from stream.inbound import InboundUtterance
+from stream.mqtt.inbound import InboundUtterance
 
 
 async def replay(engine: ConversationEngine, script: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str], dict]:

@@ -15,10 +15,11 @@ from paho.mqtt.properties import Properties
 
 from stream.cluster.engine import ToyEngine
 from stream.cluster.records import OwnerRecord, owner_topic
-from stream.cluster.worker import Worker, WorkerParams
-from stream.mqtt_config import MqttSettings
+from stream.cluster.worker import Worker
+from stream.mqtt.settings import MqttSettings
+from stream.mqtt.topics import input_topic
+from stream.params import WorkerParams
 from stream.testing import Mosquitto
-from stream.topics import input_topic
 
 pytestmark = pytest.mark.mqtt
 

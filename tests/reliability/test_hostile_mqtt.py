@@ -12,9 +12,9 @@ import aiomqtt
 import pytest
 
 from stream.capture.transcript import MqttTranscriptSource
-from stream.mqtt_config import MqttSettings
+from stream.mqtt.client import install_loop_exception_handler
+from stream.mqtt.settings import MqttSettings
 from stream.sinks.mqtt import MqttSink
-from stream.spool import install_loop_exception_handler
 
 pytestmark = [pytest.mark.mqtt]
 

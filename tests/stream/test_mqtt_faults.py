@@ -13,7 +13,7 @@ import pytest
 
 from stream.capture.replay import ReplaySource
 from stream.capture.transcript import MqttTranscriptSource
-from stream.mqtt_config import MqttSettings
+from stream.mqtt.settings import MqttSettings
 from stream.sinks.jsonl import JsonlSink
 from stream.sinks.mqtt import MqttSink
 
