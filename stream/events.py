@@ -86,15 +86,17 @@ def valence_arousal(scores: Mapping[str, float]) -> tuple[float, float]:
     return round(v, 4), round(a, 4)
 
 
-def _base(kind: str, session: str, utterance_id: str, run_id: str, worker_id: str | None) -> dict[str, Any]:
+def _base(kind: str, session: str, utterance_id: str, run_id: str | None, worker_id: str | None
+          ) -> dict[str, Any]:
     d: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "type": kind,
         "event_id": event_id(session, utterance_id, kind),
         "session": session,
-        "run_id": run_id,
         "utterance_id": utterance_id,
     }
+    if run_id is not None:  # always set by the analyzer (SessionState.run_id); optional for hand-made events
+        d["run_id"] = run_id
     if worker_id is not None:
         d["worker_id"] = worker_id
     return d
@@ -102,7 +104,7 @@ def _base(kind: str, session: str, utterance_id: str, run_id: str, worker_id: st
 
 def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                   text: str | None, labels: Sequence[str], probs: Sequence[float], modalities: Sequence[str],
-                  index: int, latency_ms: float, run_id: str, worker_id: str | None = None) -> dict[str, Any]:
+                  index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None) -> dict[str, Any]:
     """One utterance's emotion (topic ``pcgnet/<session>/emotion``)."""
     names = [expression_name(lb) for lb in labels]
     scores = {n: round(float(p), 5) for n, p in zip(names, probs, strict=True)}
@@ -130,7 +132,7 @@ def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: flo
 
 def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                 from_expression: str, to_expression: str, previous_utterance_id: str,
-                probability: float | None, latency_ms: float, run_id: str,
+                probability: float | None, latency_ms: float, run_id: str | None = None,
                 worker_id: str | None = None) -> dict[str, Any]:
     """A speaker's expression changed since their previous utterance (topic ``pcgnet/<session>/shift``)."""
     d = _base("shift", session, utterance_id, run_id, worker_id)
@@ -151,7 +153,7 @@ def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float
 def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], trend: str, utterances: int,
                   worker_id: str | None = None) -> dict[str, Any]:
     """Current state of one speaker (retained on ``pcgnet/<session>/speakers/<speaker>``), after ``emotion``."""
-    d = _base("speaker", session, emotion["utterance_id"], emotion["run_id"], worker_id)
+    d = _base("speaker", session, emotion["utterance_id"], emotion.get("run_id"), worker_id)
     d["event_id"] = event_id(session, f"{speaker}\n{emotion['utterance_id']}", "speaker")
     d.update({
         "speaker": speaker,

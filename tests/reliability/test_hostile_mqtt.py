@@ -155,5 +155,5 @@ def test_input_source_state_is_bounded() -> None:
     for i in range(500):
         source.to_utterance(f"pcgnet/s{i}/in/utterance", b'{"speaker": "A", "text": "hi"}')
         source.to_utterance("pcgnet/live/in/utterance", b'{"speaker": "B", "text": "still here"}')
-    assert len(source._clocks) == len(source._counters) == len(source._prev_end) == 50
-    assert "live" in source._clocks and source._counters["live"] == 500  # the active session is kept
+    assert len(source._sessions) == 50
+    assert "live" in source._sessions and source._sessions["live"].messages == 500  # the active session is kept
