@@ -232,5 +232,6 @@ class MqttTranscriptSource:
                 await sink.submit(utt)
 
         await run_reconnecting(lambda: aiomqtt.Client(**self.settings.client_kwargs()), serve,
-                               backoff=Backoff(max_s=self.max_backoff_s), label=f"input {self.settings.redacted_url()}",
+                               backoff=Backoff(max_s=self.max_backoff_s),
+                               label=f"MQTT input: broker {self.settings.redacted_url()}",
                                on_lost=lambda _e: self.subscribed.clear())

@@ -117,8 +117,9 @@ class Worker(Processing):
         backoff = Backoff(initial_s=0.3, max_s=self.params.reconnect_max_s, multiplier=1.5)
         engine_task = asyncio.get_running_loop().create_task(self.engine.run(), name=f"cluster[{self.worker_id}].engine")
         try:
-            await run_reconnecting(self._connect, self._serve, backoff=backoff, label=f"worker {self.worker_id}: broker",
-                                   stop=self._stop, on_lost=lambda _e: self._drop_all())
+            await run_reconnecting(self._connect, self._serve, backoff=backoff, stop=self._stop,
+                                   label=f"worker {self.worker_id}: broker {self.settings.redacted_url()}",
+                                   on_lost=lambda _e: self._drop_all())
         finally:
             engine_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

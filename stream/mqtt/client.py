@@ -37,7 +37,8 @@ async def run_reconnecting(connect: Callable[[], aiomqtt.Client], serve: Callabl
         connect: Builds a fresh (not yet entered) ``aiomqtt.Client`` per attempt.
         serve: Uses one connection; returning ends the loop, ``aiomqtt.MqttError`` reconnects.
         backoff: Delay policy; reset on every successful connect.
-        label: What to name in log lines (``MqttSettings.redacted_url()``: never a password).
+        label: What is unavailable, for log lines, e.g. ``"MQTT broker " + settings.redacted_url()`` (never a
+            password).
         stop: When set during a back-off wait, the loop returns instead of reconnecting.
         on_lost: Called with the error each time a connection attempt or a connection fails.
     """
@@ -46,7 +47,7 @@ async def run_reconnecting(connect: Callable[[], aiomqtt.Client], serve: Callabl
         try:
             async with connect() as client:
                 if failures:
-                    log.warning("mqtt: reconnected to %s", label)
+                    log.warning("%s: reconnected", label)
                 failures = 0
                 backoff.reset()
                 await serve(client)
@@ -58,7 +59,7 @@ async def run_reconnecting(connect: Callable[[], aiomqtt.Client], serve: Callabl
             on_lost(error)
         delay = backoff.next_delay()
         level = logging.WARNING if failures == 1 or failures % 10 == 0 else logging.DEBUG
-        log.log(level, "mqtt: %s unavailable (%s); retrying in %.1f s", label, error, delay)
+        log.log(level, "%s unavailable (%s); retrying in %.1f s", label, error, delay)
         if stop is None:
             await asyncio.sleep(delay)
         else:

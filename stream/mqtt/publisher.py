@@ -31,7 +31,7 @@ class SpoolPublisher:
         spool: The spool to drain.
         publish_timeout_s: How long to wait for a PUBACK before treating the connection as broken.
         backoff: Reconnect policy.
-        label: Broker description for log lines; pass ``MqttSettings.redacted_url()``.
+        label: What is unavailable, for log lines, e.g. ``"MQTT broker " + settings.redacted_url()``.
     """
 
     def __init__(
@@ -40,7 +40,7 @@ class SpoolPublisher:
         *,
         publish_timeout_s: float = 3.0,
         backoff: Backoff | None = None,
-        label: str = "broker",
+        label: str = "MQTT broker",
     ) -> None:
         self.spool = spool
         self.publish_timeout_s = publish_timeout_s

@@ -140,7 +140,7 @@ class MqttSink(Sink):
                 await self._run_spooled(spool)
                 return
         await run_reconnecting(self._client, self._serve, backoff=Backoff(max_s=self.max_backoff_s),
-                               label=f"broker {self.settings.redacted_url()}", stop=self._done, on_lost=self._lost)
+                               label=f"MQTT broker {self.settings.redacted_url()}", stop=self._done, on_lost=self._lost)
 
     async def _publish(self, client: aiomqtt.Client, out: Outbound) -> None:
         props = expiry_properties(out.expiry_s) if out.expiry_s else None
@@ -190,7 +190,7 @@ class MqttSink(Sink):
     async def _run_spooled(self, spool: Spool) -> None:
         """Inbox -> on-disk spool -> broker, in order, acknowledged removal (stream.mqtt.spool)."""
         self.publisher = pub = SpoolPublisher(spool, backoff=Backoff(max_s=self.max_backoff_s),
-                                              label=f"broker {self.settings.redacted_url()}")
+                                              label=f"MQTT broker {self.settings.redacted_url()}")
         beats: list[asyncio.Task[None]] = []
 
         async def online(client: aiomqtt.Client) -> None:

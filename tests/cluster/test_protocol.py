@@ -20,6 +20,7 @@ from stream.mqtt.settings import MqttSettings
 from stream.mqtt.topics import input_topic
 from stream.params import WorkerParams
 from stream.testing import Mosquitto
+from tests.contract import check_message
 
 pytestmark = pytest.mark.mqtt
 
@@ -57,7 +58,7 @@ class Consumer:
 
     async def _run(self) -> None:
         async for m in self.client.messages:
-            ev = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+            ev = check_message(str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
             (self.emotion if str(m.topic).endswith("/emotion") else self.errors).append(ev)
             self._changed.set()
 

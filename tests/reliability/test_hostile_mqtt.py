@@ -15,6 +15,7 @@ from stream.capture.transcript import MqttTranscriptSource
 from stream.mqtt.client import install_loop_exception_handler
 from stream.mqtt.settings import MqttSettings
 from stream.sinks.mqtt import MqttSink
+from tests.contract import check_message
 
 pytestmark = [pytest.mark.mqtt]
 
@@ -71,7 +72,7 @@ def test_flood_of_hostile_messages(broker_factory, runtime_factory, caplog) -> N
             try:
                 async with asyncio.timeout(60):
                     async for m in w.messages:
-                        p = json.loads(bytes(m.payload))
+                        p = check_message(str(m.topic), bytes(m.payload))
                         (emotions if str(m.topic).endswith("/emotion") else errors).append(p)
                         if len(emotions) >= n_rounds and any("suppressed" in e["message"] for e in errors):
                             break
