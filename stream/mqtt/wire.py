@@ -48,10 +48,8 @@ def route(frame: SinkFrame, *, root: str = topics.DEFAULT_ROOT, worker_id: str |
         return Outbound(topics.emotion_topic(session, root=root), payload)
     if frame.kind is EventKind.SHIFT:
         return Outbound(topics.shift_topic(session, root=root), payload)
-    if frame.kind is EventKind.SPEAKER:
-        return Outbound(topics.speaker_topic(session, frame.speaker or "_", root=root), payload, retain=True,
-                        expiry_s=speaker_expiry_s or None)
-    return Outbound(topics.error_topic(session, root=root), payload)
+    return Outbound(topics.speaker_topic(session, frame.speaker or "_", root=root), payload, retain=True,
+                    expiry_s=speaker_expiry_s or None)
 
 
 def status_payload(state: str, client_id: str, *, connected_at: str, worker_id: str | None = None,
