@@ -206,7 +206,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     if mqtt_settings is not None:
         from .sinks.mqtt import MqttSink
         sinks.add(MqttSink(mqtt_settings, root=params.topic_prefix, worker_id=params.worker_id,
-                           spool_dir=args.spool))
+                           spool_dir=args.spool, speaker_expiry_s=params.speaker_expiry_s))
 
     local = args.mic or args.transcript in ("-",) or (args.transcript not in (None, "mqtt"))
     n_local_sessions = len(replays) + (1 if local else 0)

@@ -139,6 +139,9 @@ class LiveParams:
     max_sessions: int = 1000
     """Sessions open at once; an utterance that would open one more is refused with a (rate-limited) error
     event. Bounds memory (~64 KiB per open session) when any client may post to the MQTT input topic."""
+    speaker_expiry_s: int = 3600
+    """MQTT 5 message expiry of the retained speaker state (0: never), so a killed run's state goes away;
+    a clean exit clears it at once (docs/events.md)."""
     drain_timeout_s: float = 10.0
     """At the end of a replay, how long sinks get to deliver what they hold."""
     cancel_timeout_s: float = 5.0
@@ -190,7 +193,7 @@ class WorkerParams:
     state_flush_s: float = 1.0
     max_state_bytes: int = 1 << 20  # 1 MiB
     record_expiry_s: int = 86_400
-    speaker_expiry_s: int = 3600
+    speaker_expiry_s: int = LiveParams.speaker_expiry_s
     reconnect_max_s: float = 10.0
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from ..mqtt.publisher import SpoolPublisher
 from ..mqtt.settings import MqttSettings
 from ..mqtt.spool import Spool, SpoolError
 from ..mqtt.wire import Outbound, route, status_payload
+from ..params import LiveParams
 from .base import Sink, SinkFrame
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class MqttSink(Sink):
     def __init__(self, settings: MqttSettings, *, root: str = topics.DEFAULT_ROOT, qos: int = 1,
                  worker_id: str | None = None, max_backoff_s: float = 10.0, maxsize: int = 4096,
                  spool_dir: str | None = None, spool_max_bytes: int = 64 * 1024 * 1024,
-                 speaker_expiry_s: int = 3600, status_interval_s: float = 10.0) -> None:
+                 speaker_expiry_s: int = LiveParams.speaker_expiry_s, status_interval_s: float = 10.0) -> None:
         super().__init__(maxsize=maxsize)
         self.spool_dir = spool_dir
         self.spool_max_bytes = spool_max_bytes

@@ -133,6 +133,8 @@ def test_a_subscriber_written_from_the_document_gets_every_event_of_two_runs(
     sub = DocumentSubscriber()
     utts = read_jsonl(DEMO / "utterances.jsonl")
 
+    expiries: list[int | None] = []
+
     async def go() -> list[list[dict[str, Any]]]:
         logs = []
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="robot",
@@ -143,6 +145,8 @@ def test_a_subscriber_written_from_the_document_gets_every_event_of_two_runs(
             async def listen() -> None:
                 async for m in client.messages:
                     sub.on_message(str(m.topic), bytes(m.payload), bool(m.retain))  # type: ignore[arg-type]
+                    if "/speakers/" in str(m.topic) and m.payload:
+                        expiries.append(getattr(m.properties, "MessageExpiryInterval", None))
 
             task = asyncio.create_task(listen())
             for run in range(2):
@@ -171,7 +175,10 @@ def test_a_subscriber_written_from_the_document_gets_every_event_of_two_runs(
     # the same input gives the same ids in both runs; the run id keeps them apart
     ids = [[(o["type"], o["event_id"]) for _, o in events if o["run_id"] == r] for r in runs]
     assert ids[0] == ids[1]
-    # the first run cleared its retained speaker state, so the second subscriber-visible run saw no stale state
+    # retained speaker state expires (MQTT 5 message expiry, the documented 3600 s) ...
+    expiry = asyncapi()["operations"]["sendSpeaker"]["bindings"]["mqtt"]["messageExpiryInterval"]
+    assert expiries and all(e is not None and 0 < e <= expiry for e in expiries), expiries
+    # ... and each run cleared its own at its clean exit, so the second run started without stale state
     speakers = {u["speaker"] for u in utts}
     assert len(sub.cleared) == 2 * len(speakers)
     states = [o["state"] for n, o, _ in sub.accepted if n == "status"]
