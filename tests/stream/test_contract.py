@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,9 @@ import jsonschema
 import pytest
 
 from stream.testing import Mosquitto
-from tests.contract import asyncapi, check_events, payload_schema, resolve, validate
+from tests.contract import asyncapi, check_events, check_message, payload_schema, resolve, validate
 
-from .test_replay_e2e import DEMO, read_jsonl, run_live
+from .test_replay_e2e import DEMO, ROOT, read_jsonl, run_live
 
 pytestmark = pytest.mark.mqtt
 
@@ -183,3 +186,39 @@ def test_a_subscriber_written_from_the_document_gets_every_event_of_two_runs(
     assert len(sub.cleared) == 2 * len(speakers)
     states = [o["state"] for n, o, _ in sub.accepted if n == "status"]
     assert states.count("online") >= 2 and states.count("offline") == 2
+
+
+def test_the_last_will_of_a_killed_analyzer_says_lost_and_carries_no_stale_time(
+        mosquitto: Mosquitto, tiny_checkpoint: Path) -> None:
+    async def go() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher",
+                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.subscribe("pcgnet/status", qos=1)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "live.py"), "--transcript", "mqtt", "--mqtt", mosquitto.url,
+                "--checkpoint", str(tiny_checkpoint), "--no-tui", cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            try:
+                async with asyncio.timeout(240):
+                    async for m in client.messages:
+                        record = check_message(str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
+                        assert record is not None
+                        records.append(record)
+                        if record["state"] == "online" and proc.returncode is None:
+                            proc.send_signal(signal.SIGKILL)  # no goodbye: the broker sends the last will
+                            await proc.wait()
+                        elif record["state"] == "offline":
+                            return records
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        return records
+
+    records = asyncio.run(go())
+    online, will = records[0], records[-1]
+    assert online["state"] == "online" and "at" in online and "queues" in online
+    assert will["state"] == "offline" and will["reason"] == "lost" and "at" not in will
+    assert will["client_id"] == online["client_id"] and will["connected_at"] == online["connected_at"]
