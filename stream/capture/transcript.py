@@ -8,10 +8,10 @@ arrives. Malformed lines and messages are reported one line each and skipped; th
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import sys
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,6 @@ from ..mqtt.settings import MqttSettings
 from ..mqtt.wire import to_utterance
 from ..tasks import task_name
 from .base import Pacer, SessionClock, UtteranceSink, default_utterance_id, estimate_duration_s
-
-log = logging.getLogger(__name__)
 
 LINE_RE = re.compile(r"^\s*(?P<speaker>[^:]{1,64}?)\s*:\s*(?P<text>\S.*?)\s*$")
 GAP_S = 0.3
@@ -161,8 +159,6 @@ class MqttTranscriptSource:
 
     def __init__(self, settings: MqttSettings, *, root: str = topics.DEFAULT_ROOT, max_backoff_s: float = 10.0,
                  ) -> None:
-        import uuid
-
         self.settings = settings.with_client_id(f"pcgnet-live-in-{uuid.uuid4().hex[:8]}")
         self.root = root
         self.max_backoff_s = max_backoff_s
