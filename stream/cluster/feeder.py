@@ -7,10 +7,9 @@ closes it, as end-to-end protocols do: it numbers inputs (MQTT 5 user property `
 until an ack record (``<root>/<s>/ack``, published by the owner after the state that includes it) says
 ``next_seq`` is past it, and re-sends what is still unacknowledged
 
-* at once when an ack from a new epoch arrives (a new owner announced where it resumes), and
+* at once when an ack from a new epoch arrives (a new owner announced where it resumes),
 * when a conversation made no progress for ``resend_after_s`` (nobody owns it: the re-sent input goes
-  through the shared subscription and makes a live worker claim it).
-
+  through the shared subscription and makes a live worker claim it), and
 * after a reconnect (the connection is :func:`stream.mqtt.client.run_reconnecting`'s, like every MQTT
   client of the project): an input sent while the broker was away is kept and goes out then.
 
