@@ -9,7 +9,7 @@ from stream.app import main
 
 if __name__ == "__main__":
     if "--worker" in sys.argv[1:]:  # headless scale-out worker: `live.py --worker --help` (docs/deployment.md)
-        from stream.cluster.worker import main as worker_main
+        from stream.cluster.cli import main as worker_main
 
         sys.exit(worker_main([a for a in sys.argv[1:] if a != "--worker"]))
     sys.exit(main())

@@ -140,7 +140,7 @@ async def soak(args: argparse.Namespace) -> list[Sample]:
     analyzer = load_analyzer(checkpoint, params, extractors={"t": registry.create("minilm-l6")})
     sinks: list[Sink] = [CountingSink()]
     if args.mqtt:
-        from stream.mqtt_config import MqttSettings
+        from stream.mqtt.settings import MqttSettings
         from stream.sinks.mqtt import MqttSink
 
         sinks.append(MqttSink(MqttSettings.from_url(args.mqtt), spool_dir=args.spool))

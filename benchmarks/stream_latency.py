@@ -120,7 +120,7 @@ def run_once(n: int, args: argparse.Namespace, checkpoint: Path, extractors: dic
 
     from stream.analyzer import load_analyzer
     from stream.capture.replay import ReplaySource
-    from stream.mqtt_config import MqttSettings
+    from stream.mqtt.settings import MqttSettings
     from stream.params import LiveParams
     from stream.record import read_session
     from stream.runtime import Runtime

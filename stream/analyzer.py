@@ -115,7 +115,8 @@ class Analyzer:
     # -- the entry point --------------------------------------------------------------------------
 
     async def process(self, utt: Utterance) -> list[EventFrame]:
-        """Process one utterance of session ``utt.session_id``; returns its events (emotion, shift?, speaker).
+        """Process one utterance of session ``utt.session_id``; returns its events in the documented order:
+        emotion, then shift (when the speaker's expression changed), then the speaker's new state.
 
         An utterance id the session has already processed is skipped (returns []), so a re-sent input
         has no second effect.
@@ -140,7 +141,7 @@ class Analyzer:
         emo = ev.emotion_event(
             session=utt.session_id, utterance_id=utt.utterance_id, speaker=utt.speaker, t_start=utt.t_start,
             t_end=utt.t_end, text=utt.text, labels=self.labels, probs=[float(p) for p in out.emotion_probs],
-            modalities=used, index=out.index, latency_ms=latency_ms, worker_id=wid)
+            modalities=used, index=out.index, latency_ms=latency_ms, run_id=st.run_id, worker_id=wid)
         prev = st.speakers.get(utt.speaker)
         frames = [EventFrame(session_id=utt.session_id, kind=EventKind.EMOTION, payload=emo)]
         if prev is not None and prev.expression != emo["expression"]:
@@ -150,7 +151,7 @@ class Analyzer:
                 session=utt.session_id, utterance_id=utt.utterance_id, speaker=utt.speaker, t_start=utt.t_start,
                 t_end=utt.t_end, from_expression=prev.expression, to_expression=emo["expression"],
                 previous_utterance_id=prev_id, probability=out.shift_probability(len(self.labels)),
-                latency_ms=latency_ms, worker_id=wid)
+                latency_ms=latency_ms, run_id=st.run_id, worker_id=wid)
             frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SHIFT, payload=shift))
         mem = st.remember(utt.speaker, utt.utterance_id, out.index, emo["expression"], emo["valence"])
         spk = ev.speaker_state(session=utt.session_id, speaker=utt.speaker, emotion=emo, trend=mem.trend(),

@@ -153,7 +153,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         return _fail(str(e))
     mqtt_settings = None
     if args.mqtt:
-        from .mqtt_config import MqttSettings
+        from .mqtt.settings import MqttSettings
         try:
             mqtt_settings = MqttSettings.from_url(args.mqtt, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert,
                                                   key_file=args.mqtt_key)
@@ -225,7 +225,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     if mqtt_settings is not None:
         from .sinks.mqtt import MqttSink
         sinks.add(MqttSink(mqtt_settings, root=params.topic_prefix, worker_id=params.worker_id,
-                           spool_dir=args.spool))
+                           spool_dir=args.spool, speaker_expiry_s=params.speaker_expiry_s))
 
     web_server = web_sink = None
     if web_bind is not None:
@@ -254,7 +254,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         single = n_local_sessions == 1 and args.transcript != "mqtt"
 
         def recorder_factory(session_id: str) -> SessionRecorder | None:
-            from .topics import topic_level
+            from .mqtt.topics import topic_level
             path = record_root if single else record_root / topic_level(session_id)
             try:
                 return SessionRecorder(path, session_id, checkpoint=args.checkpoint,

@@ -1,4 +1,5 @@
-"""Build the event objects published on MQTT and written to the JSONL log (schema: docs/events.md).
+"""Build the event objects published on MQTT and written to the JSONL log (contract: docs/asyncapi.yaml,
+JSON Schemas in docs/schemas/, prose in docs/events.md).
 
 Events are plain JSON objects so that every consumer (a robot, a dashboard, ``jq``) reads them the
 same way. Field names follow ROS4HRI's Expression message (``expression``, ``valence``, ``arousal``,
@@ -16,7 +17,8 @@ SCHEMA_VERSION = 1
 """Bumped on any incompatible change of the event objects (docs/events.md keeps the history)."""
 
 EVENT_NAMESPACE = uuid.UUID("6f1c3a52-3c1e-4d7e-9a55-2f0b7d1e9c40")
-"""uuid5 namespace of event ids: the same (session, utterance, kind) always gives the same id."""
+"""uuid5 namespace of event ids: the same (session, utterance, kind) always gives the same id. Documented
+(docs/asyncapi.yaml ``x-event-id``) so that clients can recompute ids."""
 
 # Model label -> EmotionML category name. The "big6" vocabulary (anger, disgust, fear, happiness,
 # sadness, surprise) plus "neutral" and two IEMOCAP classes, named as EmotionML names categories.
@@ -57,8 +59,17 @@ def expression_name(label: str) -> str:
 
 
 def event_id(session: str, utterance_id: str, kind: str) -> str:
-    """Stable id: replays and retries of the same utterance give the same id, so duplicates can be dropped."""
+    """Stable id: replays and retries of the same utterance give the same id, so duplicates can be dropped.
+
+    ``uuid5(EVENT_NAMESPACE, "<session>\\n<utterance_id>\\n<kind>")`` (UTF-8 name, raw ids, not topic-encoded);
+    for ``speaker`` records the middle part is ``"<speaker>\\n<utterance_id>"``.
+    """
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{session}\n{utterance_id}\n{kind}"))
+
+
+def new_run_id() -> str:
+    """A fresh run id: names one incarnation of a session (docs/asyncapi.yaml: the duplicate-filter reset rule)."""
+    return uuid.uuid4().hex[:16]
 
 
 def utc_now_iso() -> str:
@@ -75,7 +86,8 @@ def valence_arousal(scores: Mapping[str, float]) -> tuple[float, float]:
     return round(v, 4), round(a, 4)
 
 
-def _base(kind: str, session: str, utterance_id: str, worker_id: str | None) -> dict[str, Any]:
+def _base(kind: str, session: str, utterance_id: str, run_id: str | None, worker_id: str | None
+          ) -> dict[str, Any]:
     d: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "type": kind,
@@ -83,6 +95,8 @@ def _base(kind: str, session: str, utterance_id: str, worker_id: str | None) -> 
         "session": session,
         "utterance_id": utterance_id,
     }
+    if run_id is not None:  # always set by the analyzer (SessionState.run_id); optional for hand-made events
+        d["run_id"] = run_id
     if worker_id is not None:
         d["worker_id"] = worker_id
     return d
@@ -90,13 +104,13 @@ def _base(kind: str, session: str, utterance_id: str, worker_id: str | None) -> 
 
 def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                   text: str | None, labels: Sequence[str], probs: Sequence[float], modalities: Sequence[str],
-                  index: int, latency_ms: float, worker_id: str | None = None) -> dict[str, Any]:
+                  index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None) -> dict[str, Any]:
     """One utterance's emotion (topic ``pcgnet/<session>/emotion``)."""
     names = [expression_name(lb) for lb in labels]
     scores = {n: round(float(p), 5) for n, p in zip(names, probs, strict=True)}
     best = max(range(len(labels)), key=lambda i: probs[i])
     valence, arousal = valence_arousal(scores)
-    d = _base("emotion", session, utterance_id, worker_id)
+    d = _base("emotion", session, utterance_id, run_id, worker_id)
     d.update({
         "speaker": speaker,
         "t_start": round(float(t_start), 3),
@@ -118,9 +132,10 @@ def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: flo
 
 def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                 from_expression: str, to_expression: str, previous_utterance_id: str,
-                probability: float | None, latency_ms: float, worker_id: str | None = None) -> dict[str, Any]:
+                probability: float | None, latency_ms: float, run_id: str | None = None,
+                worker_id: str | None = None) -> dict[str, Any]:
     """A speaker's expression changed since their previous utterance (topic ``pcgnet/<session>/shift``)."""
-    d = _base("shift", session, utterance_id, worker_id)
+    d = _base("shift", session, utterance_id, run_id, worker_id)
     d.update({
         "speaker": speaker,
         "t_start": round(float(t_start), 3),
@@ -137,8 +152,8 @@ def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float
 
 def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], trend: str, utterances: int,
                   worker_id: str | None = None) -> dict[str, Any]:
-    """Current state of one speaker (retained on ``pcgnet/<session>/speakers/<speaker>``)."""
-    d = _base("speaker", session, emotion["utterance_id"], worker_id)
+    """Current state of one speaker (retained on ``pcgnet/<session>/speakers/<speaker>``), after ``emotion``."""
+    d = _base("speaker", session, emotion["utterance_id"], emotion.get("run_id"), worker_id)
     d["event_id"] = event_id(session, f"{speaker}\n{emotion['utterance_id']}", "speaker")
     d.update({
         "speaker": speaker,

@@ -87,12 +87,12 @@ class Utterance(DataFrame):
 
 
 class EventKind(enum.StrEnum):
-    """What an :class:`EventFrame` carries, and so which topic it goes to (see docs/events.md)."""
+    """What an :class:`EventFrame` carries, and so which topic it goes to (docs/asyncapi.yaml). Errors are
+    :class:`ErrorFrame` everywhere (one error type on the wire)."""
 
     EMOTION = "emotion"
     SHIFT = "shift"
     SPEAKER = "speaker"  # retained current state of one speaker
-    ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from .analyzer import Analyzer
 from .channel import Channel, FullPolicy
 from .frames import ErrorCategory, ErrorFrame, EventFrame, Utterance
-from .inbound import ErrorRateLimiter
+from .mqtt.inbound import ErrorRateLimiter
 from .params import LiveParams
 from .record import SessionRecorder
 from .sinks.base import Sink, SinkSet

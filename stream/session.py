@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .events import new_run_id
 from .params import PersonaParams
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,9 @@ class SessionState:
         self.utterances = 0
         self.seen_ids: collections.deque[str] = collections.deque(maxlen=256)
         self.index_to_utterance: dict[int, str] = {}
+        # This incarnation of the session, in every event: a subscriber resets its duplicate filter on a new
+        # one. It travels with the state (export/restore), so a conversation handed to another worker keeps it.
+        self.run_id = new_run_id()
 
     def is_duplicate(self, utterance_id: str) -> bool:
         """True when this utterance id was processed recently (a resent input is not processed twice)."""
@@ -194,6 +198,7 @@ class SessionState:
         """JSON-able part of the state (the model state travels separately as tensors: ``to_tensors``)."""
         return {
             "session_id": self.session_id,
+            "run_id": self.run_id,
             "slots": self.slots.export(),
             "persona": self.persona.export(),
             "speakers": {k: {"expression": m.expression, "utterance_id": m.utterance_id,
@@ -204,6 +209,7 @@ class SessionState:
         }
 
     def restore(self, d: Mapping[str, Any]) -> None:
+        self.run_id = str(d.get("run_id") or self.run_id)
         self.slots = SpeakerSlots.restore(d["slots"])
         self.persona.restore(d.get("persona", {}))
         self.speakers = {}

@@ -74,7 +74,7 @@ class Mosquitto:
 
     @property
     def settings(self) -> Any:
-        from .mqtt_config import MqttSettings
+        from .mqtt.settings import MqttSettings
 
         return MqttSettings(host="127.0.0.1", port=self.port)
 

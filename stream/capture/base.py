@@ -22,6 +22,24 @@ class UtteranceSink(Protocol):
         """A problem to show and log; the source decides whether it goes on."""
 
 
+WORDS_PER_S = 2.5
+"""Speaking rate used to estimate how long an utterance without times took."""
+
+
+def estimate_duration_s(text: str) -> float:
+    """Seconds ``text`` takes to say (at least 0.8 s): the duration of an utterance that came without times."""
+    return max(0.8, len(text.split()) / WORDS_PER_S)
+
+
+def default_utterance_id(number: int) -> str:
+    """The id of a session's ``number``-th (1-based) utterance when its source gave none: ``u0001``, ...
+
+    Every source without ids of its own (transcript lines, MQTT input, cluster input) numbers this way, so
+    the same input gets the same utterance id, and therefore the same event ids, in every deployment.
+    """
+    return f"u{number:04d}"
+
+
 class SessionClock:
     """Seconds since a session started, on the monotonic clock (shared by mic, camera and transcripts)."""
 

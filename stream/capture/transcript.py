@@ -8,24 +8,28 @@ arrives. Malformed lines and messages are reported one line each and skipped; th
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import sys
 import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .. import topics
-from ..frames import ErrorCategory, ErrorFrame, Utterance
-from ..inbound import ErrorRateLimiter, InboundError, parse_utterance
-from ..mqtt_config import MqttSettings
-from ..tasks import task_name
-from .base import Pacer, SessionClock, UtteranceSink
+import aiomqtt
 
-log = logging.getLogger(__name__)
+from ..frames import ErrorCategory, ErrorFrame, Utterance
+from ..mqtt import topics
+from ..mqtt.backoff import Backoff
+from ..mqtt.client import payload_bytes, run_reconnecting
+from ..mqtt.inbound import ErrorRateLimiter, InboundError, parse_utterance
+from ..mqtt.settings import MqttSettings
+from ..mqtt.wire import to_utterance
+from ..tasks import task_name
+from .base import Pacer, SessionClock, UtteranceSink, default_utterance_id, estimate_duration_s
 
 LINE_RE = re.compile(r"^\s*(?P<speaker>[^:]{1,64}?)\s*:\s*(?P<text>\S.*?)\s*$")
-WORDS_PER_S = 2.5
 GAP_S = 0.3
 
 
@@ -42,10 +46,6 @@ def parse_line(line: str) -> tuple[str, str] | None:
     if not m:
         raise ValueError(f"expected 'Speaker: text', got {s[:60]!r}")
     return m.group("speaker"), m.group("text")
-
-
-def estimate_duration_s(text: str) -> float:
-    return max(0.8, len(text.split()) / WORDS_PER_S)
 
 
 class TranscriptSource:
@@ -92,7 +92,7 @@ class TranscriptSource:
     async def _submit(self, sink: UtteranceSink, speaker: str, text: str, t0: float, t1: float,
                       ended: int) -> None:
         self.sent += 1
-        await sink.submit(Utterance(session_id=self.session_id, utterance_id=f"u{self.sent:04d}",
+        await sink.submit(Utterance(session_id=self.session_id, utterance_id=default_utterance_id(self.sent),
                                     speaker=speaker, t_start=round(t0, 3), t_end=round(t1, 3), text=text,
                                     ended_ns=ended))
 
@@ -136,11 +136,20 @@ class TranscriptSource:
             await self._submit(sink, speaker, text, t0, t1, ended)
 
 
+@dataclass
+class _InputSession:
+    """What the MQTT source remembers per session: messages seen (default ids) and the last end time."""
+
+    messages: int = 0
+    prev_end_s: float = 0.0
+
+
 class MqttTranscriptSource:
     """Utterances posted by an external ASR or agent to ``pcgnet/<session>/in/utterance`` (JSON).
 
     Any session id on the topic starts a session. Invalid messages are rejected one by one with a
-    rate-limited error event on ``pcgnet/<session>/error``; valid traffic keeps flowing.
+    rate-limited error event on ``pcgnet/<session>/error``; valid traffic keeps flowing. Ids and missing
+    times come from :func:`stream.mqtt.wire.to_utterance`, as in the cluster workers.
 
     Args:
         settings: broker connection.
@@ -150,8 +159,6 @@ class MqttTranscriptSource:
 
     def __init__(self, settings: MqttSettings, *, root: str = topics.DEFAULT_ROOT, max_backoff_s: float = 10.0,
                  ) -> None:
-        import uuid
-
         self.settings = settings.with_client_id(f"pcgnet-live-in-{uuid.uuid4().hex[:8]}")
         self.root = root
         self.max_backoff_s = max_backoff_s
@@ -160,10 +167,8 @@ class MqttTranscriptSource:
         self.subscribed = asyncio.Event()
         self.received = 0
         self.rejected = 0
-        self._clocks: dict[str, SessionClock] = {}
-        self._counters: dict[str, int] = {}
-        self._prev_end: dict[str, float] = {}
-        self.max_tracked_sessions = 10_000  # per-session clocks/counters kept (a spray of ids cannot grow them)
+        self._sessions: OrderedDict[str, _InputSession] = OrderedDict()
+        self.max_tracked_sessions = 10_000  # per-session counters kept (a spray of ids cannot grow them)
 
     def _reject(self, sink: UtteranceSink, topic: str, e: InboundError) -> None:
         self.rejected += 1
@@ -179,58 +184,50 @@ class MqttTranscriptSource:
                                message=f"rejected input on {topic[:120]}: {e.message}{extra}",
                                category=ErrorCategory.INPUT))
 
+    def _session(self, session_id: str) -> _InputSession:
+        """The session's counters, marked most recent; the least recent beyond the bound is forgotten."""
+        st = self._sessions.pop(session_id, None) or _InputSession()
+        self._sessions[session_id] = st
+        while len(self._sessions) > self.max_tracked_sessions:
+            self._sessions.popitem(last=False)
+        return st
+
     def to_utterance(self, topic: str, payload: bytes) -> Utterance:
-        """Validate one message and turn it into an Utterance (raises InboundError)."""
+        """Validate one message and turn it into an Utterance.
+
+        Every message of a session counts towards its default utterance ids, rejected ones too (as in the
+        cluster, where a rejected input still takes its sequence number).
+
+        Raises:
+            InboundError: the message is invalid.
+        """
+        try:
+            st: _InputSession | None = self._session(topics.session_from_input_topic(topic, root=self.root))
+        except ValueError:
+            st = None  # parse_utterance reports the bad topic
+        if st is not None:
+            st.messages += 1
         msg = parse_utterance(topic, payload, root=self.root)
-        sid = msg.session_id
-        clock = self._clocks.setdefault(sid, SessionClock())
-        n = self._counters[sid] = self._counters.get(sid, 0) + 1
-        now = clock.now_s()
-        t1 = msg.t_end if msg.t_end is not None else now
-        t0 = msg.t_start if msg.t_start is not None else max(self._prev_end.get(sid, 0.0),
-                                                              t1 - estimate_duration_s(msg.text))
-        self._prev_end[sid] = t1
-        # Bounded like the runtime's sessions: keep the most recently active ids (dicts keep insertion
-        # order, so re-inserting marks an id as recent and the first key is the least recent).
-        for d in (self._clocks, self._counters, self._prev_end):
-            d[sid] = d.pop(sid)
-        while len(self._clocks) > self.max_tracked_sessions:
-            old = next(iter(self._clocks))
-            for d in (self._clocks, self._counters, self._prev_end):
-                d.pop(old, None)
-        return Utterance(session_id=sid, utterance_id=msg.utterance_id or f"m{n:05d}", speaker=msg.speaker,
-                         t_start=t0, t_end=t1, text=msg.text, ended_ns=time.monotonic_ns())
+        assert st is not None  # a message that parsed has a valid topic
+        utt = to_utterance(msg, number=st.messages, prev_end_s=st.prev_end_s, ended_ns=time.monotonic_ns())
+        st.prev_end_s = utt.t_end
+        return utt
 
     async def run(self, sink: UtteranceSink) -> None:
-        import random
+        async def serve(client: aiomqtt.Client) -> None:
+            await client.subscribe(topics.input_filter(root=self.root), qos=1)
+            self.subscribed.set()
+            async for message in client.messages:
+                self.received += 1
+                topic = str(message.topic)
+                try:
+                    utt = self.to_utterance(topic, payload_bytes(message))
+                except InboundError as e:
+                    self._reject(sink, topic, e)
+                    continue
+                await sink.submit(utt)
 
-        import aiomqtt
-
-        attempt = 0
-        while True:
-            try:
-                async with aiomqtt.Client(**self.settings.client_kwargs()) as client:
-                    await client.subscribe(topics.input_filter(root=self.root), qos=1)
-                    if attempt:
-                        log.warning("MQTT input: reconnected to %s", self.settings.redacted_url())
-                    attempt = 0
-                    self.subscribed.set()
-                    async for message in client.messages:
-                        self.received += 1
-                        topic = str(message.topic)
-                        payload = message.payload if isinstance(message.payload, bytes | bytearray) \
-                            else str(message.payload).encode()
-                        try:
-                            utt = self.to_utterance(topic, bytes(payload))
-                        except InboundError as e:
-                            self._reject(sink, topic, e)
-                            continue
-                        await sink.submit(utt)
-            except aiomqtt.MqttError as e:
-                self.subscribed.clear()
-                attempt += 1
-                delay = random.uniform(0.5, 1.0) * min(self.max_backoff_s, 0.5 * 2 ** min(attempt, 8))
-                if attempt == 1 or attempt % 10 == 0:
-                    log.warning("MQTT input: broker %s unavailable (%s); retrying in %.1f s",
-                                self.settings.redacted_url(), e, delay)
-                await asyncio.sleep(delay)
+        await run_reconnecting(lambda: aiomqtt.Client(**self.settings.client_kwargs()), serve,
+                               backoff=Backoff(max_s=self.max_backoff_s),
+                               label=f"MQTT input: broker {self.settings.redacted_url()}",
+                               on_lost=lambda _e: self.subscribed.clear())

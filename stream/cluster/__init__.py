@@ -14,7 +14,8 @@ from stream.cluster.ownership import ClusterView
 from stream.cluster.records import AckRecord, OwnerRecord, WorkerRecord
 from stream.cluster.sequencer import Sequencer
 from stream.cluster.statecodec import StateBlob, StateError, decode_state, encode_state
-from stream.cluster.worker import Worker, WorkerParams
+from stream.cluster.worker import Worker
+from stream.params import WorkerParams
 
 __all__ = [
     "AckRecord",

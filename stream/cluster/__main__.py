@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from stream.cluster.worker import main
+from stream.cluster.cli import main
 
 sys.exit(main())

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stream.events import emotion_event
+from stream.events import emotion_event, new_run_id
 from stream.frames import EventFrame, EventKind
-from stream.inbound import InboundUtterance
+from stream.mqtt.inbound import InboundUtterance
+from stream.mqtt.wire import to_utterance
 
 __all__ = ["Conversation", "ConversationEngine", "Snapshot", "ToyEngine"]
 
@@ -36,8 +37,11 @@ class Snapshot:
 class Conversation(Protocol):
     """One conversation's analysis state inside an engine. Calls for one conversation never overlap."""
 
-    async def process(self, utterance: InboundUtterance, utterance_id: str) -> list[EventFrame]:
-        """Steps the conversation by one utterance; returns its events (emotion first)."""
+    async def process(self, utterance: InboundUtterance, number: int) -> list[EventFrame]:
+        """Steps the conversation by its ``number``-th (1-based) input; returns its events (emotion first).
+
+        The utterance id and missing times come from :func:`stream.mqtt.wire.to_utterance`, as in ``live.py``.
+        """
         ...
 
     async def snapshot(self) -> Snapshot:
@@ -112,28 +116,32 @@ class ToyEngine:
 
     async def open(self, session_id: str, snapshot: Snapshot | None) -> ToyConversation:
         if snapshot is None:
-            return ToyConversation(self, session_id, np.zeros(self.dim), 0, {})
+            return ToyConversation(self, session_id, np.zeros(self.dim), 0, {}, 0.0, new_run_id())
         h = snapshot.arrays.get("h")
         if h is None or h.shape != (self.dim,) or snapshot.meta.get("engine") != self.name:
             raise ValueError(f"snapshot of session {session_id!r} is not a {self.name} state of dim {self.dim}")
-        speakers = snapshot.meta.get("speakers", {})
-        return ToyConversation(self, session_id, h.astype(np.float64), int(snapshot.meta.get("index", 0)),
-                               dict(speakers))
+        meta = snapshot.meta
+        return ToyConversation(self, session_id, h.astype(np.float64), int(meta.get("index", 0)),
+                               dict(meta.get("speakers", {})), float(meta.get("prev_end", 0.0)),
+                               str(meta.get("run_id") or new_run_id()))
 
 
 class ToyConversation:
-    def __init__(self, engine: ToyEngine, session: str, h: np.ndarray, index: int, speakers: dict[str, int]):
+    def __init__(self, engine: ToyEngine, session: str, h: np.ndarray, index: int, speakers: dict[str, int],
+                 prev_end: float, run_id: str) -> None:
         self.engine, self.session, self.h, self.index, self.speakers = engine, session, h, index, speakers
+        self.prev_end, self.run_id = prev_end, run_id
 
-    async def process(self, utterance: InboundUtterance, utterance_id: str) -> list[EventFrame]:
+    async def process(self, utterance: InboundUtterance, number: int) -> list[EventFrame]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.engine._pool, self._step, utterance, utterance_id)
+        return await loop.run_in_executor(self.engine._pool, self._step, utterance, number)
 
-    def _step(self, utterance: InboundUtterance, utterance_id: str) -> list[EventFrame]:
+    def _step(self, msg: InboundUtterance, number: int) -> list[EventFrame]:
         t0 = time.perf_counter()
+        utterance = to_utterance(msg, number=number, prev_end_s=self.prev_end)
         e = self.engine
         slot = self.speakers.setdefault(utterance.speaker, len(self.speakers))
-        x = _embed(utterance.text, e.dim)
+        x = _embed(msg.text, e.dim)
         x[slot % e.dim] += 1.0
         self.h = np.tanh(e.w @ self.h + e.u @ x)
         logits = e.v @ self.h
@@ -141,15 +149,15 @@ class ToyConversation:
         p /= p.sum()
         while time.perf_counter() - t0 < e.work_s:
             pass
-        t_start = utterance.t_start if utterance.t_start is not None else float(self.index)
-        t_end = utterance.t_end if utterance.t_end is not None else t_start
-        ev = emotion_event(session=self.session, utterance_id=utterance_id, speaker=utterance.speaker,
-                           t_start=t_start, t_end=t_end, text=utterance.text, labels=TOY_LABELS,
+        ev = emotion_event(session=self.session, utterance_id=utterance.utterance_id, speaker=utterance.speaker,
+                           t_start=utterance.t_start, t_end=utterance.t_end, text=utterance.text, labels=TOY_LABELS,
                            probs=p.tolist(), modalities=["t"], index=self.index,
-                           latency_ms=(time.perf_counter() - t0) * 1000, worker_id=e.worker_id)
+                           latency_ms=(time.perf_counter() - t0) * 1000, run_id=self.run_id, worker_id=e.worker_id)
         self.index += 1
+        self.prev_end = utterance.t_end
         return [EventFrame(session_id=self.session, kind=EventKind.EMOTION, payload=ev)]
 
     async def snapshot(self) -> Snapshot:
         return Snapshot({"h": self.h.copy()}, {"engine": ToyEngine.name, "index": self.index,
-                                                 "speakers": dict(self.speakers)})
+                                                 "speakers": dict(self.speakers), "prev_end": self.prev_end,
+                                                 "run_id": self.run_id})

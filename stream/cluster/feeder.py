@@ -7,9 +7,11 @@ closes it, as end-to-end protocols do: it numbers inputs (MQTT 5 user property `
 until an ack record (``<root>/<s>/ack``, published by the owner after the state that includes it) says
 ``next_seq`` is past it, and re-sends what is still unacknowledged
 
-* at once when an ack from a new epoch arrives (a new owner announced where it resumes), and
+* at once when an ack from a new epoch arrives (a new owner announced where it resumes),
 * when a conversation made no progress for ``resend_after_s`` (nobody owns it: the re-sent input goes
-  through the shared subscription and makes a live worker claim it).
+  through the shared subscription and makes a live worker claim it), and
+* after a reconnect (the connection is :func:`stream.mqtt.client.run_reconnecting`'s, like every MQTT
+  client of the project): an input sent while the broker was away is kept and goes out then.
 
 Workers drop duplicates by ``seq``, so re-sending is always safe. An ASR or agent that cannot do this
 still works, but inputs published during a hand-off may be lost (docs/deployment.md).
@@ -36,8 +38,10 @@ from stream.cluster.records import (
     seq_properties,
     session_from_topic,
 )
-from stream.mqtt_config import MqttSettings
-from stream.topics import DEFAULT_ROOT, input_topic
+from stream.mqtt.backoff import Backoff
+from stream.mqtt.client import payload_bytes, run_reconnecting
+from stream.mqtt.settings import MqttSettings
+from stream.mqtt.topics import DEFAULT_ROOT, input_topic
 
 __all__ = ["Feeder", "FeederStats"]
 
@@ -76,26 +80,40 @@ class Feeder:
     """
 
     def __init__(self, settings: MqttSettings, *, root: str = DEFAULT_ROOT, resend_after_s: float = 2.0,
-                 max_unacked: int = 10_000, client_id: str = "pcgnet-feeder") -> None:
+                 max_unacked: int = 10_000, client_id: str = "pcgnet-feeder", connect_timeout_s: float = 10.0,
+                 ) -> None:
         self.settings = settings.with_client_id(client_id)
         self.root = root
         self.resend_after_s = resend_after_s
         self.max_unacked = max_unacked
+        self.connect_timeout_s = connect_timeout_s
         self.stats = FeederStats()
         self.sent_at: dict[tuple[str, int], float] = {}  # first send time, for latency figures
         self._convs: dict[str, _Conv] = {}
         self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._progress = asyncio.Condition()
-        self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Feeder:
-        client = aiomqtt.Client(**self.settings.client_kwargs(max_queued_incoming_messages=0))
-        self._client = await self._stack.enter_async_context(client)
-        await client.subscribe(ack_filter(root=self.root), qos=1)
+        """Connects (waiting up to ``connect_timeout_s``); from then on reconnects by itself.
+
+        Raises:
+            aiomqtt.MqttError: no connection within ``connect_timeout_s``.
+        """
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._acks(), name="feeder.acks"),
+        connection = run_reconnecting(
+            lambda: aiomqtt.Client(**self.settings.client_kwargs(max_queued_incoming_messages=0)), self._serve,
+            backoff=Backoff(initial_s=0.2, max_s=5.0), label=f"feeder: MQTT broker {self.settings.redacted_url()}",
+            on_lost=self._lost)
+        self._tasks = [loop.create_task(connection, name="feeder.connection"),
                        loop.create_task(self._resender(), name="feeder.resend")]
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.connect_timeout_s)
+        except TimeoutError:
+            await self.__aexit__()
+            raise aiomqtt.MqttError(f"feeder: no connection to {self.settings.redacted_url()} "
+                                    f"within {self.connect_timeout_s:g} s") from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -104,7 +122,20 @@ class Feeder:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        await self._stack.aclose()
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """One connection: subscribe to the acks, re-send what is unacknowledged (it may have been lost
+        with the previous connection; workers drop duplicates by seq), then handle acks."""
+        await client.subscribe(ack_filter(root=self.root), qos=1)
+        self._client = client
+        self._connected.set()
+        for session, conv in list(self._convs.items()):
+            await self._resend(session, conv, "reconnected")
+        await self._acks(client)
+
+    def _lost(self, _exc: Exception) -> None:
+        self._connected.clear()
+        self._client = None
 
     # -- sending ------------------------------------------------------------------------------------
 
@@ -118,7 +149,7 @@ class Feeder:
         conv = self._convs.setdefault(session, _Conv())
         seq = conv.next_seq
         conv.next_seq += 1
-        payload = json.dumps(utterance, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = json.dumps(utterance, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         conv.unacked[seq] = payload
         now = time.monotonic()
         conv.sent_at[seq] = now
@@ -130,9 +161,14 @@ class Feeder:
         return seq
 
     async def _publish(self, session: str, seq: int, payload: bytes) -> None:
-        assert self._client is not None
-        await self._client.publish(input_topic(session, root=self.root), payload, qos=1,
-                                   properties=seq_properties(seq))
+        """Publishes when connected; an input the broker did not take stays unacknowledged and goes out
+        again after the reconnect."""
+        client = self._client
+        if client is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(input_topic(session, root=self.root), payload, qos=1,
+                                 properties=seq_properties(seq))
 
     async def _resend(self, session: str, conv: _Conv, reason: str) -> None:
         if not conv.unacked:
@@ -157,11 +193,10 @@ class Feeder:
 
     # -- acks ---------------------------------------------------------------------------------------
 
-    async def _acks(self) -> None:
-        assert self._client is not None
-        async for message in self._client.messages:
+    async def _acks(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
             topic = str(message.topic)
-            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            payload = payload_bytes(message)
             if not payload:
                 continue
             try:

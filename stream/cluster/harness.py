@@ -26,7 +26,7 @@ import aiomqtt
 
 from stream.cluster.feeder import Feeder
 from stream.cluster.records import WorkerRecord, worker_filter
-from stream.mqtt_config import MqttSettings
+from stream.mqtt.settings import MqttSettings
 
 __all__ = ["ClusterRun", "WorkerProcess", "collect_run", "make_script"]
 

@@ -20,22 +20,15 @@ from typing import Any
 import numpy as np
 
 from stream.cluster.engine import Snapshot
-from stream.frames import EventFrame, Utterance
-from stream.inbound import InboundUtterance
+from stream.frames import EventFrame
+from stream.mqtt.inbound import InboundUtterance
+from stream.mqtt.wire import to_utterance
 
 __all__ = ["PCGNetEngine"]
 
 log = logging.getLogger(__name__)
 
 ENGINE_NAME = "pcgnet"
-
-
-def _estimate_duration_s(text: str) -> float:
-    try:
-        from stream.capture.transcript import estimate_duration_s
-    except ImportError:  # pragma: no cover - the runtime ships it
-        return max(0.5, 0.3 * len(text.split()))
-    return float(estimate_duration_s(text))
 
 
 class PCGNetEngine:
@@ -132,18 +125,13 @@ class _PCGNetConversation:
         self.engine = engine
         self.session = session
 
-    async def process(self, utterance: InboundUtterance, utterance_id: str) -> list[EventFrame]:
+    async def process(self, utterance: InboundUtterance, number: int) -> list[EventFrame]:
         # Missing times are derived from the conversation itself (not a wall clock), so every owner
         # of the conversation derives the same ones.
-        prev_end = self.engine._prev_end.get(self.session, 0.0)
-        dur = _estimate_duration_s(utterance.text)
-        t_end = utterance.t_end if utterance.t_end is not None else (
-            (utterance.t_start if utterance.t_start is not None else prev_end) + dur)
-        t_start = utterance.t_start if utterance.t_start is not None else max(prev_end, t_end - dur)
-        frame = Utterance(session_id=self.session, utterance_id=utterance_id, speaker=utterance.speaker,
-                          t_start=t_start, t_end=t_end, text=utterance.text, ended_ns=time.monotonic_ns())
+        frame = to_utterance(utterance, number=number, prev_end_s=self.engine._prev_end.get(self.session, 0.0),
+                             ended_ns=time.monotonic_ns())
         frames = await self.engine.analyzer.process(frame)
-        self.engine._prev_end[self.session] = t_end
+        self.engine._prev_end[self.session] = frame.t_end
         return list(frames)
 
     async def snapshot(self) -> Snapshot:

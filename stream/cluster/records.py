@@ -3,7 +3,7 @@
 Everything a worker knows about the cluster comes from the broker: no coordinator, no shared disk.
 Records are tiny JSON objects (``"v": 1``) so that any MQTT client (``mosquitto_sub``) can inspect them.
 
-Topic layout (``<root>`` = ``pcgnet``; ``<s>`` = a session id encoded by :func:`stream.topics.topic_level`)::
+Topic layout (``<root>`` = ``pcgnet``; ``<s>`` = a session id encoded by :func:`stream.mqtt.topics.topic_level`)::
 
     <root>/<s>/in/utterance          input (published by an ASR/agent; MQTT 5 user property "seq" optional)
     <root>/<s>/owner                 retained OwnerRecord: who owns the conversation, at which epoch
@@ -12,7 +12,7 @@ Topic layout (``<root>`` = ``pcgnet``; ``<s>`` = a session id encoded by :func:`
     <root>/$cluster/workers/<id>     retained WorkerRecord "online"; the last will sets it "offline"
     <root>/$cluster/sync/<id>        a worker's private barrier topic (never retained)
 
-``$cluster`` can never be a session level: :func:`~stream.topics.topic_level` escapes a leading ``$``.
+``$cluster`` can never be a session level: :func:`~stream.mqtt.topics.topic_level` escapes a leading ``$``.
 The 4-level worker topics never match the 3-level ``<root>/+/owner`` filters either.
 """
 
@@ -28,7 +28,7 @@ from typing import Any, Literal
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stream.topics import DEFAULT_ROOT, session_from_topic, topic_level
+from stream.mqtt.topics import DEFAULT_ROOT, session_from_topic, topic_level
 
 __all__ = [
     "AckRecord",

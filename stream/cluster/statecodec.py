@@ -22,12 +22,14 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from stream.params import WorkerParams
+
 __all__ = ["FORMAT", "VERSION", "StateBlob", "StateError", "decode_state", "encode_state"]
 
 FORMAT = "pcgnet-conversation-state"
 VERSION = 1
 META_KEY = "pcgnet.cluster"
-DEFAULT_MAX_BYTES = 1 << 20  # 1 MiB: a 16-utterance window of 1024-d text features is ~70 KiB
+DEFAULT_MAX_BYTES = WorkerParams.max_state_bytes  # a 16-utterance window of 1024-d text features is ~70 KiB
 
 
 class StateError(ValueError):

@@ -15,9 +15,10 @@ log = logging.getLogger(__name__)
 
 
 def frame_json(frame: SinkFrame, worker_id: str | None = None) -> dict[str, Any]:
-    """The JSON object of a frame (error frames become error events)."""
+    """The JSON object of a frame (error frames become error events; session ``_`` when they concern none,
+    as on the topic ``<root>/_/error``)."""
     if isinstance(frame, ErrorFrame):
-        return error_event(session=frame.session_id, stage=frame.stage, category=frame.category.value,
+        return error_event(session=frame.session_id or "_", stage=frame.stage, category=frame.category.value,
                            message=frame.message, worker_id=worker_id)
     return frame.payload
 

@@ -26,8 +26,6 @@ def format_line(frame: SinkFrame) -> str | None:
         prob = "?" if p.get("probability") is None else f"{p['probability']:.2f}"
         return (f"[{p['session']}] {p['t_end']:7.2f}s {p['utterance_id']:>6} {p['speaker']:<10} "
                 f"SHIFT {p['from']} -> {p['to']} (p={prob}, since {p['previous_utterance_id']})")
-    if frame.kind is EventKind.ERROR:
-        return f"[{p.get('session', '-')}] ERROR {p.get('message')}"
     return None
 
 

@@ -114,8 +114,6 @@ class TuiModel:
             self.speakers[(p["session"], p["speaker"])] = SpeakerRow(
                 p["session"], p["speaker"], p["expression"], float(p["confidence"]), float(p["valence"]),
                 float(p["arousal"]), p["trend"], int(p["utterances"]))
-        elif frame.kind is EventKind.ERROR:
-            self.errors.append(str(p.get("message")))
 
     def snapshot(self, queue_depths: Mapping[str, int] | None = None, title: str = "PCGNet live") -> TuiSnapshot:
         lat = np.asarray(self.latencies, dtype=np.float64)

@@ -7,7 +7,8 @@ from typing import Any
 
 from stream.cluster.engine import ConversationEngine
 from stream.cluster.harness import ClusterRun
-from stream.inbound import InboundUtterance
+from stream.mqtt.inbound import InboundUtterance
+from tests.contract import check_events
 
 
 async def replay(engine: ConversationEngine, script: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str], dict]:
@@ -17,10 +18,10 @@ async def replay(engine: ConversationEngine, script: dict[str, list[dict[str, An
     try:
         for session, utts in script.items():
             conv = await engine.open(session, None)
-            for u in utts:
+            for number, u in enumerate(utts, 1):
                 utt = InboundUtterance(session_id=session, speaker=u["speaker"], text=u["text"],
                                        utterance_id=u["utterance_id"], t_start=u["t_start"], t_end=u["t_end"])
-                frames = await conv.process(utt, u["utterance_id"])
+                frames = await conv.process(utt, number)
                 out[(session, u["utterance_id"])] = frames[0].payload
             engine.close(session)
     finally:
@@ -31,6 +32,7 @@ async def replay(engine: ConversationEngine, script: dict[str, list[dict[str, An
 def check_run(run: ClusterRun, script: dict[str, list[dict[str, Any]]], reference: dict[tuple[str, str], dict],
               killed: str, *, atol: float = 1e-9) -> dict[str, Any]:
     """Asserts the issue's acceptance criteria; returns figures for the test's message."""
+    check_events(run.events)  # every message a worker published, against docs/asyncapi.yaml
     expected = {(s, u["utterance_id"]) for s, utts in script.items() for u in utts}
     by_utt = run.by_utterance()
     missing = sorted(expected - set(by_utt))

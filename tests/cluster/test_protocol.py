@@ -15,10 +15,12 @@ from paho.mqtt.properties import Properties
 
 from stream.cluster.engine import ToyEngine
 from stream.cluster.records import OwnerRecord, owner_topic
-from stream.cluster.worker import Worker, WorkerParams
-from stream.mqtt_config import MqttSettings
+from stream.cluster.worker import Worker
+from stream.mqtt.settings import MqttSettings
+from stream.mqtt.topics import input_topic
+from stream.params import WorkerParams
 from stream.testing import Mosquitto
-from stream.topics import input_topic
+from tests.contract import check_message
 
 pytestmark = pytest.mark.mqtt
 
@@ -56,7 +58,7 @@ class Consumer:
 
     async def _run(self) -> None:
         async for m in self.client.messages:
-            ev = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+            ev = check_message(str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
             (self.emotion if str(m.topic).endswith("/emotion") else self.errors).append(ev)
             self._changed.set()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import aiomqtt
 
-from stream.mqtt_config import MqttSettings
-from stream.spool import Backoff
+from stream.mqtt.backoff import Backoff
+from stream.mqtt.settings import MqttSettings
 
 
 async def persistent_subscriber(settings: MqttSettings, topics: Iterable[str], got: list[Any], ready: asyncio.Event,

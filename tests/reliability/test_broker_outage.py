@@ -15,8 +15,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from stream.mqtt_config import MqttSettings
-from stream.spool import Backoff, Spool, SpoolPublisher, install_loop_exception_handler
+from stream.mqtt.backoff import Backoff
+from stream.mqtt.client import install_loop_exception_handler
+from stream.mqtt.publisher import SpoolPublisher
+from stream.mqtt.settings import MqttSettings
+from stream.mqtt.spool import Spool
 
 from .subscriber import persistent_subscriber
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from stream.mqtt_config import MqttSettings
-from stream.spool import install_loop_exception_handler
+from stream.mqtt.client import install_loop_exception_handler
+from stream.mqtt.settings import MqttSettings
 
 from .conftest import make_passwd, make_pki
 

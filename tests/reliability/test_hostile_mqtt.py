@@ -12,9 +12,10 @@ import aiomqtt
 import pytest
 
 from stream.capture.transcript import MqttTranscriptSource
-from stream.mqtt_config import MqttSettings
+from stream.mqtt.client import install_loop_exception_handler
+from stream.mqtt.settings import MqttSettings
 from stream.sinks.mqtt import MqttSink
-from stream.spool import install_loop_exception_handler
+from tests.contract import check_message
 
 pytestmark = [pytest.mark.mqtt]
 
@@ -71,7 +72,7 @@ def test_flood_of_hostile_messages(broker_factory, runtime_factory, caplog) -> N
             try:
                 async with asyncio.timeout(60):
                     async for m in w.messages:
-                        p = json.loads(bytes(m.payload))
+                        p = check_message(str(m.topic), bytes(m.payload))
                         (emotions if str(m.topic).endswith("/emotion") else errors).append(p)
                         if len(emotions) >= n_rounds and any("suppressed" in e["message"] for e in errors):
                             break
@@ -155,5 +156,5 @@ def test_input_source_state_is_bounded() -> None:
     for i in range(500):
         source.to_utterance(f"pcgnet/s{i}/in/utterance", b'{"speaker": "A", "text": "hi"}')
         source.to_utterance("pcgnet/live/in/utterance", b'{"speaker": "B", "text": "still here"}')
-    assert len(source._clocks) == len(source._counters) == len(source._prev_end) == 50
-    assert "live" in source._clocks and source._counters["live"] == 500  # the active session is kept
+    assert len(source._sessions) == 50
+    assert "live" in source._sessions and source._sessions["live"].messages == 500  # the active session is kept

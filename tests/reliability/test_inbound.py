@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.inbound import (
+from stream.mqtt.inbound import (
     ALLOWED_FIELDS,
     ErrorRateLimiter,
     InboundError,
@@ -15,7 +15,7 @@ from stream.inbound import (
     TokenBucket,
     parse_utterance,
 )
-from stream.topics import input_topic
+from stream.mqtt.topics import input_topic
 
 TOPIC = input_topic("s1")
 

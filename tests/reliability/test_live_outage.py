@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.mqtt_config import MqttSettings
-from stream.spool import install_loop_exception_handler
+from stream.mqtt.client import install_loop_exception_handler
+from stream.mqtt.settings import MqttSettings
 
 from .subscriber import persistent_subscriber
 

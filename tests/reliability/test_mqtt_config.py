@@ -5,7 +5,7 @@ import ssl
 import aiomqtt
 import pytest
 
-from stream.mqtt_config import ENV_PASSWORD, ENV_USERNAME, MqttSettings
+from stream.mqtt.settings import ENV_PASSWORD, ENV_USERNAME, MqttSettings
 
 
 def test_plain_url_defaults() -> None:

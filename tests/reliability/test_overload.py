@@ -93,9 +93,9 @@ def test_back_pressure_and_drop_oldest(runtime_factory, tmp_path: Path, caplog) 
 def test_overload_is_visible_on_the_status_topic(broker_factory, runtime_factory, tmp_path: Path) -> None:
     import aiomqtt
 
-    from stream.mqtt_config import MqttSettings
+    from stream.mqtt.client import install_loop_exception_handler
+    from stream.mqtt.settings import MqttSettings
     from stream.sinks.mqtt import MqttSink
-    from stream.spool import install_loop_exception_handler
 
     broker = broker_factory()
     broker.start()

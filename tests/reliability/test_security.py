@@ -10,9 +10,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from stream import topics
-from stream.mqtt_config import ENV_PASSWORD, ENV_USERNAME, MqttSettings
-from stream.spool import Backoff, Spool, SpoolPublisher, install_loop_exception_handler
+from stream.mqtt import topics
+from stream.mqtt.backoff import Backoff
+from stream.mqtt.client import install_loop_exception_handler
+from stream.mqtt.publisher import SpoolPublisher
+from stream.mqtt.settings import ENV_PASSWORD, ENV_USERNAME, MqttSettings
+from stream.mqtt.spool import Spool
 
 from .conftest import make_passwd, make_pki
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.spool import Backoff, Spool, SpoolError
+from stream.mqtt.backoff import Backoff
+from stream.mqtt.spool import Spool, SpoolError
 
 
 def payloads(spool: Spool, n: int = 10_000) -> list[bytes]:
@@ -150,7 +151,7 @@ def test_disk_full_is_counted_and_leaves_no_torn_record(tmp_path: Path, monkeypa
     import errno
 
     from stream import spool as spool_mod
-    from stream.spool import SpoolPublisher
+    from stream.mqtt.publisher import SpoolPublisher
 
     sp = Spool(tmp_path)
     pub = SpoolPublisher(sp)

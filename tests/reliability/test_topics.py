@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import topics
-from stream.topics import MAX_LEVEL_BYTES, decode_level, topic_level
+from stream.mqtt import topics
+from stream.mqtt.topics import MAX_LEVEL_BYTES, decode_level, topic_level
 
 
 @pytest.mark.parametrize("raw", ["a/b", "#", "+", "$SYS", "a\x00b", "x\ny", "100%", "a b", "~", "\u202eevil", "Zoë"])

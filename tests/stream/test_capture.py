@@ -19,6 +19,7 @@ from stream.frames import ErrorCategory, Utterance
 from stream.params import CameraParams, MicParams, VadParams
 from stream.record import SessionRecorder, read_session, read_wav
 from stream.sinks.jsonl import JsonlSink
+from tests.contract import check_events
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 
@@ -190,7 +191,7 @@ def test_missing_mic_and_camera_are_reported_and_the_session_goes_on(make_runtim
     assert any(m.startswith("no camera: cannot open camera") for m in msgs), msgs
     assert any("expected 'Speaker: text'" in m for m in msgs), msgs
     assert {e.category for e in rt.errors} == {ErrorCategory.DEVICE, ErrorCategory.INPUT}
-    events = [json.loads(x) for x in log.read_text().splitlines()]
+    events = check_events([json.loads(x) for x in log.read_text().splitlines()])
     assert [e["speaker"] for e in events if e["type"] == "emotion"] == ["Alice", "Bob"]
     assert sum(e["type"] == "error" for e in events) == 4
 

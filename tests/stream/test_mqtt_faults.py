@@ -13,9 +13,10 @@ import pytest
 
 from stream.capture.replay import ReplaySource
 from stream.capture.transcript import MqttTranscriptSource
-from stream.mqtt_config import MqttSettings
+from stream.mqtt.settings import MqttSettings
 from stream.sinks.jsonl import JsonlSink
 from stream.sinks.mqtt import MqttSink
+from tests.contract import check_events, check_message
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 pytestmark = pytest.mark.mqtt
@@ -37,7 +38,7 @@ def test_broker_refusing_connection_is_reported_and_other_sinks_keep_running(
         rt.add_source(ReplaySource(DEMO, speed=0), finite=True)
         return await rt.run()
     assert asyncio.run(go()) == 0
-    emo = [json.loads(x) for x in log.read_text().splitlines() if '"emotion"' in x]
+    emo = check_events([json.loads(x) for x in log.read_text().splitlines() if '"emotion"' in x])
     assert len(emo) == 11  # the JSONL sink got everything
     assert mqtt.connect_failures >= 1 and mqtt.published == 0
     msgs = [r.getMessage() for r in caplog.records]
@@ -70,7 +71,7 @@ def test_malformed_input_messages_are_rejected_and_valid_ones_flow(make_runtime,
             await c.publish("pcgnet/room1/in/utterance", json.dumps(good[1]).encode(), qos=1)
             async with asyncio.timeout(30):
                 async for m in c.messages:
-                    got.append((str(m.topic), json.loads(m.payload)))  # type: ignore[arg-type]
+                    got.append((str(m.topic), check_message(str(m.topic), m.payload)))  # type: ignore[arg-type]
                     if sum(t.endswith("/emotion") for t, _ in got) == 2 and \
                             sum(t.endswith("/error") for t, _ in got) >= 5:
                         break

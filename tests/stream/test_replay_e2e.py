@@ -14,6 +14,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.contract import check_events, check_message
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo"
 pytestmark = pytest.mark.mqtt
@@ -38,7 +40,9 @@ async def collect(port: int, topic: str, stop: asyncio.Event, into: list[tuple[s
         ready.set()
         async for m in c.messages:
             assert isinstance(m.payload, bytes | bytearray)
-            into.append((str(m.topic), json.loads(m.payload), bool(m.retain)))
+            payload = check_message(str(m.topic), bytes(m.payload))
+            if payload is not None:  # None: a run's retained speaker state cleared at its end
+                into.append((str(m.topic), payload, bool(m.retain)))
             if stop.is_set():
                 return
 
@@ -66,7 +70,7 @@ def test_replay_to_mqtt_jsonl_and_record_then_replay_reproduces(mosquitto, tiny_
             await asyncio.sleep(0.05)
         stop.set()
         sub.cancel()
-        # a subscriber arriving later gets the retained per-speaker state
+        # a subscriber arriving after the run: its retained per-speaker state was cleared at the clean exit
         late: list[tuple[str, dict[str, Any], bool]] = []
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="late") as c:
             await c.subscribe("pcgnet/demo/speakers/+", qos=1)
@@ -81,7 +85,7 @@ def test_replay_to_mqtt_jsonl_and_record_then_replay_reproduces(mosquitto, tiny_
     rc, out, got, late = asyncio.run(go())
     assert rc == 0, out
     utts = read_jsonl(DEMO / "utterances.jsonl")
-    logged = read_jsonl(events_file)
+    logged = check_events(read_jsonl(events_file))
     emo_log = [e for e in logged if e["type"] == "emotion"]
     emo_mqtt = [p for t, p, _ in got if t == "pcgnet/demo/emotion"]
     # every utterance -> exactly one emotion event, identical on MQTT and in the JSONL log, in order
@@ -106,11 +110,13 @@ def test_replay_to_mqtt_jsonl_and_record_then_replay_reproduces(mosquitto, tiny_
     # status: online then offline (retained), speakers retained with the latest state
     states = [p["state"] for t, p, _ in got if t == "pcgnet/status"]
     assert states[0] == "online" and states[-1] == "offline"
-    retained = {t.rsplit("/", 1)[1]: p for t, p, r in late if r}
-    assert set(retained) == {"Alice", "Bob", "Carol"}
-    for spk, p in retained.items():
+    speaker_state = {t.rsplit("/", 1)[1]: p for t, p, _ in got if "/speakers/" in t}  # the latest per speaker
+    assert set(speaker_state) == {"Alice", "Bob", "Carol"}
+    for spk, p in speaker_state.items():
         assert p["expression"] == last[spk]["expression"] and p["utterances"] == sum(
             1 for u in utts if u["speaker"] == spk)
+    # a clean exit clears the run's retained speaker state: a subscriber arriving later finds none
+    assert not [t for t, _, r in late if r]
 
     # the recording: readable folder with audio aligned to the original, events as produced
     meta = json.loads((rec / "meta.json").read_text())

@@ -12,8 +12,8 @@ On-disk layout (one directory, owned by one process through an ``flock`` on ``LO
     <dir>/00000000000000000001.seg    segment files named after the first sequence number they hold
 
 A segment is a sequence of records ``>II`` (body length, CRC-32 of body) followed by the body
-``>QBH`` (sequence number, flags, topic length), the UTF-8 topic and the payload. Flags: bits 0-1 QoS,
-bit 2 retain. Each record is written with a single ``write`` to an ``O_APPEND`` file descriptor.
+``>QBH`` (sequence number, flags, topic length), the UTF-8 topic, with flag bit 3 a ``>I`` MQTT 5 message
+expiry in seconds, and the payload. Flags: bits 0-1 QoS, bit 2 retain, bit 3 expiry. Each record is written with a single ``write`` to an ``O_APPEND`` file descriptor.
 
 Crash safety: on open every segment is scanned and each record's length and CRC are checked. A torn
 or corrupt tail of the newest segment (the process died mid-``write``) is truncated away with a warning;
@@ -36,31 +36,24 @@ and a warning is logged. Newest events are kept because subscribers act on the c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
 import logging
 import os
-import random
 import struct
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 __all__ = [
-    "Backoff",
     "FsyncPolicy",
     "Spool",
     "SpoolError",
-    "SpoolPublisher",
     "SpoolStats",
     "SpooledMessage",
-    "install_loop_exception_handler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,9 +62,10 @@ FsyncPolicy = Literal["never", "rotate", "always"]
 
 _HEAD = struct.Struct(">II")  # body length, crc32(body)
 _BODY = struct.Struct(">QBH")  # seq, flags, topic length
+_EXPIRY = struct.Struct(">I")  # message expiry interval (s), present when flags & _EXPIRY_FLAG
+_EXPIRY_FLAG = 8
 _SUFFIX = ".seg"
 _MAX_TOPIC_BYTES = 65535
-_FD_CALLBACKS = frozenset({"add_writer", "add_reader", "remove_writer", "remove_reader"})
 
 
 class SpoolError(RuntimeError):
@@ -87,6 +81,7 @@ class SpooledMessage:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    expiry_s: int | None = None  # MQTT 5 message expiry interval
 
 
 @dataclass(slots=True)
@@ -163,7 +158,8 @@ class Spool:
 
     # -- public API ---------------------------------------------------------------------------------
 
-    def append(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
+    def append(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+               expiry_s: int | None = None) -> int:
         """Stores one message and returns its sequence number (its position in delivery order)."""
         topic_b = topic.encode("utf-8")
         if len(topic_b) > _MAX_TOPIC_BYTES:
@@ -171,7 +167,9 @@ class Spool:
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
         seq = self._next_seq
-        body = _BODY.pack(seq, qos | (4 if retain else 0), len(topic_b)) + topic_b + bytes(payload)
+        flags = qos | (4 if retain else 0) | (_EXPIRY_FLAG if expiry_s is not None else 0)
+        expiry = _EXPIRY.pack(expiry_s) if expiry_s is not None else b""
+        body = _BODY.pack(seq, flags, len(topic_b)) + topic_b + expiry + bytes(payload)
         record = _HEAD.pack(len(body), zlib.crc32(body)) + body
         if len(record) > self.segment_bytes:
             raise ValueError(f"message of {len(record)} bytes exceeds the spool segment size {self.segment_bytes}")
@@ -388,8 +386,13 @@ class Spool:
         seq, flags, topic_len = _BODY.unpack_from(body)
         start = _BODY.size
         topic = body[start : start + topic_len].decode("utf-8")
-        payload = body[start + topic_len :]
-        return SpooledMessage(seq=seq, topic=topic, payload=payload, qos=flags & 3, retain=bool(flags & 4))
+        start += topic_len
+        expiry_s = None
+        if flags & _EXPIRY_FLAG:
+            (expiry_s,) = _EXPIRY.unpack_from(body, start)
+            start += _EXPIRY.size
+        return SpooledMessage(seq=seq, topic=topic, payload=body[start:], qos=flags & 3, retain=bool(flags & 4),
+                              expiry_s=expiry_s)
 
 
 def _decode(data: bytes, pos: int) -> tuple[int, int] | None:
@@ -404,213 +407,7 @@ def _decode(data: bytes, pos: int) -> tuple[int, int] | None:
     body = data[start:end]
     if zlib.crc32(body) != crc:
         return None
-    seq, _flags, topic_len = _BODY.unpack_from(body)
-    if _BODY.size + topic_len > length:
+    seq, flags, topic_len = _BODY.unpack_from(body)
+    if _BODY.size + topic_len + (_EXPIRY.size if flags & _EXPIRY_FLAG else 0) > length:
         return None
     return seq, end
-
-
-# -- reconnect policy ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Backoff:
-    """Exponential back-off with jitter and a cap, for reconnect loops.
-
-    The n-th consecutive failure waits a random time in ``[d/2, d]`` with
-    ``d = min(max_s, initial_s * multiplier**n)`` ("equal jitter": never zero, so a broker that is down
-    is not hammered, yet many clients restarted together spread out). :meth:`reset` after a success.
-    """
-
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    multiplier: float = 2.0
-    rng: random.Random = field(default_factory=random.Random)
-    attempt: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.max_s or self.multiplier < 1:
-            raise ValueError("Backoff needs 0 < initial_s <= max_s and multiplier >= 1")
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt (and counts the failure)."""
-        ceiling = min(self.max_s, self.initial_s * self.multiplier ** min(self.attempt, 64))
-        self.attempt += 1
-        return self.rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-# -- publisher ----------------------------------------------------------------------------------------
-
-
-class SpoolPublisher:
-    """Drains a :class:`Spool` into MQTT in order, reconnecting with :class:`Backoff`.
-
-    Producers call :meth:`submit` (synchronous, one disk append). :meth:`run` owns the connection:
-    it connects with ``client_factory()``, runs ``on_connect(client)`` (e.g. publish "online"), then
-    publishes the spooled messages one at a time and acknowledges each after its PUBACK. On an
-    ``aiomqtt.MqttError`` it logs one line (no credentials), waits for the back-off delay and
-    reconnects; messages not yet acknowledged stay in the spool and go out first after reconnect.
-
-    Args:
-        spool: The spool to drain.
-        publish_timeout_s: How long to wait for a PUBACK before treating the connection as broken.
-        backoff: Reconnect policy.
-        label: Broker description for log lines; pass ``MqttSettings.redacted_url()``.
-    """
-
-    def __init__(
-        self,
-        spool: Spool,
-        *,
-        publish_timeout_s: float = 3.0,
-        backoff: Backoff | None = None,
-        label: str = "broker",
-    ) -> None:
-        self.spool = spool
-        self.publish_timeout_s = publish_timeout_s
-        self.backoff = backoff or Backoff()
-        self.label = label
-        self.connected = False
-        self.delivered = 0
-        self.reconnects = 0
-        self.last_error: str | None = None
-        self.write_failures = 0
-        self._wake = asyncio.Event()
-        self._closing = False
-
-    def submit(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
-        """Stores a message for delivery and wakes the publisher; returns its sequence number.
-
-        When the spool cannot be written (disk full, I/O error) the message is counted in
-        ``write_failures`` and logged (first failure and every 100th), ``-1`` is returned, and the caller
-        carries on: one full disk must not stop the analyzer.
-        """
-        try:
-            seq = self.spool.append(topic, payload, qos=qos, retain=retain)
-        except OSError as exc:
-            self.write_failures += 1
-            if self.write_failures == 1 or self.write_failures % 100 == 0:
-                logger.error("spool %s: cannot store an event (%s); %d event(s) lost so far",
-                             self.spool.directory, exc.strerror or exc, self.write_failures)
-            return -1
-        self._wake.set()
-        return seq
-
-    def status(self) -> dict[str, Any]:
-        """JSON-able counters for the status topic / UI."""
-        st = self.spool.stats()
-        return {
-            "connected": self.connected,
-            "pending": st.pending,
-            "spool_bytes": st.bytes_on_disk,
-            "delivered": self.delivered,
-            "dropped": st.dropped,
-            "write_failures": self.write_failures,
-            "reconnects": self.reconnects,
-            "last_error": self.last_error,
-        }
-
-    def close(self) -> None:
-        """No more submissions: :meth:`drain` and :meth:`run` return once the spool is empty.
-
-        Whatever is still pending when the caller gives up (cancels) stays on disk and is delivered
-        first by the next process that opens the same spool directory.
-        """
-        self._closing = True
-        self._wake.set()
-
-    async def drain(self, client: Any) -> None:
-        """Publishes pending messages on one connected ``aiomqtt.Client``.
-
-        Returns when the spool is empty after :meth:`close`; otherwise runs until the connection breaks
-        (``aiomqtt.MqttError``) or it is cancelled.
-        """
-        while True:
-            batch = self.spool.peek(64)
-            if not batch:
-                if self._closing:
-                    return
-                self._wake.clear()
-                if len(self.spool) == 0 and not self._closing:
-                    await self._wake.wait()
-                continue
-            for msg in batch:
-                await client.publish(
-                    msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, timeout=self.publish_timeout_s
-                )
-                self.spool.ack(msg.seq)
-                self.delivered += 1
-
-    async def run(
-        self,
-        client_factory: Callable[[], AbstractAsyncContextManager[Any]],
-        *,
-        on_connect: Callable[[Any], Awaitable[None]] | None = None,
-        on_close: Callable[[Any], Awaitable[None]] | None = None,
-    ) -> None:
-        """Connects, drains and reconnects until cancelled, or until empty after :meth:`close`.
-
-        Args:
-            client_factory: Builds a fresh ``aiomqtt.Client`` (an async context manager) per attempt.
-            on_connect: Awaited after each connect (e.g. publish the retained "online" status).
-            on_close: Awaited on the connection before a clean return (e.g. publish "offline").
-        """
-        import aiomqtt  # local: keeps the spool usable without the MQTT stack
-
-        while True:
-            try:
-                async with client_factory() as client:
-                    self.connected = True
-                    self.backoff.reset()
-                    logger.info("mqtt: connected to %s (%d spooled message(s) to send)", self.label, len(self.spool))
-                    if on_connect is not None:
-                        await on_connect(client)
-                    await self.drain(client)
-                    if on_close is not None:
-                        await on_close(client)
-                    return
-            except aiomqtt.MqttError as exc:
-                if self.connected:
-                    self.reconnects += 1
-                self.connected = False
-                self.last_error = str(exc)
-                delay = self.backoff.next_delay()
-                logger.warning(
-                    "mqtt: %s unavailable (%s); %d message(s) spooled, retrying in %.1f s",
-                    self.label, exc, len(self.spool), delay,
-                )
-                await asyncio.sleep(delay)
-            finally:
-                self.connected = False
-
-
-def install_loop_exception_handler(loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """Turns exceptions escaping loop callbacks into one log line instead of a traceback wall.
-
-    aiomqtt 2.5 registers its socket with ``loop.call_soon_threadsafe(loop.add_writer, fd, ...)``; when
-    the broker dies, the socket can be closed before that callback runs, and ``add_writer`` raises
-    ``OSError(EBADF)`` inside the loop (asyncio's default handler prints a full traceback, yet nothing
-    is wrong: the client sees the disconnect and the reconnect loop takes over). This handler logs such
-    socket races as one warning and passes everything else to the default handler.
-    """
-    loop = loop or asyncio.get_running_loop()
-
-    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        callback = getattr(context.get("handle"), "_callback", None)
-        name = getattr(callback, "__name__", "")
-        if isinstance(exc, OSError | KeyError | ValueError) and name in _FD_CALLBACKS:
-            logger.warning("mqtt: socket closed while a callback was pending (%s: %s)", type(exc).__name__, exc)
-            return
-        if exc is not None and type(exc).__module__.startswith("aiomqtt") and "never retrieved" in str(
-            context.get("message", "")
-        ):
-            # aiomqtt 2.5 leaves its "disconnected" future unobserved when a client is cancelled.
-            logger.debug("mqtt: unobserved disconnect of a closed client: %s", exc)
-            return
-        lp.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)

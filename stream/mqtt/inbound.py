@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stream.topics import DEFAULT_ROOT, session_from_input_topic
+from .topics import DEFAULT_ROOT, session_from_input_topic
 
 __all__ = [
     "ALLOWED_FIELDS",

@@ -1,0 +1,108 @@
+"""Command line of a cluster worker: ``live.py --worker`` and ``python -m stream.cluster``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stream.cluster.engine import ConversationEngine
+from stream.cluster.worker import Worker
+from stream.mqtt.client import install_loop_exception_handler
+from stream.mqtt.settings import MqttSettings
+from stream.mqtt.topics import DEFAULT_ROOT
+from stream.params import WorkerParams
+
+__all__ = ["build_parser", "main", "make_engine"]
+
+log = logging.getLogger("stream.cluster.worker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="live.py --worker",
+        description="Headless analyzer worker: takes conversations from an MQTT 5 broker (no local sources). "
+                    "Start any number of them against one broker; see docs/deployment.md.",
+        epilog="example: python live.py --worker --worker-id w1 --mqtt mqtt://127.0.0.1:1883 "
+               "--checkpoint checkpoints/meld-text",
+    )
+    ap.add_argument("--worker-id", default=None,
+                    help="stable name of this worker, shown in events (default: <hostname>-<pid>)")
+    ap.add_argument("--mqtt", default="mqtt://127.0.0.1:1883",
+                    help="broker URL mqtt://[user:pass@]host:port or mqtts://...; credentials may come from "
+                         "PCGNET_MQTT_USERNAME / PCGNET_MQTT_PASSWORD")
+    ap.add_argument("--mqtt-ca", metavar="FILE", default=None, help="CA bundle of the broker certificate (mqtts://)")
+    ap.add_argument("--mqtt-cert", metavar="FILE", default=None, help="client certificate for mutual TLS (mqtts://)")
+    ap.add_argument("--mqtt-key", metavar="FILE", default=None, help="private key of --mqtt-cert")
+    ap.add_argument("--checkpoint", default="checkpoints/default",
+                    help="causal PCGNet checkpoint directory (default: checkpoints/default)")
+    ap.add_argument("--engine", choices=("pcgnet", "toy"), default="pcgnet",
+                    help="pcgnet (default; needs --checkpoint) or toy (a tiny deterministic stand-in for tests)")
+    ap.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
+    ap.add_argument("--group", default="pcgnet-workers", help="shared-subscription group of the cluster")
+    ap.add_argument("--root", default=DEFAULT_ROOT, help="topic root")
+    ap.add_argument("--claim-settle-s", type=float, default=0.15, help="wait for competing claims (s)")
+    ap.add_argument("--gap-timeout-s", type=float, default=5.0, help="skip a missing input after this (s)")
+    ap.add_argument("--idle-release-s", type=float, default=600.0, help="release a quiet conversation (s)")
+    ap.add_argument("--max-conversations", type=int, default=2000, help="claim nothing beyond this")
+    ap.add_argument("--state-every", type=int, default=1,
+                    help="publish a conversation's state blob every N steps (state traffic / N; longer replay)")
+    ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    return ap
+
+
+def make_engine(args: argparse.Namespace, worker_id: str) -> ConversationEngine:
+    """The engine named on the command line (imports torch only for the real model)."""
+    if args.engine == "toy":
+        from stream.cluster.engine import ToyEngine
+
+        return ToyEngine(worker_id)
+    if not Path(args.checkpoint).exists():
+        raise ValueError(f"checkpoint {args.checkpoint} not found; pass --checkpoint PATH (a causal model)")
+    from stream.cluster.pcgnet_engine import PCGNetEngine
+
+    return PCGNetEngine.from_checkpoint(args.checkpoint, worker_id=worker_id, device=args.device)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``live.py --worker`` and ``python -m stream.cluster``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiomqtt").setLevel(logging.WARNING)
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        settings = MqttSettings.from_url(args.mqtt, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert,
+                                         key_file=args.mqtt_key)
+        params = WorkerParams(worker_id=worker_id, root=args.root, group=args.group,
+                              claim_settle_s=args.claim_settle_s, gap_timeout_s=args.gap_timeout_s,
+                              idle_release_s=args.idle_release_s, max_conversations=args.max_conversations,
+                              state_every=args.state_every)
+        engine = make_engine(args, worker_id)
+    except (ValueError, OSError) as exc:
+        print(f"live.py --worker: {exc}", file=sys.stderr)
+        return 2
+    log.info("worker %s: broker %s, engine %s", worker_id, settings.redacted_url(), engine.name)
+
+    async def serve() -> None:
+        install_loop_exception_handler()  # aiomqtt socket races on broker loss: one line, not a traceback
+        worker = Worker(settings, engine, params)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
