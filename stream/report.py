@@ -277,7 +277,7 @@ def png_paths(png: Path, sessions: list[SessionEvents]) -> list[Path]:
     """``--png FILE.png``: that file for one session; ``FILE.<session>.png`` per session for several."""
     if len(sessions) == 1:
         return [png]
-    from .topics import topic_level
+    from .mqtt.topics import topic_level
     return [png.with_name(f"{png.stem}.{topic_level(s.session)}{png.suffix or '.png'}") for s in sessions]
 
 
