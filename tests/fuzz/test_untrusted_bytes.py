@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 import tempfile
 import zlib
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pcgnet.data import DataError, read_pickle
@@ -41,7 +42,7 @@ json_leaf = (st.none() | st.booleans() | st.integers() | st.sampled_from([10**40
              | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20))
 json_values = st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
                            max_leaves=8)
-deep_json = st.integers(1, 3000).map(lambda n: "[" * n + "]" * n)
+deep_json = (st.sampled_from([999, 1500, 2040]) | st.integers(1, 3000)).map(lambda n: "[" * n + "]" * n)
 
 
 def dump(obj: Any) -> str:
@@ -131,7 +132,15 @@ crc_valid_records = st.builds(record, st.integers(0, 2**64 - 1), st.integers(0, 
 segment_bytes = st.lists(crc_valid_records | st.binary(max_size=30), max_size=6).map(b"".join)
 
 
+# Found by this target, in stream/spool.py (owned by the branch that moves it to stream/mqtt/): a CRC-valid
+# record with a non-UTF-8 topic makes every peek() raise UnicodeDecodeError (a poison pill that stops the
+# publisher on every restart), and a negative or huge ACKED makes append() raise struct.error. Fix: _decode
+# treats a record whose topic is not UTF-8 or whose QoS bits are 3 as corrupt; _read_acked clamps to
+# [0, 2**63). Strict: once fixed, this xfail fails until the marker is removed.
+@pytest.mark.xfail(strict=True, reason="stream/spool.py: non-UTF-8 topic in a CRC-valid record; negative ACKED")
 @FUZZ
+@example(segments=[record(1, 1, b"\x80", b"")], acked="")
+@example(segments=[b""], acked="-2")
 @given(segments=st.lists(segment_bytes, min_size=1, max_size=3), acked=st.text(max_size=25) | st.integers().map(str))
 def test_spool_segments(segments: list[bytes], acked: str) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -151,14 +160,32 @@ def test_spool_segments(segments: list[bytes], acked: str) -> None:
 
 # -- cluster owner / ack / worker records and state blobs (retained MQTT messages) -------------------------
 
-record_objects = st.fixed_dictionaries(
-    {"v": st.sampled_from([1, 2, "1"])},
-    optional={k: json_values for k in ("session", "worker", "incarnation", "epoch", "status", "at", "pid",
-                                       "next_seq")})
+VALID_RECORDS = [OwnerRecord("s", "w", "i", 3, "owned", 1.5), AckRecord("s", 4, 3, "w", 1.5),
+                 WorkerRecord("w", "i", "online", 1.5, 42)]
 
 
+@st.composite
+def record_payloads(draw: st.DrawFn) -> bytes:
+    """A valid record with one field replaced, added or removed, or bytes that are barely JSON."""
+    obj = json.loads(draw(st.sampled_from(VALID_RECORDS)).encode())
+    key = draw(st.sampled_from([*obj, "extra"]))
+    if draw(st.booleans()):
+        obj[key] = draw(json_values)
+    else:
+        obj.pop(key, None)
+    return dump(obj).encode()
+
+
+# Found by this target, in stream/cluster/records.py (owned by the branch that moves it to stream/mqtt/):
+# JSON nested deeper than the recursion limit raises RecursionError, and "at": "x" / [1] / 1e400-as-int
+# raise ValueError / TypeError / OverflowError instead of RecordError. Fix: catch RecursionError in _load
+# and parse "at" like the other fields. Strict: once fixed, this xfail fails until the marker is removed.
+@pytest.mark.xfail(strict=True, reason="stream/cluster/records.py: deep JSON, non-numeric 'at'")
 @FUZZ
-@given(st.binary(max_size=300) | record_objects.map(dump).map(str.encode) | deep_json.map(str.encode))
+@example(payload=b"[" * 2000 + b"]" * 2000)
+@example(payload=dump({"v": 1, "session": "s", "worker": "w", "incarnation": "i", "epoch": 1, "status": "owned",
+                       "at": "x"}).encode())
+@given(payload=st.binary(max_size=300) | record_payloads() | deep_json.map(str.encode))
 def test_cluster_records(payload: bytes) -> None:
     for kind in (OwnerRecord, AckRecord, WorkerRecord):
         try:
@@ -167,7 +194,7 @@ def test_cluster_records(payload: bytes) -> None:
             assert type(e) is RecordError
             one_clear_line(e)
             continue
-        assert rec.encode() and kind.decode(rec.encode()) == rec  # an accepted record round-trips
+        assert kind.decode(rec.encode()) == rec  # an accepted record round-trips
 
 
 def state_blob() -> bytes:
@@ -209,11 +236,16 @@ opcodes = st.one_of(
     st.sampled_from(["latin1", "utf-8", "rot13", "nope", "hex", "zlib"]).map(lambda s: b"V" + s.encode() + b"\n"),
     st.binary(max_size=6).map(lambda b: b"C" + bytes([len(b)]) + b),
 )
+calls = st.builds(lambda g, args: b"c" + g + b"\n(" + b"".join(args) + b"tR.", st.sampled_from(ALLOWED),
+                  st.lists(opcodes, max_size=4))  # global(*args): the constructors' own argument checks
 pickles = st.one_of(st.binary(max_size=100), st.lists(opcodes, max_size=12).map(lambda ops: b"".join(ops) + b"."),
-                    json_values.map(lambda v: pickle.dumps(v, protocol=2)))
+                    calls, json_values.map(lambda v: pickle.dumps(v, protocol=2)))
 
 
 @FUZZ
+@example(b"c_codecs\nencode\n(Vx\nVnope\ntR.")  # LookupError escaped
+@example(b"cbuiltins\nbytearray\n(I100000000000000000000000\ntR.")  # OverflowError escaped
+@example(b"cnumpy\nndarray\n((I100000\nI100000\nI1000\nttR.")  # MemoryError escaped
 @given(pickles)
 def test_restricted_unpickler(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -224,3 +256,15 @@ def test_restricted_unpickler(data: bytes) -> None:
         except DataError as e:
             assert type(e) is DataError
             one_clear_line(e)
+
+
+def test_unpickler_refuses_allocation_bombs_and_odd_codecs(tmp_path: Path) -> None:
+    """``bytearray(n)`` would fill memory with n zero bytes; only text codecs may rebuild bytes."""
+    for data, why in ((b"cbuiltins\nbytearray\n(I4000000000\ntR.", "refusing bytearray(int)"),
+                      (b"c_codecs\nencode\n(Vx\nVrot13\ntR.", "refusing codec 'rot13'")):
+        (tmp_path / "x.pkl").write_bytes(data)
+        with pytest.raises(DataError, match=re.escape(why)):
+            read_pickle(tmp_path / "x.pkl")
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps((bytearray(b"ab"), np.arange(3)), protocol=2))
+    got = read_pickle(tmp_path / "ok.pkl")
+    assert got[0] == bytearray(b"ab") and got[1].tolist() == [0, 1, 2]
