@@ -106,20 +106,26 @@ def fix_mmap_threshold() -> bool:
         return False
 
 
-def train_child(name: str, fraction: float, epochs: int, threads: int, pin_mmap: bool) -> dict:
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so wall times measure it (a no-op on CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def train_child(name: str, fraction: float, epochs: int, threads: int, pin_mmap: bool, device: str) -> dict:
     """One process per dataset: its ru_maxrss is this dataset's peak."""
     pinned = fix_mmap_threshold() if pin_mmap else False
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = paper_config(name)
-    model = PCGNet(cfg)
+    model = PCGNet(cfg).to(device)
     n = max(32, int(PAPER[name][0] * fraction))
     data = synthetic_dialogues(name, n)
     ds = DATASETS[name]
-    alpha = 1.0 / torch.tensor(ds.class_freq) if name == "IEMOCAP" else None
+    alpha = (1.0 / torch.tensor(ds.class_freq)).to(device) if name == "IEMOCAP" else None
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(0)
-    batches = [collate(data[i:i + 32]) for i in range(0, n, 32)]
+    batches = [collate(data[i:i + 32]).to(device) for i in range(0, n, 32)]
 
     def run(batch: DialogueBatch) -> None:
         opt.zero_grad(set_to_none=True)
@@ -131,28 +137,31 @@ def train_child(name: str, fraction: float, epochs: int, threads: int, pin_mmap:
 
     model.train()
     run(batches[0])  # warm-up (allocator, PyG's first-call inspection)
+    sync(device)
     times, cpu = [], []
     for _ in range(epochs):
         t0, c0 = time.perf_counter(), time.process_time()
         for batch in batches:
             run(batch)
+        sync(device)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return {"name": name, "dialogues": n, "utterances": sum(len(d) for d in data),
             "epoch_s": times, "epoch_cpu_s": cpu,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "params": count_parameters(model), "mmap_threshold_pinned": pinned}
+            "params": count_parameters(model), "mmap_threshold_pinned": pinned,
+            "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None}
 
 
-def bench_train(fraction: float, epochs: int, threads: int, pin_mmap: bool) -> list[dict]:
+def bench_train(fraction: float, epochs: int, threads: int, pin_mmap: bool, device: str) -> list[dict]:
     rows = []
     for name in ("IEMOCAP", "MELD"):
-        cmd = [sys.executable, __file__, "--_train-child", name, "--fraction", str(fraction),
+        cmd = [sys.executable, __file__, "--_train-child", name, "--fraction", str(fraction), "--device", device,
                "--epochs", str(epochs), "--threads", str(threads)] + (["--pin-mmap"] if pin_mmap else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     pinned = all(r["mmap_threshold_pinned"] for r in rows)
-    print(f"\nTraining ({threads} threads, batch 32, Adam, focal + shift NLL + contrastive loss; one epoch = all "
+    print(f"\nTraining ({device}, {threads} threads, batch 32, Adam, focal + shift NLL + contrastive loss; one epoch = all "
           f"dialogues; glibc mmap threshold {'pinned at 128 KiB' if pinned else 'glibc default'})")
     print(f"{'dataset':8} {'dialogues':>9} {'utts':>6} {'epochs':>6} {'epoch s p50 [min-max]':>22} "
           f"{'CPU s p50':>9} {'dial/s p50':>10} {'peak GiB':>8} {'params':>11}")
@@ -161,7 +170,8 @@ def bench_train(fraction: float, epochs: int, threads: int, pin_mmap: bool) -> l
         med = statistics.median(wall)
         print(f"{r['name']:8} {r['dialogues']:>9} {r['utterances']:>6} {len(wall):>6} "
               f"{f'{med:.2f} [{min(wall):.2f}-{max(wall):.2f}]':>22} {statistics.median(cpu):>9.2f} "
-              f"{r['dialogues'] / med:>10.2f} {r['peak_rss_gib']:>8.2f} {r['params']:>11,}")
+              f"{r['dialogues'] / med:>10.2f} {r['peak_rss_gib']:>8.2f} {r['params']:>11,}"
+              + (f"  GPU peak {r['gpu_peak_gib']:.2f} GiB" if r["gpu_peak_gib"] is not None else ""))
     print("(CPU s = process CPU time of the epoch; with 2 threads, CPU s / 2 is what the wall time would be on an "
           "otherwise idle machine at perfect scaling)")
     return rows
@@ -173,9 +183,10 @@ def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f} [{q[0]:.2f}-{q[8]:.2f}]"
 
 
-def timed_ms(fn: Callable[[], object]) -> float:
+def timed_ms(fn: Callable[[], object], device: str = "cpu") -> float:
     t0 = time.perf_counter()
     fn()
+    sync(device)
     return (time.perf_counter() - t0) * 1e3
 
 
@@ -188,17 +199,17 @@ def one_dialogue(feats: dict[str, torch.Tensor], spk: torch.Tensor, persona: tor
                          torch.zeros(1, n, dtype=torch.long), [0])
 
 
-def bench_stream(lengths: list[int], reps: int) -> None:
+def bench_stream(lengths: list[int], reps: int, device: str) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     cfg = paper_config("MELD", causal=True)
-    model = PCGNet(cfg).eval()
+    model = PCGNet(cfg).eval().to(device)
     longest = max(lengths)
     W = cfg.window_utterances
     g = torch.Generator().manual_seed(2)
-    spk = torch.randint(0, 4, (longest,), generator=g)  # a 4-party conversation
-    feats = {m: torch.randn(longest, dim, generator=g) for m, dim in cfg.dims.items()}
-    persona = torch.rand(longest, 5, generator=g)
+    spk = torch.randint(0, 4, (longest,), generator=g).to(device)  # a 4-party conversation
+    feats = {m: torch.randn(longest, dim, generator=g).to(device) for m, dim in cfg.dims.items()}
+    persona = torch.rand(longest, 5, generator=g).to(device)
 
     def inputs(t: int) -> tuple[dict, int, torch.Tensor]:
         return {m: feats[m][t] for m in cfg.modalities}, int(spk[t]), persona[t]
@@ -211,21 +222,21 @@ def bench_stream(lengths: list[int], reps: int) -> None:
             if t + 1 in lengths:
                 states[t + 1] = state
             _, state = model.step(state, *inputs(t))
-    print(f"\nStreaming (1 thread, MELD sizes h=200, causal, window W={W}; latency in ms of the utterance that makes "
+    print(f"\nStreaming ({device}, 1 thread, MELD sizes h=200, causal, window W={W}; latency in ms of the utterance that makes "
           f"the conversation L long, median [p10-p90] over {reps} interleaved repetitions)")
     print(f"{'L':>4} {'step':>21} {f'window re-run ({W + 1})':>21} {'prefix re-run':>21} "
           f"{'window/step':>21} {'prefix/step':>21} {'state KiB':>9}")
     with torch.no_grad():
         for L in lengths:
             st, x = states[L], inputs(L - 1)
-            window = one_dialogue(feats, spk, persona, max(0, L - W - 1), L, cfg.modalities)
-            prefix = one_dialogue(feats, spk, persona, 0, L, cfg.modalities)
+            window = one_dialogue(feats, spk, persona, max(0, L - W - 1), L, cfg.modalities).to(device)
+            prefix = one_dialogue(feats, spk, persona, 0, L, cfg.modalities).to(device)
             model(window), model(prefix)  # warm-up at these shapes
             step_t, win_t, pre_t = [], [], []
             for _ in range(reps):
-                step_t.append(timed_ms(lambda st=st, x=x: model.step(st, *x)))
-                win_t.append(timed_ms(lambda b=window: model(b)))
-                pre_t.append(timed_ms(lambda b=prefix: model(b)))
+                step_t.append(timed_ms(lambda st=st, x=x: model.step(st, *x), device))
+                win_t.append(timed_ms(lambda b=window: model(b), device))
+                pre_t.append(timed_ms(lambda b=prefix: model(b), device))
             win_ratio = [w / s for w, s in zip(win_t, step_t, strict=True)]
             pre_ratio = [p / s for p, s in zip(pre_t, step_t, strict=True)]
             print(f"{L:>4} {spread(step_t):>21} {spread(win_t):>21} {spread(pre_t):>21} "
@@ -240,8 +251,8 @@ def bench_stream(lengths: list[int], reps: int) -> None:
             items = [(st, *x)] * k
             tog, seq = [], []
             for _ in range(max(5, reps // k)):
-                tog.append(timed_ms(lambda items=items: model.step_many(items)))
-                seq.append(timed_ms(lambda items=items: [model.step(*it) for it in items]))
+                tog.append(timed_ms(lambda items=items: model.step_many(items), device))
+                seq.append(timed_ms(lambda items=items: [model.step(*it) for it in items], device))
             ratio = [s / t for s, t in zip(seq, tog, strict=True)]
             print(f"{k:>4} {spread(tog):>21} {spread(seq):>21} {spread(ratio):>21} "
                   f"{statistics.median(tog) / k:>12.2f}")
@@ -257,19 +268,21 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[10, 50, 100, 200])
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training (streaming uses 1)")
     ap.add_argument("--pin-mmap", action="store_true", help="pin glibc's mmap threshold (lower RSS, more CPU)")
+    ap.add_argument("--device", default="cpu", help="torch device (cuda: scripts/gpu-check.sh)")
     ap.add_argument("--_train-child", dest="train_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.train_child:
-        print(json.dumps(train_child(args.train_child, args.fraction, args.epochs, args.threads, args.pin_mmap)))
+        print(json.dumps(train_child(args.train_child, args.fraction, args.epochs, args.threads, args.pin_mmap,
+                                     args.device)))
         return
     if args.quick:
         args.fraction, args.reps, args.epochs = min(args.fraction, 0.25), min(args.reps, 20), min(args.epochs, 2)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
           f"load average {os.getloadavg()[0]:.2f} (1 min) at start")
     if args.only in (None, "train"):
-        bench_train(args.fraction, args.epochs, args.threads, args.pin_mmap)
+        bench_train(args.fraction, args.epochs, args.threads, args.pin_mmap, args.device)
     if args.only in (None, "stream"):
-        bench_stream(args.lengths, args.reps)
+        bench_stream(args.lengths, args.reps, args.device)
     print(f"\nload average {os.getloadavg()[0]:.2f} (1 min) at the end")
     print(f"\n{REFERENCE}")
 

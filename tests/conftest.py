@@ -18,6 +18,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu",
+                     help="torch device of the tests that take the `device` fixture (scripts/gpu-check.sh: cuda)")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The ``--device`` option; asking for CUDA without a GPU is an error, never a silent CPU run."""
+    name = str(request.config.getoption("--device"))
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.fail(f"--device {name}: torch sees no CUDA GPU", pytrace=False)
+    return name
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A fresh mosquitto (MQTT 5, anonymous, no persistence) on 127.0.0.1:<free port>."""

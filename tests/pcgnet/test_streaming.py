@@ -15,12 +15,12 @@ from pcgnet.streaming import ConversationState
 DIMS = {"t": 12, "a": 7, "v": 5}
 SPEAKERS = [0, 0, 1, 2, 0, 1, 1, 3, 2, 0, 0, 1, 2, 3, 3, 1]
 
-def causal_model(seed=0, **kw) -> PCGNet:
+def causal_model(seed=0, device="cpu", **kw) -> PCGNet:
     base = dict(dims=dict(DIMS), hidden=8, persona_heads=2, interactive_heads=2, n_speakers=4, causal=True,
                 window_utterances=16)
     base.update(kw)
     torch.manual_seed(seed)
-    return PCGNet(PCGNetConfig(**base)).eval()
+    return PCGNet(PCGNetConfig(**base)).eval().to(device)
 
 
 def dialogue(T, seed=0, speakers=None):
@@ -45,7 +45,7 @@ def forward_whole(model, feats, spk, persona):
                           torch.ones(1, T, dtype=torch.bool), persona.unsqueeze(0),
                           torch.zeros(1, T, dtype=torch.long), [0])
     with torch.no_grad():
-        return model(batch)
+        return model(batch.to(next(model.parameters()).device))
 
 
 @pytest.mark.parametrize("kw", [
@@ -56,8 +56,8 @@ def forward_whole(model, feats, spk, persona):
     dict(use_persona=False, use_crosstask=False),
     dict(use_graph=False),
 ])
-def test_steps_equal_causal_forward(kw):
-    model = causal_model(**kw)
+def test_steps_equal_causal_forward(kw, device):
+    model = causal_model(device=device, **kw)
     feats, spk, persona = dialogue(16, speakers=SPEAKERS)  # 16 <= window + 1, four speakers
     results, _ = run_steps(model, feats, spk, persona)
     out = forward_whole(model, feats, spk, persona)
@@ -152,9 +152,9 @@ CLAMPED_SPEAKERS = [0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 3, 1, 1, 1, 1, 1, 1, 
     dict(),
     dict(persona_layers=2, interactive_layers=2, erc_windows=2, shift_windows=3, interactive_windows=2),
 ])
-def test_past_the_window_steps_equal_a_forward_with_clamped_windows(kw, monkeypatch):
+def test_past_the_window_steps_equal_a_forward_with_clamped_windows(kw, monkeypatch, device):
     W = 4
-    model = causal_model(window_utterances=W, **kw)
+    model = causal_model(window_utterances=W, device=device, **kw)
     spk = torch.tensor(CLAMPED_SPEAKERS)
     feats, _, persona = dialogue(spk.numel(), seed=6)
     results, _ = run_steps(model, feats, spk, persona)
@@ -195,8 +195,8 @@ def test_round_trip_through_safetensors_continues_identically(tmp_path):
         torch.testing.assert_close(a.emotion_probs, c.emotion_probs, atol=1e-6, rtol=0)
 
 
-def test_step_many_equals_separate_steps():
-    model = causal_model()
+def test_step_many_equals_separate_steps(device):
+    model = causal_model(device=device)
     convs = [dialogue(6, seed=s) for s in range(3)]
     states = [model.init_state() for _ in convs]
     for t in range(6):
