@@ -12,7 +12,8 @@ from collections.abc import Callable
 DEADLINE_S = 30.0
 
 
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S, poll_s: float = 0.01) -> None:
+async def until(pred: Callable[[], bool], what: str = "the condition", timeout_s: float = DEADLINE_S,
+                poll_s: float = 0.01) -> None:
     """Return as soon as ``pred()`` holds; fail naming ``what`` after ``timeout_s``."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s

@@ -19,6 +19,7 @@ from stream.cluster.worker import Worker, WorkerParams, seq_of
 from stream.mqtt_config import MqttSettings
 from stream.testing import Mosquitto
 from stream.topics import input_topic
+from tests.waiting import until
 
 pytestmark = pytest.mark.mqtt
 
@@ -66,7 +67,7 @@ class Consumer:
             await self._task
         await self._stack.aclose()
 
-    async def wait_for(self, pred: Callable[[], bool], timeout_s: float = 10) -> None:
+    async def wait_for(self, pred: Callable[[], bool], timeout_s: float = 30) -> None:
         async with asyncio.timeout(timeout_s):
             while not pred():
                 self._changed.clear()
@@ -82,15 +83,6 @@ async def publish(settings: MqttSettings, session: str, seq: int | None, payload
         props.UserProperty = [("seq", seq_text if seq_text is not None else str(seq))]
     async with aiomqtt.Client(**settings.with_client_id(f"pub-{session}").client_kwargs()) as c:
         await c.publish(input_topic(session), data, qos=1, properties=props)
-
-
-async def until(pred: Callable[[], bool], timeout_s: float = 30) -> None:
-    """Polls a worker's state (it has no event to wait on); the deadline is generous, never a speed claim."""
-    for _ in range(int(timeout_s / 0.02)):
-        if pred():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def spy_inputs(w: Worker, handled: list[tuple[str, int | None]]) -> Callable[[str, bytes, aiomqtt.Message], None]:
@@ -230,7 +222,7 @@ def test_missing_input_is_skipped_after_the_gap_timeout(broker: Mosquitto) -> No
         async with Consumer(broker.settings) as consumer, workers(broker.settings, "a", gap_timeout_s=0.5):
             await publish(broker.settings, "holey", 0, utt(0))
             await publish(broker.settings, "holey", 2, utt(2))  # seq 1 never comes
-            await consumer.wait_for(lambda: len(consumer.emotion) == 2, timeout_s=5)
+            await consumer.wait_for(lambda: len(consumer.emotion) == 2)
         assert [ev["utterance_id"] for ev in consumer.emotion] == ["u0000", "u0002"]
         assert any("skipped 1 missing input" in e["message"] for e in consumer.errors)
 

@@ -13,8 +13,7 @@ import pytest
 from extractors import registry
 from extractors.base import Extractor, ExtractorError, Feature, UtteranceMedia
 from extractors.workers import ProcessExtractor, batch_async, extract_async
-
-DEADLINE_S = 30.0  # generous: a deadline for conditions, never a speed claim
+from tests.waiting import DEADLINE_S
 
 
 class LoopWitness:
