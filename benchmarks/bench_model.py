@@ -56,7 +56,7 @@ from pcgnet.model import PCGNet, count_parameters  # noqa: E402
 REFERENCE = (
     "the original implementation on this machine (reference only, not measured in this run): training "
     "27.5 s per IEMOCAP epoch, 81.3 s per MELD epoch, 3.5 GiB peak (issue 2, 2026-11-25); prefix re-run "
-    "p50 65/155/299/840 ms at L = 10/50/100/200, measured beside our step's 4.0/3.8/3.8/5.5 ms (issue 14)"
+    "p50 65/155/299/840 ms at L = 10/50/100/200, measured beside our step's 4.0/3.8/3.8/5.5 ms (issue 14, before 2026-12-03)"
 )
 PAPER = {  # name: (dialogues, mean length, max length, speakers, hidden, persona heads, dropout_forward)
     "IEMOCAP": (120, 48.4, 110, 2, 400, 8, 0.3),
