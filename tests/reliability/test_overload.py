@@ -81,7 +81,7 @@ def test_back_pressure_and_drop_oldest(runtime_factory, tmp_path: Path, caplog) 
     # back-pressure: nothing lost on the blocking link, in order
     assert [e["utterance_id"] for e in emo] == [f"u{i:04d}" for i in range(N)]
     held = sum(d >= 8 for d in src.depth_before)
-    assert held > 0  # the source really was held back: it found the session queue full and had to wait
+    assert held > 0  # the source found the session queue full: with the bound checked below, it had to wait
     # bounded memory: no queue ever held more than its bound
     session_q = max(d.get("session[hot]", 0) for d in depths)
     slow_q = max(d.get("sink.slow", 0) for d in depths)
