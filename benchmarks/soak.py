@@ -12,10 +12,14 @@ and samples every ``--sample-s`` seconds: resident memory (VmRSS), sessions held
 the runtime, the largest per-session state (model tensors + JSON part), queue depths and utterances
 processed. It prints one line per sample and a summary with the RSS slope after warm-up.
 
+It runs the shipped model (``checkpoints/default`` with its fine-tuned text extractor and persona
+estimator), so the memory it watches is the memory of a real deployment; ``--tiny`` swaps in the tiny
+untrained checkpoint of the plumbing tests.
+
 Usage::
 
-    python benchmarks/soak.py                      # 20 minutes, 4 sessions at 10x, tiny checkpoint
-    python benchmarks/soak.py --minutes 2          # a quick look
+    python benchmarks/soak.py                      # 3 minutes, 4 sessions at 10x, shipped model
+    python benchmarks/soak.py --minutes 30         # a long run: leaks show as an RSS slope
     nice -n 10 python benchmarks/soak.py --json runs/soak.json
 """
 
@@ -118,7 +122,6 @@ async def soak(args: argparse.Namespace) -> list[Sample]:
     import torch
 
     torch.set_num_threads(1)
-    from extractors import registry
     from stream.analyzer import load_analyzer
     from stream.params import LiveParams
     from stream.record import read_session
@@ -131,13 +134,15 @@ async def soak(args: argparse.Namespace) -> list[Sample]:
         async def handle(self, frame: Any) -> None:
             return None
 
-    checkpoint = args.checkpoint
-    if checkpoint is None:
+    params = LiveParams(drain_timeout_s=5.0, cancel_timeout_s=2.0)
+    if args.tiny:
+        from extractors import registry
         from stream.testing import make_tiny_checkpoint
 
-        checkpoint = make_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="soak-ckpt-")) / "tiny")
-    params = LiveParams(drain_timeout_s=5.0, cancel_timeout_s=2.0)
-    analyzer = load_analyzer(checkpoint, params, extractors={"t": registry.create("minilm-l6")})
+        tiny = make_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="soak-ckpt-")) / "tiny")
+        analyzer = load_analyzer(tiny, params, extractors={"t": registry.create("minilm-l6")})
+    else:  # the checkpoint's own extractors, as live.py builds them
+        analyzer = load_analyzer(args.checkpoint, params)
     sinks: list[Sink] = [CountingSink()]
     if args.mqtt:
         from stream.mqtt.settings import MqttSettings
@@ -247,25 +252,29 @@ def summarize(samples: list[Sample], warmup_s: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=20.0, help="how long to run (default 20)")
+    p.add_argument("--minutes", type=float, default=3.0, help="how long to run (default 3)")
     p.add_argument("--sessions", type=int, default=4, help="long-lived sessions looping the demo (default 4)")
     p.add_argument("--speed", type=float, default=10.0, help="replay speed-up (default 10x)")
     p.add_argument("--churn-every-s", type=float, default=5.0,
                    help="start a short session (one demo pass) this often; 0 = none (default 5)")
     p.add_argument("--sample-s", type=float, default=10.0, help="sampling interval (default 10 s)")
-    p.add_argument("--warmup-s", type=float, default=60.0, help="samples before this are not in the slope")
+    p.add_argument("--warmup-s", type=float, default=45.0, help="samples before this are not in the slope")
     p.add_argument("--replay", default=str(ROOT / "examples" / "demo"), help="session folder to loop")
-    p.add_argument("--checkpoint", help="causal checkpoint (default: a tiny untrained one made on the fly)")
+    p.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default"),
+                   help="causal checkpoint (default: the shipped checkpoints/default)")
+    p.add_argument("--tiny", action="store_true", help="a tiny untrained checkpoint instead (plumbing only)")
     p.add_argument("--mqtt", help="also publish to this broker (mqtt://host:port)")
     p.add_argument("--spool", help="with --mqtt: on-disk spool directory")
     p.add_argument("--json", help="write samples and summary to this file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"soak: {args.minutes:g} min, {args.sessions} long sessions at {args.speed:g}x, a short session every "
-          f"{args.churn_every_s:g} s, sampling every {args.sample_s:g} s", flush=True)
+    print(f"soak: {args.minutes:g} min, {'tiny checkpoint' if args.tiny else args.checkpoint}, {args.sessions} long "
+          f"sessions at {args.speed:g}x, a short session every {args.churn_every_s:g} s, sampling every "
+          f"{args.sample_s:g} s; load average {os.getloadavg()[0]:.2f} (1 min) at start", flush=True)
     samples = asyncio.run(soak(args))
     summary = summarize(samples, min(args.warmup_s, args.minutes * 60 / 4))
     print("summary: " + json.dumps(summary))
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"args": vars(args), "summary": summary,

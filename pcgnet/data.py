@@ -20,6 +20,7 @@ did not have) is absent; so is text when the RoBERTa pickle's four dicts are ``N
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import logging
@@ -68,10 +69,32 @@ _ALLOWED_GLOBALS = {
 }
 
 
+_TEXT_CODECS = {"latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"}
+
+
+def _bytearray(*args: Any) -> bytearray:
+    """``bytearray`` of bytes or text only: ``bytearray(10**10)`` in a pickle would fill memory with zeros."""
+    if args and not isinstance(args[0], bytes | bytearray | str):
+        raise pickle.UnpicklingError(f"refusing bytearray({type(args[0]).__name__}) (only bytes or text)")
+    return bytearray(*args)
+
+
+def _encode(obj: Any, encoding: str = "utf-8", *rest: Any) -> Any:
+    """``_codecs.encode`` restricted to the text codecs Python-2 pickles use for their bytes."""
+    if not isinstance(encoding, str) or encoding.lower() not in _TEXT_CODECS:
+        raise pickle.UnpicklingError(f"refusing codec {encoding!r} (only {sorted(_TEXT_CODECS)})")
+    return codecs.encode(obj, encoding, *rest)
+
+
+_GUARDED = {("builtins", "bytearray"): _bytearray, ("__builtin__", "bytearray"): _bytearray, ("_codecs", "encode"): _encode}
+
+
 class _DataUnpickler(pickle.Unpickler):
     """Rebuilds only containers, strings, numbers and numpy arrays: a pickle cannot run code through us."""
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _GUARDED:
+            return _GUARDED[module, name]
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain data and numpy arrays)")
@@ -87,9 +110,9 @@ def read_pickle(path: str | Path) -> Any:
         return _DataUnpickler(io.BytesIO(data), encoding="latin1").load()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError,
-            IndexError, KeyError) as e:
-        raise DataError(f"{path}: not a readable data pickle ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - only allowed constructors run; any of their errors is "malformed"
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise DataError(f"{path}: not a readable data pickle ({type(e).__name__}: {first})") from None
 
 
 # ----------------------------------------------------------------------------------------------- dialogues

@@ -141,7 +141,7 @@ def read_jsonl(path: Path, *, dropped: list[str] | None = None) -> list[dict[str
             obj = json.loads(ln)
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than json's limit
             if k == len(numbered) - 1:
                 msg = f"{path}:{no}: dropped a truncated last line ({e})"
                 log.warning(msg)
@@ -159,7 +159,7 @@ def _utterance(path: Path, no: int, d: dict[str, Any]) -> RecordedUtterance:
         t0, t1 = float(d["t_start"]), float(d["t_end"])
     except KeyError as e:
         raise SessionFormatError(f"{path}: utterance {no}: missing field {e.args[0]!r}") from None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
         raise SessionFormatError(f"{path}: utterance {no}: t_start/t_end must be numbers") from None
     if not isinstance(uid, str) or not uid or not isinstance(spk, str) or not spk:
         raise SessionFormatError(f"{path}: utterance {no}: utterance_id and speaker must be non-empty strings")
@@ -169,6 +169,13 @@ def _utterance(path: Path, no: int, d: dict[str, Any]) -> RecordedUtterance:
     emo = d.get("emotion")
     return RecordedUtterance(uid, spk, t0, t1, text if isinstance(text, str) else None,
                              emo if isinstance(emo, str) else None)
+
+
+def _member(root: Path, meta_path: Path, name: Any) -> Path:
+    """A file named in meta.json: a plain name inside the session folder (meta.json is untrusted input)."""
+    if not isinstance(name, str) or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise SessionFormatError(f"{meta_path}: file names must be plain names inside the folder, got {name!r:.80}")
+    return root / name
 
 
 def read_session(path: str | Path) -> RecordedSession:
@@ -181,8 +188,10 @@ def read_session(path: str | Path) -> RecordedSession:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SessionFormatError(f"{meta_path}: missing (a session folder needs meta.json and utterances.jsonl)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise SessionFormatError(f"{meta_path}: invalid JSON ({e})") from None
+    except OSError as e:
+        raise SessionFormatError(f"{meta_path}: cannot read ({e.strerror})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SessionFormatError(f"{meta_path}: not a {FORMAT!r} file")
     if meta.get("version") != VERSION:
@@ -200,13 +209,19 @@ def read_session(path: str | Path) -> RecordedSession:
     rec = RecordedSession(root, meta, utts, dropped_lines=dropped)
     audio = meta.get("audio")
     if isinstance(audio, dict) and audio.get("file"):
-        rec.audio, rec.sample_rate = read_wav(root / str(audio["file"]))
+        rec.audio, rec.sample_rate = read_wav(_member(root, meta_path, audio["file"]))
     video = meta.get("video")
     if isinstance(video, dict) and video.get("file"):
-        vp = root / str(video["file"])
+        vp = _member(root, meta_path, video["file"])
         if not vp.is_file():
             raise SessionFormatError(f"{vp}: missing (named in meta.json)")
-        rec.video_path, rec.video_fps = vp, float(video.get("fps") or 15.0)
+        try:
+            fps = float(video.get("fps") or 15.0)
+        except (TypeError, ValueError, OverflowError):
+            fps = float("nan")
+        if not (0 < fps < 1000):
+            raise SessionFormatError(f"{meta_path}: video fps must be a number in (0, 1000), got {video.get('fps')!r}")
+        rec.video_path, rec.video_fps = vp, fps
     ev_path = root / "events.jsonl"
     if ev_path.is_file():
         try:

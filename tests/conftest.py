@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stream.testing import Mosquitto
+from tests.real_parts import require_mosquitto
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -18,11 +18,31 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu",
+                     help="torch device of the tests that take the `device` fixture (scripts/gpu-check.sh: cuda)")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The ``--device`` option; asking for CUDA without a GPU is an error, never a silent CPU run."""
+    name = str(request.config.getoption("--device"))
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.fail(f"--device {name}: torch sees no CUDA GPU", pytrace=False)
+        # The tests compare paths to 1e-5; TF32 (cuDNN's default for the GRUs on Ampere and later) rounds
+        # products to 10-bit mantissas, which is a precision setting, not what they check.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return name
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A fresh mosquitto (MQTT 5, anonymous, no persistence) on 127.0.0.1:<free port>."""
-    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("mosquitto is not installed (scripts/install.sh installs it)")
+    require_mosquitto()
     with Mosquitto(tmp_path / "mosquitto") as broker:
         yield broker
 

@@ -29,7 +29,8 @@ from ..mqtt.wire import to_utterance
 from ..tasks import task_name
 from .base import Pacer, SessionClock, UtteranceSink, default_utterance_id, estimate_duration_s
 
-LINE_RE = re.compile(r"^\s*(?P<speaker>[^:]{1,64}?)\s*:\s*(?P<text>\S.*?)\s*$")
+# Matched against a stripped line, so the text needs no lazy ``.*?\s*$`` (quadratic on long blank runs).
+LINE_RE = re.compile(r"(?P<speaker>[^:]{1,64}?)\s*:\s*(?P<text>\S.*)")
 GAP_S = 0.3
 
 
@@ -42,7 +43,7 @@ def parse_line(line: str) -> tuple[str, str] | None:
     s = line.strip()
     if not s or s.startswith("#"):
         return None
-    m = LINE_RE.match(s)
+    m = LINE_RE.fullmatch(s)
     if not m:
         raise ValueError(f"expected 'Speaker: text', got {s[:60]!r}")
     return m.group("speaker"), m.group("text")

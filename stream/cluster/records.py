@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -134,13 +135,24 @@ def _load(payload: bytes | bytearray | str, what: str, topic: str) -> dict[str, 
         raise RecordError(f"{what} on {topic[:120]!r} is {len(payload)} bytes, limit {MAX_RECORD_BYTES}")
     try:
         obj = json.loads(bytes(payload).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise RecordError(f"{what} on {topic[:120]!r} is not JSON ({type(exc).__name__})") from None
     if not isinstance(obj, dict):
         raise RecordError(f"{what} on {topic[:120]!r} is not a JSON object")
     if obj.get("v") != RECORD_VERSION:
         raise RecordError(f"{what} on {topic[:120]!r} has version {obj.get('v')!r}, expected {RECORD_VERSION}")
     return obj
+
+
+def _at(obj: Mapping[str, Any], what: str) -> float:
+    at = obj.get("at") or 0.0
+    try:
+        value = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else math.nan
+    except OverflowError:  # an integer beyond float range
+        value = math.nan
+    if not math.isfinite(value):
+        raise RecordError(f"{what}: field 'at' must be a finite number of seconds, got {str(at)[:40]!r}")
+    return value
 
 
 def _field(obj: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
@@ -176,7 +188,7 @@ class WorkerRecord:
             raise RecordError(f"{what}: status must be 'online' or 'offline', got {status!r}")
         pid = obj.get("pid")
         return cls(_field(obj, "worker", str, what), _field(obj, "incarnation", str, what), status,
-                   float(obj.get("at") or 0.0), pid if isinstance(pid, int) else None)
+                   _at(obj, what), pid if isinstance(pid, int) else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +232,7 @@ class OwnerRecord:
         if epoch < 1:
             raise RecordError(f"{what}: epoch must be >= 1, got {epoch}")
         return cls(_field(obj, "session", str, what), _field(obj, "worker", str, what),
-                   _field(obj, "incarnation", str, what), epoch, status, float(obj.get("at") or 0.0))
+                   _field(obj, "incarnation", str, what), epoch, status, _at(obj, what))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,4 +260,4 @@ class AckRecord:
         if next_seq < 0:
             raise RecordError(f"{what}: next_seq must be >= 0, got {next_seq}")
         return cls(_field(obj, "session", str, what), next_seq, _field(obj, "epoch", int, what),
-                   _field(obj, "worker", str, what), float(obj.get("at") or 0.0))
+                   _field(obj, "worker", str, what), _at(obj, what))

@@ -263,9 +263,10 @@ class Spool:
 
     def _read_acked(self) -> int:
         try:
-            return int((self.directory / "ACKED").read_text().strip() or 0)
+            acked = int((self.directory / "ACKED").read_text().strip() or 0)
         except (OSError, ValueError):
             return 0
+        return min(max(acked, 0), 2**63 - 1)  # a tampered file must not make append() overflow the u64
 
     def _write_acked(self) -> None:
         tmp = self.directory / "ACKED.tmp"
@@ -408,6 +409,10 @@ def _decode(data: bytes, pos: int) -> tuple[int, int] | None:
     if zlib.crc32(body) != crc:
         return None
     seq, flags, topic_len = _BODY.unpack_from(body)
-    if _BODY.size + topic_len + (_EXPIRY.size if flags & _EXPIRY_FLAG else 0) > length:
+    if _BODY.size + topic_len + (_EXPIRY.size if flags & _EXPIRY_FLAG else 0) > length or flags & 3 == 3 or seq >= 2**63:
+        return None  # QoS 3 and sequence numbers no writer reaches are corruption
+    try:  # a CRC-valid record with a non-UTF-8 topic would fail every later read: treat it as corrupt
+        body[_BODY.size : _BODY.size + topic_len].decode("utf-8")
+    except UnicodeDecodeError:
         return None
     return seq, end

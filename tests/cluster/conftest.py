@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stream.testing import Mosquitto
+from tests.real_parts import require_mosquitto
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A fresh mosquitto 2 broker (MQTT 5) on 127.0.0.1."""
-    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("mosquitto is not installed (scripts/install.sh installs it)")
+    require_mosquitto()
     with Mosquitto(tmp_path / "mosquitto") as b:
         yield b

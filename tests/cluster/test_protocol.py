@@ -14,6 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from stream.cluster.engine import ToyEngine
+from stream.cluster.inputs import seq_of
 from stream.cluster.records import OwnerRecord, owner_topic
 from stream.cluster.worker import Worker
 from stream.mqtt.settings import MqttSettings
@@ -21,6 +22,7 @@ from stream.mqtt.topics import input_topic
 from stream.params import WorkerParams
 from stream.testing import Mosquitto
 from tests.contract import check_message
+from tests.waiting import until
 
 pytestmark = pytest.mark.mqtt
 
@@ -68,7 +70,7 @@ class Consumer:
             await self._task
         await self._stack.aclose()
 
-    async def wait_for(self, pred: Callable[[], bool], timeout_s: float = 10) -> None:
+    async def wait_for(self, pred: Callable[[], bool], timeout_s: float = 30) -> None:
         async with asyncio.timeout(timeout_s):
             while not pred():
                 self._changed.clear()
@@ -86,13 +88,15 @@ async def publish(settings: MqttSettings, session: str, seq: int | None, payload
         await c.publish(input_topic(session), data, qos=1, properties=props)
 
 
-async def until(pred: Callable[[], bool], timeout_s: float = 5) -> None:
-    """Polls a worker's state (it has no event to wait on)."""
-    for _ in range(int(timeout_s / 0.02)):
-        if pred():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+def spy_inputs(w: Worker, handled: list[tuple[str, int | None]]) -> Callable[[str, bytes, aiomqtt.Message], None]:
+    """``w._on_input`` that also notes (worker, seq) once the worker has decided on a message: a worker
+    decides on arrival, so a dropped input is seen without waiting a fixed time for nothing to happen."""
+    inner = w._on_input
+
+    def on_input(topic: str, payload: bytes, message: aiomqtt.Message) -> None:
+        inner(topic, payload, message)
+        handled.append((w.worker_id, seq_of(message)))
+    return on_input
 
 
 def utt(k: int) -> dict[str, Any]:
@@ -114,7 +118,13 @@ def test_simultaneous_claims_leave_exactly_one_owner(broker: Mosquitto) -> None:
             for s in sessions:
                 for w in ws:
                     w._start_claim(s)  # all three claim at once, as if each got a first input
-            await asyncio.sleep(1.0)
+
+            def settled(s: str) -> bool:  # one owner, every view agrees, the losers let go
+                owners = [w.worker_id for w in ws if s in w.local and w.local[s].owned]
+                return (len(owners) == 1 and sum(s in w.local for w in ws) == 1
+                        and {getattr(w.view.owner(s), "worker", None) for w in ws} == set(owners))
+
+            await until(lambda: all(settled(s) for s in sessions))
             for s in sessions:
                 owners = [w.worker_id for w in ws if s in w.local and w.local[s].owned]
                 assert len(owners) == 1, (s, owners)
@@ -141,8 +151,12 @@ def test_fenced_owner_stops_publishing(broker: Mosquitto) -> None:
                 await c.publish(owner_topic("fence"), rec.encode(), qos=1, retain=True)
             await until(lambda: "fence" not in owner.local)
             assert owner.stats.fenced == 1
+            handled: list[tuple[str, int | None]] = []  # (worker, seq) of every "fence" input a worker took in
+            for w in ws:
+                w._on_input = spy_inputs(w, handled)  # type: ignore[method-assign]
             await publish(broker.settings, "fence", 3, utt(3))
-            await asyncio.sleep(0.5)
+            await until(lambda: any(seq == 3 for _, seq in handled) or len(consumer.emotion) > 3)
+            assert "fence" not in owner.local and "fence" not in other.local  # seq 3 was dropped on arrival
             assert len(consumer.emotion) == 3, "the fenced worker published after losing the conversation"
 
     asyncio.run(main())
@@ -211,7 +225,7 @@ def test_missing_input_is_skipped_after_the_gap_timeout(broker: Mosquitto) -> No
         async with Consumer(broker.settings) as consumer, workers(broker.settings, "a", gap_timeout_s=0.5):
             await publish(broker.settings, "holey", 0, utt(0))
             await publish(broker.settings, "holey", 2, utt(2))  # seq 1 never comes
-            await consumer.wait_for(lambda: len(consumer.emotion) == 2, timeout_s=5)
+            await consumer.wait_for(lambda: len(consumer.emotion) == 2)
         assert [ev["utterance_id"] for ev in consumer.emotion] == ["u0000", "u0002"]
         assert any("skipped 1 missing input" in e["message"] for e in consumer.errors)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.extractors.extractor_media import RATE, SENT1, SENT2, espeak, write_wav
+from tests.real_parts import missing, require_module
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,14 @@ def _shipped(package: str, rel: str) -> Path:
 
     root = package_dir(package)
     if root is None or not (root / rel).is_file():
-        pytest.skip(f"{package} (which ships {rel}) is not installed")
+        missing(f"{package} (which ships {rel}) is not installed")
     return root / rel
 
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     """Real photos shipped inside wheels: a neutral face, a smiling face, and a landscape with no face."""
-    cv2 = pytest.importorskip("cv2")
+    cv2 = require_module("cv2")
     paths = {
         "neutral": _shipped("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
         "smiling": _shipped("skimage", "data/astronaut.png"),  # read as a file; skimage is never imported

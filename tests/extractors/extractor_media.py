@@ -4,13 +4,13 @@ files exist in this repository, so nothing imports from ``conftest``)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import wave
 from pathlib import Path
 
 import numpy as np
-import pytest
+
+from tests.real_parts import require_binary
 
 RATE = 16000
 SENT1 = "Hello, I am really happy to see you today. This is wonderful news."
@@ -35,8 +35,7 @@ def write_wav(path: Path, audio: np.ndarray, rate: int = RATE) -> None:
 
 def espeak(text: str, path: Path, voice: str = "en-us") -> np.ndarray:
     """espeak-ng speech resampled to 16 kHz mono float32."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (scripts/install.sh installs it)")
+    require_binary("espeak-ng")
     subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True)
     audio, rate = read_wav(path)
     from extractors.audio import resample

@@ -7,8 +7,9 @@ import pytest
 
 from extractors import registry
 from extractors.base import Extractor, ExtractorError, UtteranceMedia
+from tests.real_parts import require_module
 
-pytest.importorskip("opensmile")
+require_module("opensmile")
 
 NAMES = {"egemaps": 88, "is10": 1582, "mfcc": 95}
 

@@ -12,11 +12,13 @@ import pytest
 
 from extractors import registry
 from extractors.sessions import SessionError, extract_sessions
+from pcgnet import cli, data
+from pcgnet.persona import PersonaEstimator
+from tests.extractors.extractor_media import make_session
+from tests.real_parts import require_module
 
-pytest.importorskip("cv2")
-pytest.importorskip("opensmile")
-
-from tests.extractors.extractor_media import make_session  # noqa: E402
+require_module("cv2")
+require_module("opensmile")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,6 @@ NAMES = {"t": "minilm-l6", "a": "egemaps", "v": "fer"}
 
 
 def test_extract_layout_is_read_by_pcgnet_data(tmp_path, speech, photos, cache):
-    data = pytest.importorskip("pcgnet.data")
     s1 = make_session(tmp_path / "s1", "s1", speech, photos, video=True)
     s2 = make_session(tmp_path / "s2", "s2", speech, photos, video=True)
     s3 = make_session(tmp_path / "s3", "s3", speech, photos, video=False)
@@ -70,7 +71,7 @@ def test_absent_modality_is_declared(tmp_path, speech, photos, cache):
 
 
 def test_asr_fills_missing_transcripts(tmp_path, speech, photos, cache):
-    pytest.importorskip("pocketsphinx")
+    require_module("pocketsphinx")
     s = make_session(tmp_path / "s", "s", speech, photos, video=False, texts=(None, None, None))
     meta = extract_sessions([s], tmp_path / "out", {"t": "minilm-l6"}, asr="pocketsphinx", test_fraction=0.0,
                             create=cache)
@@ -81,7 +82,6 @@ def test_asr_fills_missing_transcripts(tmp_path, speech, photos, cache):
 
 
 def test_persona_json_and_iemocap_layout(tmp_path, speech, photos, cache):
-    data = pytest.importorskip("pcgnet.data")
     sessions = [make_session(tmp_path / f"s{i}", f"s{i}", speech, photos, video=False,
                              emotions=("happy", "angry", "neutral")) for i in range(2)]
     persona = {f"s{i}": np.full((3, 5), 0.3).tolist() for i in range(2)}
@@ -121,7 +121,6 @@ def test_truncated_last_line_is_dropped(tmp_path, speech, photos, cache):
 
 
 def test_cli_extract_and_list(tmp_path, speech, photos, capsys):
-    cli = pytest.importorskip("pcgnet.cli")
     s = make_session(tmp_path / "s", "s", speech, photos, video=False)
     rc = cli.main(["extract", str(s), "--out", str(tmp_path / "out"), "--audio", "mfcc", "--visual", "none",
                    "--test-fraction", "0", "--no-progress"])
@@ -136,20 +135,16 @@ def test_cli_extract_and_list(tmp_path, speech, photos, capsys):
     assert rows["silero"]["modality"] == "vad"
 
 
-def test_demo_session_if_present(tmp_path, cache):
-    demo = Path(__file__).resolve().parents[2] / "examples" / "demo"
-    if not (demo / "meta.json").is_file():
-        pytest.skip("examples/demo not present")
+def test_demo_session(tmp_path, cache):
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo"  # shipped in the tree
     shutil.copytree(demo, tmp_path / "demo")
     meta = extract_sessions([tmp_path / "demo"], tmp_path / "out", NAMES, test_fraction=0.0, create=cache)
     assert meta["absent"] == ["v"] and meta["sessions"][0]["invalid"] == {"t": 0, "a": 0}
 
 
 def test_persona_estimator(tmp_path, speech, photos, cache):
-    persona = pytest.importorskip("pcgnet.persona")
-    data = pytest.importorskip("pcgnet.data")
     rng = np.random.default_rng(0)
-    est = persona.PersonaEstimator(rng.standard_normal((384, 5)) * 0.01, np.full(5, 0.3), alpha=1.0,
+    est = PersonaEstimator(rng.standard_normal((384, 5)) * 0.01, np.full(5, 0.3), alpha=1.0,
                                    extractor="minilm-l6")
     (tmp_path / "est.json").write_text(json.dumps(est.to_json()))
     sessions = [make_session(tmp_path / f"s{i}", f"s{i}", speech, photos, video=False) for i in range(2)]
@@ -160,7 +155,7 @@ def test_persona_estimator(tmp_path, speech, photos, cache):
     ds = data.load_dataset("MELD", out, valid_rate=0.0)
     d = ds.train[0]
     np.testing.assert_allclose(d.persona, est.predict(d.features["t"]), atol=1e-5)  # alpha 1: no smoothing
-    bad = persona.PersonaEstimator(np.zeros((88, 5)), np.zeros(5), extractor="egemaps")
+    bad = PersonaEstimator(np.zeros((88, 5)), np.zeros(5), extractor="egemaps")
     (tmp_path / "bad.json").write_text(json.dumps(bad.to_json()))
     with pytest.raises(SessionError, match="fit on 'egemaps'"):
         extract_sessions(sessions, tmp_path / "o2", {"t": "minilm-l6"}, persona_estimator=tmp_path / "bad.json",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("cv2")
-pytest.importorskip("h5py")
+from tests.real_parts import require_module
+
+require_module("cv2")
+require_module("h5py")
 
 from extractors import registry  # noqa: E402
 from extractors.base import Extractor, ExtractorError, UtteranceMedia  # noqa: E402

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from pcgnet import graph
 from pcgnet.batch import DialogueBatch
 from pcgnet.config import PCGNetConfig
 from pcgnet.model import PCGNet
@@ -14,12 +15,12 @@ from pcgnet.streaming import ConversationState
 DIMS = {"t": 12, "a": 7, "v": 5}
 SPEAKERS = [0, 0, 1, 2, 0, 1, 1, 3, 2, 0, 0, 1, 2, 3, 3, 1]
 
-def causal_model(seed=0, **kw) -> PCGNet:
+def causal_model(seed=0, device="cpu", **kw) -> PCGNet:
     base = dict(dims=dict(DIMS), hidden=8, persona_heads=2, interactive_heads=2, n_speakers=4, causal=True,
                 window_utterances=16)
     base.update(kw)
     torch.manual_seed(seed)
-    return PCGNet(PCGNetConfig(**base)).eval()
+    return PCGNet(PCGNetConfig(**base)).eval().to(device)
 
 
 def dialogue(T, seed=0, speakers=None):
@@ -44,7 +45,7 @@ def forward_whole(model, feats, spk, persona):
                           torch.ones(1, T, dtype=torch.bool), persona.unsqueeze(0),
                           torch.zeros(1, T, dtype=torch.long), [0])
     with torch.no_grad():
-        return model(batch)
+        return model(batch.to(next(model.parameters()).device))
 
 
 @pytest.mark.parametrize("kw", [
@@ -55,8 +56,8 @@ def forward_whole(model, feats, spk, persona):
     dict(use_persona=False, use_crosstask=False),
     dict(use_graph=False),
 ])
-def test_steps_equal_causal_forward(kw):
-    model = causal_model(**kw)
+def test_steps_equal_causal_forward(kw, device):
+    model = causal_model(device=device, **kw)
     feats, spk, persona = dialogue(16, speakers=SPEAKERS)  # 16 <= window + 1, four speakers
     results, _ = run_steps(model, feats, spk, persona)
     out = forward_whole(model, feats, spk, persona)
@@ -74,9 +75,10 @@ def test_steps_equal_causal_forward(kw):
 
 
 def test_changing_a_later_utterance_never_changes_earlier_outputs():
+    # On the whole dialogue at once (the training path): stepping cannot see later utterances anyway, so
+    # only the full forward can show a leak from the future.
     model = causal_model(persona_layers=2, interactive_layers=2)
     feats, spk, persona = dialogue(12, seed=1)
-    base, _ = run_steps(model, feats, spk, persona)
     t = 7
     feats2 = {m: x.clone() for m, x in feats.items()}
     for x in feats2.values():
@@ -85,10 +87,15 @@ def test_changing_a_later_utterance_never_changes_earlier_outputs():
     persona2[t] += 0.3
     spk2 = spk.clone()
     spk2[t] = (spk[t] + 1) % 4
-    changed, _ = run_steps(model, feats2, spk2, persona2)
-    for a, b in zip(base[:t], changed[:t], strict=True):
-        assert torch.equal(a.emotion_probs, b.emotion_probs)
-    assert not torch.allclose(base[t].emotion_probs, changed[t].emotion_probs)
+    base = forward_whole(model, feats, spk, persona)
+    changed = forward_whole(model, feats2, spk2, persona2)
+    assert torch.equal(base.emotion_logp[:t], changed.emotion_logp[:t])
+    assert not torch.allclose(base.emotion_logp[t], changed.emotion_logp[t])
+    base_shift = {int(c): k for k, c in enumerate(base.shift_cur) if c < t}
+    changed_shift = {int(c): k for k, c in enumerate(changed.shift_cur) if c < t}
+    assert base_shift.keys() == changed_shift.keys() and base_shift
+    for c, k in base_shift.items():
+        assert torch.equal(base.shift_logp[k], changed.shift_logp[changed_shift[c]])
 
 
 def test_state_is_bounded_over_a_long_conversation():
@@ -126,6 +133,46 @@ def test_beyond_the_window_only_the_window_is_seen():
     assert results[11].prev_index == 0  # the shift pair still reaches the speaker's last turn
 
 
+def clamped_window_starts(W: int):
+    """``graph.window_starts`` with every window clamped to the step's cache: no source before i - W."""
+    unclamped = graph.window_starts
+
+    def starts(index: graph.DialogueIndex, w: int) -> torch.Tensor:
+        oldest = index.dialogue_start + (index.position - W).clamp(min=0)
+        return torch.maximum(unclamped(index, w), oldest)
+    return starts
+
+
+# A speaker silent for longer than the window (0 after index 0 until 13), first turns after W utterances
+# (2 at 11, 3 at 13) and a long monologue (1 from 14 to 22): every kind of window that reaches past the cache.
+CLAMPED_SPEAKERS = [0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 2, 3]
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(persona_layers=2, interactive_layers=2, erc_windows=2, shift_windows=3, interactive_windows=2),
+])
+def test_past_the_window_steps_equal_a_forward_with_clamped_windows(kw, monkeypatch, device):
+    W = 4
+    model = causal_model(window_utterances=W, device=device, **kw)
+    spk = torch.tensor(CLAMPED_SPEAKERS)
+    feats, _, persona = dialogue(spk.numel(), seed=6)
+    results, _ = run_steps(model, feats, spk, persona)
+    got = torch.stack([r.emotion_probs.log() for r in results])
+    unclamped = forward_whole(model, feats, spk, persona)
+    assert (got - unclamped.emotion_logp).abs().max() > 1e-3  # the clamping matters on this dialogue
+    monkeypatch.setattr(graph, "window_starts", clamped_window_starts(W))
+    ref = forward_whole(model, feats, spk, persona)
+    torch.testing.assert_close(got, ref.emotion_logp, atol=1e-5, rtol=0)
+    shift_of = {int(c): k for k, c in enumerate(ref.shift_cur)}
+    assert len(shift_of) == sum(r.shift_probs is not None for r in results)
+    for t, r in enumerate(results):
+        if r.shift_probs is not None:
+            k = shift_of[t]
+            assert r.prev_index == int(ref.shift_prev[k])
+            torch.testing.assert_close(r.shift_probs.log(), ref.shift_logp[k], atol=1e-5, rtol=0)
+
+
 def test_round_trip_through_safetensors_continues_identically(tmp_path):
     model = causal_model(persona_layers=2)
     feats, spk, persona = dialogue(14, seed=4)
@@ -148,8 +195,8 @@ def test_round_trip_through_safetensors_continues_identically(tmp_path):
         torch.testing.assert_close(a.emotion_probs, c.emotion_probs, atol=1e-6, rtol=0)
 
 
-def test_step_many_equals_separate_steps():
-    model = causal_model()
+def test_step_many_equals_separate_steps(device):
+    model = causal_model(device=device)
     convs = [dialogue(6, seed=s) for s in range(3)]
     states = [model.init_state() for _ in convs]
     for t in range(6):

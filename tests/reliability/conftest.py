@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from stream.testing import Mosquitto
+from tests.real_parts import require_binary, require_mosquitto
 
 
 @pytest.fixture
@@ -21,8 +21,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
     """Makes (not starts) brokers that a test can kill and restart on the same port; all stopped at the end."""
-    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("mosquitto is not installed (scripts/install.sh installs it)")
+    require_mosquitto()
     made: list[Mosquitto] = []
 
     def factory(**kw: Any) -> Mosquitto:
@@ -40,8 +39,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_pki(d: Path, name: str = "ca") -> dict[str, Path]:
     """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    require_binary("openssl")
     d.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=pcgnet test {name}",
              "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d)
@@ -60,8 +58,7 @@ def make_pki(d: Path, name: str = "ca") -> dict[str, Path]:
 
 def make_passwd(path: Path, users: dict[str, str]) -> Path:
     """A mosquitto password file made with mosquitto_passwd (hashed, as in production)."""
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.skip("mosquitto_passwd is not installed")
+    require_binary("mosquitto_passwd")
     path.write_text("")
     for user, pw in users.items():
         subprocess.run(["mosquitto_passwd", "-b", str(path), user, pw], check=True, capture_output=True)

@@ -20,6 +20,7 @@ from stream.capture.replay import ReplaySource
 from stream.frames import Utterance
 from stream.record import read_session
 from stream.sinks.jsonl import JsonlSink
+from tests.waiting import DEADLINE_S, until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo"
@@ -52,7 +53,7 @@ def test_idle_sessions_are_closed_and_their_state_freed(make_runtime) -> None:
     seen: dict[str, Any] = {}
 
     async def go() -> None:
-        rt = make_runtime([], LiveParams(session_idle_s=0.3, cancel_timeout_s=2.0))
+        rt = make_runtime([], LiveParams(session_idle_s=1.0, cancel_timeout_s=2.0))
 
         class Live:
             name = "live"
@@ -60,9 +61,9 @@ def test_idle_sessions_are_closed_and_their_state_freed(make_runtime) -> None:
             async def run(self, sink: Any) -> None:
                 await sink.submit(Utterance(session_id="x", utterance_id="u1", speaker="A", t_start=0, t_end=1,
                                             text="hello"))
-                await asyncio.sleep(0.3)
+                await until(lambda: rt.analyzer.processed == 1, "u1 analysed")
                 seen["during"] = set(rt.analyzer.sessions)
-                await asyncio.sleep(1.0)
+                await until(lambda: not rt.analyzer.sessions and not rt.workers, "the idle session closed")
                 seen["after"] = (set(rt.analyzer.sessions), set(rt.workers))
                 # the closed session comes back: a fresh one, and the source keeps running
                 await sink.submit(Utterance(session_id="x", utterance_id="u1", speaker="A", t_start=0, t_end=1,
@@ -70,11 +71,11 @@ def test_idle_sessions_are_closed_and_their_state_freed(make_runtime) -> None:
                 rt.end_session("x")  # closing ...
                 await sink.submit(Utterance(session_id="x", utterance_id="u2", speaker="A", t_start=1, t_end=2,
                                             text="and once more"))  # ... while an utterance arrives
-                await asyncio.sleep(0.5)
+                await until(lambda: rt.analyzer.processed >= 3, "u1 and u2 of the fresh session analysed")
                 seen["processed"] = rt.analyzer.processed
                 rt.request_stop()
         rt.add_source(Live(), finite=False)
-        assert await asyncio.wait_for(rt.run(), 60) == 0
+        assert await asyncio.wait_for(rt.run(), 120) == 0
     asyncio.run(go())
     assert seen["during"] == {"x"} and seen["after"] == (set(), set())
     assert seen["processed"] == 3  # u1, then u1 again in the fresh session, then u2
@@ -129,7 +130,7 @@ def test_sigterm_stops_cleanly_publishes_offline_and_leaves_a_readable_recording
         mosquitto, tiny_checkpoint: Path, tmp_path: Path) -> None:
     rec = tmp_path / "rec"
 
-    async def go() -> tuple[int, float, list[dict[str, Any]]]:
+    async def go() -> tuple[int, list[dict[str, Any]]]:
         got: list[dict[str, Any]] = []
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher") as c:
             await c.subscribe("pcgnet/status", qos=1)
@@ -144,18 +145,16 @@ def test_sigterm_stops_cleanly_publishes_offline_and_leaves_a_readable_recording
                     got.append(json.loads(m.payload))  # type: ignore[arg-type]
                     if sum(p["type"] == "emotion" for p in got) == 2:
                         break
-            t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            rc = await asyncio.wait_for(proc.wait(), 20)
-            took = time.monotonic() - t0
+            rc = await asyncio.wait_for(proc.wait(), DEADLINE_S)  # a hang fails here; how fast is no claim
             async with asyncio.timeout(5):
                 async for m in c.messages:
                     got.append(json.loads(m.payload))  # type: ignore[arg-type]
                     if got[-1].get("state") == "offline":
                         break
-        return rc, took, got
-    rc, took, got = asyncio.run(go())
-    assert rc == 0 and took < 10
+        return rc, got
+    rc, got = asyncio.run(go())
+    assert rc == 0
     assert [p["state"] for p in got if p["type"] == "status"][-1] == "offline"
     r = read_session(rec)  # cut mid-session, still a readable recording of what was seen
     assert 2 <= len(r.utterances) < 11 and r.audio is not None
@@ -185,22 +184,22 @@ def test_sigkill_leaves_the_last_will_offline_status(mosquitto, tiny_checkpoint:
 
 
 def test_readme_main_command_with_the_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python live.py --replay examples/demo`` with checkpoints/default: every utterance gets an event and
-    the text model recognises most of the scripted emotions (the demo's gold labels)."""
-    ck = ROOT / "checkpoints" / "default"
-    if not (ck / "config.json").is_file():
-        pytest.skip("checkpoints/default is not shipped in this tree")
+    """``python live.py --replay examples/demo`` with checkpoints/default gives what docs/live.md claims for
+    the model in the tree: 10 of the 11 scripted emotions (the miss: u0007 fear -> sadness) and 8 shifts."""
     from stream.app import main
     from stream.events import expression_name
 
     old = os.getcwd()
-    os.chdir(ROOT)  # the default --checkpoint is relative to the project root
+    os.chdir(ROOT)  # the default --checkpoint (checkpoints/default, shipped in the tree) is relative to the root
     try:
         assert main(["--replay", "examples/demo", "--speed", "0", "--no-tui"]) == 0
     finally:
         os.chdir(old)
-    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[demo]") and "SHIFT" not in x]
+    out = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[demo]")]
+    lines = [x for x in out if "SHIFT" not in x]
     assert len(lines) == 11
     gold = [expression_name(u.emotion or "") for u in read_session(DEMO).utterances]
     predicted = [x.split()[4] for x in lines]
-    assert sum(p == g for p, g in zip(predicted, gold, strict=True)) >= 7, list(zip(predicted, gold, strict=True))
+    misses = [(x.split()[2], g, p) for x, g, p in zip(lines, gold, predicted, strict=True) if p != g]
+    assert misses == [("u0007", "fear", "sadness")], misses
+    assert sum("SHIFT" in x for x in out) == 8
