@@ -35,12 +35,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import aiomqtt  # noqa: E402
 
-from stream.cluster.harness import (  # noqa: E402
-    WorkerProcess,
-    collect_run,
-    make_script,
-    wait_workers_online,
-)
 from stream.cluster.records import (  # noqa: E402
     AckRecord,
     OwnerRecord,
@@ -49,7 +43,13 @@ from stream.cluster.records import (  # noqa: E402
     owner_filter,
     worker_filter,
 )
-from stream.testing import Mosquitto  # noqa: E402
+from tests.support.broker import Mosquitto  # noqa: E402
+from tests.support.cluster import (  # noqa: E402
+    WorkerProcess,
+    collect_run,
+    make_script,
+    wait_workers_online,
+)
 
 
 def cpu_s(pid: int) -> float:
@@ -203,7 +203,7 @@ def main() -> int:
     if args.checkpoint:
         ck = Path(args.checkpoint)
     else:
-        from stream.testing import make_tiny_checkpoint
+        from tests.support.checkpoints import make_tiny_checkpoint
 
         ck = make_tiny_checkpoint(tmp / "ck", seed=0, hidden=200, n_speakers=9, window_utterances=16)
     print(f"checkpoint: {ck}  (machine: {os.cpu_count()} cores)  logs: {tmp}")

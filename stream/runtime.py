@@ -182,7 +182,7 @@ class Runtime:
 
     def queue_depths(self) -> dict[str, int]:
         d = {w.channel.name: len(w.channel) for w in self.workers.values()}
-        d["inference"] = len(self.analyzer.engine.batcher.queue)
+        d.update(self.analyzer.engine.queue_depths())
         d.update(self.analyzer.features.queue_depths())
         d.update(self.sinks.depths())
         return d

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.testing import Mosquitto
+from tests.support.broker import Mosquitto
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stream.testing import Mosquitto
+from tests.support.broker import Mosquitto
 
 
 @pytest.fixture

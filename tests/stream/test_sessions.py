@@ -98,7 +98,7 @@ def test_replay_is_paced_by_speed(make_runtime) -> None:
 def test_checkpoint_persona_estimator_is_used_and_smoothed(tmp_path: Path, minilm: Any) -> None:
     from pcgnet.persona import PersonaEstimator
     from stream.analyzer import load_analyzer
-    from stream.testing import make_tiny_checkpoint
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     rng = np.random.default_rng(0)
     est = PersonaEstimator(rng.normal(0, 0.5, (384, 5)).astype(np.float32), np.full(5, 0.3, np.float32),
