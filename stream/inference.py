@@ -21,7 +21,7 @@ from .params import InferenceParams
 
 if TYPE_CHECKING:
     from pcgnet.model import PCGNet
-    from pcgnet.streaming import ConversationState
+    from pcgnet.streaming import ConversationState, StepInput
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class ModelStepper:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=self.device)
 
     def _run_batch(self, reqs: Sequence[StepRequest]) -> list[StepOutput]:
-        items = [(r.state, {m: self._tensor(v) for m, v in r.features.items()}, int(r.speaker_slot),
+        items: list[StepInput] = [(r.state, {m: self._tensor(v) for m, v in r.features.items()}, int(r.speaker_slot),
                   self._tensor(r.persona)) for r in reqs]
         with torch.inference_mode():
             if len(items) == 1:

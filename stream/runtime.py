@@ -21,7 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
+
 from .analyzer import Analyzer
+from .capture.base import UtteranceSink
 from .channel import Channel, FullPolicy
 from .frames import ErrorCategory, ErrorFrame, EventFrame, Utterance
 from .mqtt.inbound import ErrorRateLimiter
@@ -39,7 +42,17 @@ class Source(Protocol):
 
     name: str
 
-    async def run(self, sink: Any) -> None: ...
+    async def run(self, sink: UtteranceSink) -> None: ...
+
+
+class Camera(Protocol):
+    """A video source whose frames are attached to a session's utterances (``stream.capture.camera``)."""
+
+    async def run(self, sink: UtteranceSink) -> None: ...
+
+    def frames_between(self, t0: float, t1: float) -> tuple[np.ndarray, ...]: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclasses.dataclass
@@ -69,7 +82,7 @@ class Runtime:
         self.recorder_factory = recorder_factory
         self.supervisor = Supervisor(on_fatal=self._fatal)
         self.workers: dict[str, _SessionWorker] = {}
-        self.cameras: dict[str, Any] = {}
+        self.cameras: dict[str, Camera] = {}
         self._sources: list[tuple[Source, bool]] = []
         self._source_tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
@@ -87,7 +100,7 @@ class Runtime:
         live (infinite) source was added."""
         self._sources.append((source, finite))
 
-    def attach_camera(self, session_id: str, camera: Any) -> None:
+    def attach_camera(self, session_id: str, camera: Camera) -> None:
         """Frames from this camera are attached to the session's utterances (which then carry video)."""
         self.cameras[session_id] = camera
 

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,11 @@ from stream.cluster.backend import Snapshot
 from stream.frames import EventFrame
 from stream.mqtt.inbound import InboundUtterance
 from stream.mqtt.wire import to_utterance
+
+if TYPE_CHECKING:
+    import torch
+
+    from stream.analyzer import Analyzer
 
 __all__ = ["PCGNetBackend"]
 
@@ -39,7 +44,7 @@ class PCGNetBackend:
 
     name = BACKEND_NAME
 
-    def __init__(self, analyzer: Any, fingerprint: str, device: Any) -> None:
+    def __init__(self, analyzer: Analyzer, fingerprint: str, device: torch.device) -> None:
         self.analyzer = analyzer
         self.fingerprint = fingerprint
         self.device = device

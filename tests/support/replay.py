@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
+from stream.events import EventPayload
 from stream.sinks.base import Sink, SinkFrame, SinkSet
 from stream.sinks.jsonl import frame_json
 
@@ -17,14 +17,14 @@ class CollectSink(Sink):
 
     def __init__(self) -> None:
         super().__init__()
-        self.events: list[dict[str, Any]] = []
+        self.events: list[EventPayload] = []
 
     async def handle(self, frame: SinkFrame) -> None:
         self.events.append(frame_json(frame))
 
 
 def replay_events(checkpoint: str | Path, folder: str | Path, *, speed: float = 0.0,
-                  session_id: str | None = None) -> list[dict[str, Any]]:
+                  session_id: str | None = None) -> list[EventPayload]:
     """Replay a recorded session folder through a fresh runtime; returns every event object, in order.
 
     The shortest reproduction of a live-analyzer bug: ``replay_events("checkpoints/default", "runs/x")``.
@@ -34,7 +34,7 @@ def replay_events(checkpoint: str | Path, folder: str | Path, *, speed: float = 
     from stream.params import LiveParams
     from stream.runtime import Runtime
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> list[EventPayload]:
         params = LiveParams()
         sink = CollectSink()
         rt = Runtime(load_analyzer(checkpoint, params), SinkSet([sink]), params)
