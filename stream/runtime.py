@@ -235,7 +235,7 @@ class Runtime:
         Returns 0, or 1 when a critical task failed.
         """
         sup = self.supervisor
-        engine_task = sup.spawn(task_name("-", "inference"), self.analyzer.engine.run(), OnError.CANCEL)
+        stepper_task = sup.spawn(task_name("-", "inference"), self.analyzer.engine.run(), OnError.CANCEL)
         feature_tasks = [sup.spawn(task_name("-", n), c, OnError.CANCEL)
                          for n, c in self.analyzer.features.tasks().items()]
         sink_tasks = [sup.spawn(task_name("-", f"sink.{s.name}"), s.run()) for s in self.sinks.sinks]
@@ -268,10 +268,10 @@ class Runtime:
         finally:
             if not stop_wait.done():
                 stop_wait.cancel()
-            await self._shutdown(engine_task, feature_tasks, sink_tasks, cam_tasks)
+            await self._shutdown(stepper_task, feature_tasks, sink_tasks, cam_tasks)
         return 1 if self.fatal else 0
 
-    async def _shutdown(self, engine_task: asyncio.Task[Any], feature_tasks: list[asyncio.Task[Any]],
+    async def _shutdown(self, stepper_task: asyncio.Task[Any], feature_tasks: list[asyncio.Task[Any]],
                         sink_tasks: list[asyncio.Task[Any]], cam_tasks: list[asyncio.Task[Any]]) -> None:
         for cam in self.cameras.values():
             cam.stop()
@@ -293,7 +293,7 @@ class Runtime:
             if pending:
                 undelivered = sum(len(s.inbox) for s in self.sinks.sinks)
                 log.warning("sinks did not finish within %.0f s (%d event(s) undelivered)", grace, undelivered)
-        await asyncio.wait([engine_task, *feature_tasks], timeout=self.params.cancel_timeout_s)
+        await asyncio.wait([stepper_task, *feature_tasks], timeout=self.params.cancel_timeout_s)
         await self.supervisor.cancel_all(self.params.cancel_timeout_s)
         self.analyzer.engine.shutdown()
         self.analyzer.features.shutdown()

@@ -36,7 +36,7 @@ class Supervisor:
     Args:
         on_fatal: called (once) when a task with ``OnError.CANCEL`` fails.
         expected: exception types that are part of normal operation (a broker going away): logged as a
-            one-line warning instead of an error.
+            one-line warning instead of an error (``OnError`` still applies).
     """
 
     def __init__(self, on_fatal: Callable[[str, BaseException], None] | None = None, *,
@@ -51,6 +51,9 @@ class Supervisor:
         task = asyncio.get_running_loop().create_task(self._guard(name, coro, on_error), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before its first step never starts ``coro``: close it, or Python warns that it
+        # was never awaited (closing a finished coroutine does nothing).
+        task.add_done_callback(lambda _t: coro.close())
         return task
 
     async def _guard(self, name: str, coro: Coroutine[Any, Any, Any], on_error: OnError) -> Any:
@@ -63,9 +66,9 @@ class Supervisor:
             del self.failures[:-MAX_FAILURES_KEPT]
             if isinstance(exc, self._expected):
                 log.warning("task %s: %s: %s", name, type(exc).__name__, exc)
-                return None
-            log.error("task %s failed: %s: %s", name, type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
+            else:
+                log.error("task %s failed: %s: %s", name, type(exc).__name__, exc,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
             if on_error is OnError.CANCEL and self._on_fatal is not None:
                 self._on_fatal(name, exc)
             return None

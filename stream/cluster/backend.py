@@ -29,7 +29,7 @@ class Snapshot:
 
 
 class Conversation(Protocol):
-    """One conversation's analysis state inside an engine. Calls for one conversation never overlap."""
+    """One conversation's analysis state inside a backend. Calls for one conversation never overlap."""
 
     async def process(self, utterance: InboundUtterance, number: int) -> list[EventFrame]:
         """Steps the conversation by its ``number``-th (1-based) input; returns its events (emotion first).

@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 
 CANCEL_TIMEOUT_S = 5.0  # lead: WorkerParams.cancel_timeout_s once params.py is open again
 
+
 class Worker(Processing):
     """One cluster worker (see the module docstring for the protocol).
 

@@ -150,7 +150,7 @@ def test_disk_full_is_counted_and_leaves_no_torn_record(tmp_path: Path, monkeypa
     """A write that fails half way (ENOSPC) is cut off again; later records stay readable after reopen."""
     import errno
 
-    from stream import spool as spool_mod
+    from stream.mqtt import spool as spool_mod
     from stream.mqtt.publisher import SpoolPublisher
 
     sp = Spool(tmp_path)
