@@ -99,8 +99,9 @@ class ModelStepper:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=self.device)
 
     def _run_batch(self, reqs: Sequence[StepRequest]) -> list[StepOutput]:
-        items: list[StepInput] = [(r.state, {m: self._tensor(v) for m, v in r.features.items()}, int(r.speaker_slot),
-                  self._tensor(r.persona)) for r in reqs]
+        items: list[StepInput] = [
+            (r.state, {m: self._tensor(v) for m, v in r.features.items()}, int(r.speaker_slot), self._tensor(r.persona))
+            for r in reqs]
         with torch.inference_mode():
             if len(items) == 1:
                 outs = [self.model.step(*items[0])]
