@@ -35,12 +35,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import aiomqtt  # noqa: E402
 
-from stream.cluster.harness import (  # noqa: E402
-    WorkerProcess,
-    collect_run,
-    make_script,
-    wait_workers_online,
-)
 from stream.cluster.records import (  # noqa: E402
     AckRecord,
     OwnerRecord,
@@ -49,7 +43,14 @@ from stream.cluster.records import (  # noqa: E402
     owner_filter,
     worker_filter,
 )
-from stream.testing import Mosquitto  # noqa: E402
+from tests.support.broker import Mosquitto  # noqa: E402
+from tests.support.cluster import (  # noqa: E402
+    ClusterRun,
+    WorkerProcess,
+    collect_run,
+    make_script,
+    wait_workers_online,
+)
 
 
 def cpu_s(pid: int) -> float:
@@ -119,6 +120,26 @@ async def retained_state_sizes(broker: Mosquitto, n: int, timeout_s: float = 5.0
     return sizes
 
 
+def handoff_latencies_ms(orphans: set[str], kill_t: float, victim: str,
+                         owners: dict[str, list[tuple[float, OwnerRecord]]],
+                         acks: dict[str, list[tuple[float, AckRecord]]], run: ClusterRun
+                         ) -> tuple[list[float], list[float], list[float]]:
+    """Per orphaned conversation, ms from the kill to the new owner's claim, its ack and its first event."""
+    claim, ready, first_event = [], [], []
+    for s in orphans:
+        new = [(t, r) for t, r in owners.get(s, []) if t >= kill_t and r.worker != victim]
+        if new:
+            claim.append(1000 * (new[0][0] - kill_t))
+        ack = [(t, a) for t, a in acks.get(s, []) if t >= kill_t and a.worker != victim]
+        if ack:
+            ready.append(1000 * (ack[0][0] - kill_t))
+        evs = [t for ev, t in zip(run.events, run.received_at, strict=True)
+               if ev["session"] == s and t >= kill_t and ev.get("worker_id") != victim]
+        if evs:
+            first_event.append(1000 * (min(evs) - kill_t))
+    return claim, ready, first_event
+
+
 async def handoff_run(broker: Mosquitto, procs: dict[str, WorkerProcess], conversations: int, rounds: int,
                       interval_s: float, kill_round: int) -> dict[str, Any]:
     script = make_script(conversations, rounds, seed=7, prefix="ho")
@@ -166,18 +187,7 @@ async def handoff_run(broker: Mosquitto, procs: dict[str, WorkerProcess], conver
         await watcher
     sizes = await retained_state_sizes(broker, len(script))
     kill_t, victim = state["kill_t"], state["killed"]
-    claim, ready, first_event = [], [], []
-    for s in state["owned_by_victim"]:
-        new = [(t, r) for t, r in owners.get(s, []) if t >= kill_t and r.worker != victim]
-        if new:
-            claim.append(1000 * (new[0][0] - kill_t))
-        ack = [(t, a) for t, a in acks.get(s, []) if t >= kill_t and a.worker != victim]
-        if ack:
-            ready.append(1000 * (ack[0][0] - kill_t))
-        evs = [t for ev, t in zip(run.events, run.received_at, strict=True)
-               if ev["session"] == s and t >= kill_t and ev.get("worker_id") != victim]
-        if evs:
-            first_event.append(1000 * (min(evs) - kill_t))
+    claim, ready, first_event = handoff_latencies_ms(state["owned_by_victim"], kill_t, victim, owners, acks, run)
     expected = conversations * rounds
     by_utt = run.by_utterance()
     will_ms = 1000 * (state["will_t"] - kill_t) if "will_t" in state else float("nan")
@@ -203,7 +213,7 @@ def main() -> int:
     if args.checkpoint:
         ck = Path(args.checkpoint)
     else:
-        from stream.testing import make_tiny_checkpoint
+        from tests.support.checkpoints import make_tiny_checkpoint
 
         ck = make_tiny_checkpoint(tmp / "ck", seed=0, hidden=200, n_speakers=9, window_utterances=16)
     print(f"checkpoint: {ck}  (machine: {os.cpu_count()} cores)  logs: {tmp}")

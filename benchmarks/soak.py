@@ -137,7 +137,7 @@ async def soak(args: argparse.Namespace) -> list[Sample]:
     params = LiveParams(drain_timeout_s=5.0, cancel_timeout_s=2.0)
     if args.tiny:
         from extractors import registry
-        from stream.testing import make_tiny_checkpoint
+        from tests.support.checkpoints import make_tiny_checkpoint
 
         tiny = make_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="soak-ckpt-")) / "tiny")
         analyzer = load_analyzer(tiny, params, extractors={"t": registry.create("minilm-l6")})

@@ -178,12 +178,11 @@ def run_once(n: int, args: argparse.Namespace, checkpoint: Path, extractors: dic
         print(f"  note: {len(rows)} received, {len(ends)} submitted, {n * len(keep)} expected; missing e.g. "
               f"{missing[:3]} ({len({m[0] for m in missing})} sessions)", file=sys.stderr)
     inproc = np.array([float(r[3]) for r in rows])
-    b = analyzer.engine.batcher
     total = n * len(keep)
     q = np.percentile(lat, [50, 95, 99]) if lat.size else np.array([np.nan] * 3)
     return RunResult(n, total, int(lat.size), float(q[0]), float(q[1]), float(q[2]),
                      float(np.percentile(inproc, 95)) if inproc.size else float("nan"),
-                     total / wall, b.items / max(1, b.batches))
+                     total / wall, analyzer.engine.mean_batch_size)
 
 
 def main() -> None:
@@ -203,7 +202,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from extractors import registry
-    from stream.testing import Mosquitto, make_tiny_checkpoint
+    from tests.support.broker import Mosquitto
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     workdir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     if args.checkpoint:

@@ -51,47 +51,62 @@ class MicroBatcher(Generic[In, Out]):
 
     async def run(self) -> None:
         """The worker loop; ends when the queue is closed and drained."""
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                first = await self.queue.get()
+                batch = await self._next_batch()
             except ChannelClosed:
                 return
-            batch = [first]
-            if self.batch_wait_ms > 0:
-                await asyncio.sleep(self.batch_wait_ms / 1000.0)
-            while len(batch) < self.max_batch_size:
-                nxt = self.queue.get_nowait()
-                if nxt is None:
-                    break
-                batch.append(nxt)
-            batch = [(x, f) for x, f in batch if not f.cancelled()]
-            if not batch:
-                continue
-            inputs = [x for x, _ in batch]
-            try:
-                outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
-                if len(outputs) != len(inputs):
-                    raise RuntimeError(f"{self.name}: batch function returned {len(outputs)} for {len(inputs)}")
-                for (_, f), out in zip(batch, outputs, strict=True):
-                    if not f.done():
-                        f.set_result(out)
-            except Exception as exc:  # noqa: BLE001 - isolate the failing item(s)
-                if len(batch) == 1:
-                    if not batch[0][1].done():
-                        batch[0][1].set_exception(exc)
+            if batch:
+                await self._run(batch)
+                self.batches += 1
+                self.items += len(batch)
+
+    async def _next_batch(self) -> list[tuple[In, asyncio.Future[Out]]]:
+        """Waits for one item, then takes what else is queued (up to ``max_batch_size``); drops cancelled callers."""
+        batch = [await self.queue.get()]
+        if self.batch_wait_ms > 0:
+            await asyncio.sleep(self.batch_wait_ms / 1000.0)
+        while len(batch) < self.max_batch_size:
+            nxt = self.queue.get_nowait()
+            if nxt is None:
+                break
+            batch.append(nxt)
+        return [(x, f) for x, f in batch if not f.cancelled()]
+
+    async def _run(self, batch: list[tuple[In, asyncio.Future[Out]]]) -> None:
+        """Runs one batch off the loop and resolves its callers; a failed batch is retried item by item."""
+        loop = asyncio.get_running_loop()
+        inputs = [x for x, _ in batch]
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
+            if len(outputs) != len(inputs):
+                raise RuntimeError(f"{self.name}: batch function returned {len(outputs)} for {len(inputs)}")
+        except Exception as exc:  # noqa: BLE001 - isolate the failing item(s)
+            if len(batch) == 1:
+                _set_exception(batch[0][1], exc)
+                return
+            log.debug("%s: batch of %d failed (%s); retrying one by one", self.name, len(batch), exc)
+            for x, f in batch:
+                try:
+                    (out,) = await loop.run_in_executor(self._executor, self._fn, [x])
+                except Exception as exc1:  # noqa: BLE001 - this item's own failure goes to its caller
+                    _set_exception(f, exc1)
                 else:
-                    log.debug("%s: batch of %d failed (%s); retrying one by one", self.name, len(batch), exc)
-                    for x, f in batch:
-                        try:
-                            (out,) = await loop.run_in_executor(self._executor, self._fn, [x])
-                            if not f.done():
-                                f.set_result(out)
-                        except Exception as exc1:  # noqa: BLE001
-                            if not f.done():
-                                f.set_exception(exc1)
-            self.batches += 1
-            self.items += len(batch)
+                    _set_result(f, out)
+            return
+        for (_, f), out in zip(batch, outputs, strict=True):
+            _set_result(f, out)
 
     def close(self) -> None:
         self.queue.close()
+
+
+
+def _set_result(fut: asyncio.Future[Out], result: Out) -> None:
+    if not fut.done():  # the caller may have been cancelled meanwhile
+        fut.set_result(result)
+
+
+def _set_exception(fut: asyncio.Future[Out], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

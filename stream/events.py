@@ -11,7 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
+
+EventPayload: TypeAlias = dict[str, Any]
+"""One event object: a JSON object whose fields are fixed per ``type`` by docs/schemas/v1/<type>.json (every
+emitted message is validated against it in the tests, tests/contract.py). A plain dict, not a TypedDict per
+kind, because sinks treat events generically (serialise, route by type) and the schema is the contract."""
 
 SCHEMA_VERSION = 1
 """Bumped on any incompatible change of the event objects (docs/events.md keeps the history)."""
@@ -87,8 +92,8 @@ def valence_arousal(scores: Mapping[str, float]) -> tuple[float, float]:
 
 
 def _base(kind: str, session: str, utterance_id: str, run_id: str | None, worker_id: str | None
-          ) -> dict[str, Any]:
-    d: dict[str, Any] = {
+          ) -> EventPayload:
+    d: EventPayload = {
         "schema_version": SCHEMA_VERSION,
         "type": kind,
         "event_id": event_id(session, utterance_id, kind),
@@ -104,7 +109,7 @@ def _base(kind: str, session: str, utterance_id: str, run_id: str | None, worker
 
 def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                   text: str | None, labels: Sequence[str], probs: Sequence[float], modalities: Sequence[str],
-                  index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None) -> dict[str, Any]:
+                  index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None) -> EventPayload:
     """One utterance's emotion (topic ``pcgnet/<session>/emotion``)."""
     names = [expression_name(lb) for lb in labels]
     scores = {n: round(float(p), 5) for n, p in zip(names, probs, strict=True)}
@@ -133,7 +138,7 @@ def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: flo
 def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                 from_expression: str, to_expression: str, previous_utterance_id: str,
                 probability: float | None, latency_ms: float, run_id: str | None = None,
-                worker_id: str | None = None) -> dict[str, Any]:
+                worker_id: str | None = None) -> EventPayload:
     """A speaker's expression changed since their previous utterance (topic ``pcgnet/<session>/shift``)."""
     d = _base("shift", session, utterance_id, run_id, worker_id)
     d.update({
@@ -151,7 +156,7 @@ def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float
 
 
 def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], trend: str, utterances: int,
-                  worker_id: str | None = None) -> dict[str, Any]:
+                  worker_id: str | None = None) -> EventPayload:
     """Current state of one speaker (retained on ``pcgnet/<session>/speakers/<speaker>``), after ``emotion``."""
     d = _base("speaker", session, emotion["utterance_id"], emotion.get("run_id"), worker_id)
     d["event_id"] = event_id(session, f"{speaker}\n{emotion['utterance_id']}", "speaker")
@@ -169,9 +174,9 @@ def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], tre
 
 
 def error_event(*, session: str, stage: str, category: str, message: str,
-                worker_id: str | None = None) -> dict[str, Any]:
+                worker_id: str | None = None) -> EventPayload:
     """A problem a consumer should know about (topic ``pcgnet/<session>/error``); ids are random."""
-    d: dict[str, Any] = {
+    d: EventPayload = {
         "schema_version": SCHEMA_VERSION,
         "type": "error",
         "event_id": str(uuid.uuid4()),

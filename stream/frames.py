@@ -1,10 +1,12 @@
 """Typed frames that flow through the live runtime.
 
-Three families, as in pipecat but frozen (record/replay and several sinks share one instance):
+Two families, as in pipecat but frozen (record/replay and several sinks share one instance):
 
 * ``DataFrame``: ordered payload (:class:`Utterance`, :class:`EventFrame`).
-* ``ControlFrame``: ordered control (:class:`EndFrame`: drain what is queued, then stop).
-* ``SystemFrame``: immediate (:class:`CancelFrame`, :class:`ErrorFrame`).
+* ``SystemFrame``: immediate (:class:`ErrorFrame`).
+
+Shutdown is not a frame: the end of a finite source closes its session channels (a drain) and a signal
+cancels the runtime's tasks (see ``stream.runtime``).
 
 Every frame carries the ``session_id`` it belongs to and ``t_ns``, a monotonic timestamp taken when the
 frame was made (``time.monotonic_ns``), which latency figures are computed from.
@@ -15,9 +17,10 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+
+from .events import EventPayload
 
 
 def _now_ns() -> int:
@@ -40,11 +43,6 @@ class Frame:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataFrame(Frame):
     """Ordered payload."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ControlFrame(Frame):
-    """Ordered control: handled after the data queued before it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,7 +104,7 @@ class EventFrame(DataFrame):
     """
 
     kind: EventKind
-    payload: dict[str, Any]
+    payload: EventPayload
     speaker: str | None = None
 
 
@@ -133,12 +131,3 @@ class ErrorFrame(SystemFrame):
     message: str
     category: ErrorCategory = ErrorCategory.INPUT
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndFrame(ControlFrame):
-    """The source of a session has finished: process what is queued, then close the session."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CancelFrame(SystemFrame):
-    """Stop now (SIGINT/SIGTERM); queued data may be dropped."""

@@ -112,6 +112,7 @@ def _reference(folder: Path) -> dict[str, str]:
 
 def load_sessions(path: Path) -> list[SessionEvents]:
     """Sessions of an events log, a recorded session folder, or a folder of recorded session folders."""
+    files: list[tuple[Path, Path | None]]
     if path.is_file():
         files = [(path, None)]
     elif path.is_dir():
@@ -244,9 +245,9 @@ def session_html(s: SessionEvents, svg: str) -> str:
                  f'<td>{_chip(e["expression"])}</td><td class="n">{float(e["confidence"]):.2f}</td>'
                  f'<td class="text">{_e(text) if isinstance(text, str) else "<i>(no transcript)</i>"}</td>')
         if ref:
-            r = ref.get(e["utterance_id"])
-            cls = "" if r in (None, e["expression"]) else ' class="miss"'
-            cells += f"<td{cls}>{_e(r or '–')}</td>"
+            gold = ref.get(e["utterance_id"])
+            cls = "" if gold in (None, e["expression"]) else ' class="miss"'
+            cells += f"<td{cls}>{_e(gold or '–')}</td>"
         out.append(cells + "</tr>")
     out.append("</table>")
     if s.errors:
@@ -310,7 +311,7 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "report", help="a finished session's events -> a self-contained HTML report (and PNG)",
         description="Turn a finished session into a report: per-speaker timeline (valence, arousal, the\n"

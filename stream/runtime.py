@@ -21,7 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
+
 from .analyzer import Analyzer
+from .capture.base import UtteranceSink
 from .channel import Channel, FullPolicy
 from .frames import ErrorCategory, ErrorFrame, EventFrame, Utterance
 from .mqtt.inbound import ErrorRateLimiter
@@ -39,7 +42,17 @@ class Source(Protocol):
 
     name: str
 
-    async def run(self, sink: Any) -> None: ...
+    async def run(self, sink: UtteranceSink) -> None: ...
+
+
+class Camera(Protocol):
+    """A video source whose frames are attached to a session's utterances (``stream.capture.camera``)."""
+
+    async def run(self, sink: UtteranceSink) -> None: ...
+
+    def frames_between(self, t0: float, t1: float) -> tuple[np.ndarray, ...]: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclasses.dataclass
@@ -69,7 +82,7 @@ class Runtime:
         self.recorder_factory = recorder_factory
         self.supervisor = Supervisor(on_fatal=self._fatal)
         self.workers: dict[str, _SessionWorker] = {}
-        self.cameras: dict[str, Any] = {}
+        self.cameras: dict[str, Camera] = {}
         self._sources: list[tuple[Source, bool]] = []
         self._source_tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
@@ -87,7 +100,7 @@ class Runtime:
         live (infinite) source was added."""
         self._sources.append((source, finite))
 
-    def attach_camera(self, session_id: str, camera: Any) -> None:
+    def attach_camera(self, session_id: str, camera: Camera) -> None:
         """Frames from this camera are attached to the session's utterances (which then carry video)."""
         self.cameras[session_id] = camera
 
@@ -182,7 +195,7 @@ class Runtime:
 
     def queue_depths(self) -> dict[str, int]:
         d = {w.channel.name: len(w.channel) for w in self.workers.values()}
-        d["inference"] = len(self.analyzer.engine.batcher.queue)
+        d.update(self.analyzer.engine.queue_depths())
         d.update(self.analyzer.features.queue_depths())
         d.update(self.sinks.depths())
         return d
@@ -222,7 +235,7 @@ class Runtime:
         Returns 0, or 1 when a critical task failed.
         """
         sup = self.supervisor
-        engine_task = sup.spawn(task_name("-", "inference"), self.analyzer.engine.run(), OnError.CANCEL)
+        stepper_task = sup.spawn(task_name("-", "inference"), self.analyzer.engine.run(), OnError.CANCEL)
         feature_tasks = [sup.spawn(task_name("-", n), c, OnError.CANCEL)
                          for n, c in self.analyzer.features.tasks().items()]
         sink_tasks = [sup.spawn(task_name("-", f"sink.{s.name}"), s.run()) for s in self.sinks.sinks]
@@ -255,10 +268,10 @@ class Runtime:
         finally:
             if not stop_wait.done():
                 stop_wait.cancel()
-            await self._shutdown(engine_task, feature_tasks, sink_tasks, cam_tasks)
+            await self._shutdown(stepper_task, feature_tasks, sink_tasks, cam_tasks)
         return 1 if self.fatal else 0
 
-    async def _shutdown(self, engine_task: asyncio.Task[Any], feature_tasks: list[asyncio.Task[Any]],
+    async def _shutdown(self, stepper_task: asyncio.Task[Any], feature_tasks: list[asyncio.Task[Any]],
                         sink_tasks: list[asyncio.Task[Any]], cam_tasks: list[asyncio.Task[Any]]) -> None:
         for cam in self.cameras.values():
             cam.stop()
@@ -280,7 +293,7 @@ class Runtime:
             if pending:
                 undelivered = sum(len(s.inbox) for s in self.sinks.sinks)
                 log.warning("sinks did not finish within %.0f s (%d event(s) undelivered)", grace, undelivered)
-        await asyncio.wait([engine_task, *feature_tasks], timeout=self.params.cancel_timeout_s)
+        await asyncio.wait([stepper_task, *feature_tasks], timeout=self.params.cancel_timeout_s)
         await self.supervisor.cancel_all(self.params.cancel_timeout_s)
         self.analyzer.engine.shutdown()
         self.analyzer.features.shutdown()

@@ -27,23 +27,33 @@ def task_name(session: str, stage: str) -> str:
     return f"stream[{session}].{stage}"
 
 
+MAX_FAILURES_KEPT = 100
+
+
 class Supervisor:
-    """Owns the runtime's tasks.
+    """Owns a set of tasks (the runtime's, or one cluster worker life's).
 
     Args:
         on_fatal: called (once) when a task with ``OnError.CANCEL`` fails.
+        expected: exception types that are part of normal operation (a broker going away): logged as a
+            one-line warning instead of an error (``OnError`` still applies).
     """
 
-    def __init__(self, on_fatal: Callable[[str, BaseException], None] | None = None) -> None:
+    def __init__(self, on_fatal: Callable[[str, BaseException], None] | None = None, *,
+                 expected: tuple[type[Exception], ...] = ()) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_fatal = on_fatal
-        self.failures: list[tuple[str, str]] = []
+        self._expected = expected
+        self.failures: list[tuple[str, str]] = []  # the latest MAX_FAILURES_KEPT (long-lived workers)
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, Any], on_error: OnError = OnError.CONTINUE
               ) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(self._guard(name, coro, on_error), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before its first step never starts ``coro``: close it, or Python warns that it
+        # was never awaited (closing a finished coroutine does nothing).
+        task.add_done_callback(lambda _t: coro.close())
         return task
 
     async def _guard(self, name: str, coro: Coroutine[Any, Any, Any], on_error: OnError) -> Any:
@@ -53,8 +63,12 @@ class Supervisor:
             raise
         except Exception as exc:  # noqa: BLE001 - the supervisor is the boundary that reports task failures
             self.failures.append((name, f"{type(exc).__name__}: {exc}"))
-            log.error("task %s failed: %s: %s", name, type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
+            del self.failures[:-MAX_FAILURES_KEPT]
+            if isinstance(exc, self._expected):
+                log.warning("task %s: %s: %s", name, type(exc).__name__, exc)
+            else:
+                log.error("task %s failed: %s: %s", name, type(exc).__name__, exc,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
             if on_error is OnError.CANCEL and self._on_fatal is not None:
                 self._on_fatal(name, exc)
             return None
@@ -62,6 +76,13 @@ class Supervisor:
     @property
     def names(self) -> list[str]:
         return sorted(t.get_name() for t in self._tasks)
+
+    def cancel_now(self) -> list[str]:
+        """Cancel every task without waiting (the owner is itself being torn down); returns their names."""
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        return sorted(t.get_name() for t in tasks)
 
     async def cancel_all(self, timeout_s: float) -> list[str]:
         """Cancel every task and wait up to ``timeout_s``; returns the names of tasks still running."""

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real mosquitto broker on a free loopback port (stream.testing), a tiny causal checkpoint."""
+"""Shared fixtures: a real mosquitto broker on a free loopback port (tests/support), a tiny causal checkpoint."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.testing import Mosquitto
 from tests.real_parts import require_mosquitto
+from tests.support.broker import Mosquitto
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -50,6 +50,6 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deterministic, untrained causal text-only PCGNet (minilm-l6 features, 4 speaker slots)."""
-    from stream.testing import make_tiny_checkpoint
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")

@@ -1,14 +1,14 @@
 """Scale-out: many analyzer workers behind one MQTT 5 broker, each conversation owned by one worker.
 
 Modules: ``records`` (topics and retained records), ``ownership`` (the no-two-owners rule),
-``sequencer`` (exactly-once, in-order inputs), ``statecodec`` (the state blob), ``engine`` (the seam to
+``sequencer`` (exactly-once, in-order inputs), ``statecodec`` (the state blob), ``backend`` (the seam to
 the model), ``worker`` (the process), ``feeder`` (publishing inputs that survive a hand-off),
-``pcgnet_engine`` (the causal PCGNet behind the seam). Deployment: docs/deployment.md.
+``pcgnet_backend`` (the causal PCGNet behind the seam). Deployment: docs/deployment.md.
 """
 
 from __future__ import annotations
 
-from stream.cluster.engine import Conversation, ConversationEngine, Snapshot, ToyEngine
+from stream.cluster.backend import Conversation, ConversationBackend, Snapshot
 from stream.cluster.feeder import Feeder
 from stream.cluster.ownership import ClusterView
 from stream.cluster.records import AckRecord, OwnerRecord, WorkerRecord
@@ -21,14 +21,13 @@ __all__ = [
     "AckRecord",
     "ClusterView",
     "Conversation",
-    "ConversationEngine",
+    "ConversationBackend",
     "Feeder",
     "OwnerRecord",
     "Sequencer",
     "Snapshot",
     "StateBlob",
     "StateError",
-    "ToyEngine",
     "Worker",
     "WorkerParams",
     "WorkerRecord",

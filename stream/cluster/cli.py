@@ -1,4 +1,8 @@
-"""Command line of a cluster worker: ``live.py --worker`` and ``python -m stream.cluster``."""
+"""Command line of a cluster worker: ``live.py --worker`` and ``python -m stream.cluster``.
+
+:func:`main` takes the backend factory as a parameter so the tests can run the same worker command line
+with their toy backend (``python -m tests.support.toy_worker``) without it shipping in the package.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,22 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stream.cluster.engine import ConversationEngine
+from stream.cluster.backend import ConversationBackend
 from stream.cluster.worker import Worker
 from stream.mqtt.client import install_loop_exception_handler
 from stream.mqtt.settings import MqttSettings
 from stream.mqtt.topics import DEFAULT_ROOT
 from stream.params import WorkerParams
 
-__all__ = ["build_parser", "main", "make_engine"]
+__all__ = ["BackendFactory", "build_parser", "main", "make_backend"]
 
 log = logging.getLogger("stream.cluster.worker")
+
+BackendFactory = Callable[[argparse.Namespace, str], ConversationBackend]
+"""(parsed command line, worker id) -> the worker's backend; raises ValueError/OSError for bad settings."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mqtt-key", metavar="FILE", default=None, help="private key of --mqtt-cert")
     ap.add_argument("--checkpoint", default="checkpoints/default",
                     help="causal PCGNet checkpoint directory (default: checkpoints/default)")
-    ap.add_argument("--engine", choices=("pcgnet", "toy"), default="pcgnet",
-                    help="pcgnet (default; needs --checkpoint) or toy (a tiny deterministic stand-in for tests)")
     ap.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
     ap.add_argument("--group", default="pcgnet-workers", help="shared-subscription group of the cluster")
     ap.add_argument("--root", default=DEFAULT_ROOT, help="topic root")
@@ -58,20 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def make_engine(args: argparse.Namespace, worker_id: str) -> ConversationEngine:
-    """The engine named on the command line (imports torch only for the real model)."""
-    if args.engine == "toy":
-        from stream.cluster.engine import ToyEngine
-
-        return ToyEngine(worker_id)
+def make_backend(args: argparse.Namespace, worker_id: str) -> ConversationBackend:
+    """The causal PCGNet of ``--checkpoint`` (torch is imported only here)."""
     if not Path(args.checkpoint).exists():
         raise ValueError(f"checkpoint {args.checkpoint} not found; pass --checkpoint PATH (a causal model)")
-    from stream.cluster.pcgnet_engine import PCGNetEngine
+    from stream.cluster.pcgnet_backend import PCGNetBackend
 
-    return PCGNetEngine.from_checkpoint(args.checkpoint, worker_id=worker_id, device=args.device)
+    return PCGNetBackend.from_checkpoint(args.checkpoint, worker_id=worker_id, device=args.device)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, backend_factory: BackendFactory = make_backend) -> int:
     """Entry point of ``live.py --worker`` and ``python -m stream.cluster``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -85,23 +86,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                               claim_settle_s=args.claim_settle_s, gap_timeout_s=args.gap_timeout_s,
                               idle_release_s=args.idle_release_s, max_conversations=args.max_conversations,
                               state_every=args.state_every)
-        engine = make_engine(args, worker_id)
+        backend = backend_factory(args, worker_id)
     except (ValueError, OSError) as exc:
         print(f"live.py --worker: {exc}", file=sys.stderr)
         return 2
-    log.info("worker %s: broker %s, engine %s", worker_id, settings.redacted_url(), engine.name)
+    log.info("worker %s: broker %s, backend %s", worker_id, settings.redacted_url(), backend.name)
 
-    async def serve() -> None:
+    async def serve() -> int:
         install_loop_exception_handler()  # aiomqtt socket races on broker loss: one line, not a traceback
-        worker = Worker(settings, engine, params)
+        worker = Worker(settings, backend, params)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, worker.stop)
         await worker.run()
+        if worker.fatal is not None:
+            print(f"live.py --worker: {worker.fatal}", file=sys.stderr)
+            return 1
+        return 0
 
-    asyncio.run(serve())
-    return 0
+    return asyncio.run(serve())
 
 
 if __name__ == "__main__":

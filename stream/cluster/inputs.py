@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from stream.cluster.engine import Conversation
+from stream.cluster.backend import Conversation
 from stream.cluster.records import SEQ_PROPERTY, OwnerRecord
 from stream.cluster.sequencer import Sequencer
 from stream.cluster.statecodec import StateBlob
@@ -19,7 +19,7 @@ __all__ = ["Input", "LocalConversation", "dedupe_key", "seq_of"]
 
 @dataclass
 class Input:
-    """One input message as received: raw payload kept for forwarding, parsed form for the engine."""
+    """One input message as received: raw payload kept for forwarding, parsed form for the backend."""
 
     seq: int | None
     payload: bytes

@@ -78,7 +78,7 @@ class Processing:
         self._ready_event.set()
 
     async def _process_loop(self) -> None:
-        """Steps up to ``concurrency`` conversations at once (the engine micro-batches across them)."""
+        """Steps up to ``concurrency`` conversations at once (the backend micro-batches across them)."""
         slots = asyncio.Semaphore(self.params.concurrency)
         while True:
             await self._ready_event.wait()

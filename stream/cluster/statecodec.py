@@ -1,9 +1,9 @@
 """The conversation state blob: one safetensors file, header metadata in JSON, never pickle.
 
 A new owner resumes a conversation from this blob (retained on ``<root>/<s>/state``), so it carries
-everything the next step depends on: the engine's arrays (the model's window, recurrent state, speaker
+everything the next step depends on: the backend's arrays (the model's window, recurrent state, speaker
 slots and personas as ``ConversationState.to_tensors()`` gives them) plus a JSON header with the
-sequencer position, the epoch that wrote it and the engine's own small metadata.
+sequencer position, the epoch that wrote it and the backend's own small metadata (header key "engine").
 
 Layout: a standard safetensors file (8-byte little-endian header length, JSON header, raw buffers);
 the cluster header is the JSON string under ``__metadata__["pcgnet.cluster"]``. Any safetensors reader
@@ -46,8 +46,9 @@ class StateBlob:
         worker: Worker that wrote it.
         next_seq: First input not included.
         recent: Keys of recently processed inputs (de-duplication window).
-        engine: The engine's JSON metadata (ints, ids, names; see ``Snapshot.meta``).
-        arrays: The engine's arrays.
+        engine: The backend's JSON metadata (ints, ids, names; see ``Snapshot.meta``); named after its
+            header key, which is wire format.
+        arrays: The backend's arrays.
     """
 
     session: str
@@ -88,6 +89,27 @@ def _metadata(data: bytes) -> dict[str, str]:
     return meta
 
 
+def _header(data: bytes) -> dict[str, Any]:
+    """The cluster header of a blob, format and version checked."""
+    raw = _metadata(data).get(META_KEY)
+    if not isinstance(raw, str):
+        raise StateError("no pcgnet.cluster header")
+    header = json.loads(raw)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise StateError(f"format is {header.get('format') if isinstance(header, dict) else None!r}, "
+                         f"expected {FORMAT!r}")
+    if header.get("version") != VERSION:
+        raise StateError(f"version {header.get('version')!r} is not supported (expected {VERSION})")
+    return header
+
+
+def _count(header: dict[str, Any], name: str) -> int:
+    v = header.get(name)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise StateError(f"{name} must be an int >= 0, got {v!r}")
+    return v
+
+
 def decode_state(data: bytes | bytearray, *, expect_session: str | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES) -> StateBlob:
     """Parses and validates a state blob; every problem is a one-line ``StateError``."""
@@ -96,23 +118,12 @@ def decode_state(data: bytes | bytearray, *, expect_session: str | None = None,
     if len(data) > max_bytes:
         raise StateError(f"{where} is {len(data)} bytes, limit {max_bytes}")
     try:
-        meta = _metadata(data)
-        raw = meta.get(META_KEY)
-        if not isinstance(raw, str):
-            raise StateError("no pcgnet.cluster header")
-        header = json.loads(raw)
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise StateError(f"format is {header.get('format') if isinstance(header, dict) else None!r}, "
-                             f"expected {FORMAT!r}")
-        if header.get("version") != VERSION:
-            raise StateError(f"version {header.get('version')!r} is not supported (expected {VERSION})")
-        session, epoch, worker = header.get("session"), header.get("epoch"), header.get("worker")
-        next_seq, recent, engine = header.get("next_seq"), header.get("recent", []), header.get("engine", {})
+        header = _header(data)
+        session, worker = header.get("session"), header.get("worker")
+        recent, engine = header.get("recent", []), header.get("engine", {})
         if not isinstance(session, str) or not isinstance(worker, str):
             raise StateError("session and worker must be strings")
-        for name, v in (("epoch", epoch), ("next_seq", next_seq)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise StateError(f"{name} must be an int >= 0, got {v!r}")
+        epoch, next_seq = _count(header, "epoch"), _count(header, "next_seq")
         if not isinstance(recent, list) or not all(isinstance(k, str) for k in recent):
             raise StateError("recent must be a list of strings")
         if not isinstance(engine, dict):

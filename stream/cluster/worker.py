@@ -1,6 +1,6 @@
 """A headless analyzer worker: takes conversations from the broker, analyses them, hands them over.
 
-One worker = one MQTT 5 connection + one engine (the model) + the conversations it owns. Many workers
+One worker = one MQTT 5 connection + one backend (the model) + the conversations it owns. Many workers
 share one broker; none of them talks to another directly. The protocol (docs/deployment.md):
 
 * **Assignment.** Every worker subscribes ``$share/<group>/<root>/+/in/utterance``; the broker gives
@@ -39,7 +39,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stream.cluster.engine import ConversationEngine, Snapshot
+from stream.cluster.backend import ConversationBackend, Snapshot
 from stream.cluster.inputs import Input, LocalConversation, dedupe_key, seq_of
 from stream.cluster.ownership import ClusterView
 from stream.cluster.processing import Processing, WorkerStats
@@ -68,23 +68,27 @@ from stream.mqtt.inbound import ErrorRateLimiter, InboundError, InboundUtterance
 from stream.mqtt.settings import MqttSettings
 from stream.mqtt.topics import input_topic
 from stream.params import WorkerParams
+from stream.tasks import OnError, Supervisor
 
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
+
+CANCEL_TIMEOUT_S = 5.0  # lead: WorkerParams.cancel_timeout_s once params.py is open again
+
 
 class Worker(Processing):
     """One cluster worker (see the module docstring for the protocol).
 
     Args:
         settings: Broker connection (``--mqtt``); the client id is set per connection.
-        engine: What analyses conversations.
+        backend: What analyses conversations.
         params: Tunables.
     """
 
-    def __init__(self, settings: MqttSettings, engine: ConversationEngine, params: WorkerParams) -> None:
+    def __init__(self, settings: MqttSettings, backend: ConversationBackend, params: WorkerParams) -> None:
         self.settings = settings
-        self.engine = engine
+        self.backend = backend
         self.params = params
         self.worker_id = params.worker_id
         self.view = ClusterView()
@@ -98,9 +102,10 @@ class Worker(Processing):
         self._stopping = False
         self._barriers: dict[str, asyncio.Future[None]] = {}
         self._barrier_ids = itertools.count()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._life = Supervisor(expected=(aiomqtt.MqttError,))  # claims, steps, stand-downs of this life
         self._errors = ErrorRateLimiter(rate_per_s=1.0, burst=5)
         self.connected = asyncio.Event()
+        self.fatal: str | None = None  # set when the backend's background work failed (the worker stops)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -115,16 +120,20 @@ class Worker(Processing):
         been adopted by others by then, or are re-claimed by whoever gets their next input.
         """
         backoff = Backoff(initial_s=0.3, max_s=self.params.reconnect_max_s, multiplier=1.5)
-        engine_task = asyncio.get_running_loop().create_task(self.engine.run(), name=f"cluster[{self.worker_id}].engine")
+        lifetime = Supervisor(on_fatal=self._backend_failed)
+        lifetime.spawn(f"cluster[{self.worker_id}].backend", self.backend.run(), OnError.CANCEL)
         try:
             await run_reconnecting(self._connect, self._serve, backoff=backoff, stop=self._stop,
                                    label=f"worker {self.worker_id}: broker {self.settings.redacted_url()}",
                                    on_lost=lambda _e: self._drop_all())
         finally:
-            engine_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await engine_task
+            await lifetime.cancel_all(CANCEL_TIMEOUT_S)
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
+
+    def _backend_failed(self, name: str, exc: BaseException) -> None:
+        """Without its micro-batchers no step would ever finish: release everything and stop."""
+        self.fatal = f"{name}: {type(exc).__name__}: {exc}"
+        self.stop()
 
     def _record(self, status: Literal["online", "offline"]) -> bytes:
         return WorkerRecord(self.worker_id, self.incarnation, status, round(time.time(), 3), os.getpid()).encode()
@@ -161,13 +170,13 @@ class Worker(Processing):
                 await self._release_all()
                 await self._publish(worker_topic(self.worker_id, root=self.params.root), self._record("offline"),
                                     retain=True)
-                for t in (dispatch, *self._tasks):
-                    t.cancel()
+                dispatch.cancel()
+                await self._life.cancel_all(CANCEL_TIMEOUT_S)
         finally:
             self.connected.clear()
             self._client = None
-            for t in list(self._tasks):  # claims and stand-downs of this life die with it
-                t.cancel()
+            for name in self._life.cancel_now():  # claims and stand-downs of this life die with it
+                log.debug("worker %s: cancelled %s with its connection", self.worker_id, name)
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         """Goes online, learns the cluster (retained records), then starts taking inputs."""
@@ -213,20 +222,7 @@ class Worker(Processing):
             self._barriers.pop(token, None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _guard(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except aiomqtt.MqttError as exc:
-            log.warning("task %s: broker error: %s", name, exc)
-        except Exception as exc:  # noqa: BLE001 - the boundary that reports task failures
-            log.error("task %s failed: %s: %s", name, type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
+        self._life.spawn(name, coro)
 
     # -- inbound ------------------------------------------------------------------------------------
 
@@ -406,11 +402,11 @@ class Worker(Processing):
             log.warning("worker %s: %r had an owner before but no retained state (none published yet, or "
                         "expired); starting afresh", self.worker_id, s)
         try:
-            conv = await self.engine.open(s, snapshot)
+            conv = await self.backend.open(s, snapshot)
         except ValueError as exc:
             self._report(s, f"cannot resume from the retained state ({exc}); starting afresh")
-            self.engine.close(s)
-            conv = await self.engine.open(s, None)
+            self.backend.close(s)
+            conv = await self.backend.open(s, None)
             blob = None
         loc.conv = conv
         loc.seq = Sequencer(blob.next_seq if blob else 0, blob.recent if blob else (), max_pending=p.max_pending,
@@ -441,7 +437,7 @@ class Worker(Processing):
             del self.local[s]
         self._ready.pop(s, None)
         if loc.conv is not None:
-            self.engine.close(s)
+            self.backend.close(s)
             loc.conv = None
         leftovers = list(loc.inbox) + (loc.seq.pending_items() if loc.seq is not None else [])
         loc.inbox, loc.owned = [], False
@@ -475,6 +471,6 @@ class Worker(Processing):
         """The connection is gone: this life's conversations are the others' to adopt now."""
         for s, loc in self.local.items():
             if loc.conv is not None:
-                self.engine.close(s)
+                self.backend.close(s)
         self.local.clear()
         self._ready.clear()

@@ -200,21 +200,8 @@ def parse_utterance(
         raise InboundError("bad_json", f"unreadable message ({type(exc).__name__})") from None
 
 
-def _parse(
-    topic: str,
-    payload: bytes | bytearray | str,
-    root: str,
-    max_bytes: int,
-    max_text_chars: int,
-    accept_session: Callable[[str], bool] | None,
-) -> InboundUtterance:
-    try:
-        session_id = session_from_input_topic(str(topic), root=root)
-    except ValueError as exc:
-        raise InboundError("bad_topic", str(exc)) from None
-    if accept_session is not None and not accept_session(session_id):
-        raise InboundError("unknown_session", f"unknown session {_short(session_id)!r}")
-
+def _json_value(payload: bytes | bytearray | str, max_bytes: int) -> object:
+    """The payload's JSON value: bytes, size, UTF-8 and JSON checked (NaN, duplicate keys and deep nesting refused)."""
     if isinstance(payload, str):
         payload = payload.encode("utf-8", "surrogatepass")
     if not isinstance(payload, bytes | bytearray):
@@ -235,6 +222,25 @@ def _parse(
         raise InboundError("bad_json", "JSON nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
         raise InboundError("bad_json", f"invalid JSON: {_short(str(exc), 80)}") from None
+    return obj
+
+
+def _parse(
+    topic: str,
+    payload: bytes | bytearray | str,
+    root: str,
+    max_bytes: int,
+    max_text_chars: int,
+    accept_session: Callable[[str], bool] | None,
+) -> InboundUtterance:
+    try:
+        session_id = session_from_input_topic(str(topic), root=root)
+    except ValueError as exc:
+        raise InboundError("bad_topic", str(exc)) from None
+    if accept_session is not None and not accept_session(session_id):
+        raise InboundError("unknown_session", f"unknown session {_short(session_id)!r}")
+
+    obj = _json_value(payload, max_bytes)
     if not isinstance(obj, dict):
         raise InboundError("not_object", f"payload must be a JSON object, got {_json_type(obj)}")
     unknown = sorted(set(obj) - ALLOWED_FIELDS)

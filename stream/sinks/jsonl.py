@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from ..events import error_event
+from ..events import EventPayload, error_event
 from ..frames import ErrorFrame
 from .base import Sink, SinkFrame
 
 log = logging.getLogger(__name__)
 
 
-def frame_json(frame: SinkFrame, worker_id: str | None = None) -> dict[str, Any]:
+def frame_json(frame: SinkFrame, worker_id: str | None = None) -> EventPayload:
     """The JSON object of a frame (error frames become error events; session ``_`` when they concern none,
     as on the topic ``<root>/_/error``)."""
     if isinstance(frame, ErrorFrame):
@@ -23,7 +23,7 @@ def frame_json(frame: SinkFrame, worker_id: str | None = None) -> dict[str, Any]
     return frame.payload
 
 
-def dumps(obj: dict[str, Any]) -> str:
+def dumps(obj: EventPayload) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 

@@ -5,25 +5,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from stream.cluster.engine import ConversationEngine
-from stream.cluster.harness import ClusterRun
+from stream.cluster.backend import ConversationBackend
 from stream.mqtt.inbound import InboundUtterance
 from tests.contract import check_events
+from tests.support.cluster import ClusterRun
 
 
-async def replay(engine: ConversationEngine, script: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str], dict]:
+async def replay(backend: ConversationBackend, script: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str], dict]:
     """Each conversation run start to end in this process: (session, utterance id) -> emotion event."""
     out: dict[tuple[str, str], dict] = {}
-    runner = asyncio.get_running_loop().create_task(engine.run())
+    runner = asyncio.get_running_loop().create_task(backend.run())
     try:
         for session, utts in script.items():
-            conv = await engine.open(session, None)
+            conv = await backend.open(session, None)
             for number, u in enumerate(utts, 1):
                 utt = InboundUtterance(session_id=session, speaker=u["speaker"], text=u["text"],
                                        utterance_id=u["utterance_id"], t_start=u["t_start"], t_end=u["t_end"])
                 frames = await conv.process(utt, number)
                 out[(session, u["utterance_id"])] = frames[0].payload
-            engine.close(session)
+            backend.close(session)
     finally:
         runner.cancel()
     return out

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.testing import Mosquitto
 from tests.real_parts import require_mosquitto
+from tests.support.broker import Mosquitto
 
 
 @pytest.fixture

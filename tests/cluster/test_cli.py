@@ -24,8 +24,8 @@ def test_help_explains_the_worker() -> None:
 
 @pytest.mark.parametrize(("args", "expected"), [
     (("--checkpoint", "/nonexistent/ck"), "checkpoint /nonexistent/ck not found"),
-    (("--engine", "toy", "--mqtt", "mqtt://alice:s3cret@host:99999"), "bad MQTT URL"),
-    (("--engine", "toy", "--worker-id", "a/b"), "bad worker id"),
+    (("--mqtt", "mqtt://alice:s3cret@host:99999"), "bad MQTT URL"),  # refused before any model loads
+    (("--worker-id", "a/b"), "bad worker id"),
 ])
 def test_bad_settings_give_one_line(args: tuple[str, ...], expected: str) -> None:
     r = run(*args)

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from stream.cluster.engine import ToyEngine
 from stream.cluster.feeder import Feeder
 from stream.cluster.worker import Worker
 from stream.params import WorkerParams
-from stream.testing import Mosquitto
 from tests.contract import check_events
 from tests.reliability.subscriber import persistent_subscriber
+from tests.support.broker import Mosquitto
+from tests.support.toy_backend import ToyBackend
 
 from .test_protocol import reference, utt
 
@@ -30,7 +30,7 @@ def test_feeder_and_worker_ride_out_a_broker_restart(tmp_path: Path) -> None:
         ready = asyncio.Event()
         robot = asyncio.create_task(persistent_subscriber(settings.with_client_id("robot"), ["pcgnet/+/emotion"],
                                                           got, ready))
-        worker = Worker(settings, ToyEngine("a"), WorkerParams("a"))
+        worker = Worker(settings, ToyBackend("a"), WorkerParams("a"))
         serving = asyncio.create_task(worker.run())
         try:
             await asyncio.wait_for(ready.wait(), 10)

@@ -1,4 +1,4 @@
-"""The coordination protocol against a real mosquitto, with in-process workers and the toy engine."""
+"""The coordination protocol against a real mosquitto, with in-process workers and the toy backend."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stream.cluster.engine import ToyEngine
 from stream.cluster.inputs import seq_of
 from stream.cluster.records import OwnerRecord, owner_topic
 from stream.cluster.worker import Worker
 from stream.mqtt.settings import MqttSettings
 from stream.mqtt.topics import input_topic
 from stream.params import WorkerParams
-from stream.testing import Mosquitto
 from tests.contract import check_message
+from tests.support.broker import Mosquitto
+from tests.support.toy_backend import ToyBackend
 from tests.waiting import until
 
 pytestmark = pytest.mark.mqtt
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.mqtt
 
 @contextlib.asynccontextmanager
 async def workers(settings: MqttSettings, *ids: str, **params: Any) -> AsyncIterator[list[Worker]]:
-    ws = [Worker(settings, ToyEngine(w), WorkerParams(w, **params)) for w in ids]
+    ws = [Worker(settings, ToyBackend(w), WorkerParams(w, **params)) for w in ids]
     tasks = [asyncio.get_running_loop().create_task(w.run()) for w in ws]
     try:
         for w in ws:
@@ -107,7 +107,7 @@ def utt(k: int) -> dict[str, Any]:
 async def reference(session: str, n: int) -> list[dict[str, float]]:
     from .checks import replay
 
-    ref = await replay(ToyEngine("ref"), {session: [utt(k) for k in range(n)]})
+    ref = await replay(ToyBackend("ref"), {session: [utt(k) for k in range(n)]})
     return [ref[(session, f"u{k:04d}")]["scores"] for k in range(n)]
 
 
@@ -166,7 +166,7 @@ def test_graceful_release_hands_over_with_state(broker: Mosquitto) -> None:
     async def main() -> None:
         ref = await reference("calm", 8)
         async with Consumer(broker.settings) as consumer:
-            a = Worker(broker.settings, ToyEngine("a"), WorkerParams("a"))
+            a = Worker(broker.settings, ToyBackend("a"), WorkerParams("a"))
             a_task = asyncio.get_running_loop().create_task(a.run())
             await asyncio.wait_for(a.connected.wait(), 10)
             for k in range(4):

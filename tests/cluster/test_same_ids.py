@@ -15,11 +15,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from stream.cluster.harness import REPO, WorkerProcess, wait_workers_online
 from stream.mqtt.settings import MqttSettings
 from stream.mqtt.topics import input_topic
-from stream.testing import Mosquitto, make_tiny_checkpoint
 from tests.contract import check_message
+from tests.support.broker import Mosquitto
+from tests.support.checkpoints import make_tiny_checkpoint
+from tests.support.cluster import REPO, WorkerProcess, wait_workers_online
 
 pytestmark = pytest.mark.mqtt
 

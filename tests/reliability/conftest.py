@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from stream.testing import Mosquitto
 from tests.real_parts import require_binary, require_mosquitto
+from tests.support.broker import Mosquitto
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ async def run_many(cases: list[tuple[str, list[str]]], parallel: int = 3) -> dic
 
 @pytest.mark.slow
 def test_corrupt_inputs_give_one_clear_line(tiny_checkpoint: Path, tmp_path: Path, capsys, caplog) -> None:
-    from stream.testing import make_tiny_checkpoint
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     # -- recorded sessions -------------------------------------------------------------------------
     bad_wav = copy_demo(tmp_path, "bad_wav")

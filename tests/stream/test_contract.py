@@ -21,8 +21,8 @@ import aiomqtt
 import jsonschema
 import pytest
 
-from stream.testing import Mosquitto
 from tests.contract import asyncapi, check_events, check_message, payload_schema, resolve, validate
+from tests.support.broker import Mosquitto
 
 from .test_replay_e2e import DEMO, ROOT, read_jsonl, run_live
 
@@ -58,7 +58,7 @@ def test_schemas_are_valid_and_every_example_validates() -> None:
 def test_event_ids_are_recomputed_from_the_documented_recipe(make_runtime) -> None:
     """A client that knows only the document recomputes every stable id of a real run."""
     from stream.capture.replay import ReplaySource
-    from stream.testing import CollectSink
+    from tests.support.replay import CollectSink
 
     sink = CollectSink()
 

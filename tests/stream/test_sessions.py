@@ -43,8 +43,7 @@ def test_concurrent_sessions_are_batched_and_independent(make_runtime, tmp_path:
         assert a["utterance_id"] == b["utterance_id"] and a["expression"] == b["expression"]
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
     assert len({e["event_id"] for e in emo}) == 33  # ids differ per session
-    b = rt.analyzer.engine.batcher
-    assert b.items == 33 and b.batches < 33  # steps of different sessions shared model calls
+    assert rt.analyzer.engine.mean_batch_size > 1  # steps of different sessions shared model calls
 
 
 def test_idle_sessions_are_closed_and_their_state_freed(make_runtime) -> None:
@@ -99,7 +98,7 @@ def test_replay_is_paced_by_speed(make_runtime) -> None:
 def test_checkpoint_persona_estimator_is_used_and_smoothed(tmp_path: Path, minilm: Any) -> None:
     from pcgnet.persona import PersonaEstimator
     from stream.analyzer import load_analyzer
-    from stream.testing import make_tiny_checkpoint
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     rng = np.random.default_rng(0)
     est = PersonaEstimator(rng.normal(0, 0.5, (384, 5)).astype(np.float32), np.full(5, 0.3, np.float32),

@@ -137,3 +137,40 @@ def test_speaker_trend_compares_the_latest_valence_with_the_ones_before() -> Non
     for v, want in ((0.6, "steady"), (-0.6, "falling"), (-0.6, "falling"), (0.3, "rising"), (-0.3, "steady")):
         m.valences.append(v)
         assert m.trend() == want, (list(m.valences), want)
+
+
+def test_supervisor_reports_failures_boundedly_and_expected_ones_as_warnings(caplog) -> None:
+    """The runtime's and each cluster worker's tasks run under one Supervisor: a failure is logged once
+    (expected types as a warning), fatal ones call on_fatal, the failure list stays bounded, and
+    ``cancel_now`` / ``cancel_all`` leave nothing running."""
+    import logging
+
+    from stream.tasks import MAX_FAILURES_KEPT, OnError, Supervisor
+
+    class BrokerGone(Exception):
+        pass
+
+    async def fail(exc: Exception) -> None:
+        raise exc
+
+    async def go() -> tuple[Supervisor, list[str], list[str]]:
+        fatal: list[str] = []
+        sup = Supervisor(on_fatal=lambda name, exc: fatal.append(name), expected=(BrokerGone,))
+        tasks = [sup.spawn(f"t{i}", fail(ValueError(f"bad {i}"))) for i in range(MAX_FAILURES_KEPT + 5)]
+        tasks.append(sup.spawn("broker", fail(BrokerGone("lost"))))
+        tasks.append(sup.spawn("critical", fail(BrokerGone("lost")), OnError.CANCEL))
+        await asyncio.gather(*tasks)
+        sleepers = [sup.spawn(f"sleep{i}", asyncio.sleep(60)) for i in range(2)]
+        await asyncio.sleep(0)
+        assert sup.cancel_now() == ["sleep0", "sleep1"]
+        await asyncio.gather(*sleepers, return_exceptions=True)
+        assert all(t.cancelled() for t in sleepers)
+        sup.spawn("sleep2", asyncio.sleep(60))
+        return sup, fatal, await sup.cancel_all(1.0)
+
+    with caplog.at_level(logging.WARNING, logger="stream.tasks"):
+        sup, fatal, dangling = asyncio.run(go())
+    assert fatal == ["critical"] and dangling == [] and sup.names == []
+    assert len(sup.failures) == MAX_FAILURES_KEPT and sup.failures[-1] == ("critical", "BrokerGone: lost")
+    levels = {r.getMessage().split(":")[0]: r.levelno for r in caplog.records}
+    assert levels["task broker"] == logging.WARNING and levels["task t0 failed"] == logging.ERROR

@@ -1,4 +1,4 @@
-"""The causal PCGNet behind the cluster's engine seam, through the live runtime's own Analyzer.
+"""The causal PCGNet behind the cluster's backend seam, through the live runtime's own Analyzer.
 
 A worker processes utterances exactly as ``live.py`` does (:class:`stream.analyzer.Analyzer`: the
 checkpoint's extractors, per-session :class:`~stream.session.SessionState`, micro-batched
@@ -15,38 +15,43 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream.cluster.engine import Snapshot
+from stream.cluster.backend import Snapshot
 from stream.frames import EventFrame
 from stream.mqtt.inbound import InboundUtterance
 from stream.mqtt.wire import to_utterance
 
-__all__ = ["PCGNetEngine"]
+if TYPE_CHECKING:
+    import torch
+
+    from stream.analyzer import Analyzer
+
+__all__ = ["PCGNetBackend"]
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAME = "pcgnet"
+BACKEND_NAME = "pcgnet"  # written as "engine" in state blobs (wire format, unchanged)
 
 
-class PCGNetEngine:
+class PCGNetBackend:
     """Conversations analysed by a causal PCGNet checkpoint (one model per worker process).
 
     Build with :meth:`from_checkpoint`.
     """
 
-    name = ENGINE_NAME
+    name = BACKEND_NAME
 
-    def __init__(self, analyzer: Any, fingerprint: str, device: Any) -> None:
+    def __init__(self, analyzer: Analyzer, fingerprint: str, device: torch.device) -> None:
         self.analyzer = analyzer
         self.fingerprint = fingerprint
         self.device = device
         self._prev_end: dict[str, float] = {}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, worker_id: str, device: str = "cpu") -> PCGNetEngine:
+    def from_checkpoint(cls, path: str | Path, *, worker_id: str, device: str = "cpu") -> PCGNetBackend:
         """Loads the checkpoint and its extractors.
 
         Raises:
@@ -93,8 +98,8 @@ class PCGNetEngine:
         prev_end = 0.0
         if snapshot is not None:
             meta = snapshot.meta
-            if meta.get("engine") != ENGINE_NAME:
-                raise ValueError(f"state of {session_id!r} was made by engine {meta.get('engine')!r}")
+            if meta.get("engine") != BACKEND_NAME:
+                raise ValueError(f"state of {session_id!r} was made by backend {meta.get('engine')!r}")
             if meta.get("weights_sha256") != self.fingerprint:
                 raise ValueError(f"state of {session_id!r} was made by another checkpoint "
                                  f"(weights {str(meta.get('weights_sha256'))[:12]}, ours {self.fingerprint[:12]})")
@@ -121,23 +126,23 @@ class PCGNetEngine:
 
 
 class _PCGNetConversation:
-    def __init__(self, engine: PCGNetEngine, session: str) -> None:
-        self.engine = engine
+    def __init__(self, backend: PCGNetBackend, session: str) -> None:
+        self.backend = backend
         self.session = session
 
     async def process(self, utterance: InboundUtterance, number: int) -> list[EventFrame]:
         # Missing times are derived from the conversation itself (not a wall clock), so every owner
         # of the conversation derives the same ones.
-        frame = to_utterance(utterance, number=number, prev_end_s=self.engine._prev_end.get(self.session, 0.0),
+        frame = to_utterance(utterance, number=number, prev_end_s=self.backend._prev_end.get(self.session, 0.0),
                              ended_ns=time.monotonic_ns())
-        frames = await self.engine.analyzer.process(frame)
-        self.engine._prev_end[self.session] = frame.t_end
+        frames = await self.backend.analyzer.process(frame)
+        self.backend._prev_end[self.session] = frame.t_end
         return list(frames)
 
     async def snapshot(self) -> Snapshot:
         import torch
 
-        st = self.engine.analyzer.sessions[self.session]
+        st = self.backend.analyzer.sessions[self.session]
         arrays: dict[str, np.ndarray] = {}
         ints: dict[str, int] = {}
         for k, v in st.model_state.to_tensors().items():
@@ -145,6 +150,6 @@ class _PCGNetConversation:
                 arrays[k] = v.detach().cpu().numpy()
             else:
                 ints[k] = int(v)
-        meta = {"engine": ENGINE_NAME, "weights_sha256": self.engine.fingerprint, "model_ints": ints,
-                "session": st.export(), "prev_end": self.engine._prev_end.get(self.session, 0.0)}
+        meta = {"engine": BACKEND_NAME, "weights_sha256": self.backend.fingerprint, "model_ints": ints,
+                "session": st.export(), "prev_end": self.backend._prev_end.get(self.session, 0.0)}
         return Snapshot(arrays, meta)

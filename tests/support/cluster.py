@@ -1,7 +1,8 @@
 """A whole cluster on one machine, for tests, benchmarks and demos: mosquitto + worker processes.
 
 Real parts only: a mosquitto 2 broker on a free loopback port, workers started as separate processes
-exactly as an operator would (``python live.py --worker``), a :class:`~stream.cluster.feeder.Feeder`
+exactly as an operator would (``python live.py --worker``; with ``toy=True`` the same command line with the
+toy backend, ``python -m tests.support.toy_worker``), a :class:`~stream.cluster.feeder.Feeder`
 publishing scripted conversations and a plain subscriber collecting the emotion events.
 """
 
@@ -26,6 +27,7 @@ import aiomqtt
 
 from stream.cluster.feeder import Feeder
 from stream.cluster.records import WorkerRecord, worker_filter
+from stream.mqtt.client import payload_bytes
 from stream.mqtt.settings import MqttSettings
 
 __all__ = ["ClusterRun", "WorkerProcess", "collect_run", "make_script"]
@@ -65,11 +67,12 @@ class WorkerProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, worker_id: str, port: int, log_dir: Path, *extra: str) -> WorkerProcess:
+    def start(cls, worker_id: str, port: int, log_dir: Path, *extra: str, toy: bool = False) -> WorkerProcess:
+        """Starts ``live.py --worker`` (PCGNet; pass ``--checkpoint``) or, with ``toy``, the toy-backend worker."""
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
                    PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, str(REPO / "live.py"), "--worker", "--worker-id", worker_id,
-               "--mqtt", f"mqtt://127.0.0.1:{port}", *extra]
+        entry = ["-m", "tests.support.toy_worker"] if toy else [str(REPO / "live.py"), "--worker"]
+        cmd = [sys.executable, *entry, "--worker-id", worker_id, "--mqtt", f"mqtt://127.0.0.1:{port}", *extra]
         log_path = log_dir / f"{worker_id}.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
@@ -106,7 +109,7 @@ class ClusterRun:
     events: list[dict[str, Any]] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)
     sent_at: dict[tuple[str, int], float] = field(default_factory=dict)
-    feeder: Any = None
+    feeder: Feeder | None = None
     t_first_send: float = 0.0
     t_last_event: float = 0.0
     kill_time: float | None = None
@@ -171,7 +174,7 @@ async def collect_run(settings: MqttSettings, script: dict[str, list[dict[str, A
 
         async def consume() -> None:
             async for m in consumer.messages:
-                ev = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                ev = json.loads(payload_bytes(m))
                 run.events.append(ev)
                 now = time.time()
                 run.received_at.append(now)
