@@ -100,7 +100,8 @@ class Analyzer:
             persona = PersonaTracker(int(getattr(self.config, "persona_dim", 5)), self.params.persona,
                                      fixed=self._session_personas.get(session_id), estimator=est,
                                      smoothing=alpha)
-            st = SessionState(session_id, self.engine.init_state(), int(self.config.n_speakers), persona)
+            st = SessionState(session_id, self.engine.init_state(), int(self.config.n_speakers), persona,
+                              context_utterances=self.features.context_utterances)
             self.sessions[session_id] = st
             self._locks[session_id] = asyncio.Lock()
             log.info("session %s started (%d speaker slots, persona %s)", session_id, st.slots.n_slots,
@@ -126,11 +127,12 @@ class Analyzer:
                 self.duplicates += 1
                 log.info("session %s: utterance %s already processed; skipped", utt.session_id, utt.utterance_id)
                 return []
-            feats = await self.features.extract(utt)
+            feats = await self.features.extract(utt, st.recent)
             slot = st.slots.slot(utt.speaker)
             persona = st.persona.update(utt.speaker, {m: feats.vectors[m] for m in feats.used})
             out = await self.engine.step(StepRequest(st.model_state, feats.vectors, slot, persona))
             st.model_state = out.state
+            st.heard(utt.speaker, utt.text)
             latency_ms = (self._clock_ns() - utt.ended_at_ns) / 1e6
             return self._events(st, utt, out, feats.used, latency_ms)
 
