@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pcgnet.cli import UsageError
 from pcgnet.data import Dialogue, DialogueDataset
 from pcgnet.metrics import choose_shift_threshold, evaluate_predictions
 
@@ -29,8 +30,9 @@ class BaselineResult:
     seconds: float
 
 
-def _xy(dialogues: list[Dialogue], modality: str) -> tuple[np.ndarray, np.ndarray]:
-    return (np.concatenate([d.features[modality] for d in dialogues]),
+def _xy(dialogues: list[Dialogue], modalities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each utterance's features (modalities side by side) and labels."""
+    return (np.concatenate([np.concatenate([d.features[m] for m in modalities], axis=1) for d in dialogues]),
             np.concatenate([d.labels for d in dialogues]))
 
 
@@ -48,9 +50,10 @@ def _pairs(dialogues: list[Dialogue]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(prev, dtype=int), np.array(cur, dtype=int)
 
 
-def _predictions(clf, dialogues: list[Dialogue], modality: str, c: int):
-    x, y = _xy(dialogues, modality)
-    p = clf.predict_proba(x)
+def _predictions(clf, dialogues: list[Dialogue], modalities: tuple[str, ...], c: int):
+    x, y = _xy(dialogues, modalities)
+    p = np.zeros((len(x), c))
+    p[:, clf.classes_] = clf.predict_proba(x)  # a class absent from train keeps probability 0
     prev, cur = _pairs(dialogues)
     keep = (y[prev] >= 0) & (y[cur] >= 0)
     prev, cur = prev[keep], cur[keep]
@@ -64,23 +67,21 @@ def context_free(ds: DialogueDataset, seed: int = 0) -> BaselineResult:
     from sklearn.linear_model import LogisticRegression
 
     if not ds.valid:
-        raise ValueError("the context-free baseline selects C on a validation split; the data has none")
-    modality = ds.modalities[0] if len(ds.modalities) == 1 else None
-    if modality is None:
-        raise ValueError(f"the context-free baseline takes one modality (the data has {ds.modalities})")
+        raise UsageError("--context_free selects C on a validation split; the data has none (--valid_rate > 0)")
+    modalities = ds.modalities
     t0 = time.perf_counter()
-    x, y = _xy(ds.train, modality)
+    x, y = _xy(ds.train, modalities)
     keep = y >= 0
     c = ds.n_classes
     best = None
     for cc in C_GRID:
         clf = LogisticRegression(C=cc, max_iter=3000, random_state=seed).fit(x[keep], y[keep])
-        yv, pv, syv, spv = _predictions(clf, ds.valid, modality, c)
+        yv, pv, syv, spv = _predictions(clf, ds.valid, modalities, c)
         m = evaluate_predictions(yv, pv, syv, spv, ds.labels)
         if best is None or m["weighted_f1"] > best[0]["weighted_f1"]:
             best = (m, clf, cc, syv, spv)
     _, clf, cc, syv, spv = best
     threshold = choose_shift_threshold(syv, spv, c)
-    valid = evaluate_predictions(*_predictions(clf, ds.valid, modality, c), ds.labels, threshold)
-    test = evaluate_predictions(*_predictions(clf, ds.test, modality, c), ds.labels, threshold) if ds.test else None
+    valid = evaluate_predictions(*_predictions(clf, ds.valid, modalities, c), ds.labels, threshold)
+    test = evaluate_predictions(*_predictions(clf, ds.test, modalities, c), ds.labels, threshold) if ds.test else None
     return BaselineResult(cc, test, valid, threshold, round(time.perf_counter() - t0, 1))

@@ -59,16 +59,18 @@ class LoadedCheckpoint:
         return dict(self.meta.get("persona") or {})
 
     @property
-    def shift_threshold(self) -> float:
+    def shift_threshold(self) -> float | None:
         return shift_threshold(self.meta)
 
 
-def shift_threshold(meta: Mapping[str, Any]) -> float:
+def shift_threshold(meta: Mapping[str, Any]) -> float | None:
     """The operating threshold of binary shift decisions (``"shift": {"threshold": t}``, chosen on
-    validation data by ``pcgnet train``); 0.5 for checkpoints that predate it. Evaluation and the live
-    runtime both decide "shift" as P(shift) >= this."""
-    t = (meta.get("shift") or {}).get("threshold", 0.5)
-    if not isinstance(t, (int, float)) or not 0.0 <= float(t) <= 1.0:
+    validation data by ``pcgnet train``); None for checkpoints that predate it. Evaluation and the live
+    runtime both decide "shift" as P(shift) >= this (evaluation uses 0.5 when there is none)."""
+    t = (meta.get("shift") or {}).get("threshold")
+    if t is None:
+        return None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) <= 1.0:
         raise CheckpointError(f"config.json: shift threshold {t!r} is not a number in [0, 1]")
     return float(t)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcgnet.checkpoint import load_checkpoint, read_meta, resolve_device, shift_threshold
+from pcgnet.checkpoint import load_checkpoint, read_meta, resolve_device
 from pcgnet.cli import UsageError
 from pcgnet.config import DATASETS, PCGNetConfig
 from pcgnet.data import Dialogue, batches
@@ -190,7 +190,7 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: Path, cache: dict) -> tu
         alpha = alpha.to(device) if alpha is not None else None
     bs = args.batch_size or int(training.get("batch_size", 32))
     m = evaluate_dialogues(loaded.model, dialogues, ds.labels, bs, device, gamma=gamma, class_weights=alpha,
-                           shift_threshold=shift_threshold(loaded.meta))
+                           shift_threshold=loaded.shift_threshold if loaded.shift_threshold is not None else 0.5)
     return m, ds, len(dialogues)
 
 

@@ -1,38 +1,49 @@
 #!/usr/bin/env bash
 # Reproduce docs/results.md end to end on this machine (CPU, one torch thread per job, niced).
-#   bash scripts/experiments/reproduce.sh [TEXT_EXTRACTOR]      (default minilm-l6-meld, the shipped one)
-# Steps: features (cached) -> one run_meld.py row per variant, 3 seeds -> the table -> checkpoints/default.
+#   bash scripts/experiments/reproduce.sh
+# Steps: the context-reading text encoder (skipped when checkpoints/text has it) -> features (cached) ->
+# one `pcgnet train --recipe meld-live` per table row, 3 seeds -> ASR-style test scores -> the table ->
+# checkpoints/default. Every step logs its wall time to runs/exp/times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH=.
-EXT=${1:-minilm-l6-meld}
 CSV=${MELD_CSV:-../shared/data/meld}
 PERSONA=${MELD_PERSONA:-../shared/data/persona/MELD_persona.pkl}
 PY="nice -n 5 .venv/bin/python"
-SEEDS="1 2 3"
-EPOCHS=${EPOCHS:-12}
-D=data/meld-$EXT
-OUT=runs/exp/$EXT
+P="$PY -m pcgnet.cli"
+EXP=runs/exp
+mkdir -p "$EXP"
+step() { local t0=$SECONDS; "$@"; echo "$(( SECONDS - t0 )) s: $*" >> "$EXP/times.txt"; }
 
-if [ "$EXT" = minilm-l6-meld ] && [ ! -f checkpoints/text/minilm-l6-meld.safetensors ]; then
-  # The fine-tuned text encoder (top 4 MiniLM layers, train split, selected on dev).
-  $PY scripts/experiments/finetune_text.py --csv-dir "$CSV" --out checkpoints/text --top 4 --epochs 4 --threads 1
+if [ ! -f checkpoints/text/minilm-l6-meld-ctx.safetensors ]; then
+  # MiniLM's top 4 layers on MELD train, reading the 3 previous utterances, half the samples ASR-style;
+  # selected on mean(gold, ASR-style) dev W-F1. Resumable (runs/finetune/).
+  step $PY scripts/experiments/finetune_text.py --out checkpoints/text --name minilm-l6-meld-ctx --top 4 \
+    --context 3 --asr-prob 0.5 --max-length 128 --epochs 3 --threads 1
 fi
-$PY -m pcgnet.cli prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --out "$D-given" --text-extractor "$EXT" \
-  --cache-dir .cache/features --no-progress
-$PY -m pcgnet.cli prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --out "$D-est" --text-extractor "$EXT" \
-  --cache-dir .cache/features --persona-source estimated --no-progress
+prep() { step $P prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --cache-dir .cache/features --no-progress \
+  --persona-source estimated "$@"; }
+prep --out data/meld-ctx-est --text-extractor minilm-l6-meld-ctx
+prep --out data/meld-ctx-asr-est --text-extractor minilm-l6-meld-ctx --text-style asr \
+  --persona-estimator data/meld-ctx-est/persona_estimator.json
+prep --out data/meld-l6meld-est --text-extractor minilm-l6-meld     # the context-free encoder (previous model)
+prep --out data/meld-l6meld-asr-est --text-extractor minilm-l6-meld --text-style asr \
+  --persona-estimator data/meld-l6meld-est/persona_estimator.json
 
-RUN="$PY scripts/experiments/run_meld.py --seeds $SEEDS --threads 1 --epochs $EPOCHS --patience 4 --class-weight ${CW:-sqrt}"
-$RUN --data "$D-est"   --variant causal       --out "$OUT/causal"        --save   # what ships
-$RUN --data "$D-given" --variant causal       --out "$OUT/causal-given"
-$RUN --data "$D-given" --variant paper        --out "$OUT/paper-given"
-$RUN --data "$D-est"   --variant no_persona   --out "$OUT/no_persona"
-$RUN --data "$D-est"   --variant no_shift     --out "$OUT/no_shift"
-$RUN --data "$D-est"   --variant no_graph     --out "$OUT/no_graph"
-$RUN --data "$D-est"   --variant context_free --out "$OUT/context_free"
+T="$P train --dataset MELD --recipe meld-live --seeds 1 2 3 --num-threads 1 --quiet"
+step $T --data_dir data/meld-ctx-est --out $EXP/causal                       # what ships
+step $T --data_dir data/meld-ctx-est --wo_persona --out $EXP/no_persona
+step $T --data_dir data/meld-ctx-est --wo_shift --out $EXP/no_shift
+step $T --data_dir data/meld-ctx-est --no_graph --out $EXP/no_graph
+step $T --data_dir data/meld-ctx-est --context_free --out $EXP/context_free_same_features
+step $T --data_dir data/meld-l6meld-est --out $EXP/causal_contextfree_encoder
+step $T --data_dir data/meld-l6meld-est --context_free --out $EXP/context_free_contextfree_encoder
 
-.venv/bin/python scripts/experiments/make_table.py "$OUT"/{causal,causal-given,paper-given,no_persona,no_shift,no_graph,context_free}
-if [ "$EXT" = minilm-l6-meld ]; then
-  .venv/bin/python scripts/experiments/ship_default.py "$OUT/causal" --data "$D-est"
-fi
+for row in causal no_persona no_shift no_graph; do
+  $P evaluate --ckpt $EXP/$row --data_dir data/meld-ctx-asr-est --num-threads 1 --json > $EXP/$row/asr.json
+done
+$P evaluate --ckpt $EXP/causal_contextfree_encoder --data_dir data/meld-l6meld-asr-est --num-threads 1 --json \
+  > $EXP/causal_contextfree_encoder/asr.json
+
+.venv/bin/python scripts/experiments/make_table.py $EXP/{causal,no_persona,no_shift,no_graph,context_free_same_features,causal_contextfree_encoder,context_free_contextfree_encoder}
+.venv/bin/python scripts/experiments/ship_default.py $EXP/causal --data data/meld-ctx-est

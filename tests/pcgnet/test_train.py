@@ -10,8 +10,8 @@ import torch
 
 from pcgnet.checkpoint import load_checkpoint, read_meta
 from pcgnet.cli import main
-from pcgnet.synth import SynthOptions, write_synthetic
 from pcgnet.flags import class_weights
+from pcgnet.synth import SynthOptions, write_synthetic
 
 TINY = ["--hidden_l", "8", "--hidden_a", "8", "--hidden_v", "8", "--persona_l_heads", "2", "--persona_a_heads", "2",
         "--persona_v_heads", "2", "--interactive_heads", "2", "--batch-size", "4", "--num-threads", "1", "--quiet"]
