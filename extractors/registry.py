@@ -135,7 +135,7 @@ SPECS: dict[str, _Spec] = {
     "minilm-l6-meld-ctx": _Spec("t", 384, _minilm_meld("minilm-l6-meld-ctx"),
                                 _all(_minilm_present, (_TEXT_DELTAS / "minilm-l6-meld-ctx.safetensors").is_file),
                                 "minilm-l6-meld reading the 3 utterances before each one, trained on gold and "
-                                "ASR-style text (checkpoints/text; ships)"),
+                                "ASR-style text (checkpoints/text)"),
     "vader": _Spec("t", 4, _vader, _has("vaderSentiment"), "VADER sentiment neg/neu/pos/compound, MIT [text]"),
     "nrc": _Spec("t", 10, _nrc, _has("nrclex"), "NRC EmoLex affect frequencies, research-only licence [text]"),
     "minilm-l6+lex": _Spec("t", 398, _minilm_lex, _all(_minilm_present, _has("vaderSentiment"), _has("nrclex")),

@@ -17,10 +17,11 @@ from pathlib import Path
 from extractors.base import ExtractorError
 from extractors.text import TransformerTextExtractor, minilm_model_dir, sha256_file, verify_minilm
 
-__all__ = ["FORMAT", "NAME", "MeldMiniLMExtractor", "delta_sha256", "minilm_model_dir", "weights_path",
+__all__ = ["CONTEXT_NAME", "FORMAT", "NAME", "MeldMiniLMExtractor", "delta_sha256", "minilm_model_dir", "weights_path",
            "weights_present"]
 
-NAME = "minilm-l6-meld-ctx"  # the shipped one
+NAME = "minilm-l6-meld"  # what checkpoints/default reads
+CONTEXT_NAME = "minilm-l6-meld-ctx"  # reads 3 earlier utterances too; trained half on ASR-style text
 TEXT_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "text"
 DEFAULT_WEIGHTS = TEXT_DIR / f"{NAME}.safetensors"
 FORMAT = "pcgnet-text-delta"

@@ -31,7 +31,8 @@ def print_report(m: dict[str, Any], labels: Sequence[str], console=None, title: 
     console.print(t)
     b = m["binary_shift"]
     base = b["baseline_always_shift"]
-    bt = Table(title=f"binary shift detection ({_pct(b['shift_rate'])}% of pairs are shifts)")
+    at = f" at P(shift) >= {b['threshold']:.3f}" if b.get("threshold") is not None else ""
+    bt = Table(title=f"binary shift detection{at} ({_pct(b['shift_rate'])}% of pairs are shifts)")
     bt.add_column("metric")
     bt.add_column("model", justify="right")
     bt.add_column("always shift", justify="right")

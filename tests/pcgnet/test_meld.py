@@ -187,7 +187,7 @@ def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path, capsys) -
     from stream.analyzer import load_analyzer
     from stream.frames import Utterance
 
-    name = meld_text.NAME
+    name = meld_text.CONTEXT_NAME
     csv_dir, persona = fixture
     out = tmp_path / "data"
     meld.prepare_meld(csv_dir, persona, out, name, progress=False, persona_source="estimated")
