@@ -32,7 +32,7 @@ from pcgnet.flags import (
     given_model_fields,
 )
 from pcgnet.metrics import evaluate_predictions
-from pcgnet.report import _pct, json_clean, print_aggregate, print_report
+from pcgnet.report import json_clean, pct, print_aggregate, print_report
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         from pcgnet.plots import plot_confusion
 
         confusion = np.sum([np.asarray(m["confusion"]) for _, m in results], axis=0).tolist()
-        w = ", ".join(_pct(m["weighted_f1"]) for _, m in results)
+        w = ", ".join(pct(m["weighted_f1"]) for _, m in results)
         plot_confusion(confusion, labels, args.plot, title=f"{ds.name} {args.split}: W-F1 {w}")
     console = Console(highlight=False, soft_wrap=True)
     if len(results) == 1:
@@ -232,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(json_clean(out)))
         else:
             for ckpt, m in results:
-                console.print(f"{ckpt}: W-F1 {_pct(m['weighted_f1'])} acc {_pct(m['accuracy'])} "
-                              f"shift F1 {_pct(m['shift_f1'])}")
+                console.print(f"{ckpt}: W-F1 {pct(m['weighted_f1'])} acc {pct(m['accuracy'])} "
+                              f"shift F1 {pct(m['shift_f1'])}")
             print_aggregate(agg, labels, console, title=f"{title}, {args.ckpt}")
     if args.plot and not args.json:
         console.print(f"confusion matrix: {args.plot}")

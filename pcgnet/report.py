@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def _pct(x: Any) -> str:
+def pct(x: Any) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
@@ -20,25 +20,25 @@ def print_report(m: dict[str, Any], labels: Sequence[str], console=None, title: 
     t = Table(title=title, show_header=True)
     t.add_column("metric")
     t.add_column("value", justify="right")
-    t.add_row("weighted F1", _pct(m["weighted_f1"]))
-    t.add_row("accuracy", _pct(m["accuracy"]))
+    t.add_row("weighted F1", pct(m["weighted_f1"]))
+    t.add_row("accuracy", pct(m["accuracy"]))
     for name in labels:
-        t.add_row(f"  F1 {name}", _pct(m["per_class_f1"].get(name)))
+        t.add_row(f"  F1 {name}", pct(m["per_class_f1"].get(name)))
     c2 = len(labels) ** 2
-    t.add_row(f"shift accuracy ({c2} transition classes)", _pct(m["shift_accuracy"]))
-    t.add_row(f"shift weighted F1 ({c2} transition classes)", _pct(m["shift_f1"]))
+    t.add_row(f"shift accuracy ({c2} transition classes)", pct(m["shift_accuracy"]))
+    t.add_row(f"shift weighted F1 ({c2} transition classes)", pct(m["shift_f1"]))
     t.add_row("utterances / shift pairs", f"{m['n_utterances']} / {m['n_pairs']}")
     console.print(t)
     b = m["binary_shift"]
     base = b["baseline_always_shift"]
     at = f" at P(shift) >= {b['threshold']:.3f}" if b.get("threshold") is not None else ""
-    bt = Table(title=f"binary shift detection{at} ({_pct(b['shift_rate'])}% of pairs are shifts)")
+    bt = Table(title=f"binary shift detection{at} ({pct(b['shift_rate'])}% of pairs are shifts)")
     bt.add_column("metric")
     bt.add_column("model", justify="right")
     bt.add_column("always shift", justify="right")
     for key, name in (("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
                       ("balanced_accuracy", "balanced accuracy"), ("auroc", "AUROC")):
-        bt.add_row(name, _pct(b[key]), _pct(base[key]))
+        bt.add_row(name, pct(b[key]), pct(base[key]))
     console.print(bt)
 
 
@@ -63,7 +63,7 @@ def print_aggregate(agg: dict[str, Any], labels: Sequence[str], console, title: 
         mu, sd = mean, std
         for k in path:
             mu, sd = mu.get(k, {}), sd.get(k, {})
-        return f"{_pct(mu)} ± {_pct(sd)}" if isinstance(mu, float) else "n/a"
+        return f"{pct(mu)} ± {pct(sd)}" if isinstance(mu, float) else "n/a"
 
     t = Table(title=title)
     t.add_column("metric")
