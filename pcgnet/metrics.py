@@ -7,8 +7,10 @@ All values are fractions in [0, 1] (the tables print them as percentages).
   ``C*prev + cur`` of every consecutive same-speaker pair (spec 2.2, 4.3).
 * Binary shift detection (not in the paper): a pair is a shift when the speaker's previous and current
   GOLD emotions differ; the predicted shift probability is 1 - sum of the diagonal (prev == cur) of the
-  transition distribution; a pair is predicted a shift when that probability is >= 0.5. Reported next to the
-  trivial always-shift predictor, which every real detector must beat (shifts are about half the pairs).
+  transition distribution; a pair is predicted a shift when that probability is >= the operating threshold
+  (0.5, or the one chosen on validation data and stored in the checkpoint: :func:`choose_shift_threshold`).
+  Reported next to the trivial always-shift predictor, which every real detector must beat (shifts are
+  about half the pairs).
 """
 
 from __future__ import annotations
@@ -60,13 +62,14 @@ def binary_shift_metrics(is_shift: Any, p_shift: Any, threshold: float = 0.5) ->
     n = int(y.size)
     if n == 0:
         nan = float("nan")
-        return {"n_pairs": 0, "shift_rate": nan, "precision": nan, "recall": nan, "f1": nan,
+        return {"n_pairs": 0, "threshold": float(threshold), "shift_rate": nan, "precision": nan, "recall": nan, "f1": nan,
                 "balanced_accuracy": nan, "auroc": nan}
     pred = (p >= threshold).astype(int)
     prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=[1], average=None, zero_division=0)
     both = 0 < y.sum() < n
     return {
         "n_pairs": n,
+        "threshold": float(threshold),
         "shift_rate": float(y.mean()),
         "precision": float(prec[0]),
         "recall": float(rec[0]),
@@ -86,7 +89,33 @@ def always_shift_baseline(is_shift: Any) -> dict[str, Any]:
     return out
 
 
-def shift_metrics(shift_true: Any, shift_prob: Any, n_classes: int) -> dict[str, Any]:
+def shift_probability(shift_prob: Any, n_classes: int) -> np.ndarray:
+    """Binary shift probability of each pair: 1 - the (prev == cur) diagonal of its transition distribution."""
+    prob = _np(shift_prob).astype(np.float64).reshape(-1, n_classes * n_classes)
+    diag = [k * n_classes + k for k in range(n_classes)]
+    return np.clip(1.0 - prob[:, diag].sum(1), 0.0, 1.0)
+
+
+def choose_shift_threshold(shift_true: Any, shift_prob: Any, n_classes: int) -> float:
+    """The operating threshold with the best binary shift F1 on these (validation) pairs; 0.5 without pairs.
+
+    Candidates are the pairs' own probabilities (every distinct decision), so the choice is exact.
+    """
+    y = _np(shift_true).astype(int)
+    if y.size == 0:
+        return 0.5
+    is_shift = ((y // n_classes) != (y % n_classes)).astype(int)
+    p = shift_probability(shift_prob, n_classes)
+    order = np.argsort(-p, kind="stable")
+    tp = np.cumsum(is_shift[order])  # predicted positives = the top k pairs
+    k = np.arange(1, y.size + 1)
+    f1 = 2 * tp / (k + is_shift.sum())
+    last = np.r_[p[order][1:] != p[order][:-1], True]  # thresholds fall between distinct probabilities
+    best = int(np.argmax(np.where(last, f1, -1.0)))
+    return float(p[order][best])
+
+
+def shift_metrics(shift_true: Any, shift_prob: Any, n_classes: int, threshold: float = 0.5) -> dict[str, Any]:
     """The paper's transition metrics plus binary shift detection.
 
     ``shift_true``: (P,) gold transition labels C*prev + cur. ``shift_prob``: (P, C*C) probabilities (or
@@ -109,10 +138,9 @@ def shift_metrics(shift_true: Any, shift_prob: Any, n_classes: int) -> dict[str,
             "shift_accuracy": float(accuracy_score(y, pred)),
             "shift_f1": float(f1_score(y, pred, average="weighted", zero_division=0)),
         }
-    diag = [k * c + k for k in range(c)]
-    p_shift = np.clip(1.0 - prob[:, diag].sum(1), 0.0, 1.0) if y.size else np.zeros(0)
+    p_shift = shift_probability(prob, c) if y.size else np.zeros(0)
     is_shift = (y // c) != (y % c)
-    binary = binary_shift_metrics(is_shift, p_shift)
+    binary = binary_shift_metrics(is_shift, p_shift, threshold)
     binary["baseline_always_shift"] = always_shift_baseline(is_shift)
     out["binary_shift"] = binary
     return out
@@ -120,11 +148,12 @@ def shift_metrics(shift_true: Any, shift_prob: Any, n_classes: int) -> dict[str,
 
 def evaluate_predictions(
     labels: Any, emotion_prob: Any, shift_labels: Any, shift_prob: Any, label_names: Sequence[str],
+    shift_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Everything ``pcgnet evaluate --json`` prints, from gold labels and model distributions."""
     ep = _np(emotion_prob)
     out = erc_metrics(labels, ep.argmax(1) if ep.size else np.zeros(0, dtype=int), label_names)
-    out.update(shift_metrics(shift_labels, shift_prob, len(label_names)))
+    out.update(shift_metrics(shift_labels, shift_prob, len(label_names), shift_threshold))
     return out
 
 

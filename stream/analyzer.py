@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from pcgnet.checkpoint import shift_threshold
+
 from . import events as ev
 from .features import FeatureService
 from .frames import EventFrame, EventKind, Utterance
@@ -85,6 +87,9 @@ class Analyzer:
         if self._estimator is not None:
             log.info("persona: estimated online by the checkpoint's estimator (smoothing %.2f)", self._estimator[1])
         self._clock_ns = clock_ns
+        # Shift events: P(shift) >= the checkpoint's dev-chosen threshold (what `pcgnet evaluate` scores);
+        # a checkpoint without one: whenever the speaker's expression changed.
+        self.shift_threshold = shift_threshold(meta)
         self.sessions: dict[str, SessionState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.processed = 0
@@ -100,7 +105,8 @@ class Analyzer:
             persona = PersonaTracker(int(getattr(self.config, "persona_dim", 5)), self.params.persona,
                                      fixed=self._session_personas.get(session_id), estimator=est,
                                      smoothing=alpha)
-            st = SessionState(session_id, self.engine.init_state(), int(self.config.n_speakers), persona)
+            st = SessionState(session_id, self.engine.init_state(), int(self.config.n_speakers), persona,
+                              context_utterances=self.features.context_utterances)
             self.sessions[session_id] = st
             self._locks[session_id] = asyncio.Lock()
             log.info("session %s started (%d speaker slots, persona %s)", session_id, st.slots.n_slots,
@@ -127,13 +133,33 @@ class Analyzer:
                 self.duplicates += 1
                 log.info("session %s: utterance %s already processed; skipped", utt.session_id, utt.utterance_id)
                 return []
-            feats = await self.features.extract(utt)
+            feats = await self.features.extract(utt, st.recent)
             slot = st.slots.slot(utt.speaker)
             persona = st.persona.update(utt.speaker, {m: feats.vectors[m] for m in feats.used})
             out = await self.engine.step(StepRequest(st.model_state, feats.vectors, slot, persona))
             st.model_state = out.state
+            st.heard(utt.speaker, utt.text)
             latency_ms = (self._clock_ns() - utt.ended_at_ns) / 1e6
             return self._events(st, utt, out, feats.used, latency_ms)
+
+    def _shift(self, before: str, now: str, p_shift: float | None, shift_probs: Any) -> tuple[str, str] | None:
+        """(from, to) when this utterance is a shift event, else None.
+
+        With a stored threshold the shift head decides (P(shift) >= threshold); from/to are the speaker's
+        previous and current expressions, or, when the emotion head's top label did not change, the shift
+        head's most likely transition between two different emotions.
+        """
+        if self.shift_threshold is None:
+            return (before, now) if before != now else None
+        if p_shift is None or p_shift < self.shift_threshold:
+            return None
+        if before != now:
+            return before, now
+        c = len(self.labels)
+        m = np.asarray(shift_probs, dtype=np.float64).reshape(c, c).copy()
+        np.fill_diagonal(m, -1.0)
+        i, j = divmod(int(m.argmax()), c)
+        return self.labels[i], self.labels[j]
 
     def _events(self, st: SessionState, utt: Utterance, out: Any, used: tuple[str, ...],
                 latency_ms: float) -> list[EventFrame]:
@@ -144,14 +170,16 @@ class Analyzer:
             modalities=used, index=out.index, latency_ms=latency_ms, run_id=st.run_id, worker_id=wid)
         prev = st.speakers.get(utt.speaker)
         frames = [EventFrame(session_id=utt.session_id, kind=EventKind.EMOTION, payload=emo)]
-        if prev is not None and prev.expression != emo["expression"]:
+        p_shift = out.shift_probability(len(self.labels))
+        change = self._shift(prev.expression, emo["expression"], p_shift, out.shift_probs) if prev else None
+        if prev is not None and change is not None:
             prev_id = st.index_to_utterance.get(out.prev_index, prev.utterance_id) \
                 if out.prev_index is not None else prev.utterance_id
             shift = ev.shift_event(
                 session=utt.session_id, utterance_id=utt.utterance_id, speaker=utt.speaker, t_start=utt.t_start,
-                t_end=utt.t_end, from_expression=prev.expression, to_expression=emo["expression"],
-                previous_utterance_id=prev_id, probability=out.shift_probability(len(self.labels)),
-                latency_ms=latency_ms, run_id=st.run_id, worker_id=wid)
+                t_end=utt.t_end, from_expression=change[0], to_expression=change[1],
+                previous_utterance_id=prev_id, probability=p_shift, latency_ms=latency_ms, run_id=st.run_id,
+                worker_id=wid)
             frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SHIFT, payload=shift))
         mem = st.remember(utt.speaker, utt.utterance_id, out.index, emo["expression"], emo["valence"])
         spk = ev.speaker_state(session=utt.session_id, speaker=utt.speaker, emotion=emo, trend=mem.trend(),

@@ -37,8 +37,10 @@ class UtteranceFeatures:
     used: tuple[str, ...]
 
 
-def media_of(utt: Utterance) -> UtteranceMedia:
-    return UtteranceMedia(text=utt.text or None, audio=utt.audio, sample_rate=utt.sample_rate, frames=utt.frames)
+def media_of(utt: Utterance, context: Sequence[tuple[str, str]] = ()) -> UtteranceMedia:
+    """The extractor input of ``utt``; ``context`` = the session's earlier (speaker, text), oldest first."""
+    return UtteranceMedia(text=utt.text or None, audio=utt.audio, sample_rate=utt.sample_rate, frames=utt.frames,
+                          speaker=utt.speaker, context=tuple(context))
 
 
 def build_extractors(spec: Mapping[str, Any], modalities: Sequence[str], dims: Mapping[str, int],
@@ -103,6 +105,11 @@ class FeatureService:
                 return out
         return run
 
+    @property
+    def context_utterances(self) -> int:
+        """How many earlier utterances of a session the extractors read (sessions keep that many)."""
+        return max((int(getattr(ex, "context_utterances", 0)) for ex in self.extractors.values()), default=0)
+
     def tasks(self) -> dict[str, Any]:
         """Coroutines to run under the supervisor: one batch worker per modality."""
         return {f"features.{m}": b.run() for m, b in self.batchers.items()}
@@ -117,8 +124,8 @@ class FeatureService:
             return len(media.frames) > 0
         return True
 
-    async def extract(self, utt: Utterance) -> UtteranceFeatures:
-        media = media_of(utt)
+    async def extract(self, utt: Utterance, context: Sequence[tuple[str, str]] = ()) -> UtteranceFeatures:
+        media = media_of(utt, context)
         mods = list(self.extractors)
         present = [m for m in mods if self._has_media(m, media)]
         results = await asyncio.gather(*(self.batchers[m].submit(media) for m in present))

@@ -161,9 +161,11 @@ class SessionState:
         model_state: the model's ConversationState (``model.init_state()``).
         n_slots: speaker slots of the model.
         persona: the session's persona tracker.
+        context_utterances: how many recent (speaker, text) lines to keep for context-reading extractors.
     """
 
-    def __init__(self, session_id: str, model_state: Any, n_slots: int, persona: PersonaTracker) -> None:
+    def __init__(self, session_id: str, model_state: Any, n_slots: int, persona: PersonaTracker,
+                 context_utterances: int = 0) -> None:
         self.session_id = session_id
         self.model_state = model_state
         self.slots = SpeakerSlots(n_slots)
@@ -175,6 +177,7 @@ class SessionState:
         # This incarnation of the session, in every event: a subscriber resets its duplicate filter on a new
         # one. It travels with the state (export/restore), so a conversation handed to another worker keeps it.
         self.run_id = new_run_id()
+        self.recent: collections.deque[tuple[str, str]] = collections.deque(maxlen=max(context_utterances, 0))
 
     def is_duplicate(self, utterance_id: str) -> bool:
         """True when this utterance id was processed recently (a resent input is not processed twice)."""
@@ -194,6 +197,11 @@ class SessionState:
         self.utterances += 1
         return mem
 
+    def heard(self, speaker: str, text: str | None) -> None:
+        """Keep a processed utterance's text as context for the next ones (bounded; empty text is skipped)."""
+        if self.recent.maxlen and text and text.strip():
+            self.recent.append((speaker, text))
+
     def export(self) -> dict[str, Any]:
         """JSON-able part of the state (the model state travels separately as tensors: ``to_tensors``)."""
         return {
@@ -206,6 +214,7 @@ class SessionState:
                          for k, m in self.speakers.items()},
             "utterances": self.utterances,
             "seen_ids": list(self.seen_ids),
+            "recent": [list(x) for x in self.recent],
         }
 
     def restore(self, d: Mapping[str, Any]) -> None:
@@ -220,3 +229,5 @@ class SessionState:
         self.utterances = int(d.get("utterances", 0))
         self.seen_ids.clear()
         self.seen_ids.extend(str(x) for x in d.get("seen_ids", []))
+        self.recent.clear()
+        self.recent.extend((str(s), str(t)) for s, t in d.get("recent", []))

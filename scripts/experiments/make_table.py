@@ -1,6 +1,10 @@
-"""Print the markdown results table of docs/results.md from ``runs/exp/*/summary.json`` (run_meld.py output).
+"""Print the markdown results table of docs/results.md from ``pcgnet train`` output folders.
 
-    .venv/bin/python scripts/experiments/make_table.py runs/exp/causal runs/exp/paper ...
+Each folder has ``summary.json`` (written by ``pcgnet train``: test mean ± std at the top level, ``valid``,
+``runs``) and, optionally, ``asr.json`` (``pcgnet evaluate --json`` of the same checkpoints on the
+ASR-style layout), shown as its own column.
+
+    .venv/bin/python scripts/experiments/make_table.py runs/exp/causal runs/exp/no_graph ...
 """
 
 from __future__ import annotations
@@ -13,22 +17,24 @@ LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
 SHORT = ("neu", "sur", "fea", "sad", "joy", "dis", "ang")
 
 
-def cell(agg: dict, *path: str) -> str:
-    m, s = agg["mean"], agg["std"]
+def get(agg: dict, part: str, *path: str) -> float:
+    x = agg[part]
     for k in path:
-        m, s = m[k], s[k]
-    return f"{100 * m:.2f} ± {100 * s:.2f}"
+        x = x[k]
+    return float("nan") if x is None else x
+
+
+def cell(agg: dict, *path: str) -> str:
+    return f"{100 * get(agg, 'mean', *path):.2f} ± {100 * get(agg, 'std', *path):.2f}"
 
 
 def short(agg: dict, *path: str) -> str:
-    m = agg["mean"]
-    for k in path:
-        m = m[k]
-    return f"{100 * m:.1f}"
+    return f"{100 * get(agg, 'mean', *path):.1f}"
 
 
 def main(dirs: list[str]) -> None:
-    head = ("| row | W-F1 | Acc | " + " | ".join(SHORT) + " | shift F1 (49-way) | binary shift P / R / F1 | train s/seed |")
+    head = ("| row | test W-F1 | ASR-style test W-F1 | dev W-F1 | Acc | " + " | ".join(SHORT)
+            + " | shift F1 (49-way) | binary shift P / R / F1 | AUROC | s/seed |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for d in dirs:
@@ -37,13 +43,18 @@ def main(dirs: list[str]) -> None:
             print(f"| {Path(d).name} | (missing) |")
             continue
         s = json.loads(p.read_text())
-        t = s["test"]
-        secs = sum(r["train_seconds"] for r in s["runs"]) / len(s["runs"])
+        asr_path = Path(d) / "asr.json"
+        asr = "–"
+        if asr_path.is_file():
+            a = json.loads(asr_path.read_text())
+            asr = cell(a, "weighted_f1") if "mean" in a else f"{100 * a['weighted_f1']:.2f}"
+        dev = cell(s["valid"], "weighted_f1") if "valid" in s else "–"
+        secs = sum(r["seconds"] for r in s["runs"]) / len(s["runs"])
         b = ("binary_shift",)
-        print(f"| {Path(d).name} | {cell(t, 'weighted_f1')} | {cell(t, 'accuracy')} | "
-              + " | ".join(short(t, "per_class_f1", n) for n in LABELS)
-              + f" | {cell(t, 'shift_f1')} | {short(t, *b, 'precision')} / {short(t, *b, 'recall')} / "
-              f"{cell(t, *b, 'f1')} | {secs:.0f} |")
+        print(f"| {Path(d).name} | {cell(s, 'weighted_f1')} | {asr} | {dev} | {cell(s, 'accuracy')} | "
+              + " | ".join(short(s, "per_class_f1", n) for n in LABELS)
+              + f" | {cell(s, 'shift_f1')} | {short(s, *b, 'precision')} / {short(s, *b, 'recall')} / "
+              f"{cell(s, *b, 'f1')} | {cell(s, *b, 'auroc')} | {secs:.0f} |")
 
 
 if __name__ == "__main__":

@@ -1,38 +1,55 @@
 #!/usr/bin/env bash
 # Reproduce docs/results.md end to end on this machine (CPU, one torch thread per job, niced).
-#   bash scripts/experiments/reproduce.sh [TEXT_EXTRACTOR]      (default minilm-l6-meld, the shipped one)
-# Steps: features (cached) -> one run_meld.py row per variant, 3 seeds -> the table -> checkpoints/default.
+#   bash scripts/experiments/reproduce.sh
+# Steps: the text encoders (skipped when checkpoints/text has them) -> features (cached) ->
+# one `pcgnet train --recipe meld-live` per table row, 3 seeds -> ASR-style test scores -> the table ->
+# checkpoints/default. Every step logs its wall time to runs/exp/times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH=.
-EXT=${1:-minilm-l6-meld}
 CSV=${MELD_CSV:-../shared/data/meld}
 PERSONA=${MELD_PERSONA:-../shared/data/persona/MELD_persona.pkl}
 PY="nice -n 5 .venv/bin/python"
-SEEDS="1 2 3"
-EPOCHS=${EPOCHS:-12}
-D=data/meld-$EXT
-OUT=runs/exp/$EXT
+P="$PY -m pcgnet.cli"
+EXP=runs/exp
+mkdir -p "$EXP"
+step() { local t0=$SECONDS; "$@"; echo "$(( SECONDS - t0 )) s: $*" >> "$EXP/times.txt"; }
 
-if [ "$EXT" = minilm-l6-meld ] && [ ! -f checkpoints/text/minilm-l6-meld.safetensors ]; then
-  # The fine-tuned text encoder (top 4 MiniLM layers, train split, selected on dev).
-  $PY scripts/experiments/finetune_text.py --csv-dir "$CSV" --out checkpoints/text --top 4 --epochs 4 --threads 1
+# The two text encoders (skipped when checkpoints/text has them; resumable under runs/finetune/).
+# minilm-l6-meld (ships) was made by the previous version of finetune_text.py (git history), same recipe
+# but random instead of length-bucketed batches; this command re-makes an equivalent one.
+if [ ! -f checkpoints/text/minilm-l6-meld.safetensors ]; then
+  step $PY scripts/experiments/finetune_text.py --out checkpoints/text --name minilm-l6-meld --top 4 --epochs 4 \
+    --max-length 64 --threads 1
 fi
-$PY -m pcgnet.cli prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --out "$D-given" --text-extractor "$EXT" \
-  --cache-dir .cache/features --no-progress
-$PY -m pcgnet.cli prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --out "$D-est" --text-extractor "$EXT" \
-  --cache-dir .cache/features --persona-source estimated --no-progress
-
-RUN="$PY scripts/experiments/run_meld.py --seeds $SEEDS --threads 1 --epochs $EPOCHS --patience 4 --class-weight ${CW:-sqrt}"
-$RUN --data "$D-est"   --variant causal       --out "$OUT/causal"        --save   # what ships
-$RUN --data "$D-given" --variant causal       --out "$OUT/causal-given"
-$RUN --data "$D-given" --variant paper        --out "$OUT/paper-given"
-$RUN --data "$D-est"   --variant no_persona   --out "$OUT/no_persona"
-$RUN --data "$D-est"   --variant no_shift     --out "$OUT/no_shift"
-$RUN --data "$D-est"   --variant no_graph     --out "$OUT/no_graph"
-$RUN --data "$D-est"   --variant context_free --out "$OUT/context_free"
-
-.venv/bin/python scripts/experiments/make_table.py "$OUT"/{causal,causal-given,paper-given,no_persona,no_shift,no_graph,context_free}
-if [ "$EXT" = minilm-l6-meld ]; then
-  .venv/bin/python scripts/experiments/ship_default.py "$OUT/causal" --data "$D-est"
+# minilm-l6-meld-ctx: reads the 3 previous utterances, half the samples ASR-style, selected on
+# mean(gold, ASR-style) dev W-F1.
+if [ ! -f checkpoints/text/minilm-l6-meld-ctx.safetensors ]; then
+  step $PY scripts/experiments/finetune_text.py --out checkpoints/text --name minilm-l6-meld-ctx --top 4 \
+    --context 3 --asr-prob 0.5 --max-length 128 --epochs 3 --threads 1
 fi
+prep() { step $P prepare-meld --csv-dir "$CSV" --persona "$PERSONA" --no-progress --persona-source estimated "$@"; }
+for enc in l6meld ctx; do
+  name=minilm-l6-meld; [ $enc = ctx ] && name=minilm-l6-meld-ctx
+  prep --out data/meld-$enc-est --text-extractor $name --cache-dir .cache/features
+  prep --out data/meld-$enc-asr-est --text-extractor $name --cache-dir .cache/features-asr --text-style asr \
+    --persona-estimator data/meld-$enc-est/persona_estimator.json
+done
+
+T="$P train --dataset MELD --recipe meld-live --seeds 1 2 3 --num-threads 1 --quiet"
+step $T --data_dir data/meld-l6meld-est --out $EXP/causal                    # what ships
+step $T --data_dir data/meld-l6meld-est --wo_persona --out $EXP/no_persona
+step $T --data_dir data/meld-l6meld-est --wo_shift --out $EXP/no_shift
+step $T --data_dir data/meld-l6meld-est --no_graph --out $EXP/no_graph
+step $T --data_dir data/meld-l6meld-est --context_free --out $EXP/context_free
+step $T --data_dir data/meld-ctx-est --out $EXP/ctx_causal
+step $T --data_dir data/meld-ctx-est --no_graph --out $EXP/ctx_no_graph
+step $T --data_dir data/meld-ctx-est --context_free --out $EXP/ctx_context_free
+
+for row in causal no_persona no_shift no_graph ctx_causal ctx_no_graph; do
+  enc=l6meld; [ "${row#ctx_}" != "$row" ] && enc=ctx
+  $P evaluate --ckpt $EXP/$row --data_dir data/meld-$enc-asr-est --num-threads 1 --json > $EXP/$row/asr.json
+done
+
+.venv/bin/python scripts/experiments/make_table.py $EXP/{causal,no_persona,no_shift,no_graph,context_free,ctx_causal,ctx_no_graph,ctx_context_free}
+.venv/bin/python scripts/experiments/ship_default.py $EXP/causal --data data/meld-l6meld-est

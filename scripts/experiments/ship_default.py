@@ -1,7 +1,7 @@
-"""Copy the shipped model into ``checkpoints/default``: of one run_meld.py row's seeds, the one with the best
-dev W-F1 (selection never looks at test), re-saved with the full provenance the live runtime and readers need.
+"""Copy the shipped model into ``checkpoints/default``: of one ``pcgnet train --seeds ...`` folder's seeds, the
+one with the best validation (MELD dev) W-F1 (selection never looks at test), re-saved with provenance.
 
-    .venv/bin/python scripts/experiments/ship_default.py runs/exp/causal --data data/meld-ft-est
+    .venv/bin/python scripts/experiments/ship_default.py runs/exp/causal --data data/meld-ctx-est
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ def git_commit() -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("row", type=Path, help="a run_meld.py --save output folder (summary.json + seed-N/)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("row", type=Path, help="a `pcgnet train --seeds ...` output folder (summary.json + seed-N/)")
     ap.add_argument("--data", type=Path, required=True, help="the prepared MELD layout it was trained on")
     ap.add_argument("--out", type=Path, default=Path("checkpoints/default"))
     args = ap.parse_args()
     summary = json.loads((args.row / "summary.json").read_text())
-    best = max(summary["runs"], key=lambda r: r["dev"]["weighted_f1"])
+    best = max(summary["runs"], key=lambda r: r["valid"]["weighted_f1"])
     ck = load_checkpoint(args.row / f"seed-{best['seed']}")
     side = json.loads((args.data / "MELD_features_raw1.json").read_text())
     training = dict(ck.meta.get("training") or {})
@@ -37,14 +37,13 @@ def main() -> None:
         "data": {"dir": str(args.data), "sources_sha256": side["sources"], "dialogues": side["dialogues"],
                  "utterances": side["utterances"], "split": "train on MELD train, epoch selected on MELD dev"},
         "seed_selection": "best dev W-F1 among seeds " + ", ".join(str(r["seed"]) for r in summary["runs"]),
-        "window_utterances": ck.config.window_utterances,
     })
     metrics = dict(ck.meta.get("metrics") or {})
-    metrics["test_over_seeds"] = summary["test"]
+    metrics["test_over_seeds"] = {k: summary[k] for k in ("n_runs", "mean", "std")}
     save_checkpoint(args.out, ck.model, extractors=ck.extractors, persona=ck.persona, training=training,
-                    metrics=metrics, labels=list(ck.config.labels))
+                    metrics=metrics, labels=list(ck.config.labels), shift=ck.meta["shift"])
     size = sum(p.stat().st_size for p in args.out.iterdir())
-    print(f"shipped seed {best['seed']} (dev W-F1 {100 * best['dev']['weighted_f1']:.2f}, test "
+    print(f"shipped seed {best['seed']} (dev W-F1 {100 * best['valid']['weighted_f1']:.2f}, test "
           f"{100 * best['test']['weighted_f1']:.2f}) to {args.out} ({size / 1e6:.1f} MB)")
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from pcgnet.cli import COMMANDS, UsageError, _module_exists, build_parser, load_command_modules, main
 from pcgnet.config import PCGNetConfig
-from pcgnet.train import given_model_fields, training_value
+from pcgnet.flags import given_model_fields, training_value
 
 IEMOCAP_CMD = (
     "train --dataset IEMOCAP --data_dir data/iemocap/IEMOCAP_features.pkl --valid_rate 0.0 --modals avl "
@@ -39,7 +39,7 @@ def test_paper_commands_parse_with_their_meaning():
                  "persona_transform": True, "modalities": ("t", "a", "v")}
     PCGNetConfig(**f)  # a valid architecture
     assert (a.valid_rate, a.lr, a.batch_size, a.l2, a.gamma, a.class_weight, a.epochs, a.seed) == (
-        0.0, 1e-4, 32, 1e-4, 0.5, True, 140, 6500)
+        0.0, 1e-4, 32, 1e-4, 0.5, "inverse", 140, 6500)
     assert a.dropout == 0.2 and a.reason_flag and a.mtl and a.use_clone  # accepted no-ops
     m = parser.parse_args(shlex.split(MELD_CMD))
     fm = given_model_fields(m)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcgnet import meld
+from pcgnet import meld, meld_text
 from pcgnet.data import load_dataset, read_pickle
 from pcgnet.persona import PersonaEstimator
 
@@ -66,13 +66,13 @@ class CountingFactory:
     def __init__(self) -> None:
         self.encoded = 0
 
-    def __call__(self, name: str):
-        encode, dim = meld.make_text_encoder(name)
+    def __call__(self, name: str) -> meld.TextEncoderSpec:
+        spec = meld.make_text_encoder(name)
 
-        def counted(texts):
-            self.encoded += len(texts)
-            return encode(texts)
-        return counted, dim
+        def counted(media):
+            self.encoded += len(media)
+            return spec.encode(media)
+        return meld.TextEncoderSpec(counted, spec.dim, spec.context_utterances)
 
 
 def test_clean_text_and_times() -> None:
@@ -168,40 +168,58 @@ def test_cli_reports_one_line_error(tmp_path: Path, capsys) -> None:
     assert rc == 2 and len(err) == 1 and "train_sent_emo.csv: file not found" in err[0]
 
 
-def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path) -> None:
-    """MELD-style dialogues through the live runtime's text path give exactly what evaluation computes."""
+def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path, capsys) -> None:
+    """MELD-style dialogues through the live runtime give exactly what batch evaluation computes, with the
+    shipped context-reading text encoder: the session must feed each utterance the same earlier utterances
+    that prepare-meld gave it, and shift events must follow the checkpoint's stored threshold."""
     import asyncio
 
     import torch
+    from sklearn.metrics import f1_score
 
+    from extractors.base import UtteranceMedia
+    from extractors.registry import create
     from pcgnet.checkpoint import save_checkpoint
+    from pcgnet.cli import main
     from pcgnet.config import MELD_LABELS, PCGNetConfig
     from pcgnet.data import collate
-    from pcgnet.evaluate import evaluate_dialogues
-    from pcgnet.metrics import erc_metrics
     from pcgnet.model import PCGNet
     from stream.analyzer import load_analyzer
     from stream.frames import Utterance
 
+    name = meld_text.CONTEXT_NAME
     csv_dir, persona = fixture
     out = tmp_path / "data"
-    meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, persona_source="estimated")
+    meld.prepare_meld(csv_dir, persona, out, name, progress=False, persona_source="estimated")
     side = json.loads((out / meld.META_FILE).read_text())
     ds = load_dataset("MELD", out, valid_rate=0.0)
-    cfg = PCGNetConfig(labels=MELD_LABELS, modalities=("t",), dims={"t": 4}, n_speakers=9, hidden=16,
+    csv_dialogues = meld.read_meld(csv_dir)
+    dialogues = ds.train + ds.test
+
+    # The encoder input matters: the same utterances encoded alone give other vectors.
+    ex = create(name)
+    assert ex.context_utterances > 0
+    d0 = next(d for d in ds.train if d.id == 0)
+    alone = np.stack([f.vector for f in ex.batch([UtteranceMedia(text=u.text) for u in csv_dialogues[0].utterances])])
+    assert np.abs(alone[0] - d0.features["t"][0]).max() < 1e-4  # the first one has no context
+    assert np.abs(alone[1:] - d0.features["t"][1:]).max(axis=1).min() > 1e-3
+
+    cfg = PCGNetConfig(labels=MELD_LABELS, modalities=("t",), dims={"t": ex.dim}, n_speakers=9, hidden=16,
                        causal=True, window_utterances=8)
     torch.manual_seed(0)
     model = PCGNet(cfg).eval()
-    ck = save_checkpoint(tmp_path / "ck", model, extractors=side["extractors"], persona=side["persona"])
-
-    dialogues = ds.train + ds.test
     with torch.no_grad():
-        batch_probs = model(collate(dialogues, ("t",))).emotion_logp.exp().numpy()
-    reference = evaluate_dialogues(model, dialogues, MELD_LABELS)
+        o = model(collate(dialogues, ("t",)))
+    batch_probs = o.emotion_logp.exp().numpy()
+    c = len(MELD_LABELS)
+    p_shift = 1 - o.shift_logp.exp().reshape(-1, c, c).diagonal(dim1=1, dim2=2).sum(1).numpy()
+    threshold = float(np.median(p_shift))  # some pairs on each side
+    ck = save_checkpoint(tmp_path / "ck", model, extractors=side["extractors"], persona=side["persona"],
+                         shift={"threshold": threshold})
+    flat = [(d.id, i) for d in dialogues for i in range(len(d))]
+    batch_shifts = {flat[int(k)] for k, p in zip(o.shift_cur, p_shift, strict=True) if p >= threshold}
 
-    csv_dialogues = meld.read_meld(csv_dir)
-
-    async def replay() -> list[dict]:
+    async def replay() -> list[tuple[int, int, dict]]:
         a = load_analyzer(ck)
         workers = [asyncio.create_task(c) for c in [a.engine.run(), *a.features.tasks().values()]]
         events = []
@@ -209,28 +227,37 @@ def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path) -> None:
             for i, u in enumerate(csv_dialogues[d.id].utterances):
                 frames = await a.process(Utterance(session_id=f"meld{d.id}", utterance_id=f"u{i}", speaker=u.speaker,
                                                    t_start=u.start, t_end=u.end, text=u.text))
-                events.append(next(f.payload for f in frames if f.kind == "emotion"))
+                events += [(d.id, i, f) for f in frames if f.kind in ("emotion", "shift")]
         a.engine.close()
         a.features.close()
         await asyncio.gather(*workers)
         return events
 
     events = asyncio.run(replay())
-    live_probs = np.array([list(e["scores"].values()) for e in events])
+    emotions = [f.payload for _, _, f in events if f.kind == "emotion"]
+    live_probs = np.array([list(e["scores"].values()) for e in emotions])
     assert live_probs.shape == batch_probs.shape
     assert np.abs(live_probs - batch_probs).max() < 1e-4  # events round scores to 5 decimals
     assert live_probs.std(0).max() > 1e-3  # the model does tell utterances apart
-    live_pred = [MELD_LABELS.index(e["label"]) for e in events]
-    assert live_pred == batch_probs.argmax(1).tolist()
-    gold = np.concatenate([d.labels for d in dialogues])
-    assert erc_metrics(gold, live_pred, MELD_LABELS)["weighted_f1"] == pytest.approx(reference["weighted_f1"])
+    live_shifts = {(d, i) for d, i, f in events if f.kind == "shift"}
+    assert live_shifts == batch_shifts and 0 < len(live_shifts) < len(p_shift)
+
+    # `pcgnet evaluate` on the checkpoint and layout scores what the live predictions score (sklearn here).
+    for split, part in (("train", ds.train), ("test", ds.test)):
+        ids = {d.id for d in part}
+        gold = [u.label for d in part for u in csv_dialogues[d.id].utterances]
+        pred = [MELD_LABELS.index(e["label"]) for (d, _, f), e in zip(
+            [x for x in events if x[2].kind == "emotion"], emotions, strict=True) if d in ids]
+        capsys.readouterr()
+        assert main(["evaluate", "--ckpt", str(ck), "--dataset", "MELD", "--data_dir", str(out), "--split", split,
+                     "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["weighted_f1"] == pytest.approx(f1_score(gold, pred, average="weighted"), abs=1e-12)
+        assert got["binary_shift"]["threshold"] == threshold
 
 
 def test_cache_namespace_follows_retrainable_weights() -> None:
-    from pcgnet import meld_text
-
     assert meld.cache_namespace("vader") == "vader"
-    if meld_text.weights_present():
-        sha = json.loads(meld_text.DEFAULT_WEIGHTS.with_suffix(".json").read_text())["weights_sha256"]
-        assert meld.cache_namespace("minilm-l6-meld") == f"minilm-l6-meld@{sha[:16]}"
+    sha = json.loads(meld_text.DEFAULT_WEIGHTS.with_suffix(".json").read_text())["weights_sha256"]
+    assert meld.cache_namespace(meld_text.NAME) == f"{meld_text.NAME}@{sha[:16]}"
     assert meld.text_key("a", "x") != meld.text_key("b", "x")

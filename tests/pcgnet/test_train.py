@@ -13,8 +13,8 @@ from pcgnet import graph
 from pcgnet.checkpoint import load_checkpoint, read_meta
 from pcgnet.cli import main
 from pcgnet.data import collate, load_dataset
+from pcgnet.flags import class_weights
 from pcgnet.synth import SynthOptions, write_synthetic
-from pcgnet.train import class_weights
 
 TINY = ["--hidden_l", "8", "--hidden_a", "8", "--hidden_v", "8", "--persona_l_heads", "2", "--persona_a_heads", "2",
         "--persona_v_heads", "2", "--interactive_heads", "2", "--batch-size", "4", "--num-threads", "1", "--quiet"]
@@ -143,7 +143,7 @@ def test_absent_modalities_prepare_meld_layout(tmp_path, capsys):
 
 
 def test_class_weights_are_inverse_frequencies():
-    w = class_weights("IEMOCAP", 6)
+    w = class_weights("inverse", "IEMOCAP", 6)
     assert w.tolist() == pytest.approx([1 / 0.086747, 1 / 0.144406, 1 / 0.227883, 1 / 0.160585, 1 / 0.127711,
                                         1 / 0.252668])
     assert isinstance(w, torch.Tensor)

@@ -1,0 +1,87 @@
+"""The context-free baseline of docs/results.md: logistic regression on each utterance's features alone.
+
+Why it exists: it is the yardstick for "context pays": the same features, no dialogue context, no
+speakers, no persona. Its shift distribution for a same-speaker pair is the outer product of the two
+utterances' independent emotion distributions, so its shift numbers use the same definitions as PCGNet's
+(binary threshold chosen on the validation split, as ``pcgnet train`` does).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pcgnet.cli import UsageError
+from pcgnet.data import Dialogue, DialogueDataset
+from pcgnet.metrics import choose_shift_threshold, evaluate_predictions
+
+C_GRID = (0.1, 1.0, 10.0)
+
+
+@dataclass
+class BaselineResult:
+    c: float  # the inverse regularisation strength chosen on the validation split
+    test: dict[str, Any] | None
+    valid: dict[str, Any]
+    shift_threshold: float
+    seconds: float
+
+
+def _xy(dialogues: list[Dialogue], modalities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each utterance's features (modalities side by side) and labels."""
+    return (np.concatenate([np.concatenate([d.features[m] for m in modalities], axis=1) for d in dialogues]),
+            np.concatenate([d.labels for d in dialogues]))
+
+
+def _pairs(dialogues: list[Dialogue]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (previous, current) of every consecutive same-speaker pair."""
+    prev, cur, off = [], [], 0
+    for d in dialogues:
+        last: dict[int, int] = {}
+        for i, s in enumerate(d.speakers.tolist()):
+            if s in last:
+                prev.append(off + last[s])
+                cur.append(off + i)
+            last[s] = i
+        off += len(d)
+    return np.array(prev, dtype=int), np.array(cur, dtype=int)
+
+
+def _predictions(clf, dialogues: list[Dialogue], modalities: tuple[str, ...], c: int):
+    x, y = _xy(dialogues, modalities)
+    p = np.zeros((len(x), c))
+    p[:, clf.classes_] = clf.predict_proba(x)  # a class absent from train keeps probability 0
+    prev, cur = _pairs(dialogues)
+    keep = (y[prev] >= 0) & (y[cur] >= 0)
+    prev, cur = prev[keep], cur[keep]
+    shift_y = y[prev] * c + y[cur]
+    shift_p = np.einsum("pi,pj->pij", p[prev], p[cur]).reshape(len(prev), -1)
+    return y, p, shift_y, shift_p
+
+
+def context_free(ds: DialogueDataset, seed: int = 0) -> BaselineResult:
+    """Fit on train (C chosen on the validation split), score validation and test."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not ds.valid:
+        raise UsageError("--context_free selects C on a validation split; the data has none (--valid_rate > 0)")
+    modalities = ds.modalities
+    t0 = time.perf_counter()
+    x, y = _xy(ds.train, modalities)
+    keep = y >= 0
+    c = ds.n_classes
+    best = None
+    for cc in C_GRID:
+        clf = LogisticRegression(C=cc, max_iter=3000, random_state=seed).fit(x[keep], y[keep])
+        yv, pv, syv, spv = _predictions(clf, ds.valid, modalities, c)
+        m = evaluate_predictions(yv, pv, syv, spv, ds.labels)
+        if best is None or m["weighted_f1"] > best[0]["weighted_f1"]:
+            best = (m, clf, cc, syv, spv)
+    _, clf, cc, syv, spv = best
+    threshold = choose_shift_threshold(syv, spv, c)
+    valid = evaluate_predictions(*_predictions(clf, ds.valid, modalities, c), ds.labels, threshold)
+    test = evaluate_predictions(*_predictions(clf, ds.test, modalities, c), ds.labels, threshold) if ds.test else None
+    return BaselineResult(cc, test, valid, threshold, round(time.perf_counter() - t0, 1))
