@@ -145,9 +145,10 @@ class Analyzer:
     def _shift(self, before: str, now: str, p_shift: float | None, shift_probs: Any) -> tuple[str, str] | None:
         """(from, to) when this utterance is a shift event, else None.
 
-        With a stored threshold the shift head decides (P(shift) >= threshold); from/to are the speaker's
-        previous and current expressions, or, when the emotion head's top label did not change, the shift
-        head's most likely transition between two different emotions.
+        With a stored threshold the shift head decides (P(shift) >= threshold). ``from`` is always the
+        speaker's previous expression (what subscribers saw in that emotion event); ``to`` is the current
+        expression, or, when the emotion head's top label did not change, the shift head's most likely
+        other emotion after ``from``.
         """
         if self.shift_threshold is None:
             return (before, now) if before != now else None
@@ -156,10 +157,9 @@ class Analyzer:
         if before != now:
             return before, now
         c = len(self.labels)
-        m = np.asarray(shift_probs, dtype=np.float64).reshape(c, c).copy()
-        np.fill_diagonal(m, -1.0)
-        i, j = divmod(int(m.argmax()), c)
-        return self.labels[i], self.labels[j]
+        row = np.asarray(shift_probs, dtype=np.float64).reshape(c, c)[self.labels.index(before)].copy()
+        row[self.labels.index(before)] = -1.0
+        return before, self.labels[int(row.argmax())]
 
     def _events(self, st: SessionState, utt: Utterance, out: Any, used: tuple[str, ...],
                 latency_ms: float) -> list[EventFrame]:
