@@ -222,15 +222,14 @@ def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path, capsys) -
 
     async def replay() -> list[tuple[int, int, dict]]:
         a = load_analyzer(ck)
-        workers = [asyncio.create_task(c) for c in [a.engine.run(), *a.features.tasks().values()]]
+        workers = [asyncio.create_task(c) for c in a.tasks().values()]
         events = []
         for d in dialogues:
             for i, u in enumerate(csv_dialogues[d.id].utterances):
                 frames = await a.process(Utterance(session_id=f"meld{d.id}", utterance_id=f"u{i}", speaker=u.speaker,
                                                    t_start=u.start, t_end=u.end, text=u.text))
                 events += [(d.id, i, f) for f in frames if f.kind in ("emotion", "shift")]
-        a.engine.close()
-        a.features.close()
+        a.close()
         await asyncio.gather(*workers)
         return events
 
