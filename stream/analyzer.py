@@ -31,6 +31,7 @@ from .session import PersonaEstimator, PersonaTracker, SessionState
 if TYPE_CHECKING:
     import torch
 
+    from extractors.base import Extractor
     from pcgnet.config import PCGNetConfig
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Analyzer:
         self.stepper = stepper
         self.params = params
         self._session_personas = dict(session_personas or {})
-        self._estimator = persona_estimator_from(meta) if getattr(config, "use_persona", True) else None
+        self._estimator = persona_estimator_from(meta) if config.use_persona else None
         if self._estimator is not None:
             log.info("persona: estimated online by the checkpoint's estimator (smoothing %.2f)", self._estimator[1])
         self._clock_ns = clock_ns
@@ -148,7 +149,7 @@ class Analyzer:
         st = self.sessions.get(session_id)
         if st is None:
             est, alpha = self._estimator if self._estimator is not None else (None, None)
-            persona = PersonaTracker(int(getattr(self.config, "persona_dim", 5)), self.params.persona,
+            persona = PersonaTracker(int(self.config.persona_dim), self.params.persona,
                                      fixed=self._session_personas.get(session_id), estimator=est,
                                      smoothing=alpha)
             st = SessionState(session_id, self.stepper.init_state(), int(self.config.n_speakers), persona,
@@ -188,7 +189,8 @@ class Analyzer:
             latency_ms = (self._clock_ns() - utt.ended_at_ns) / 1e6
             return self._events(st, utt, out, feats.used, latency_ms)
 
-    def _shift(self, before: str, now: str, p_shift: float | None, shift_probs: Any) -> tuple[str, str] | None:
+    def _shift(self, before: str, now: str, p_shift: float | None,
+               shift_probs: np.ndarray | None) -> tuple[str, str] | None:
         """(from, to) when this utterance is a shift event, else None.
 
         With a stored threshold the shift head decides (P(shift) >= threshold); from/to are the speaker's
@@ -237,7 +239,7 @@ class Analyzer:
 
 def load_analyzer(checkpoint: str | Path, params: LiveParams | None = None, *,
                   session_personas: Mapping[str, Mapping[str, Any]] | None = None,
-                  extractors: Mapping[str, Any] | None = None) -> Analyzer:
+                  extractors: Mapping[str, Extractor] | None = None) -> Analyzer:
     """Checkpoint path -> a ready Analyzer (model, its extractors, feature service, inference engine).
 
     Raises CheckpointError / FeatureConfigError with a one-line message naming the file and the problem.
