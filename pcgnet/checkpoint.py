@@ -24,12 +24,15 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from pcgnet.config import PCGNetConfig
+
+if TYPE_CHECKING:
+    from pcgnet.model import PCGNet
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class CheckpointError(Exception):
 
 @dataclass
 class LoadedCheckpoint:
-    model: nn.Module  # PCGNet in eval mode on the requested device
+    model: PCGNet  # in eval mode on the requested device
     config: PCGNetConfig
     meta: dict[str, Any] = field(default_factory=dict)  # the whole config.json
 

@@ -1,5 +1,8 @@
-"""The ``pcgnet`` command: one sub-command per module in ``COMMANDS``, each exposing ``register(subparsers)``.
+"""The ``pcgnet`` command's dispatcher: one sub-command per module name, each exposing ``register(subparsers)``.
 
+``COMMANDS`` here lists the model's own commands (``python -m pcgnet.cli train|evaluate|synth``); the installed
+``pcgnet`` command (:mod:`prepare.cli`) passes the full list, adding dataset preparation, the extractor listing
+and ``report`` from the packages that may import this one (the package DAG, tests/test_architecture.py).
 Modules are imported when the parser is built. A module that does not exist (yet) is skipped, so one
 part of the project can ship without another; a module that exists but fails to import is reported on
 stderr with its error, and tests/pcgnet/test_cli.py imports every existing one so such a break fails CI.
@@ -14,14 +17,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-# Sub-command modules, in the order `pcgnet --help` lists them.
+# The model's sub-command modules, in the order `pcgnet --help` lists them.
 COMMANDS: list[str] = [
     "pcgnet.train",
     "pcgnet.evaluate",
     "pcgnet.synth",
-    "pcgnet.meld",
-    "extractors.cli",
-    "stream.report",
 ]
 
 
@@ -50,14 +50,14 @@ def load_command_modules(names: Sequence[str] = COMMANDS) -> tuple[list, list[tu
     return mods, broken
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(names: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pcgnet",
         description="PCGNet: train, evaluate and prepare data for multimodal emotion recognition with "
                     "emotion-shift detection in conversations.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    mods, broken = load_command_modules()
+    mods, broken = load_command_modules(names)
     for name, err in broken:
         print(f"pcgnet: warning: command module {name} failed to import: {type(err).__name__}: {err}",
               file=sys.stderr)
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, names: Sequence[str] = COMMANDS) -> int:
+    parser = build_parser(names)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

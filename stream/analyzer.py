@@ -1,7 +1,8 @@
 """The core of the runtime: "process one utterance for session S" -> events.
 
 :class:`Analyzer` owns the per-session :class:`~stream.session.SessionState` objects, the feature
-service and the inference engine. :meth:`Analyzer.process` is the single entry point every source
+service and the model stepper, and runs and closes them (:meth:`Analyzer.tasks`, :meth:`Analyzer.run`,
+:meth:`Analyzer.close`). :meth:`Analyzer.process` is the single entry point every source
 path ends in (local capture, transcripts, replay, MQTT input, and the scale-out workers), so that all
 of them produce identical events for identical utterances. Calls for one session are serialised by a
 per-session lock; different sessions run concurrently and share micro-batches.
@@ -12,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,9 +24,15 @@ from pcgnet.checkpoint import shift_threshold
 from . import events as ev
 from .features import FeatureService
 from .frames import EventFrame, EventKind, Utterance
-from .inference import InferenceEngine, StepRequest
+from .inference import ModelStepper, StepOutput, StepRequest
 from .params import LiveParams
 from .session import PersonaEstimator, PersonaTracker, SessionState
+
+if TYPE_CHECKING:
+    import torch
+
+    from extractors.base import Extractor
+    from pcgnet.config import PCGNetConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +75,22 @@ class Analyzer:
         config: the model's PCGNetConfig (labels, speaker slots, persona size).
         meta: the checkpoint's config.json (persona estimator).
         features: the feature service.
-        engine: the inference engine.
+        stepper: steps the causal model for every session (micro-batched).
         params: runtime parameters.
         session_personas: session id -> {speaker: 5 numbers}, fixed personas from a session config.
         clock_ns: monotonic clock (injectable; latency = emit time - utterance end time).
     """
 
-    def __init__(self, config: Any, meta: Mapping[str, Any], features: FeatureService, engine: InferenceEngine,
+    def __init__(self, config: PCGNetConfig, meta: Mapping[str, Any], features: FeatureService, stepper: ModelStepper,
                  params: LiveParams, *, session_personas: Mapping[str, Mapping[str, Any]] | None = None,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self.config = config
         self.labels: tuple[str, ...] = tuple(config.labels)
         self.features = features
-        self.engine = engine
+        self.stepper = stepper
         self.params = params
         self._session_personas = dict(session_personas or {})
-        self._estimator = persona_estimator_from(meta) if getattr(config, "use_persona", True) else None
+        self._estimator = persona_estimator_from(meta) if config.use_persona else None
         if self._estimator is not None:
             log.info("persona: estimated online by the checkpoint's estimator (smoothing %.2f)", self._estimator[1])
         self._clock_ns = clock_ns
@@ -95,6 +102,46 @@ class Analyzer:
         self.processed = 0
         self.duplicates = 0
 
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """The loops that must run while utterances are processed: the model stepper's micro-batcher
+        (``"inference"``) and the feature service's, by name (run them all, or use :meth:`run`)."""
+        return {"inference": self.stepper.run(), **self.features.tasks()}
+
+    async def run(self, name_prefix: str = "analyzer.") -> None:
+        """Run :meth:`tasks` until they end (after :meth:`close`) or one fails; closes on the way out."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name, coro in self.tasks().items():
+                    tg.create_task(coro, name=f"{name_prefix}{name}")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop accepting work; the running loops finish what is queued and end."""
+        self.stepper.close()
+        self.features.close()
+
+    def shutdown(self) -> None:
+        """Release the model and feature threads (after the loops have ended or been cancelled)."""
+        self.stepper.shutdown()
+        self.features.shutdown()
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work waiting for the model and for the feature extractors, by queue name."""
+        return {**self.stepper.queue_depths(), **self.features.queue_depths()}
+
+    @property
+    def mean_batch_size(self) -> float:
+        """Model steps per model call so far (how well micro-batching works under the current load)."""
+        return self.stepper.mean_batch_size
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self.stepper.device
+
     # -- sessions ---------------------------------------------------------------------------------
 
     def session(self, session_id: str) -> SessionState:
@@ -102,10 +149,10 @@ class Analyzer:
         st = self.sessions.get(session_id)
         if st is None:
             est, alpha = self._estimator if self._estimator is not None else (None, None)
-            persona = PersonaTracker(int(getattr(self.config, "persona_dim", 5)), self.params.persona,
+            persona = PersonaTracker(int(self.config.persona_dim), self.params.persona,
                                      fixed=self._session_personas.get(session_id), estimator=est,
                                      smoothing=alpha)
-            st = SessionState(session_id, self.engine.init_state(), int(self.config.n_speakers), persona,
+            st = SessionState(session_id, self.stepper.init_state(), int(self.config.n_speakers), persona,
                               context_utterances=self.features.context_utterances)
             self.sessions[session_id] = st
             self._locks[session_id] = asyncio.Lock()
@@ -136,13 +183,14 @@ class Analyzer:
             feats = await self.features.extract(utt, st.recent)
             slot = st.slots.slot(utt.speaker)
             persona = st.persona.update(utt.speaker, {m: feats.vectors[m] for m in feats.used})
-            out = await self.engine.step(StepRequest(st.model_state, feats.vectors, slot, persona))
+            out = await self.stepper.step(StepRequest(st.model_state, feats.vectors, slot, persona))
             st.model_state = out.state
             st.heard(utt.speaker, utt.text)
             latency_ms = (self._clock_ns() - utt.ended_at_ns) / 1e6
             return self._events(st, utt, out, feats.used, latency_ms)
 
-    def _shift(self, before: str, now: str, p_shift: float | None, shift_probs: Any) -> tuple[str, str] | None:
+    def _shift(self, before: str, now: str, p_shift: float | None,
+               shift_probs: np.ndarray | None) -> tuple[str, str] | None:
         """(from, to) when this utterance is a shift event, else None.
 
         With a stored threshold the shift head decides (P(shift) >= threshold). ``from`` is always the
@@ -161,7 +209,7 @@ class Analyzer:
         row[self.labels.index(before)] = -1.0
         return before, self.labels[int(row.argmax())]
 
-    def _events(self, st: SessionState, utt: Utterance, out: Any, used: tuple[str, ...],
+    def _events(self, st: SessionState, utt: Utterance, out: StepOutput, used: tuple[str, ...],
                 latency_ms: float) -> list[EventFrame]:
         wid = self.params.worker_id
         emo = ev.emotion_event(
@@ -191,7 +239,7 @@ class Analyzer:
 
 def load_analyzer(checkpoint: str | Path, params: LiveParams | None = None, *,
                   session_personas: Mapping[str, Mapping[str, Any]] | None = None,
-                  extractors: Mapping[str, Any] | None = None) -> Analyzer:
+                  extractors: Mapping[str, Extractor] | None = None) -> Analyzer:
     """Checkpoint path -> a ready Analyzer (model, its extractors, feature service, inference engine).
 
     Raises CheckpointError / FeatureConfigError with a one-line message naming the file and the problem.
@@ -224,5 +272,5 @@ def load_analyzer(checkpoint: str | Path, params: LiveParams | None = None, *,
             exs[m] = ex
     features = FeatureService(exs, workers=params.inference.feature_workers,
                               max_batch_size=params.inference.max_batch_size)
-    engine = InferenceEngine(ck.model, params.inference, maxsize=params.queues.inference_requests)
-    return Analyzer(ck.config, ck.meta, features, engine, params, session_personas=session_personas)
+    stepper = ModelStepper(ck.model, params.inference, maxsize=params.queues.inference_requests)
+    return Analyzer(ck.config, ck.meta, features, stepper, params, session_personas=session_personas)

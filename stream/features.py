@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +110,7 @@ class FeatureService:
         """How many earlier utterances of a session the extractors read (sessions keep that many)."""
         return max((int(getattr(ex, "context_utterances", 0)) for ex in self.extractors.values()), default=0)
 
-    def tasks(self) -> dict[str, Any]:
+    def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
         """Coroutines to run under the supervisor: one batch worker per modality."""
         return {f"features.{m}": b.run() for m, b in self.batchers.items()}
 

@@ -140,7 +140,3 @@ class ModelStepper:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-
-InferenceEngine = ModelStepper
-"""Old name, kept only for stream/analyzer.py (another branch edits it); lead finishes after merge: rename
-there (``Analyzer.engine`` -> ``Analyzer.stepper``) and delete this alias."""

@@ -318,7 +318,7 @@ class SessionRecorder:
         first = utt.frames[0]
         if self._video is None:
             h, w = first.shape[:2]
-            self._video = cv2.VideoWriter(str(self.path / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+            self._video = cv2.VideoWriter(str(self.path / "video.mp4"), cv2.VideoWriter.fourcc(*"mp4v"),
                                           self.video_fps, (w, h))
             self._size = (w, h)
         target = int(utt.t_start * self.video_fps)

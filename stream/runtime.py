@@ -195,8 +195,7 @@ class Runtime:
 
     def queue_depths(self) -> dict[str, int]:
         d = {w.channel.name: len(w.channel) for w in self.workers.values()}
-        d.update(self.analyzer.engine.queue_depths())
-        d.update(self.analyzer.features.queue_depths())
+        d.update(self.analyzer.queue_depths())
         d.update(self.sinks.depths())
         return d
 
@@ -235,9 +234,7 @@ class Runtime:
         Returns 0, or 1 when a critical task failed.
         """
         sup = self.supervisor
-        stepper_task = sup.spawn(task_name("-", "inference"), self.analyzer.engine.run(), OnError.CANCEL)
-        feature_tasks = [sup.spawn(task_name("-", n), c, OnError.CANCEL)
-                         for n, c in self.analyzer.features.tasks().items()]
+        analyzer_tasks = [sup.spawn(task_name("-", n), c, OnError.CANCEL) for n, c in self.analyzer.tasks().items()]
         sink_tasks = [sup.spawn(task_name("-", f"sink.{s.name}"), s.run()) for s in self.sinks.sinks]
         cam_tasks = [sup.spawn(task_name(sid, "camera"), cam.run(self)) for sid, cam in self.cameras.items()]
         if self.params.session_idle_s > 0:
@@ -268,11 +265,10 @@ class Runtime:
         finally:
             if not stop_wait.done():
                 stop_wait.cancel()
-            await self._shutdown(stepper_task, feature_tasks, sink_tasks, cam_tasks)
+            await self._shutdown(analyzer_tasks, sink_tasks, cam_tasks)
         return 1 if self.fatal else 0
 
-    async def _shutdown(self, stepper_task: asyncio.Task[Any], feature_tasks: list[asyncio.Task[Any]],
-                        sink_tasks: list[asyncio.Task[Any]], cam_tasks: list[asyncio.Task[Any]]) -> None:
+    async def _shutdown(self, analyzer_tasks: list[asyncio.Task[Any]], sink_tasks: list[asyncio.Task[Any]], cam_tasks: list[asyncio.Task[Any]]) -> None:
         for cam in self.cameras.values():
             cam.stop()
         for t in self._source_tasks:
@@ -284,8 +280,7 @@ class Runtime:
         workers = [w.task for w in self.workers.values() if w.task is not None]
         if workers:
             await asyncio.wait(workers, timeout=self.params.cancel_timeout_s)
-        self.analyzer.engine.close()
-        self.analyzer.features.close()
+        self.analyzer.close()
         self.sinks.close()
         grace = 2.0 if self._cancelled else self.params.drain_timeout_s
         if sink_tasks:
@@ -293,10 +288,9 @@ class Runtime:
             if pending:
                 undelivered = sum(len(s.inbox) for s in self.sinks.sinks)
                 log.warning("sinks did not finish within %.0f s (%d event(s) undelivered)", grace, undelivered)
-        await asyncio.wait([stepper_task, *feature_tasks], timeout=self.params.cancel_timeout_s)
+        await asyncio.wait(analyzer_tasks, timeout=self.params.cancel_timeout_s)
         await self.supervisor.cancel_all(self.params.cancel_timeout_s)
-        self.analyzer.engine.shutdown()
-        self.analyzer.features.shutdown()
+        self.analyzer.shutdown()
 
     @property
     def sinks_list(self) -> list[Sink]:

@@ -11,12 +11,15 @@ import collections
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .events import new_run_id
 from .params import PersonaParams
+
+if TYPE_CHECKING:
+    from pcgnet.streaming import ConversationState
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +167,7 @@ class SessionState:
         context_utterances: how many recent (speaker, text) lines to keep for context-reading extractors.
     """
 
-    def __init__(self, session_id: str, model_state: Any, n_slots: int, persona: PersonaTracker,
+    def __init__(self, session_id: str, model_state: ConversationState, n_slots: int, persona: PersonaTracker,
                  context_utterances: int = 0) -> None:
         self.session_id = session_id
         self.model_state = model_state

@@ -2,7 +2,7 @@
 
 Why only the top layers: the bottom layers' token states are computed once and cached, so a step costs a
 forward+backward through ``--top`` layers only (CPU budget), and only those layers ship as a small delta
-(``--out`` gets ``NAME.safetensors`` + ``NAME.json``; loaded by ``pcgnet.meld_text``).
+(``--out`` gets ``NAME.safetensors`` + ``NAME.json``; loaded by ``extractors.meld_text``).
 
 The encoder reads what the live extractor reads (:func:`extractors.text.encoder_input`): the utterance and,
 with ``--context N``, the N utterances before it in its dialogue (causal). ``--asr-prob P`` trains a
@@ -36,7 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from extractors.text import asr_style, encoder_input, minilm_model_dir, verify_minilm
-from pcgnet.meld import SPLITS, read_meld
+from prepare.meld import SPLITS, read_meld
 
 log = logging.getLogger("finetune_text")
 N_CLASSES = 7

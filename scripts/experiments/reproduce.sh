@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH=.
 CSV=${MELD_CSV:-../shared/data/meld}
 PERSONA=${MELD_PERSONA:-../shared/data/persona/MELD_persona.pkl}
 PY="nice -n 5 .venv/bin/python"
-P="$PY -m pcgnet.cli"
+P="$PY -m prepare.cli"
 EXP=runs/exp
 mkdir -p "$EXP"
 step() { local t0=$SECONDS; "$@"; echo "$(( SECONDS - t0 )) s: $*" >> "$EXP/times.txt"; }

@@ -11,7 +11,6 @@ model refuses to resume from it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
@@ -76,19 +75,11 @@ class PCGNetBackend:
             raise ValueError(str(exc)) from None
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}/config.json: {exc}") from None
-        return cls(analyzer, str(meta.get("weights_sha256") or ""), analyzer.engine.device)
+        return cls(analyzer, str(meta.get("weights_sha256") or ""), analyzer.device)
 
     async def run(self) -> None:
         """The feature and inference micro-batchers (shared by all conversations of this worker)."""
-        a = self.analyzer
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(a.engine.run(), name="cluster.inference")
-                for name, coro in a.features.tasks().items():
-                    tg.create_task(coro, name=f"cluster.{name}")
-        finally:
-            a.features.close()
-            a.engine.close()
+        await self.analyzer.run(name_prefix="cluster.")
 
     async def open(self, session_id: str, snapshot: Snapshot | None) -> _PCGNetConversation:
         from pcgnet.streaming import ConversationState

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from extractors import registry
-from extractors.sessions import SessionError, extract_sessions
-from pcgnet import cli, data
+from pcgnet import data
 from pcgnet.persona import PersonaEstimator
+from prepare import cli
+from prepare.sessions import SessionError, extract_sessions
 from tests.extractors.extractor_media import make_session
 from tests.real_parts import require_module
 

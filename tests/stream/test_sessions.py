@@ -43,7 +43,7 @@ def test_concurrent_sessions_are_batched_and_independent(make_runtime, tmp_path:
         assert a["utterance_id"] == b["utterance_id"] and a["expression"] == b["expression"]
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
     assert len({e["event_id"] for e in emo}) == 33  # ids differ per session
-    assert rt.analyzer.engine.mean_batch_size > 1  # steps of different sessions shared model calls
+    assert rt.analyzer.mean_batch_size > 1  # steps of different sessions shared model calls
 
 
 def test_idle_sessions_are_closed_and_their_state_freed(make_runtime) -> None:
@@ -107,13 +107,12 @@ def test_checkpoint_persona_estimator_is_used_and_smoothed(tmp_path: Path, minil
 
     async def go() -> Any:
         a = load_analyzer(ck, extractors={"t": minilm})
-        worker = [asyncio.create_task(c) for c in [a.engine.run(), *a.features.tasks().values()]]
+        worker = [asyncio.create_task(c) for c in a.tasks().values()]
         texts = ["I love this!", "This is awful.", "Okay then."]
         for i, t in enumerate(texts):
             await a.process(Utterance(session_id="p", utterance_id=f"u{i}", speaker="A", t_start=i, t_end=i + 0.5,
                                       text=t))
-        a.engine.close()
-        a.features.close()
+        a.close()
         await asyncio.gather(*worker)
         return a, texts
     a, texts = asyncio.run(go())

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pcgnet.cli import main as pcgnet_main
+from prepare.cli import main as pcgnet_main
 from stream.events import expression_name
 
 from .conftest import DEMO, ROOT, docs_image

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcgnet import meld, meld_text
+from extractors import meld_text
 from pcgnet.data import load_dataset, read_pickle
 from pcgnet.persona import PersonaEstimator
+from prepare import meld
 
 HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
           "Episode", "StartTime", "EndTime"]
@@ -160,7 +161,7 @@ def test_clear_errors(tmp_path: Path, problem: str, match: str) -> None:
 
 
 def test_cli_reports_one_line_error(tmp_path: Path, capsys) -> None:
-    main = pytest.importorskip("pcgnet.cli").main
+    from prepare.cli import main
 
     rc = main(["prepare-meld", "--csv-dir", str(tmp_path / "nope"), "--persona", str(tmp_path / "p.pkl"),
                "--out", str(tmp_path / "out"), "--text-extractor", "vader", "--no-progress"])
@@ -180,10 +181,10 @@ def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path, capsys) -
     from extractors.base import UtteranceMedia
     from extractors.registry import create
     from pcgnet.checkpoint import save_checkpoint
-    from pcgnet.cli import main
     from pcgnet.config import MELD_LABELS, PCGNetConfig
     from pcgnet.data import collate
     from pcgnet.model import PCGNet
+    from prepare.cli import main
     from stream.analyzer import load_analyzer
     from stream.frames import Utterance
 
@@ -221,15 +222,14 @@ def test_live_replay_matches_batch_evaluation(fixture, tmp_path: Path, capsys) -
 
     async def replay() -> list[tuple[int, int, dict]]:
         a = load_analyzer(ck)
-        workers = [asyncio.create_task(c) for c in [a.engine.run(), *a.features.tasks().values()]]
+        workers = [asyncio.create_task(c) for c in a.tasks().values()]
         events = []
         for d in dialogues:
             for i, u in enumerate(csv_dialogues[d.id].utterances):
                 frames = await a.process(Utterance(session_id=f"meld{d.id}", utterance_id=f"u{i}", speaker=u.speaker,
                                                    t_start=u.start, t_end=u.end, text=u.text))
                 events += [(d.id, i, f) for f in frames if f.kind in ("emotion", "shift")]
-        a.engine.close()
-        a.features.close()
+        a.close()
         await asyncio.gather(*workers)
         return events
 

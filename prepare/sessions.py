@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 
 from extractors.base import Extractor, ExtractorError, Feature, UtteranceMedia
 from pcgnet.config import DATASETS
+from prepare import pickles
 
 log = logging.getLogger(__name__)
 
@@ -249,53 +249,22 @@ def split_ids(ids: Sequence[str], test: Sequence[str] | None, test_fraction: flo
 def write_layout(out: Path, dialogues: Sequence[ExtractedDialogue], dataset: str, names: dict[str, str],
                  dims: dict[str, int], train: list[str], test: list[str],
                  persona: dict[str, np.ndarray] | None, persona_meta: dict[str, Any]) -> dict[str, Any]:
-    """Write the pickles and meta.json atomically; returns the meta."""
-    from pcgnet.data import FEATURE_NAMES, PERSONA_NAMES, ROBERTA_NAMES
-
-    feature_file, text_file, persona_file = FEATURE_NAMES[dataset], ROBERTA_NAMES[dataset], PERSONA_NAMES[dataset]
-    n_slots, labels = DATASETS[dataset].n_speakers, DATASETS[dataset].labels
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the pickles and the sidecar (:mod:`prepare.pickles`); returns the meta."""
+    feature_file = pickles.file_names(dataset)[0]
     ids = {d.session_id: d for d in dialogues}
-    video_ids = {v: d.utterance_ids for v, d in ids.items()}
-    if dataset == "MELD":
-        eye = np.eye(n_slots, dtype=np.float32)
-        speakers: dict[str, list] = {}
-        for v, d in ids.items():
-            slot = {s: i for i, s in enumerate(dict.fromkeys(d.speakers))}
-            speakers[v] = [eye[slot[s]].tolist() for s in d.speakers]
-    else:
-        speakers = {}
-        for v, d in ids.items():
-            slot = {s: "MF"[i] for i, s in enumerate(dict.fromkeys(d.speakers))}
-            speakers[v] = [slot[s] for s in d.speakers]
-    video_labels = {v: d.labels for v, d in ids.items()}
-    sentences = {v: d.sentences for v, d in ids.items()}
-
-    def feats(m: str) -> dict[str, list] | None:
-        return {v: list(d.features[m]) for v, d in ids.items()} if m in names else None
-
-    text = feats("t")
-    mmgcn: tuple = (video_ids, speakers, video_labels, text, feats("a"), feats("v"), sentences, train, test)
-    if dataset == "MELD":
-        mmgcn += ([],)  # 10th item: dev ids (none: pcgnet train holds out --valid_rate of train)
-    files = {feature_file: mmgcn}
-    if text is not None:
-        names_by_dialogue = {v: d.speakers for v, d in ids.items()}
-        if dataset == "MELD":
-            sentiment = {v: [0] * len(d.labels) for v, d in ids.items()}  # unused by PCGNet
-            files[text_file] = (names_by_dialogue, video_labels, sentiment, text, text, text, text, sentences,
-                                train, test, [])
-        else:
-            files[text_file] = (names_by_dialogue, video_labels, text, text, text, text, sentences, train, test, [])
-    if persona is not None:
-        files[persona_file] = persona
-    for name, obj in files.items():
-        tmp = out / (name + ".tmp")
-        with tmp.open("wb") as f:
-            pickle.dump(obj, f, protocol=4)
-        tmp.replace(out / name)
+    layout = pickles.Layout(
+        dataset=dataset,
+        utterance_ids={v: d.utterance_ids for v, d in ids.items()},
+        speakers={v: pickles.speaker_slots(dataset, d.speakers) for v, d in ids.items()},
+        speaker_names={v: d.speakers for v, d in ids.items()},
+        labels={v: d.labels for v, d in ids.items()},
+        sentences={v: d.sentences for v, d in ids.items()},
+        features={m: ({v: list(d.features[m]) for v, d in ids.items()} if m in names else None)
+                  for m in ("t", "a", "v")},
+        train=train, test=test, dev=[],  # no dev ids: pcgnet train holds out --valid_rate of train
+        persona=persona)
     meta = {
-        "format": "pcgnet-features", "version": 1, "dataset": dataset, "labels": list(labels),
+        "format": "pcgnet-features", "version": 1, "dataset": dataset, "labels": list(DATASETS[dataset].labels),
         "extractors": {m: {"name": names[m], "dim": dims[m]} for m in names},
         "absent": [m for m in ("t", "a", "v") if m not in names],
         "persona": persona_meta,
@@ -303,10 +272,8 @@ def write_layout(out: Path, dialogues: Sequence[ExtractedDialogue], dataset: str
                       "unlabelled": sum(1 for x in d.labels if x < 0), "invalid": d.invalid} for d in dialogues],
         "train": train, "test": test,
     }
-    text_meta = json.dumps(meta, indent=2) + "\n"
     # pcgnet.data reads meta.json; <feature stem>.json is the name pcgnet prepare-meld uses.
-    for name in ("meta.json", Path(feature_file).stem + ".json"):
-        (out / name).write_text(text_meta, encoding="utf-8")
+    pickles.write_layout(out, layout, meta, ["meta.json", Path(feature_file).stem + ".json"])
     return meta
 
 

@@ -46,6 +46,7 @@ from pcgnet.config import MELD_LABELS
 from pcgnet.persona import DialogueData, PersonaError, PersonaEstimator
 from pcgnet.persona import evaluate as persona_evaluate
 from pcgnet.persona import fit as persona_fit
+from prepare import pickles
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def cache_namespace(extractor: str) -> str:
     """What feature-cache entries are keyed by: the extractor name, plus the sha256 of its weights for the
     extractors whose weights this project re-trains (``minilm-l6-meld*``), so new weights never reuse
     vectors of the old ones. The other registry names are tied to fixed, verified weights."""
-    from pcgnet.meld_text import delta_sha256
+    from extractors.meld_text import delta_sha256
 
     sha = delta_sha256(extractor)
     return f"{extractor}@{sha[:16]}" if sha else extractor
@@ -330,28 +331,21 @@ def write_layout(
     out: Path, dialogues: dict[int, MeldDialogue], text: dict[int, np.ndarray], persona: dict[int, np.ndarray],
     meta: dict, style: Callable[[str], str] = str,
 ) -> None:
-    """Write the three standard pickles plus ``meta.json`` (spec 1.1 layouts, audio/visual absent)."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the three standard pickles plus the sidecar (:mod:`prepare.pickles`; audio/visual absent)."""
     ids = {s: [v for v, d in dialogues.items() if d.split == s] for s in SPLITS}
     eye = np.eye(N_SPEAKER_SLOTS, dtype=np.float32)
-    video_ids = {v: [f"{d.split}_dia{v - SPLIT_OFFSET[d.split]}_utt{i}" for i in range(len(d.utterances))]
-                 for v, d in dialogues.items()}
-    speakers = {v: [eye[s].tolist() for s in d.speaker_slots] for v, d in dialogues.items()}
-    labels = {v: [u.label for u in d.utterances] for v, d in dialogues.items()}
-    sentences = {v: [style(u.text) for u in d.utterances] for v, d in dialogues.items()}
-    names = {v: [u.speaker for u in d.utterances] for v, d in dialogues.items()}
     text_lists = {v: [row for row in text[v]] for v in dialogues}
-    mmgcn = (video_ids, speakers, labels, text_lists, None, None, sentences,
-             ids["train"] + ids["dev"], ids["test"], ids["dev"])
-    sentiment = {v: [0] * len(d.utterances) for v, d in dialogues.items()}  # unused by PCGNet
-    cosmic = (names, labels, sentiment, text_lists, text_lists, text_lists, text_lists, sentences,
-              ids["train"], ids["test"], ids["dev"])
-    for name, obj in ((FEATURE_FILE, mmgcn), (TEXT_FILE, cosmic), (PERSONA_FILE, persona)):
-        tmp = out / (name + ".tmp")
-        with tmp.open("wb") as f:
-            pickle.dump(obj, f, protocol=4)
-        tmp.replace(out / name)
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    layout = pickles.Layout(
+        dataset="MELD",
+        utterance_ids={v: [f"{d.split}_dia{v - SPLIT_OFFSET[d.split]}_utt{i}" for i in range(len(d.utterances))]
+                       for v, d in dialogues.items()},
+        speakers={v: [eye[s].tolist() for s in d.speaker_slots] for v, d in dialogues.items()},
+        speaker_names={v: [u.speaker for u in d.utterances] for v, d in dialogues.items()},
+        labels={v: [u.label for u in d.utterances] for v, d in dialogues.items()},
+        sentences={v: [style(u.text) for u in d.utterances] for v, d in dialogues.items()},
+        features={"t": text_lists, "a": None, "v": None},
+        train=ids["train"], test=ids["test"], dev=ids["dev"], persona=persona)
+    pickles.write_layout(out, layout, meta, [META_FILE])
 
 
 def estimate_persona(

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from extractors import meld_text
 from extractors.base import ExtractorError, UtteranceMedia
-from pcgnet import meld_text
 
 
 def write_delta(path: Path, scale: float = 1.5) -> Path:

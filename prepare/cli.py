@@ -1,0 +1,29 @@
+"""The installed ``pcgnet`` command: every package's sub-commands, dispatched by :mod:`pcgnet.cli`.
+
+It lives here, not in ``pcgnet``, because it names modules of every package (the package DAG,
+tests/test_architecture.py): ``pcgnet`` may not import ``extractors`` or ``stream``, ``prepare`` may.
+``python -m prepare.cli COMMAND`` runs any of them without the installed script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pcgnet import cli as pcgnet_cli
+
+# Sub-command modules, in the order `pcgnet --help` lists them.
+COMMANDS: list[str] = [
+    *pcgnet_cli.COMMANDS,  # train, evaluate, synth
+    "prepare.meld",  # prepare-meld
+    "prepare.extract",  # extract
+    "extractors.cli",  # extractors
+    "stream.report",  # report
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return pcgnet_cli.main(argv, COMMANDS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
