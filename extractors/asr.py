@@ -50,6 +50,36 @@ class Recognizer(Protocol):
     def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript: ...
 
 
+_NON_WORD = re.compile(r"[^a-z0-9' ]+")
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower-case words without punctuation, the form word error rates compare (apostrophes dropped:
+    "don't" == "dont")."""
+    text = text.lower().replace("\u2019", "'").replace("-", " ")
+    return [w.replace("'", "") for w in _NON_WORD.sub(" ", text).split() if w.replace("'", "")]
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    """Corpus WER: total word edits over total reference words (texts normalised by :func:`normalize_words`)."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"expected as many hypotheses as references (got {len(hyps)} vs {len(refs)})")
+    errors = sum(edit_distance(normalize_words(r), normalize_words(h)) for r, h in zip(refs, hyps, strict=True))
+    words = sum(len(normalize_words(r)) for r in refs)
+    return errors / max(words, 1)
+
+
 def to_pcm16(audio: np.ndarray) -> bytes:
     return np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2").tobytes()
 
