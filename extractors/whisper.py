@@ -159,13 +159,14 @@ class WhisperAsr:
         model: packaged model name or a directory path.
         beam_size: 1 = greedy (measured: beam 5 costs ~2x per call for little WER).
         word_timestamps: ask for word times (an extra alignment pass per call).
-        num_threads: CTranslate2 intra-op threads.
+        num_threads: CTranslate2 intra-op threads per call.
+        num_workers: calls that may run at once from different threads (CTranslate2 releases the GIL).
         compute_type: CTranslate2 weight type ("int8" on CPU).
         cache_dir: where split packaged weights are joined (default :func:`default_cache_dir`).
     """
 
     def __init__(self, model: str = "tiny.en", *, beam_size: int = 1, word_timestamps: bool = False,
-                 num_threads: int = 1, compute_type: str = "int8", cache_dir: Path | None = None) -> None:
+                 num_threads: int = 1, num_workers: int = 1, compute_type: str = "int8", cache_dir: Path | None = None) -> None:
         if model in PACKAGED:
             path = model_dir(model, cache_dir)
             self.name = f"whisper-{model}"
@@ -179,7 +180,7 @@ class WhisperAsr:
         except ImportError as e:
             raise ExtractorError("faster-whisper is not installed (pip install '.[asr]')") from e
         self._model = WhisperModel(str(path), device="cpu", compute_type=compute_type, cpu_threads=num_threads,
-                                   local_files_only=True)
+                                   num_workers=num_workers, local_files_only=True)
         self.beam_size = beam_size
         self.word_timestamps = word_timestamps
 
