@@ -40,6 +40,11 @@ def test_timeline_segments_and_voices(voiced):
     np.testing.assert_array_equal(again.clip(again.segments[0]), voiced.clip(segs[0]))
 
 
+def test_every_voice_differs():
+    clips = [voicing.speak("Okay, fine.", v) for v in voicing.VOICES]
+    assert len({c.tobytes() for c in clips}) == len(voicing.VOICES)
+
+
 def test_session_folder_replays_with_gold(voiced, tmp_path):
     rec = read_session(write_session(voiced, tmp_path / "s"))
     assert [(u.speaker, u.text, u.emotion, u.t_start, u.t_end) for u in rec.utterances] == \

@@ -43,8 +43,9 @@ TRIM_LEVEL = 300 / 32768  # espeak's leading/trailing silence is cut at this lev
 MARGIN_S = 0.05
 SPEED_WPM = 160
 # One voice per speaker in order of first appearance: male and female voices alternate, with two accents,
-# so a 3-speaker dialogue has two male voices (the hard case for a diarizer).
-VOICES = ("en-us+m3", "en-us+f3", "en-gb+m1", "en-gb+f4", "en-us+m7", "en-us+f2", "en-gb+m5", "en-gb+f5",
+# so a 3-speaker dialogue has two male voices (the hard case for a diarizer). "en" is British English:
+# espeak-ng 1.51 ignores a variant on "en-gb" (en-gb+f4 sounds exactly like en-gb+m1).
+VOICES = ("en-us+m3", "en-us+f3", "en+m1", "en+f4", "en-us+m7", "en-us+f2", "en+m5", "en+f5",
           "en-us+m2")
 REPO = Path(__file__).resolve().parents[1]
 VOICED_SPLITS = ("train", "dev")
