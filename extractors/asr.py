@@ -176,10 +176,10 @@ def create_asr(spec: str = "whisper-tiny.en", **options: object) -> Recognizer:
     """A recogniser by name (:data:`ASR_CHOICES`); ``options`` go to its constructor (Whisper: ``beam_size``,
     ``word_timestamps``, ``num_threads``, ``num_workers``; pocketsphinx: ``dither``)."""
     kind, _, path = spec.partition(":")
-    if kind.startswith("whisper-") and not path:
+    if spec in ("whisper-tiny.en", "whisper-base"):
         from extractors.whisper import WhisperAsr
 
-        return WhisperAsr(kind.removeprefix("whisper-"), **options)  # type: ignore[arg-type]
+        return WhisperAsr(spec.removeprefix("whisper-"), **options)  # type: ignore[arg-type]
     if kind == "pocketsphinx" and not path:
         return PocketSphinxAsr(**options)  # type: ignore[arg-type]
     if kind in ("faster-whisper", "vosk"):

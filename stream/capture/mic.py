@@ -201,6 +201,7 @@ class MicrophoneSource(SpeechSource):
 
     stall_timeout_s: float | None = 3.0
     """No audio block for this long while capturing = the device is gone (reported, source ends)."""
+    input_kind = "microphone"
 
     def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """The PortAudio callback (device thread): copy and hand over, nothing else."""

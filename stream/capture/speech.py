@@ -151,6 +151,8 @@ class SpeechSource:
 
     stall_timeout_s: float | None = None
     """No block for this long = the feeder died (reported, source ends); None = wait forever."""
+    input_kind = "audio input"
+    """What the feeder is called in messages."""
 
     def __init__(self, session_id: str, mic: MicParams, vad: VadParams, *, asr: AsrService | None = None,
                  speakers: SpeakerParams | None = None, encoder: Any | None = None, max_blocks: int = 512,
@@ -202,7 +204,7 @@ class SpeechSource:
                 except ChannelClosed:
                     break
                 except TimeoutError:
-                    self.report(sink, f"audio input stopped delivering (nothing for {self.stall_timeout_s:g} s); "
+                    self.report(sink, f"{self.input_kind} stopped delivering audio (nothing for {self.stall_timeout_s:g} s); "
                                       "the session continues without it")
                     break
                 more = [first]
