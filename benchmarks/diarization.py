@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from extractors.diarize import ClusterParams, SpeakerClusterer, VoicePrint  # noqa: E402
 from stream.record import read_session  # noqa: E402
+from tests.voicing import SpeakerScores  # noqa: E402
 
 BASELINE = ClusterParams(threshold=0.78, merge_threshold=None, w_timbre=0.0)
 
@@ -42,45 +42,6 @@ class Dialogue:
     name: str
     speakers: list[str]  # true speaker per utterance
     prints: list[VoicePrint]
-
-
-@dataclass
-class Scores:
-    pairs_ok: int = 0
-    pairs: int = 0
-    recall_ok: int = 0
-    recall_n: int = 0
-    pure: int = 0
-    covered: int = 0
-    n: int = 0
-    extra: float = 0.0
-    exact: int = 0
-    dialogues: int = 0
-
-    def add(self, true: list[str], pred: list[str]) -> None:
-        last_pred: dict[str, int] = {}
-        last_true: dict[str, int] = {}
-        for i, (t, p) in enumerate(zip(true, pred, strict=True)):
-            if p in last_pred:
-                self.pairs += 1
-                self.pairs_ok += true[last_pred[p]] == t
-            if t in last_true:
-                self.recall_n += 1
-                self.recall_ok += last_pred.get(p) == last_true[t]
-            last_pred[p], last_true[t] = i, i
-        joint = Counter(zip(true, pred, strict=True))
-        self.pure += sum(max(joint[t, p] for t in set(true)) for p in set(pred))
-        self.covered += sum(max(joint[t, p] for p in set(pred)) for t in set(true))
-        self.n += len(true)
-        self.extra += len(set(pred)) - len(set(true))
-        self.exact += len(set(pred)) == len(set(true))
-        self.dialogues += 1
-
-    def row(self, name: str) -> str:
-        return (f"{name:<34} {100 * self.pairs_ok / max(self.pairs, 1):6.1f}% ({self.pairs_ok}/{self.pairs})"
-                f" {100 * self.recall_ok / max(self.recall_n, 1):6.1f}% {100 * self.pure / self.n:6.1f}%"
-                f" {100 * self.covered / self.n:6.1f}% {self.extra / self.dialogues:+6.2f}"
-                f" {100 * self.exact / self.dialogues:5.0f}%")
 
 
 HEADER = f"{'':<34} {'pairs':>17} {'recall':>7} {'purity':>7} {'cover':>7} {'spk+':>6} {'exact':>6}"
@@ -107,8 +68,8 @@ def load(folders: list[Path]) -> tuple[list[Dialogue], list[float]]:
     return out, times
 
 
-def score(dialogues: list[Dialogue], params: ClusterParams, *, cap_true: bool = False) -> Scores:
-    s = Scores()
+def score(dialogues: list[Dialogue], params: ClusterParams, *, cap_true: bool = False) -> SpeakerScores:
+    s = SpeakerScores()
     for d in dialogues:
         c = SpeakerClusterer(params, max_speakers=len(set(d.speakers)) if cap_true else 9)
         s.add(d.speakers, [c.assign(p) for p in d.prints])

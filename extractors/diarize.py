@@ -55,10 +55,12 @@ class ClusterParams:
     """Weights of the three similarities and the decision thresholds (tuned on voiced MELD train)."""
 
     threshold: float = 0.6
-    merge_threshold: float | None = 0.75  # None: never merge
+    merge_threshold: float | None = 0.8  # None: never merge
     w_dvector: float = 1.0
     w_timbre: float = 1.0
-    w_pitch: float = 0.0
+    w_pitch: float = 0.5
+    short_s: float = 1.5  # a shorter utterance's print is noisier: it opens a new speaker only below
+    short_slope: float = 0.1  # threshold - short_slope * (short_s - seconds)
     pitch_octaves: float = 0.25  # the pitch similarity is exp(-(difference / this) ** 2)
     timbre_prior: float = 3.0  # the session mean timbre is sum / (n + this): shrunk while few utterances are in
 
@@ -152,6 +154,11 @@ class SpeakerClusterer:
         d = _unit(np.asarray(p.dvector, np.float64))
         return np.array([self._similarity(d, t, p.log_f0, s) for s in self.speakers])
 
+    def threshold_for(self, seconds: float) -> float:
+        """The similarity at which an utterance this long joins a speaker rather than opening one."""
+        p = self.params
+        return p.threshold - p.short_slope * max(0.0, p.short_s - seconds)
+
     def enroll(self, name: str, p: VoicePrint) -> None:
         """A known person: utterances like ``p`` get ``name``. Enrolling a name again adds to its voice."""
         if not isinstance(name, str) or not name.strip():
@@ -176,7 +183,7 @@ class SpeakerClusterer:
         if self.speakers:
             sims = self.similarities(p)
             best = int(sims.argmax())
-            if sims[best] >= self.params.threshold or len(self.speakers) >= self.max_speakers:
+            if sims[best] >= self.threshold_for(p.seconds) or len(self.speakers) >= self.max_speakers:
                 self.speakers[best].add(q)
                 return self._merge_into_older(best)
         s = Speaker(self._fresh_name(), np.zeros_like(q.dvector), np.zeros(N_TIMBRE))

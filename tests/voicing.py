@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,59 @@ class VoicedDialogue:
     @property
     def speakers(self) -> list[str]:
         return list(dict.fromkeys(s.speaker for s in self.segments))
+
+
+@dataclass
+class SpeakerScores:
+    """Speaker labels against the truth, summed over dialogues (see benchmarks/diarization.py)."""
+
+    pairs_ok: int = 0
+    pairs: int = 0
+    recall_ok: int = 0
+    recall_n: int = 0
+    pure: int = 0
+    covered: int = 0
+    n: int = 0
+    extra: float = 0.0
+    exact: int = 0
+    dialogues: int = 0
+
+    def add(self, true: Sequence[str], pred: Sequence[str]) -> None:
+        """One dialogue's true and predicted speaker per utterance, in order."""
+        last_pred: dict[str, int] = {}
+        last_true: dict[str, int] = {}
+        for i, (t, p) in enumerate(zip(true, pred, strict=True)):
+            if p in last_pred:
+                self.pairs += 1
+                self.pairs_ok += true[last_pred[p]] == t
+            if t in last_true:
+                self.recall_n += 1
+                self.recall_ok += last_pred.get(p) == last_true[t]
+            last_pred[p], last_true[t] = i, i
+        joint = Counter(zip(true, pred, strict=True))
+        self.pure += sum(max(joint[t, p] for t in set(true)) for p in set(pred))
+        self.covered += sum(max(joint[t, p] for p in set(pred)) for t in set(true))
+        self.n += len(true)
+        self.extra += len(set(pred)) - len(set(true))
+        self.exact += len(set(pred)) == len(set(true))
+        self.dialogues += 1
+
+    @property
+    def pair_accuracy(self) -> float:
+        """Share of the pairs a shift event compares (an utterance and the previous one with its label)
+        that really are one person."""
+        return self.pairs_ok / max(self.pairs, 1)
+
+    @property
+    def pair_recall(self) -> float:
+        """Share of the true pairs (an utterance and its speaker's previous one) the labels keep."""
+        return self.recall_ok / max(self.recall_n, 1)
+
+    def row(self, name: str) -> str:
+        return (f"{name:<34} {100 * self.pair_accuracy:6.1f}% ({self.pairs_ok}/{self.pairs})"
+                f" {100 * self.pair_recall:6.1f}% {100 * self.pure / self.n:6.1f}%"
+                f" {100 * self.covered / self.n:6.1f}% {self.extra / self.dialogues:+6.2f}"
+                f" {100 * self.exact / self.dialogues:5.0f}%")
 
 
 def default_meld_dir() -> Path:
