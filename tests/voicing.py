@@ -43,11 +43,11 @@ LEAD_S = 0.3
 TRIM_LEVEL = 300 / 32768  # espeak's leading/trailing silence is cut at this level, keeping MARGIN_S
 MARGIN_S = 0.05
 SPEED_WPM = 160
-# One voice per speaker in order of first appearance: male and female voices alternate, with two accents,
-# so a 3-speaker dialogue has two male voices (the hard case for a diarizer). "en" is British English:
-# espeak-ng 1.51 ignores a variant on "en-gb" (en-gb+f4 sounds exactly like en-gb+m1).
-VOICES = ("en-us+m3", "en-us+f3", "en+m1", "en+f4", "en-us+m7", "en-us+f2", "en+m5", "en+f5",
-          "en-us+m2")
+# One voice per speaker in order of first appearance: male and female voices alternate (a 3-speaker dialogue
+# has two male voices), and so do US and British English ("en"; espeak-ng 1.51 ignores a variant on "en-gb").
+# Voices of one gender differ as two people do, by >= 3% in formant scaling or in pitch range (espeak-ng's
+# variant files): near-copies such as m1 and m3 (1% formant shift, one pitch range) are left out.
+VOICES = ("en-us+m3", "en-us+f3", "en+m4", "en+f2", "en-us+m5", "en-us+f1", "en+m2", "en+f5", "en-us+m8")
 REPO = Path(__file__).resolve().parents[1]
 VOICED_SPLITS = ("train", "dev")
 
