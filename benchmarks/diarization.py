@@ -12,9 +12,10 @@ Figures, over all dialogues (each one session, one fresh clusterer):
 * purity / coverage: utterance-weighted cluster purity and speaker coverage;
 * speakers: mean labels found - true speakers per dialogue, and the share of dialogues with exactly right.
 
-Rows: the d-vector alone at 0.78 (the clusterer before voice prints), the default voice prints, and the
-default with the true number of speakers as the cap (``--speakers N``). ``--grid`` adds a threshold x merge
-grid (tune on train, report on dev). Voice prints are computed once per utterance (the time is reported).
+Rows: the d-vector alone at 0.78 (the clusterer before voice prints), what the timbre, the pitch and the late
+merging each add, the default, and the default with the true number of speakers as the cap (``--speakers N``).
+``--grid`` adds a threshold x merge x pitch grid (tune on train, report on dev). Voice prints are computed
+once per utterance (the time is reported).
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
           f" ms over {len(times)}")
     print(HEADER)
     print(score(dialogues, BASELINE).row("d-vector alone, 0.78"))
+    for name, p in (("d-vector + timbre", replace(ClusterParams(), w_pitch=0.0)),
+                    ("d-vector + timbre + pitch, no merge", replace(ClusterParams(), merge_threshold=None))):
+        print(score(dialogues, p).row(name))
     print(score(dialogues, ClusterParams()).row("voice prints (default)"))
     print(score(dialogues, ClusterParams(), cap_true=True).row("voice prints, cap = true speakers"))
     if args.grid:

@@ -10,12 +10,12 @@ of an utterance to a speaker is their weighted mean:
 * the median pitch (log2 F0), as a Gaussian of the difference (separates low from high voices only: the
   median moves with intonation as much as between two male voices).
 
-Measured on espeak-ng voiced MELD train dialogues (``benchmarks/diarization.py``, where the weights and
-thresholds were chosen), the d-vector alone separates same- from different-speaker pairs with AUC 0.89, the
-raw timbre 0.91, the session-normalised timbre better still.
+The weights and thresholds were chosen on espeak-ng voiced MELD train dialogues; ``benchmarks/diarization.py``
+prints what each part adds.
 
 The clustering is online: an utterance joins the most similar speaker when the similarity reaches
-``threshold`` (or when ``max_speakers`` are already open), else it opens a new speaker. After every update
+``threshold`` (or when ``max_speakers`` are already open), else it opens a new speaker. A short utterance's
+print is noisy, so the bar to open a speaker falls by ``short_slope`` per second under ``short_s``. After every update
 two speakers whose means have converged (similarity >= ``merge_threshold``) are merged: the older name
 survives, so labels already handed out stay meaningful and later utterances of both get the older name.
 Enrolled speakers (:meth:`SpeakerClusterer.enroll`) carry a person's name and are never merged into others.
@@ -78,20 +78,20 @@ class Speaker:
     """One cluster: sums of its utterances' parts (means are sums / count) and its display name."""
 
     name: str
-    dvector: np.ndarray
-    timbre: np.ndarray
+    dvector: np.ndarray = field(default_factory=lambda: np.zeros(()))  # 0-d: takes the shape of the first add
+    timbre: np.ndarray = field(default_factory=lambda: np.zeros(N_TIMBRE))
     f0_sum: float = 0.0
     f0_count: int = 0
     count: int = 0
     enrolled: bool = False
 
-    def add(self, p: VoicePrint, weight: int = 1) -> None:
-        self.dvector = self.dvector + p.dvector
-        self.timbre = self.timbre + p.timbre
+    def add(self, p: VoicePrint) -> None:
+        self.dvector = self.dvector + _unit(np.asarray(p.dvector, np.float64))
+        self.timbre = self.timbre + np.asarray(p.timbre, np.float64)
         if np.isfinite(p.log_f0):
             self.f0_sum += p.log_f0
             self.f0_count += 1
-        self.count += weight
+        self.count += 1
 
     def absorb(self, other: Speaker) -> None:
         self.dvector = self.dvector + other.dvector
@@ -124,7 +124,7 @@ class SpeakerClusterer:
     speakers: list[Speaker] = field(default_factory=list)
     _timbre_sum: np.ndarray = field(default_factory=lambda: np.zeros(N_TIMBRE))
     _n_prints: int = 0
-    _opened: int = 0  # speakers ever opened: names are never reused after a merge
+    _opened: int = 0  # "Speaker N" names handed out so far
 
     def __post_init__(self) -> None:
         if self.max_speakers < 1:
@@ -165,40 +165,32 @@ class SpeakerClusterer:
             raise ValueError("enroll: the name must be a non-empty string")
         p.check()
         self._observe(p)
-        for s in self.speakers:
-            if s.name == name:
-                s.add(self._normalised(p))
-                return
-        if len(self.speakers) >= self.max_speakers:
+        known = [s for s in self.speakers if s.name == name]
+        if not known and len(self.speakers) >= self.max_speakers:
             raise ValueError(f"enroll {name!r}: already {self.max_speakers} speakers (max_speakers)")
-        s = Speaker(name, np.zeros_like(p.dvector, np.float64), np.zeros(N_TIMBRE), enrolled=True)
-        s.add(self._normalised(p))
-        self.speakers.append(s)
+        if not known:
+            known.append(Speaker(name, enrolled=True))
+            self.speakers.append(known[0])
+        known[0].add(p)
 
     def assign(self, p: VoicePrint) -> str:
         """The name of the speaker this print belongs to (a new one when none is similar enough)."""
         p.check()
         self._observe(p)
-        q = self._normalised(p)
         if self.speakers:
             sims = self.similarities(p)
             best = int(sims.argmax())
             if sims[best] >= self.threshold_for(p.seconds) or len(self.speakers) >= self.max_speakers:
-                self.speakers[best].add(q)
+                self.speakers[best].add(p)
                 return self._merge_into_older(best)
-        s = Speaker(self._fresh_name(), np.zeros_like(q.dvector), np.zeros(N_TIMBRE))
-        s.add(q)
+        s = Speaker(self._fresh_name())
+        s.add(p)
         self.speakers.append(s)
         return s.name
 
     def _observe(self, p: VoicePrint) -> None:
         self._timbre_sum = self._timbre_sum + np.asarray(p.timbre, np.float64)
         self._n_prints += 1
-
-    @staticmethod
-    def _normalised(p: VoicePrint) -> VoicePrint:
-        d = _unit(np.asarray(p.dvector, np.float64))
-        return VoicePrint(d, np.asarray(p.timbre, np.float64), float(p.log_f0), p.seconds)
 
     def _fresh_name(self) -> str:
         while True:  # numbers are never reused (a merged-away name stays retired); enrolled names are skipped
