@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +43,11 @@ LEAD_S = 0.3
 TRIM_LEVEL = 300 / 32768  # espeak's leading/trailing silence is cut at this level, keeping MARGIN_S
 MARGIN_S = 0.05
 SPEED_WPM = 160
-# One voice per speaker in order of first appearance: male and female voices alternate, with two accents,
-# so a 3-speaker dialogue has two male voices (the hard case for a diarizer). "en" is British English:
-# espeak-ng 1.51 ignores a variant on "en-gb" (en-gb+f4 sounds exactly like en-gb+m1).
-VOICES = ("en-us+m3", "en-us+f3", "en+m1", "en+f4", "en-us+m7", "en-us+f2", "en+m5", "en+f5",
-          "en-us+m2")
+# One voice per speaker in order of first appearance: male and female voices alternate (a 3-speaker dialogue
+# has two male voices), and so do US and British English ("en"; espeak-ng 1.51 ignores a variant on "en-gb").
+# Voices of one gender differ as two people do, by >= 3% in formant scaling or in pitch range (espeak-ng's
+# variant files): near-copies such as m1 and m3 (1% formant shift, one pitch range) are left out.
+VOICES = ("en-us+m3", "en-us+f3", "en+m4", "en+f2", "en-us+m5", "en-us+f1", "en+m2", "en+f5", "en-us+m8")
 REPO = Path(__file__).resolve().parents[1]
 VOICED_SPLITS = ("train", "dev")
 
@@ -95,6 +96,59 @@ class VoicedDialogue:
     @property
     def speakers(self) -> list[str]:
         return list(dict.fromkeys(s.speaker for s in self.segments))
+
+
+@dataclass
+class SpeakerScores:
+    """Speaker labels against the truth, summed over dialogues (see benchmarks/diarization.py)."""
+
+    pairs_ok: int = 0
+    pairs: int = 0
+    recall_ok: int = 0
+    recall_n: int = 0
+    pure: int = 0
+    covered: int = 0
+    n: int = 0
+    extra: float = 0.0
+    exact: int = 0
+    dialogues: int = 0
+
+    def add(self, true: Sequence[str], pred: Sequence[str]) -> None:
+        """One dialogue's true and predicted speaker per utterance, in order."""
+        last_pred: dict[str, int] = {}
+        last_true: dict[str, int] = {}
+        for i, (t, p) in enumerate(zip(true, pred, strict=True)):
+            if p in last_pred:
+                self.pairs += 1
+                self.pairs_ok += true[last_pred[p]] == t
+            if t in last_true:
+                self.recall_n += 1
+                self.recall_ok += last_pred.get(p) == last_true[t]
+            last_pred[p], last_true[t] = i, i
+        joint = Counter(zip(true, pred, strict=True))
+        self.pure += sum(max(joint[t, p] for t in set(true)) for p in set(pred))
+        self.covered += sum(max(joint[t, p] for p in set(pred)) for t in set(true))
+        self.n += len(true)
+        self.extra += len(set(pred)) - len(set(true))
+        self.exact += len(set(pred)) == len(set(true))
+        self.dialogues += 1
+
+    @property
+    def pair_accuracy(self) -> float:
+        """Share of the pairs a shift event compares (an utterance and the previous one with its label)
+        that really are one person."""
+        return self.pairs_ok / max(self.pairs, 1)
+
+    @property
+    def pair_recall(self) -> float:
+        """Share of the true pairs (an utterance and its speaker's previous one) the labels keep."""
+        return self.recall_ok / max(self.recall_n, 1)
+
+    def row(self, name: str) -> str:
+        return (f"{name:<34} {100 * self.pair_accuracy:6.1f}% ({self.pairs_ok}/{self.pairs})"
+                f" {100 * self.pair_recall:6.1f}% {100 * self.pure / self.n:6.1f}%"
+                f" {100 * self.covered / self.n:6.1f}% {self.extra / self.dialogues:+6.2f}"
+                f" {100 * self.exact / self.dialogues:5.0f}%")
 
 
 def default_meld_dir() -> Path:
