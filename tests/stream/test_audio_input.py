@@ -236,3 +236,37 @@ def test_bad_files_one_clear_line(tmp_path: Path) -> None:
         errors = [line for line in r.stderr.splitlines() if line.startswith("live.py: error:")]
         assert len(errors) == 1 and expected in errors[0], (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_enrolled_voice_is_named_and_the_cap_holds(make_runtime, dialogue: Dialogue, tmp_path: Path) -> None:
+    """--voice NAME=FILE names that person's turns (enrolled from other words in the same voice);
+    --speakers 1 puts every turn on one speaker; --speaker NAME fixes the name without diarising."""
+    _need("silero_vad", "resemblyzer", "av")
+    from stream.capture.audiofile import AudioFileSource
+    from stream.params import MicParams, SpeakerParams, VadParams
+    from stream.sinks.jsonl import JsonlSink
+    from tests.extractors.extractor_media import write_wav
+    from tests.voicing import speak
+
+    target = max({s.speaker for s in dialogue.segments}, key=lambda n: sum(s.speaker == n for s in dialogue.segments))
+    voice = next(s.voice for s in dialogue.segments if s.speaker == target)
+    sample = tmp_path / "known.wav"
+    write_wav(sample, speak("I never said that. Let me tell you what really happened yesterday at the office.", voice))
+
+    def run(mic: MicParams, speakers: SpeakerParams) -> list[str]:
+        log = tmp_path / f"ev{time.monotonic_ns()}.jsonl"
+        rt = make_runtime([JsonlSink(log)])
+        rt.add_source(AudioFileSource("v", dialogue.wav, mic, VadParams(), speed=0, speakers=speakers), finite=True)
+        assert asyncio.run(rt.run()) == 0
+        emo = sorted((e for e in map(json.loads, log.read_text().splitlines()) if e["type"] == "emotion"),
+                     key=lambda e: e["t_start"])
+        assert len(emo) == len(dialogue.segments)
+        return [e["speaker"] for e in emo]
+
+    named = run(MicParams(asr="none", vad="silero"), SpeakerParams(voices=(("Known", str(sample)),)))
+    is_target = [s.speaker == target for s in dialogue.segments]
+    hits = sum(n == "Known" for n, t in zip(named, is_target, strict=True) if t)
+    false = sum(n == "Known" for n, t in zip(named, is_target, strict=True) if not t)
+    assert hits >= sum(is_target) - 1 and false == 0, (named, is_target)
+    assert len(set(run(MicParams(asr="none", vad="silero"), SpeakerParams(max_speakers=1)))) == 1
+    assert set(run(MicParams(asr="none", vad="silero", speaker="Ann"), SpeakerParams())) == {"Ann"}
