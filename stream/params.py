@@ -59,8 +59,9 @@ class AsrParams:
     """Transcriptions running at once (each on one CPU thread); calls beyond wait their turn."""
     beam_size: int = 1
     """Whisper beam width (1 = greedy)."""
-    prompt_previous: bool = True
-    """Give Whisper the session's previous utterance text as its prompt (context for names and style)."""
+    prompt_previous: bool = False
+    """Give Whisper the session's previous utterance text as its prompt. Off: measured on voiced MELD dev it
+    did not lower the WER (23.8% -> 24.0% with tiny.en) and made calls slower."""
 
 
 @dataclass(frozen=True)

@@ -233,23 +233,30 @@ class SpeechSource:
         """Video frames of the segment's span (none here; a video file source overrides this)."""
         return ()
 
+    async def _transcribe(self, audio: np.ndarray) -> str | None:
+        try:
+            return await self.asr.transcribe(audio, self.mic.sample_rate_hz, self._prev_text)
+        except Exception as e:  # noqa: BLE001 - one undecodable segment: keep its audio, no text
+            log.warning("ASR failed on a segment (%s); utterance kept without text", e)
+            return None
+
+    async def _speaker(self, audio: np.ndarray) -> str:
+        try:
+            return await asyncio.to_thread(self.speaker.name, audio, self.mic.sample_rate_hz)
+        except Exception as e:  # noqa: BLE001 - a segment the encoder rejects: keep it, unnamed
+            log.warning("speaker of a segment unknown (%s)", e)
+            return "Speaker ?"
+
     async def _emit(self, sink: UtteranceSink, seg: Any, arrived_ns: int) -> None:
         ended = self._speech_end_ns(seg.t_end, arrived_ns)
         sr = self.mic.sample_rate_hz
-        text = None
-        try:
-            text = await self.asr.transcribe(seg.audio, sr, self._prev_text)
-        except Exception as e:  # noqa: BLE001 - one undecodable segment: keep its audio, no text
-            log.warning("ASR failed on a segment (%s); utterance kept without text", e)
-        try:
-            speaker = await asyncio.to_thread(self.speaker.name, seg.audio, sr)
-        except Exception as e:  # noqa: BLE001 - a segment the encoder rejects: keep it, under the last name
-            log.warning("speaker of a segment unknown (%s)", e)
-            speaker = "Speaker ?"
+        # transcription (ASR pool), the speaker embedding and video frames (worker threads) run side by side
+        text, speaker, frames = await asyncio.gather(self._transcribe(seg.audio), self._speaker(seg.audio),
+                                                     self.frames(seg.t_start, seg.t_end))
         if text:
             self._prev_text = text
         self.sent += 1
         await sink.submit(Utterance(
             session_id=self.session_id, utterance_id=f"a{self.sent:04d}", speaker=speaker,
             t_start=round(seg.t_start, 3), t_end=round(seg.t_end, 3), text=text, audio=seg.audio,
-            sample_rate=sr, frames=await self.frames(seg.t_start, seg.t_end), ended_ns=ended))
+            sample_rate=sr, frames=frames, ended_ns=ended))

@@ -270,3 +270,38 @@ def test_enrolled_voice_is_named_and_the_cap_holds(make_runtime, dialogue: Dialo
     assert hits >= sum(is_target) - 1 and false == 0, (named, is_target)
     assert len(set(run(MicParams(asr="none", vad="silero"), SpeakerParams(max_speakers=1)))) == 1
     assert set(run(MicParams(asr="none", vad="silero", speaker="Ann"), SpeakerParams())) == {"Ann"}
+
+
+def test_pocketsphinx_never_blocks_the_event_loop(dialogue: Dialogue) -> None:
+    """pocketsphinx holds the GIL for a whole decode (in a thread, a 1 ms ticker ran ~3 times a second);
+    the ASR service runs it in its own process, so the loop keeps ticking while it decodes."""
+    _need("pocketsphinx")
+    from stream.capture.speech import AsrService
+
+    audio = dialogue.audio[: 6 * RATE]
+
+    async def main() -> tuple[int, float, str | None]:
+        svc = AsrService("pocketsphinx")
+        await svc.start()
+        ticks, done = 0, asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        t0 = time.monotonic()
+        try:
+            text = await svc.transcribe(audio, RATE, None)
+        finally:
+            elapsed = time.monotonic() - t0
+            done.set()
+            await task
+            svc.close()
+        return ticks, elapsed, text
+
+    ticks, elapsed, text = asyncio.run(main())
+    assert text and elapsed > 0.2
+    assert ticks >= 50 * elapsed, (ticks, elapsed)
