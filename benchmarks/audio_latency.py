@@ -14,6 +14,7 @@ All ASR calls of the process share one pool of ``--asr-workers`` threads.
     python benchmarks/audio_latency.py --session runs/voiced/dev2/meld-dev-1039          # per ASR, N = 1
     python benchmarks/audio_latency.py --session DIR --asr whisper-tiny.en --sessions 1,2,4,6
     python benchmarks/audio_latency.py --session DIR --asr whisper-tiny.en --search      # largest N, p95 <= 2 s
+    python benchmarks/audio_latency.py --session DIR --batch-check   # does batching ASR across sessions pay?
 """
 
 from __future__ import annotations
@@ -136,6 +137,37 @@ def run_once(n: int, asr_spec: str, args: argparse.Namespace, checkpoint: Path, 
             "inproc_p50_ms": float(np.median(inproc)) if inproc else float("nan"), "wall_s": wall}
 
 
+def batch_check(rec: Any, repeats: int = 3) -> None:
+    """Does batching ASR across sessions pay? One CTranslate2 encode+generate over 4 segments vs 4 calls."""
+    import ctranslate2
+    import numpy as np
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.tokenizer import Tokenizer
+
+    from extractors.whisper import model_dir
+
+    m = WhisperModel(str(model_dir("tiny.en")), device="cpu", compute_type="int8", cpu_threads=1)
+    tok = Tokenizer(m.hf_tokenizer, False, task="transcribe", language="en")
+    clips = [rec.audio[int(u.t_start * rec.sample_rate): int(u.t_end * rec.sample_rate)] for u in rec.utterances[:4]]
+
+    def run(batch: list[Any]) -> None:
+        f = np.stack([pad_or_trim(m.feature_extractor(c)) for c in batch]).astype(np.float32)
+        enc = m.model.encode(ctranslate2.StorageView.from_array(f), to_cpu=False)
+        m.model.generate(enc, [[tok.sot, tok.no_timestamps]] * len(batch), beam_size=1, max_length=224)
+
+    ratios = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for c in clips:
+            run([c])
+        t1 = time.perf_counter()
+        run(clips)
+        ratios.append((time.perf_counter() - t1) / (t1 - t0))
+    print(f"batch of {len(clips)} segments / {len(clips)} single calls (tiny.en, 1 thread): "
+          f"{', '.join(f'{r:.2f}' for r in ratios)} (below 1 = batching pays)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--session", type=Path, required=True, help="a voiced session folder (tests.voicing)")
@@ -147,6 +179,7 @@ def main() -> None:
     ap.add_argument("--stagger-s", type=float, default=3.0, help="session starts spread over this")
     ap.add_argument("--asr-workers", type=int, default=2, help="ASR calls running at once (threads)")
     ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default"))
+    ap.add_argument("--batch-check", action="store_true", help="only measure whether batching ASR calls pays")
     args = ap.parse_args()
 
     import torch
@@ -156,6 +189,9 @@ def main() -> None:
     from stream.testing import Mosquitto
 
     rec = read_session(args.session)
+    if args.batch_check:
+        batch_check(rec)
+        return
     gold = [(u.t_start, u.t_end) for u in rec.utterances]
     args.audio = args.session / "audio.wav"
     workdir = Path(tempfile.mkdtemp(prefix="audio-bench-"))
