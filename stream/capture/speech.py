@@ -120,12 +120,11 @@ class SpeakerNamer:
             return
         from extractors.speaker import OnlineDiarizer
 
+        from .audiofile import RATE, decode_audio
+
         self.diarizer = OnlineDiarizer(max_speakers=self.params.max_speakers, encoder=self.encoder)
         for name, path in self.params.voices:
-            from .audiofile import decode_audio
-
-            audio = decode_audio(path)
-            self.diarizer.enroll(name, audio, 16000)
+            self.diarizer.enroll(name, decode_audio(path), RATE)
 
     def name(self, audio: np.ndarray, sample_rate: int) -> str:
         """The speaker of one segment (blocking: run in a thread)."""
