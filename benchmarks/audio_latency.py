@@ -91,7 +91,7 @@ def run_once(n: int, asr_spec: str, args: argparse.Namespace, checkpoint: Path, 
     sub.start()
     if not ready.wait(30):
         raise SystemExit("subscriber did not start")
-    params = LiveParams(drain_timeout_s=60.0, asr=AsrParams(workers=args.asr_workers))
+    params = LiveParams(drain_timeout_s=60.0, asr=AsrParams(workers=args.asr_workers or AsrParams.workers))
     analyzer = load_analyzer(checkpoint, params)
     asr = AsrService(asr_spec, params.asr)
     encoder = VoiceEncoder()
@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--target-ms", type=float, default=2000.0)
     ap.add_argument("--max-n", type=int, default=12)
     ap.add_argument("--stagger-s", type=float, default=3.0, help="session starts spread over this")
-    ap.add_argument("--asr-workers", type=int, default=2, help="ASR calls running at once (threads)")
+    ap.add_argument("--asr-workers", type=int, default=None, help="ASR calls running at once (default AsrParams')")
     ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default"))
     ap.add_argument("--batch-check", action="store_true", help="only measure whether batching ASR calls pays")
     args = ap.parse_args()
@@ -198,7 +198,7 @@ def main() -> None:
     broker = Mosquitto(workdir / "mosquitto").start()
     load0 = os.getloadavg()
     print(f"{args.session.name}: {len(gold)} turns, {rec.audio.size / rec.sample_rate:.0f} s; checkpoint "
-          f"{Path(args.checkpoint).name}; {args.asr_workers} ASR worker thread(s); {os.cpu_count()} CPUs; "
+          f"{Path(args.checkpoint).name}; {args.asr_workers or 'default'} ASR worker thread(s); {os.cpu_count()} CPUs; "
           f"load {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
     print(f"{'ASR':18s} {'N':>3s} {'events':>9s} {'p50 ms':>7s} {'p95 ms':>7s} {'p99 ms':>7s} {'in-proc p50':>11s}")
     rows = []

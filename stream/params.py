@@ -55,8 +55,9 @@ DEFAULT_ASR = "whisper-tiny.en"
 class AsrParams:
     """How utterance audio is transcribed (shared by every audio session of the process)."""
 
-    workers: int = 1
-    """Transcriptions running at once (each on one CPU thread); calls beyond wait their turn."""
+    workers: int = 2
+    """Transcriptions running at once (each on one CPU thread; CTranslate2 releases the GIL), shared by all
+    audio sessions; calls beyond wait their turn. One session uses one at a time."""
     beam_size: int = 1
     """Whisper beam width (1 = greedy)."""
     prompt_previous: bool = False
