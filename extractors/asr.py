@@ -172,6 +172,12 @@ class VoskAsr:
 ASR_CHOICES = ("whisper-tiny.en", "whisper-base", "pocketsphinx", "faster-whisper:DIR", "vosk:DIR")
 
 
+def valid_spec(spec: str) -> bool:
+    """Whether ``spec`` names a recogniser :func:`create_asr` knows (without loading it)."""
+    kind, sep, path = spec.partition(":")
+    return spec in ASR_CHOICES[:3] or (kind in ("faster-whisper", "vosk") and bool(sep) and bool(path))
+
+
 def create_asr(spec: str = "whisper-tiny.en", **options: object) -> Recognizer:
     """A recogniser by name (:data:`ASR_CHOICES`); ``options`` go to its constructor (Whisper: ``beam_size``,
     ``word_timestamps``, ``num_threads``, ``num_workers``; pocketsphinx: ``dither``)."""

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from extractors.asr import ASR_CHOICES
+from extractors.asr import ASR_CHOICES, valid_spec
 
 from .params import DEFAULT_ASR, CameraParams, InferenceParams, LiveParams, MicParams, SpeakerParams
 
@@ -113,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _asr_choice(value: str) -> str:
-    kind = value.partition(":")[0]
-    if value in ("auto", "none", "whisper-tiny.en", "whisper-base", "pocketsphinx") or \
-            (kind in ("faster-whisper", "vosk") and value != kind and value[len(kind) + 1:]):
+    if value in ("auto", "none") or valid_spec(value):
         return value
     raise argparse.ArgumentTypeError(f"unknown ASR {value!r} (choose from auto, none, {', '.join(ASR_CHOICES)})")
 
