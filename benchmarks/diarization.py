@@ -50,24 +50,25 @@ class Dialogue:
 HEADER = f"{'':<34} {'pairs':>17} {'recall':>7} {'purity':>7} {'cover':>7} {'spk+':>6} {'exact':>6}"
 
 
-def load(folders: list[Path]) -> tuple[list[Dialogue], list[float]]:
+def load(folders: list[Path], min_speakers: int, limit: int) -> tuple[list[Dialogue], list[float]]:
+    """Voice prints of the first ``limit`` (0: all) sessions with >= ``min_speakers``, and the time of each."""
     from tqdm import tqdm
 
     from extractors.speaker import VoicePrinter
 
+    sessions = [rec for rec in map(read_session, folders) if len({u.speaker for u in rec.utterances}) >= min_speakers]
     printer = VoicePrinter()
     out, times = [], []
-    for folder in tqdm(folders, desc="voice prints", unit="dialogue"):
-        rec = read_session(folder)
+    for rec in tqdm(sessions[: limit or None], desc="voice prints", unit="dialogue"):
         if rec.audio is None or rec.sample_rate is None:
-            raise SystemExit(f"{folder}: no audio.wav")
+            raise SystemExit(f"{rec.path}: no audio.wav")
         prints = []
         for u in rec.utterances:
             clip = rec.audio[int(round(u.t_start * rec.sample_rate)):int(round(u.t_end * rec.sample_rate))]
             t0 = time.perf_counter()
             prints.append(printer(clip, rec.sample_rate))
             times.append(time.perf_counter() - t0)
-        out.append(Dialogue(folder.name, [u.speaker for u in rec.utterances], prints))
+        out.append(Dialogue(rec.path.name, [u.speaker for u in rec.utterances], prints))
     return out, times
 
 
@@ -93,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                      key=lambda p: (len(p.name), p.name))
     if not folders:
         raise SystemExit(f"{args.sessions}: no session folders (make them with python -m tests.voicing)")
-    dialogues, times = load(folders)
-    dialogues = [d for d in dialogues if len(set(d.speakers)) >= args.min_speakers]
-    if args.dialogues:
-        dialogues = dialogues[: args.dialogues]
+    dialogues, times = load(folders, args.min_speakers, args.dialogues)
     n_utt = sum(len(d.speakers) for d in dialogues)
     n_spk = np.array([len(set(d.speakers)) for d in dialogues])
     print(f"{args.sessions}: {len(dialogues)} dialogues, {n_utt} utterances, speakers per dialogue "
