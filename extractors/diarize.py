@@ -54,13 +54,13 @@ class VoicePrint:
 class ClusterParams:
     """Weights of the three similarities and the decision thresholds (tuned on voiced MELD train)."""
 
-    threshold: float = 0.6
+    threshold: float = 0.7
     merge_threshold: float | None = 0.8  # None: never merge
     w_dvector: float = 1.0
     w_timbre: float = 1.0
     w_pitch: float = 0.5
     short_s: float = 1.5  # a shorter utterance's print is noisier: it opens a new speaker only below
-    short_slope: float = 0.1  # threshold - short_slope * (short_s - seconds)
+    short_slope: float = 0.2  # threshold - short_slope * (short_s - seconds)
     pitch_octaves: float = 0.25  # the pitch similarity is exp(-(difference / this) ** 2)
     timbre_prior: float = 3.0  # the session mean timbre is sum / (n + this): shrunk while few utterances are in
 

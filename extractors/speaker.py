@@ -7,10 +7,10 @@ STFT as librosa's defaults), so neither librosa nor numba is needed and there is
 
 :class:`VoicePrinter` adds what the d-vector misses on synthetic and similar voices: the mean MFCCs (timbre,
 from :class:`extractors.audio.MfccExtractor`) and the median pitch (:func:`extractors.audio.voiced_f0`).
-:class:`OnlineDiarizer` clusters those prints online (:mod:`extractors.diarize`). Measured on utterance pairs of
-espeak-ng voiced MELD train dialogues: one speaker's d-vectors have cosine median 0.80 (10th percentile 0.63),
-two speakers' median 0.56 (90th percentile 0.77), so no threshold separates them well; benchmarks/diarization.py
-has the clustering figures.
+:class:`OnlineDiarizer` clusters those prints online (:mod:`extractors.diarize`). On espeak-ng voiced MELD
+dialogues the d-vector cosines of one speaker's and of two speakers' utterances overlap widely, so no
+threshold on them alone separates voices well (benchmarks/diarization.py prints the percentiles and the
+clustering figures).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.audio import mel_filterbank, prepare_audio, voiced_f0
+from extractors.audio import MfccExtractor, mel_filterbank, prepare_audio, voiced_f0
 from extractors.base import ExtractorError, UtteranceMedia
 from extractors.diarize import N_TIMBRE, ClusterParams, SpeakerClusterer, VoicePrint
 
@@ -128,8 +128,6 @@ class VoicePrinter:
     """Utterance -> :class:`~extractors.diarize.VoicePrint` (d-vector, mean MFCC 1-19, median pitch)."""
 
     def __init__(self, encoder: VoiceEncoder | None = None) -> None:
-        from extractors.audio import MfccExtractor
-
         self.encoder = encoder or VoiceEncoder()
         self._mfcc = MfccExtractor()
 
