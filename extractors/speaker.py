@@ -5,23 +5,27 @@ and loaded from the ``pretrained.pt`` its wheel ships with ``torch.load(weights_
 no code runs). The mel front end is computed here in numpy (the same Slaney mel filters and periodic Hann
 STFT as librosa's defaults), so neither librosa nor numba is needed and there is no JIT warm-up.
 
-:class:`SpeakerClusterer` assigns each utterance embedding to the nearest speaker centroid when the cosine
-similarity reaches ``threshold`` and opens a new speaker otherwise. Measured on espeak voices: the same voice
-scores 0.86-0.96, a female vs a male voice 0.59-0.72 (hence the default 0.78); two male espeak voices are not separated (the formant
-synthesiser makes them near-identical). Tune ``threshold`` on real speech.
+:class:`VoicePrinter` adds what the d-vector misses on synthetic and similar voices: the mean MFCCs (timbre,
+from :class:`extractors.audio.MfccExtractor`) and the median pitch (:func:`extractors.audio.voiced_f0`).
+:class:`OnlineDiarizer` clusters those prints online (:mod:`extractors.diarize`). On espeak-ng voiced MELD
+dialogues the d-vector cosines of one speaker's and of two speakers' utterances overlap widely, so no
+threshold on them alone separates voices well (benchmarks/diarization.py prints the percentiles and the
+clustering figures).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from extractors.audio import mel_filterbank, prepare_audio
-from extractors.base import ExtractorError
+from extractors.audio import MfccExtractor, mel_filterbank, prepare_audio, voiced_f0
+from extractors.base import ExtractorError, UtteranceMedia
+from extractors.diarize import N_TIMBRE, ClusterParams, SpeakerClusterer, VoicePrint
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 40  # 25 ms windows every 10 ms
 PARTIAL_FRAMES = 160  # 1.6 s per partial utterance
 PARTIAL_RATE, MIN_COVERAGE = 1.3, 0.75  # partials per second; keep a last partial covering >= 75%
+MIN_SAMPLES = RATE // 4  # a voice print needs >= 0.25 s of audio
 TARGET_DBFS = -30.0  # quiet input is raised to this loudness (never lowered), as the encoder was trained
 
 
@@ -119,59 +124,52 @@ class VoiceEncoder:
         return (raw / max(float(np.linalg.norm(raw)), 1e-12)).astype(np.float32)
 
 
-@dataclass
-class SpeakerClusterer:
-    """Online nearest-centroid clustering of unit embeddings into speaker labels ("S1", "S2", ...).
+class VoicePrinter:
+    """Utterance -> :class:`~extractors.diarize.VoicePrint` (d-vector, mean MFCC 1-19, median pitch)."""
 
-    Args:
-        threshold: cosine similarity at or above which an utterance joins the nearest speaker.
-        max_speakers: once reached, every utterance joins its nearest speaker (PCGNet has fixed speaker slots).
-    """
+    def __init__(self, encoder: VoiceEncoder | None = None) -> None:
+        self.encoder = encoder or VoiceEncoder()
+        self._mfcc = MfccExtractor()
 
-    threshold: float = 0.78
-    max_speakers: int = 9
-    centroids: list[np.ndarray] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold: expected a cosine in [-1, 1] (got {self.threshold})")
-        if self.max_speakers < 1:
-            raise ValueError(f"max_speakers: expected >= 1 (got {self.max_speakers})")
-
-    @property
-    def labels(self) -> list[str]:
-        return [f"S{i + 1}" for i in range(len(self.centroids))]
-
-    def similarities(self, embedding: np.ndarray) -> np.ndarray:
-        e = np.asarray(embedding, dtype=np.float32)
-        return np.array([float(c @ e) / max(float(np.linalg.norm(c)), 1e-12) for c in self.centroids])
-
-    def assign(self, embedding: np.ndarray) -> str:
-        """Label of the speaker this embedding belongs to (a new one when none is similar enough)."""
-        e = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if not np.isfinite(e).all() or not np.linalg.norm(e) > 0:
-            raise ExtractorError("speaker embedding: contains NaN/inf or is all zeros")
-        e = e / np.linalg.norm(e)
-        if self.centroids:
-            sims = self.similarities(e)
-            best = int(sims.argmax())
-            if sims[best] >= self.threshold or len(self.centroids) >= self.max_speakers:
-                n = self.counts[best]
-                self.centroids[best] = (self.centroids[best] * n + e) / (n + 1)  # running mean
-                self.counts[best] = n + 1
-                return f"S{best + 1}"
-        self.centroids.append(e.copy())
-        self.counts.append(1)
-        return f"S{len(self.centroids)}"
+    def __call__(self, audio: np.ndarray, sample_rate: int) -> VoicePrint:
+        samples = prepare_audio(audio, sample_rate, RATE, what="speaker")
+        if samples is None or samples.size < MIN_SAMPLES:
+            raise ExtractorError(f"speaker: {0 if samples is None else samples.size / RATE:.2f} s of audio is "
+                                 f"too short to tell a voice (need >= {MIN_SAMPLES / RATE:.2f} s)")
+        mfcc = self._mfcc(UtteranceMedia(audio=samples, sample_rate=RATE))
+        if not mfcc.valid:
+            raise ExtractorError("speaker: no MFCCs could be measured")
+        f0 = voiced_f0(samples, RATE)
+        return VoicePrint(self.encoder.embed(samples, RATE), mfcc.vector[1:1 + N_TIMBRE].astype(np.float64),
+                          float(np.median(f0)) if f0.size else float("nan"), samples.size / RATE)
 
 
 class OnlineDiarizer:
-    """Voice encoder + clusterer: ``assign(audio, sample_rate) -> "S1"``. Embedding runs under a lock."""
+    """Who is speaking, per utterance: ``assign(audio, sample_rate) -> "Speaker 1"`` (or an enrolled name).
 
-    def __init__(self, threshold: float = 0.78, max_speakers: int = 9, encoder: VoiceEncoder | None = None) -> None:
-        self.encoder = encoder or VoiceEncoder()
-        self.clusterer = SpeakerClusterer(threshold, max_speakers)
+    One per session; thread-safe (a worker thread may call it). ``voices`` maps known people's names to
+    ``(audio, sample_rate)`` samples of their voice (``live.py --voice NAME=FILE``).
+    """
+
+    def __init__(self, threshold: float | None = None, max_speakers: int = 9, encoder: VoiceEncoder | None = None,
+                 *, voices: Mapping[str, tuple[np.ndarray, int]] | None = None,
+                 params: ClusterParams | None = None) -> None:
+        params = params or ClusterParams()
+        if threshold is not None:
+            params = replace(params, threshold=threshold)
+        self.printer = VoicePrinter(encoder)
+        self.clusterer = SpeakerClusterer(params, max_speakers)
+        self._lock = threading.Lock()
+        for name, (audio, rate) in (voices or {}).items():
+            self.enroll(name, audio, rate)
+
+    def enroll(self, name: str, audio: np.ndarray, sample_rate: int) -> None:
+        """Name a known voice; ExtractorError for unusable audio, ValueError for a bad name or no free slot."""
+        p = self.printer(audio, sample_rate)
+        with self._lock:
+            self.clusterer.enroll(name, p)
 
     def assign(self, audio: np.ndarray, sample_rate: int) -> str:
-        return self.clusterer.assign(self.encoder.embed(audio, sample_rate))
+        p = self.printer(audio, sample_rate)
+        with self._lock:
+            return self.clusterer.assign(p)

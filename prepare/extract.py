@@ -30,8 +30,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--audio", default=AUTO, help=f"audio extractor or none (default {DEFAULTS['a']})")
     p.add_argument("--visual", default=AUTO, help=f"visual extractor or none (default {DEFAULTS['v']})")
     p.add_argument("--asr", default="none",
-                   help="transcribe utterances with an empty transcript: pocketsphinx, faster-whisper:DIR, "
-                        "vosk:DIR or none (default none)")
+                   help="transcribe utterances with an empty transcript: whisper-tiny.en, whisper-base, "
+                        "pocketsphinx, faster-whisper:DIR, vosk:DIR or none (default none)")
     p.add_argument("--dataset", default="MELD", choices=["MELD", "IEMOCAP"],
                    help="layout and label set to write (default MELD: 9 speaker slots, 7 labels)")
     p.add_argument("--max-frames", type=int, default=4, help="video frames analysed per utterance (default 4)")

@@ -14,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .params import CameraParams, InferenceParams, LiveParams, MicParams
+from extractors.asr import ASR_CHOICES, valid_spec
+
+from .params import DEFAULT_ASR, CameraParams, InferenceParams, LiveParams, MicParams, SpeakerParams
 
 log = logging.getLogger("stream")
 
@@ -28,6 +30,8 @@ EPILOG = textwrap.dedent("""\
       python live.py --transcript mqtt --mqtt mqtt://127.0.0.1:1883
                       (an ASR or agent posts {"speaker":..,"text":..} to pcgnet/<session>/in/utterance)
       python live.py --mic --camera --record runs/meeting1       capture and record a session
+      python live.py --audio meeting.mp3 --speed 0 --no-tui      analyse a recording: VAD, Whisper, speakers
+      python live.py --video meeting.mp4 --voice Ann=ann.wav     a video; Ann's voice is named, others numbered
       python live.py --replay examples/demo --web 8080          live dashboard at http://127.0.0.1:8080/
       mosquitto_sub -t 'pcgnet/#' -v                             watch the events (schema: docs/events.md)
       python live.py --worker --mqtt mqtt://127.0.0.1:1883      headless scale-out worker taking conversations
@@ -57,18 +61,32 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--mic", action="store_true",
                      help="capture the microphone (sounddevice/PortAudio); utterances cut by voice activity")
     src.add_argument("--mic-device", metavar="NAME|INDEX", help="input device (default: the system default)")
-    src.add_argument("--speaker", default="Speaker", help="speaker name of microphone utterances (default Speaker)")
-    src.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto",
-                     help="microphone segmentation: silero-vad, an energy threshold, or auto (silero when installed)")
-    src.add_argument("--asr", default="auto", metavar="auto|none|pocketsphinx|faster-whisper:DIR|vosk:DIR",
-                     help="speech to text of microphone utterances (default auto: pocketsphinx when installed)")
+    src.add_argument("--audio", metavar="FILE", action="append", default=[],
+                     help="analyse a recording (wav, flac, ogg, mp3, ...) through the microphone path (VAD, ASR, "
+                          "diarisation) at --speed; times are seconds from the file start (repeat for several)")
+    src.add_argument("--video", metavar="FILE", action="append", default=[],
+                     help="the same for a video (mp4, ...): its audio track, plus its frames for the visual path")
     src.add_argument("--camera", metavar="INDEX|FILE", nargs="?", const="0",
                      help="attach camera frames (OpenCV) to the local session's utterances; default device 0, "
                           "or a video file")
-    src.add_argument("--session", default="live",
-                     help="session id of the local sources (mic, camera, stdin/file transcript); default 'live'")
+    src.add_argument("--session", default=None,
+                     help="session id of the local sources (mic, camera, stdin/file transcript; default 'live') "
+                          "and of a single --audio/--video file (default: the file name)")
     src.add_argument("--session-config", metavar="FILE",
                      help='JSON {"personas": {"Alice": [5 numbers], ...}} fixing speakers\' personas')
+    aud = p.add_argument_group("audio path (--mic, --audio, --video)")
+    aud.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto",
+                     help="segmentation: silero-vad, an energy threshold, or auto (silero when installed)")
+    aud.add_argument("--asr", default="auto", type=_asr_choice, metavar="|".join(("auto", "none", *ASR_CHOICES)),
+                     help=f"speech to text (default auto = {DEFAULT_ASR}, chosen by measurement in docs/live.md; "
+                          "whisper-base: fewer errors, twice the CPU; pocketsphinx runs in its own process)")
+    aud.add_argument("--speaker", metavar="NAME",
+                     help="one fixed speaker name for every utterance, no diarisation (default: diarise into "
+                          "'Speaker 1', 'Speaker 2', ...)")
+    aud.add_argument("--speakers", metavar="N", type=int, default=SpeakerParams.max_speakers,
+                     help=f"at most N speakers per audio session (default {SpeakerParams.max_speakers})")
+    aud.add_argument("--voice", metavar="NAME=FILE", action="append", default=[],
+                     help="enroll a known voice from a recording of it, so its utterances are named NAME (repeat)")
     out = p.add_argument_group("outputs")
     out.add_argument("--mqtt", metavar="URL",
                      help="broker mqtt://[user:pass@]host:port (mqtts:// for TLS); events at QoS 1 on "
@@ -103,6 +121,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _asr_choice(value: str) -> str:
+    if value in ("auto", "none") or valid_spec(value):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown ASR {value!r} (choose from auto, none, {', '.join(ASR_CHOICES)})")
+
+
+def _voices(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path:
+            raise ValueError(f"--voice {spec!r}: expected NAME=FILE")
+        if not Path(path).is_file():
+            raise ValueError(f"--voice {spec!r}: {path}: no such file")
+        out.append((name.strip(), path))
+    return tuple(out)
+
+
+def _recording_sessions(audio: Sequence[str], video: Sequence[str], session: str | None
+                        ) -> list[tuple[str, bool, str]]:
+    """(path, is_video, session id) of each --audio/--video file: --session for a single file, else the
+    file name (made unique)."""
+    from .mqtt.topics import topic_level
+
+    files = [(f, False) for f in audio] + [(f, True) for f in video]
+    out, seen = [], set()
+    for path, is_video in files:
+        sid = session if (session and len(files) == 1) else topic_level(Path(path).stem or "audio")
+        base, n = sid, 1
+        while sid in seen:
+            n += 1
+            sid = f"{base}#{n}"
+        seen.add(sid)
+        out.append((path, is_video, sid))
+    return out
+
+
 def _fail(msg: str, code: int = 2) -> int:
     print(f"live.py: error: {msg}", file=sys.stderr)
     return code
@@ -130,8 +185,16 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     from .runtime import Runtime
     from .sinks.base import SinkSet
 
+    session = args.session or "live"
+    try:
+        voices = _voices(args.voice)
+    except ValueError as e:
+        return _fail(str(e))
+    if args.speakers < 1:
+        return _fail(f"--speakers must be >= 1 (got {args.speakers})")
     params = LiveParams(
-        checkpoint=args.checkpoint, session_id=args.session, speed=args.speed, worker_id=args.worker_id,
+        checkpoint=args.checkpoint, session_id=session, speed=args.speed, worker_id=args.worker_id,
+        speakers=SpeakerParams(max_speakers=args.speakers, voices=voices),
         inference=replace(InferenceParams(), device=resolve_device_name(args.device)),
         mic=replace(MicParams(), speaker=args.speaker, vad=args.vad, asr=args.asr,
                     device=int(args.mic_device) if (args.mic_device or "").isdigit() else args.mic_device),
@@ -151,6 +214,14 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
             replays.append(src)
     except (SessionFormatError, ValueError) as e:
         return _fail(str(e))
+    from .capture.speech import AsrService, AudioUnavailable
+    recordings = _recording_sessions(args.audio, args.video, args.session)
+    try:
+        from .capture.audiofile import probe
+        for path, video, _ in recordings:
+            probe(path, video=video)
+    except AudioUnavailable as e:
+        return _fail(str(e))
     mqtt_settings = None
     if args.mqtt:
         from .mqtt.settings import MqttSettings
@@ -164,7 +235,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     if args.transcript not in (None, "-", "mqtt") and not Path(args.transcript).is_file():  # noqa: ASYNC240 - startup, no task runs yet
         return _fail(f"--transcript {args.transcript}: no such file")
     try:
-        personas = _session_personas(args.session_config, args.session)
+        personas = _session_personas(args.session_config, session)
     except ValueError as e:
         return _fail(str(e))
     if args.events:
@@ -189,8 +260,15 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
             return _fail(f"--web: {e}")
     elif args.web_token:
         return _fail("--web-token needs --web [HOST:]PORT")
-    if not (replays or args.transcript or args.mic):
-        return _fail("nothing to analyse: give --replay DIR, --transcript -|FILE|mqtt or --mic (see --help)")
+    if not (replays or args.transcript or args.mic or recordings):
+        return _fail("nothing to analyse: give --replay DIR, --transcript -|FILE|mqtt, --mic, --audio FILE or "
+                     "--video FILE (see --help)")
+    asr = AsrService(args.asr, params.asr) if (args.mic or recordings) else None
+    if asr is not None:
+        try:  # a named ASR that cannot load is an error now, not a session without text later
+            await asr.start()
+        except AudioUnavailable as e:
+            return _fail(str(e))
 
     from pcgnet.checkpoint import CheckpointError
     ck_path = Path(args.checkpoint)
@@ -247,7 +325,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
             tui.title = f"{tui.title} · {url}"
 
     local = args.mic or args.transcript in ("-",) or (args.transcript not in (None, "mqtt"))
-    n_local_sessions = len(replays) + (1 if local else 0)
+    n_local_sessions = len(replays) + len(recordings) + (1 if local else 0)
     recorder_factory = None
     if args.record:
         record_root = Path(args.record)
@@ -280,24 +358,40 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         runtime.add_source(MqttTranscriptSource(mqtt_settings, root=params.topic_prefix), finite=False)
     elif args.transcript == "-":
         from .capture.transcript import TranscriptSource
-        runtime.add_source(TranscriptSource(args.session, clock=clock), finite=True)
+        runtime.add_source(TranscriptSource(session, clock=clock), finite=True)
     elif args.transcript:
         from .capture.transcript import TranscriptSource
-        runtime.add_source(TranscriptSource(args.session, path=args.transcript, speed=args.speed, clock=clock),
+        runtime.add_source(TranscriptSource(session, path=args.transcript, speed=args.speed, clock=clock),
                            finite=True)
     if args.mic:
         from .capture.mic import MicrophoneSource
-        runtime.add_source(MicrophoneSource(args.session, params.mic, params.vad, clock=clock,
-                                            max_blocks=params.queues.audio_blocks), finite=False)
+        runtime.add_source(MicrophoneSource(session, params.mic, params.vad, clock=clock, asr=asr,
+                                            speakers=params.speakers, max_blocks=params.queues.audio_blocks),
+                           finite=False)
+    files = []
+    for path, video, sid in recordings:
+        from .capture.audiofile import AudioFileSource
+        files.append(AudioFileSource(sid, path, params.mic, params.vad, speed=args.speed, video=video, asr=asr,
+                                     speakers=params.speakers,
+                                     max_frames_per_utterance=params.camera.max_frames_per_utterance))
+        runtime.add_source(files[-1], finite=True)
     if args.camera is not None:
         from .capture.camera import CameraSource
-        runtime.attach_camera(args.session, CameraSource(args.session, params.camera, clock=clock))
+        runtime.attach_camera(session, CameraSource(session, params.camera, clock=clock))
     runtime.install_signal_handlers()
     try:
-        code = await runtime.run()
+        try:
+            code = await runtime.run()
+        finally:
+            if asr is not None:  # the recogniser's processes go as soon as analysis ends
+                asr.close()
         if runtime.fatal:
             print(f"live.py: stopped: {runtime.fatal}", file=sys.stderr)
-        elif web_server is not None and not runtime.cancelled:
+        for f in files:
+            if f.failed:
+                print(f"live.py: error: {f.failed}", file=sys.stderr)
+                code = code or 1
+        if web_server is not None and not runtime.fatal and not runtime.cancelled:
             from .web.server import serve_until_signal
             print(f"live.py: analysis finished; the dashboard stays at {web_server.url} until Ctrl-C",
                   file=sys.stderr, flush=True)

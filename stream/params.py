@@ -31,20 +31,48 @@ class VadParams:
 
 @dataclass(frozen=True)
 class MicParams:
-    """Microphone capture (sounddevice)."""
+    """Microphone capture (sounddevice); the VAD, ASR and diarisation choices also apply to audio files."""
 
     sample_rate_hz: int = 16000
     block_ms: int = 30
-    """Callback block length."""
+    """Callback block length (also the block length audio files are fed in)."""
     device: str | int | None = None
     """sounddevice device name or index; None = the system default input."""
-    speaker: str = "Speaker"
-    """Name given to microphone utterances (speaker diarisation is offline only)."""
+    speaker: str | None = None
+    """One fixed speaker name for every utterance (no diarisation); None = diarise (see :class:`SpeakerParams`)."""
     vad: str = "auto"
     """Segmentation: "silero" (extractors.vad), "energy" (VadParams thresholds), "auto" = silero when installed."""
     asr: str = "auto"
-    """Speech to text of microphone utterances: "none", "pocketsphinx", "faster-whisper:DIR", "vosk:DIR";
-    "auto" = pocketsphinx when installed, else none (then a text-only model has no signal)."""
+    """Speech to text (see :class:`AsrParams`): "whisper-tiny.en", "whisper-base", "pocketsphinx", "none",
+    "faster-whisper:DIR", "vosk:DIR"; "auto" = :data:`DEFAULT_ASR` when installed, else none."""
+
+
+DEFAULT_ASR = "whisper-tiny.en"
+"""Chosen by measurement (docs/live.md, "Speech to text"): the best words per second of CPU on 2 cores."""
+
+
+@dataclass(frozen=True)
+class AsrParams:
+    """How utterance audio is transcribed (shared by every audio session of the process)."""
+
+    workers: int = 2
+    """Transcriptions running at once (each on one CPU thread; CTranslate2 releases the GIL), shared by all
+    audio sessions; calls beyond wait their turn. One session uses one at a time."""
+    beam_size: int = 1
+    """Whisper beam width (1 = greedy)."""
+    prompt_previous: bool = False
+    """Give Whisper the session's previous utterance text as its prompt. Off: measured on voiced MELD dev it
+    did not lower the WER (23.8% -> 24.0% with tiny.en) and made calls slower."""
+
+
+@dataclass(frozen=True)
+class SpeakerParams:
+    """Online diarisation of audio sessions (one diariser per session)."""
+
+    max_speakers: int = 9
+    """At most this many speakers per session (``--speakers N``); PCGNet has fixed speaker slots."""
+    voices: tuple[tuple[str, str], ...] = ()
+    """(name, audio file) pairs enrolled before the session starts (``--voice NAME=FILE``)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +176,8 @@ class LiveParams:
     """Copied into every event (scale-out workers set it)."""
     vad: VadParams = field(default_factory=VadParams)
     mic: MicParams = field(default_factory=MicParams)
+    asr: AsrParams = field(default_factory=AsrParams)
+    speakers: SpeakerParams = field(default_factory=SpeakerParams)
     camera: CameraParams = field(default_factory=CameraParams)
     inference: InferenceParams = field(default_factory=InferenceParams)
     persona: PersonaParams = field(default_factory=PersonaParams)

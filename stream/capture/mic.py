@@ -1,9 +1,9 @@
 """Microphone capture: PortAudio blocks -> voice-activity segments -> utterances.
 
 The PortAudio callback runs on a device thread and only copies the block into the event loop
-(``loop.call_soon_threadsafe``) through a bounded channel (full policy: drop newest, counted). An async
-task feeds the blocks to :class:`VadSegmenter`, which is plain numpy and is what the tests drive with
-recorded blocks. ``sounddevice`` is imported lazily, and both a missing PortAudio library (``OSError``
+(``loop.call_soon_threadsafe``) through a bounded channel (full policy: drop newest, counted); the rest of
+the path (VAD, ASR, diarisation) is :class:`.speech.SpeechSource`'s, shared with recordings. The energy
+:class:`VadSegmenter` is plain numpy and is what the tests drive with recorded blocks. ``sounddevice`` is imported lazily, and both a missing PortAudio library (``OSError``
 at import) and a missing input device become one clear message while the session continues.
 """
 
@@ -19,16 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from ..channel import Channel, ChannelClosed, FullPolicy
-from ..frames import ErrorCategory, ErrorFrame, Utterance
+from ..channel import FullPolicy
 from ..params import MicParams, VadParams
-from ..tasks import task_name
 from .base import SessionClock, UtteranceSink
+from .speech import AudioUnavailable, SpeechSource
 
 log = logging.getLogger(__name__)
 
 
-class MicUnavailable(RuntimeError):
+class MicUnavailable(AudioUnavailable):
     """No usable microphone (PortAudio missing, no input device, device busy)."""
 
 
@@ -158,21 +157,6 @@ def make_segmenter(kind: str, sample_rate: int, params: VadParams) -> VadSegment
     return VadSegmenter(sample_rate, params)
 
 
-def make_asr(spec: str) -> Any | None:
-    """A recogniser with ``transcribe(audio, sample_rate) -> Transcript``, or None ("none", or auto without one)."""
-    if spec == "none":
-        return None
-    try:
-        from extractors.asr import create_asr
-
-        return create_asr("pocketsphinx" if spec == "auto" else spec)
-    except Exception as e:  # noqa: BLE001 - ExtractorError, ImportError
-        if spec != "auto":
-            raise MicUnavailable(f"ASR {spec!r} unavailable: {e}") from None
-        log.info("no ASR available (%s); microphone utterances have no text", e)
-        return None
-
-
 StreamFactory = Callable[..., Any]
 """Builds an input stream: ``factory(samplerate=, blocksize=, channels=, dtype=, device=, callback=)``,
 an object with ``start()``, ``stop()`` and ``close()`` (``sounddevice.InputStream``)."""
@@ -189,38 +173,35 @@ def default_stream_factory() -> StreamFactory:
     return sd.InputStream  # type: ignore[no-any-return]
 
 
-class MicrophoneSource:
-    """Segments microphone audio into utterances of one speaker.
+class MicrophoneSource(SpeechSource):
+    """Segments microphone audio into utterances (:class:`SpeechSource` does the audio path).
 
     Args:
         session_id: the session.
-        mic: device, rate, block size and speaker name.
+        mic: device, rate, block size, VAD, ASR and speaker name.
         vad: segmentation parameters.
         stream_factory: builds the PortAudio stream (tests inject one that plays recorded blocks).
         clock: the session clock (utterance times are on it).
         max_blocks: queued blocks before new ones are dropped.
+        options: :class:`SpeechSource`'s (the shared ASR service, diarisation parameters, voice encoder).
     """
 
     def __init__(self, session_id: str, mic: MicParams, vad: VadParams, *,
                  stream_factory: StreamFactory | None = None, clock: SessionClock | None = None,
-                 max_blocks: int = 512) -> None:
-        self.session_id = session_id
-        self.mic = mic
-        self.vad = vad
+                 max_blocks: int = 512, **options: Any) -> None:
+        super().__init__(session_id, mic, vad, max_blocks=max_blocks, block_policy=FullPolicy.DROP_NEWEST,
+                         **options)
         self.stream_factory = stream_factory
         self.clock = clock or SessionClock()
         self.name = "mic"
-        self.blocks: Channel[np.ndarray] = Channel(f"mic[{session_id}]", max_blocks, FullPolicy.DROP_NEWEST)
-        self.segmenter: VadSegmenter | SileroSegmenter | None = None
-        self.asr: Any | None = None
-        self.sent = 0
         self.status_flags = 0
         self.dropped_on_device = 0
         self._inflight = 0  # blocks handed to the loop but not yet queued
         self._inflight_lock = threading.Lock()
 
-    stall_timeout_s: float = 3.0
+    stall_timeout_s: float | None = 3.0
     """No audio block for this long while capturing = the device is gone (reported, source ends)."""
+    input_kind = "microphone"
 
     def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """The PortAudio callback (device thread): copy and hand over, nothing else."""
@@ -234,17 +215,16 @@ class MicrophoneSource:
                 return
             self._inflight += 1
         block = np.array(indata, dtype=np.float32, copy=True)
-        self._loop.call_soon_threadsafe(self._offer, block)
+        self._loop.call_soon_threadsafe(self._offer, (time.monotonic_ns(), block))
 
-    def _offer(self, block: np.ndarray) -> None:
+    def _offer(self, item: tuple[int, np.ndarray]) -> None:
         with self._inflight_lock:
             self._inflight -= 1
         if not self.blocks.closed:
-            self.blocks.put_nowait(block)
+            self.blocks.put_nowait(item)
 
     async def run(self, sink: UtteranceSink) -> None:
         self._loop = asyncio.get_running_loop()
-        stage = task_name(self.session_id, "mic")
         try:
             factory = self.stream_factory or default_stream_factory()
             blocksize = int(self.mic.sample_rate_hz * self.mic.block_ms / 1000)
@@ -256,25 +236,19 @@ class MicrophoneSource:
                 return st
             stream = await asyncio.to_thread(open_stream)
         except MicUnavailable as e:
-            sink.report(ErrorFrame(session_id=self.session_id, stage=stage, message=f"no microphone: {e}",
-                                   category=ErrorCategory.DEVICE))
+            self.report(sink, f"no microphone: {e}")
             return
         except Exception as e:  # noqa: BLE001 - PortAudioError and friends: report, keep the session
-            sink.report(ErrorFrame(session_id=self.session_id, stage=stage,
-                                   message=f"no microphone: cannot open input device {self.mic.device!r} ({e})",
-                                   category=ErrorCategory.DEVICE))
+            self.report(sink, f"no microphone: cannot open input device {self.mic.device!r} ({e})")
             return
         try:
-            # models load in a thread (blocks queue meanwhile): the loop keeps serving other sessions
-            self.segmenter = await asyncio.to_thread(make_segmenter, self.mic.vad, self.mic.sample_rate_hz, self.vad)
-            self.asr = await asyncio.to_thread(make_asr, self.mic.asr)
-        except (MicUnavailable, ValueError) as e:
+            # models load in threads (blocks queue meanwhile): the loop keeps serving other sessions
+            await self.prepare()
+        except (AudioUnavailable, ValueError) as e:
             self._close(stream)
-            sink.report(ErrorFrame(session_id=self.session_id, stage=stage, message=f"microphone not used: {e}",
-                                   category=ErrorCategory.DEVICE))
+            self.report(sink, f"microphone not used: {e}")
             return
-        log.info("microphone open (%d Hz, device %s, %s, ASR %s)", self.mic.sample_rate_hz, self.mic.device,
-                 type(self.segmenter).__name__, type(self.asr).__name__ if self.asr else "none")
+        log.info("microphone open (%d Hz, device %s)", self.mic.sample_rate_hz, self.mic.device)
         try:
             await self.consume(sink)
         finally:
@@ -285,7 +259,6 @@ class MicrophoneSource:
             except TimeoutError:
                 log.warning("microphone stream did not stop within 5 s")
 
-
     @staticmethod
     def _close(stream: Any) -> None:
         for op in ("stop", "close"):
@@ -293,51 +266,3 @@ class MicrophoneSource:
                 getattr(stream, op)()
             except Exception as e:  # noqa: BLE001 - closing a failed device must not mask the cause
                 log.debug("mic %s(): %s", op, e)
-
-    async def consume(self, sink: UtteranceSink) -> None:
-        """Segment queued blocks until the block channel is closed (end of a finite stream).
-
-        Whatever blocks are queued are segmented together in a worker thread (silero runs torch), so the
-        loop never waits on the VAD and a backlog is absorbed in few calls.
-        """
-        if self.segmenter is None:
-            self.segmenter = make_segmenter(self.mic.vad, self.mic.sample_rate_hz, self.vad)
-        seg = self.segmenter
-        while True:
-            try:
-                # A working input stream delivers a block every block_ms, silence included; none for
-                # stall_timeout_s means the device was unplugged or its driver died mid-session.
-                first = await asyncio.wait_for(self.blocks.get(), self.stall_timeout_s)
-            except ChannelClosed:
-                for s in await asyncio.to_thread(seg.flush):
-                    await self._emit(sink, s)
-                return
-            except TimeoutError:
-                sink.report(ErrorFrame(
-                    session_id=self.session_id, stage=task_name(self.session_id, "mic"),
-                    message=f"microphone stopped delivering audio (nothing for {self.stall_timeout_s:g} s); "
-                            "the session continues without it", category=ErrorCategory.DEVICE))
-                for s in await asyncio.to_thread(seg.flush):
-                    await self._emit(sink, s)
-                return
-            more = [first]
-            while (b := self.blocks.get_nowait()) is not None:
-                more.append(b)
-            data = np.concatenate([np.asarray(b, np.float32).reshape(len(b), -1).mean(axis=1) for b in more])
-            for s in await asyncio.to_thread(seg.feed, data):
-                await self._emit(sink, s)
-
-    async def _emit(self, sink: UtteranceSink, seg: Segment) -> None:
-        ended = time.monotonic_ns()
-        text = None
-        if self.asr is not None:
-            try:
-                text = (await asyncio.to_thread(self.asr.transcribe, seg.audio, self.mic.sample_rate_hz)).text or None
-            except Exception as e:  # noqa: BLE001 - one undecodable segment: keep its audio, no text
-                log.warning("ASR failed on a segment (%s); utterance kept without text", e)
-        self.sent += 1
-        # The sample clock started when the stream did; place it on the session clock.
-        await sink.submit(Utterance(
-            session_id=self.session_id, utterance_id=f"a{self.sent:04d}", speaker=self.mic.speaker,
-            t_start=round(seg.t_start, 3), t_end=round(seg.t_end, 3), text=text, audio=seg.audio,
-            sample_rate=self.mic.sample_rate_hz, ended_ns=ended))

@@ -1,4 +1,4 @@
-"""Online speaker clustering from resemblyzer d-vectors on espeak voices."""
+"""The voice encoder (resemblyzer d-vectors) on espeak voices; the online diarizer is in test_diarize.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from extractors.registry import package_dir
 if package_dir("resemblyzer") is None:
     pytest.skip("resemblyzer weights not installed (scripts/install-nodeps.txt)", allow_module_level=True)
 
-from extractors.speaker import OnlineDiarizer, SpeakerClusterer, VoiceEncoder  # noqa: E402
+from extractors.speaker import VoiceEncoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,23 +30,6 @@ def test_same_voice_closer_than_other_voice(encoder, speech):
     female = encoder.embed(speech.female, 16000)
     assert male1 @ male2 > male1 @ female + 0.1
     assert male2 @ female < 0.78 <= male1 @ male2
-
-
-def test_online_diarizer_labels_two_voices(encoder, speech):
-    d = OnlineDiarizer(encoder=encoder)
-    labels = [d.assign(a, 16000) for a in (speech.sent1, speech.female, speech.sent2, speech.female)]
-    assert labels == ["S1", "S2", "S1", "S2"]
-
-
-def test_clusterer_limits_and_errors():
-    c = SpeakerClusterer(threshold=0.99, max_speakers=2)
-    basis = np.eye(4, dtype=np.float32)
-    assert [c.assign(basis[i]) for i in range(4)] == ["S1", "S2", "S1", "S1"]  # full: nearest (tie -> first)
-    assert c.labels == ["S1", "S2"] and c.counts == [3, 1]
-    with pytest.raises(ExtractorError, match="NaN"):
-        c.assign(np.full(4, np.nan, np.float32))
-    with pytest.raises(ValueError, match="threshold"):
-        SpeakerClusterer(threshold=2.0)
 
 
 def test_bad_audio(encoder):

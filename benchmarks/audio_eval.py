@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""How well the audio path hears voiced MELD dialogues: ASR choice, then the whole ``live.py --audio`` path.
+
+Input: session folders from ``python -m tests.voicing --split dev --dialogues 24 --out runs/voiced/dev``
+(espeak-ng, one voice per speaker, gold text/speakers/emotions/times). Two stages:
+
+* ``--stage asr``: each ASR configuration on the gold segments (one call per segment, in dialogue order, as the
+  live path calls it): corpus WER and wall time per call (p50/p95). This is what picked the default.
+* ``--stage path``: ``live.py --audio`` on every dialogue's audio.wav (speed 0, a real subprocess, the real
+  model) per ``--asr`` choice, next to ``live.py --replay`` of the same folders (gold text and speakers):
+  WER of each dialogue's recognised text against its gold text, emotion W-F1 (each gold utterance takes the
+  prediction of the audio utterance overlapping it most; none = counted wrong), and same-speaker pair
+  accuracy (for each audio utterance, its previous utterance with the same diarised name: are both really
+  one person?).
+
+    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage asr
+    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage path --asr whisper-tiny.en,whisper-base
+
+Results (and each run's events) are kept in ``--work`` (default runs/audio_eval), so a rerun skips finished
+parts. CPU-heavy: run it with ``nice``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ASR_CONFIGS: dict[str, tuple[str, dict[str, Any], bool]] = {  # name -> (spec, options, prompt previous)
+    "tiny.en greedy": ("whisper-tiny.en", {}, False),
+    "tiny.en greedy + prompt": ("whisper-tiny.en", {}, True),
+    "tiny.en beam 5": ("whisper-tiny.en", {"beam_size": 5}, False),
+    "tiny.en greedy + word timestamps": ("whisper-tiny.en", {"word_timestamps": True}, False),
+    "base greedy": ("whisper-base", {}, False),
+    "base greedy + prompt": ("whisper-base", {}, True),
+    "pocketsphinx": ("pocketsphinx", {}, False),
+}
+
+
+def load_sessions(root: Path) -> list[Any]:
+    from stream.record import read_session
+
+    dirs = sorted(p for p in root.iterdir() if (p / "meta.json").is_file())
+    if not dirs:
+        raise SystemExit(f"{root}: no session folders (python -m tests.voicing --split dev --out {root})")
+    return [read_session(d) for d in dirs]
+
+
+def stage_asr(sessions: list[Any], names: list[str], work: Path) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from extractors.asr import create_asr, word_error_rate
+
+    torch.set_num_threads(1)
+    out = work / "asr.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    for name in names:
+        if name in results:
+            continue
+        spec, options, prompt = ASR_CONFIGS[name]
+        asr = create_asr(spec, **options)
+        refs, hyps, times, cpu = [], [], [], []
+        for s in tqdm(sessions, desc=name, unit="dialogue"):
+            prev = None
+            for u in s.utterances:
+                clip = s.audio[int(u.t_start * s.sample_rate): int(u.t_end * s.sample_rate)]
+                t0, c0 = time.perf_counter(), time.process_time()
+                text = asr.transcribe(clip, s.sample_rate, prev if prompt else None).text
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+                refs.append(u.text or "")
+                hyps.append(text)
+                prev = text or prev
+        results[name] = {"wer": word_error_rate(refs, hyps), "p50_ms": 1000 * float(np.median(times)),
+                         "p95_ms": 1000 * float(np.percentile(times, 95)), "calls": len(times),
+                         "cpu_ms": 1000 * float(np.mean(cpu)),
+                         "examples": [[r, h] for r, h in zip(refs[:5], hyps[:5], strict=True)]}
+        out.write_text(json.dumps(results, indent=1))
+    print(f"{'configuration':34s} {'WER':>6s} {'p50 ms':>7s} {'p95 ms':>7s} {'CPU ms':>7s}  (gold segments, one call "
+          "each; wall times, and mean CPU time of this process per call)")
+    for name in names:
+        r = results[name]
+        print(f"{name:34s} {100 * r['wer']:5.1f}% {r['p50_ms']:7.0f} {r['p95_ms']:7.0f} {r.get('cpu_ms', float('nan')):7.0f}")
+
+
+def run_live(args: list[str], events: Path) -> None:
+    if events.is_file():
+        return
+    tmp = events.with_suffix(".partial")
+    tmp.unlink(missing_ok=True)
+    cmd = [sys.executable, str(ROOT / "live.py"), *args, "--speed", "0", "--no-tui", "--events", str(tmp)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    tmp.rename(events)
+
+
+def emotion_events(path: Path) -> dict[str, list[dict[str, Any]]]:
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        e = json.loads(line)
+        if e.get("type") == "emotion":
+            by_session.setdefault(e["session"], []).append(e)
+    for v in by_session.values():
+        v.sort(key=lambda e: e["t_start"])
+    return by_session
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def score(sessions: list[Any], events: dict[str, list[dict[str, Any]]], labels: list[str]) -> dict[str, Any]:
+    """WER (per dialogue text), emotion W-F1 over gold utterances, same-speaker pair accuracy."""
+    from extractors.asr import word_error_rate
+    from pcgnet.metrics import erc_metrics
+
+    refs, hyps, y_true, y_pred = [], [], [], []
+    pairs = same = 0
+    for s in sessions:
+        evs = events.get(s.session_id, [])
+        refs.append(" ".join(u.text or "" for u in s.utterances))
+        hyps.append(" ".join(e.get("text") or "" for e in evs))
+        for u in s.utterances:
+            best = max(evs, key=lambda e: _overlap(u.t_start, u.t_end, e["t_start"], e["t_end"]), default=None)
+            ok = best is not None and _overlap(u.t_start, u.t_end, best["t_start"], best["t_end"]) > 0
+            y_true.append(labels.index(u.emotion))
+            y_pred.append(labels.index(best["label"]) if ok else -1)
+        # the gold speaker of an audio utterance: the speaker of the gold utterance it overlaps most
+        gold_of = [max(s.utterances, key=lambda u, e=e: _overlap(u.t_start, u.t_end, e["t_start"], e["t_end"])).speaker
+                   for e in evs]
+        last: dict[str, int] = {}
+        for i, e in enumerate(evs):
+            j = last.get(e["speaker"])
+            if j is not None:
+                pairs += 1
+                same += gold_of[i] == gold_of[j]
+            last[e["speaker"]] = i
+    y_pred = [p if p >= 0 else (t + 1) % len(labels) for t, p in zip(y_true, y_pred, strict=True)]  # missed = wrong
+    m = erc_metrics(y_true, y_pred, labels)
+    return {"wer": word_error_rate(refs, hyps), "weighted_f1": 100 * m["weighted_f1"],
+            "utterances": sum(len(v) for v in events.values()), "gold_utterances": len(y_true),
+            "pairs": pairs, "pair_accuracy": same / max(pairs, 1)}
+
+
+def stage_path(sessions: list[Any], asrs: list[str], roots: list[Path], work: Path, extra: list[str]) -> None:
+    from pcgnet.config import MELD_LABELS
+
+    labels = list(MELD_LABELS)
+    links = work / "audio"
+    links.mkdir(parents=True, exist_ok=True)
+    files = []
+    for s, d in zip(sessions, roots, strict=True):
+        link = links / f"{s.session_id}.wav"
+        if not link.exists():
+            link.symlink_to((d / "audio.wav").resolve())
+        files.append(link)
+    rows = []
+    t0 = time.perf_counter()
+    run_live([a for d in roots for a in ("--replay", str(d))], work / "gold.jsonl")
+    rows.append(("gold transcript (--replay)", score(sessions, emotion_events(work / "gold.jsonl"), labels)))
+    for asr in asrs:
+        ev = work / f"audio-{asr.replace(':', '_').replace('/', '_')}.jsonl"
+        print(f"live.py --audio x{len(files)} --asr {asr} ...", flush=True)
+        run_live([*(a for f in files for a in ("--audio", str(f))), "--asr", asr, *extra], ev)
+        rows.append((f"--audio, --asr {asr}", score(sessions, emotion_events(ev), labels)))
+    print(f"\n{len(sessions)} dialogues, {rows[0][1]['gold_utterances']} gold utterances "
+          f"({time.perf_counter() - t0:.0f} s)")
+    print(f"{'path':40s} {'WER':>6s} {'W-F1':>6s} {'utts':>5s} {'same-speaker pairs one person':>30s}")
+    for name, r in rows:
+        print(f"{name:40s} {100 * r['wer']:5.1f}% {r['weighted_f1']:6.1f} {r['utterances']:5d} "
+              f"{100 * r['pair_accuracy']:17.1f}% of {r['pairs']}")
+    (work / "path.json").write_text(json.dumps(dict(rows), indent=1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=Path, required=True, help="folder of voiced session folders")
+    ap.add_argument("--stage", choices=("asr", "path"), required=True)
+    ap.add_argument("--configs", default=",".join(ASR_CONFIGS), help="--stage asr: configurations to measure")
+    ap.add_argument("--asr", default="whisper-tiny.en,whisper-base,pocketsphinx", help="--stage path: --asr choices")
+    ap.add_argument("--dialogues", type=int, default=0, help="only the first N folders (0: all)")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "audio_eval")
+    ap.add_argument("--live-args", default="", help="extra live.py arguments for --stage path (e.g. '--speakers 4')")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.work.mkdir(parents=True, exist_ok=True)
+    sessions = load_sessions(args.sessions)
+    roots = sorted(p for p in args.sessions.iterdir() if (p / "meta.json").is_file())
+    if args.dialogues:
+        sessions, roots = sessions[: args.dialogues], roots[: args.dialogues]
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on {os.cpu_count()} CPUs")
+    if args.stage == "asr":
+        stage_asr(sessions, [c.strip() for c in args.configs.split(",") if c.strip()], args.work)
+    else:
+        stage_path(sessions, [a.strip() for a in args.asr.split(",") if a.strip()], roots, args.work,
+                   args.live_args.split())
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

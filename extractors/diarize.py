@@ -1,0 +1,216 @@
+"""Online speaker clustering of voice prints: who is speaking, one utterance at a time, with stable names.
+
+An utterance's :class:`VoicePrint` (:mod:`extractors.speaker` makes them) has three parts, and the similarity
+of an utterance to a speaker is their weighted mean:
+
+* the GE2E d-vector (cosine to the speaker's mean d-vector);
+* the timbre, the utterance's mean MFCCs 1-19, compared as a cosine after subtracting the session's mean
+  timbre (shrunk towards zero while few utterances are in) and liftering (coefficient k scaled by k), so no
+  corpus statistics are baked in: the session is its own reference;
+* the median pitch (log2 F0), as a Gaussian of the difference (separates low from high voices only: the
+  median moves with intonation as much as between two male voices).
+
+The weights and thresholds were chosen on espeak-ng voiced MELD train dialogues; ``benchmarks/diarization.py``
+prints what each part adds.
+
+The clustering is online: an utterance joins the most similar speaker when the similarity reaches
+``threshold`` (or when ``max_speakers`` are already open), else it opens a new speaker. A short utterance's
+print is noisy, so the bar to open a speaker falls by ``short_slope`` per second under ``short_s``. After every update
+two speakers whose means have converged (similarity >= ``merge_threshold``) are merged: the older name
+survives, so labels already handed out stay meaningful and later utterances of both get the older name.
+Enrolled speakers (:meth:`SpeakerClusterer.enroll`) carry a person's name and are never merged into others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from extractors.base import ExtractorError
+
+N_TIMBRE = 19  # MFCC 1..19 (c0 is loudness, not voice)
+_LIFTER = np.arange(1, N_TIMBRE + 1, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class VoicePrint:
+    """What the clustering compares: unit d-vector, mean MFCC 1-19, median log2 F0 (NaN when unvoiced)."""
+
+    dvector: np.ndarray
+    timbre: np.ndarray
+    log_f0: float
+    seconds: float
+
+    def check(self) -> None:
+        d, t = np.asarray(self.dvector), np.asarray(self.timbre)
+        if d.ndim != 1 or t.shape != (N_TIMBRE,):
+            raise ExtractorError(f"voice print: expected a 1-d d-vector and {N_TIMBRE} timbre values")
+        if not (np.isfinite(d).all() and np.isfinite(t).all()) or not np.linalg.norm(d) > 0:
+            raise ExtractorError("voice print: contains NaN/inf or the d-vector is all zeros")
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """Weights of the three similarities and the decision thresholds (tuned on voiced MELD train)."""
+
+    threshold: float = 0.7
+    merge_threshold: float | None = 0.8  # None: never merge
+    w_dvector: float = 1.0
+    w_timbre: float = 1.0
+    w_pitch: float = 0.5
+    short_s: float = 1.5  # a shorter utterance's print is noisier: it opens a new speaker only below
+    short_slope: float = 0.2  # threshold - short_slope * (short_s - seconds)
+    pitch_octaves: float = 0.25  # the pitch similarity is exp(-(difference / this) ** 2)
+    timbre_prior: float = 3.0  # the session mean timbre is sum / (n + this): shrunk while few utterances are in
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "merge_threshold"):
+            v = getattr(self, name)
+            if v is not None and not -1.0 <= v <= 1.0:
+                raise ValueError(f"{name}: expected a similarity in [-1, 1] (got {v})")
+        if min(self.w_dvector, self.w_timbre, self.w_pitch) < 0 or self.w_dvector + self.w_timbre + self.w_pitch <= 0:
+            raise ValueError("weights: expected >= 0 with a positive sum")
+
+
+@dataclass
+class Speaker:
+    """One cluster: sums of its utterances' parts (means are sums / count) and its display name."""
+
+    name: str
+    dvector: np.ndarray = field(default_factory=lambda: np.zeros(()))  # 0-d: takes the shape of the first add
+    timbre: np.ndarray = field(default_factory=lambda: np.zeros(N_TIMBRE))
+    f0_sum: float = 0.0
+    f0_count: int = 0
+    count: int = 0
+    enrolled: bool = False
+
+    def add(self, p: VoicePrint) -> None:
+        self.dvector = self.dvector + _unit(np.asarray(p.dvector, np.float64))
+        self.timbre = self.timbre + np.asarray(p.timbre, np.float64)
+        if np.isfinite(p.log_f0):
+            self.f0_sum += p.log_f0
+            self.f0_count += 1
+        self.count += 1
+
+    def absorb(self, other: Speaker) -> None:
+        self.dvector = self.dvector + other.dvector
+        self.timbre = self.timbre + other.timbre
+        self.f0_sum += other.f0_sum
+        self.f0_count += other.f0_count
+        self.count += other.count
+
+    @property
+    def log_f0(self) -> float:
+        return self.f0_sum / self.f0_count if self.f0_count else float("nan")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / max(float(np.linalg.norm(x)), 1e-12)
+
+
+@dataclass
+class SpeakerClusterer:
+    """Online clustering of voice prints into named speakers ("Speaker 1", ... or enrolled names).
+
+    Args:
+        params: similarity weights and thresholds.
+        max_speakers: once this many speakers are open, every utterance joins the most similar one
+            (PCGNet has fixed speaker slots; ``live.py --speakers N`` passes the number present).
+    """
+
+    params: ClusterParams = field(default_factory=ClusterParams)
+    max_speakers: int = 9
+    speakers: list[Speaker] = field(default_factory=list)
+    _timbre_sum: np.ndarray = field(default_factory=lambda: np.zeros(N_TIMBRE))
+    _n_prints: int = 0
+    _opened: int = 0  # "Speaker N" names handed out so far
+
+    def __post_init__(self) -> None:
+        if self.max_speakers < 1:
+            raise ValueError(f"max_speakers: expected >= 1 (got {self.max_speakers})")
+
+    @property
+    def labels(self) -> list[str]:
+        return [s.name for s in self.speakers]
+
+    def _session_timbre(self, t: np.ndarray) -> np.ndarray:
+        """Timbre relative to the session's (shrunk) mean, liftered, unit length."""
+        mean = self._timbre_sum / (self._n_prints + self.params.timbre_prior)
+        return _unit((t - mean) * _LIFTER)
+
+    def _similarity(self, d: np.ndarray, t: np.ndarray, f0: float, s: Speaker) -> float:
+        p = self.params
+        total = p.w_dvector * float(_unit(s.dvector) @ d) + p.w_timbre * float(self._session_timbre(s.timbre / s.count) @ t)
+        weight = p.w_dvector + p.w_timbre
+        if p.w_pitch and np.isfinite(f0) and np.isfinite(s.log_f0):
+            total += p.w_pitch * float(np.exp(-(((f0 - s.log_f0) / p.pitch_octaves) ** 2)))
+            weight += p.w_pitch
+        return total / weight
+
+    def similarities(self, p: VoicePrint) -> np.ndarray:
+        """Similarity of a print to each open speaker, in :attr:`speakers` order."""
+        t = self._session_timbre(np.asarray(p.timbre, np.float64))
+        d = _unit(np.asarray(p.dvector, np.float64))
+        return np.array([self._similarity(d, t, p.log_f0, s) for s in self.speakers])
+
+    def threshold_for(self, seconds: float) -> float:
+        """The similarity at which an utterance this long joins a speaker rather than opening one."""
+        p = self.params
+        return p.threshold - p.short_slope * max(0.0, p.short_s - seconds)
+
+    def enroll(self, name: str, p: VoicePrint) -> None:
+        """A known person: utterances like ``p`` get ``name``. Enrolling a name again adds to its voice."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("enroll: the name must be a non-empty string")
+        p.check()
+        self._observe(p)
+        known = [s for s in self.speakers if s.name == name]
+        if not known and len(self.speakers) >= self.max_speakers:
+            raise ValueError(f"enroll {name!r}: already {self.max_speakers} speakers (max_speakers)")
+        if not known:
+            known.append(Speaker(name, enrolled=True))
+            self.speakers.append(known[0])
+        known[0].add(p)
+
+    def assign(self, p: VoicePrint) -> str:
+        """The name of the speaker this print belongs to (a new one when none is similar enough)."""
+        p.check()
+        self._observe(p)
+        if self.speakers:
+            sims = self.similarities(p)
+            best = int(sims.argmax())
+            if sims[best] >= self.threshold_for(p.seconds) or len(self.speakers) >= self.max_speakers:
+                self.speakers[best].add(p)
+                return self._merge_into_older(best)
+        s = Speaker(self._fresh_name())
+        s.add(p)
+        self.speakers.append(s)
+        return s.name
+
+    def _observe(self, p: VoicePrint) -> None:
+        self._timbre_sum = self._timbre_sum + np.asarray(p.timbre, np.float64)
+        self._n_prints += 1
+
+    def _fresh_name(self) -> str:
+        while True:  # numbers are never reused (a merged-away name stays retired); enrolled names are skipped
+            self._opened += 1
+            if (name := f"Speaker {self._opened}") not in self.labels:
+                return name
+
+    def _merge_into_older(self, i: int) -> str:
+        """Merge speaker ``i`` with a speaker it has converged with; returns the surviving name."""
+        s = self.speakers[i]
+        if len(self.speakers) > 1 and self.params.merge_threshold is not None:
+            d, t = _unit(s.dvector), self._session_timbre(s.timbre / s.count)
+            for j, other in enumerate(self.speakers):
+                if j == i or (s.enrolled and other.enrolled):
+                    continue
+                if self._similarity(d, t, s.log_f0, other) >= self.params.merge_threshold:
+                    # the survivor: an enrolled speaker, else the older one (lower index)
+                    keep, drop = (j, i) if other.enrolled or (not s.enrolled and j < i) else (i, j)
+                    self.speakers[keep].absorb(self.speakers[drop])
+                    name = self.speakers[keep].name
+                    del self.speakers[drop]
+                    return name
+        return s.name

