@@ -71,4 +71,4 @@ def test_meld_dev_dialogue_when_present():
     d = voicing.meld_dialogues("dev", min_speakers=3, csv_dir=csv_dir)[0]
     v = voicing.voice_dialogue(d)
     assert v.split == "dev" and len(v.segments) == len(d.utterances) and len(v.speakers) >= 3
-    assert all("\u0092" not in s.text for s in v.segments)  # MELD's cp1252 leftovers mapped by pcgnet.meld
+    assert all("\u0092" not in s.text for s in v.segments)  # MELD's cp1252 leftovers mapped by prepare.meld

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pcgnet.meld import MeldDialogue, read_split
 
 from extractors.audio import resample
 from pcgnet.config import MELD_LABELS
+from prepare.meld import MeldDialogue, read_split
 from stream.frames import Utterance
 from stream.record import SessionRecorder, read_wav
 
