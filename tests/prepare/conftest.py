@@ -1,15 +1,3 @@
-"""Fixtures shared by the dataset-preparation tests."""
+"""Fixtures shared by the dataset-preparation tests: the model tests' one-thread fixture."""
 
-from __future__ import annotations
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.pcgnet.conftest import _one_thread  # noqa: F401 - autouse fixture, re-used rather than copied
