@@ -73,7 +73,7 @@ class Delayed:
 def run_once(n: int, asr_spec: str, args: argparse.Namespace, checkpoint: Path, port: int, workdir: Path,
              gold_ends: list[tuple[float, float]]) -> dict[str, Any]:
     import numpy as np
-    from stream.mqtt_config import MqttSettings
+    from stream.mqtt.settings import MqttSettings
 
     from extractors.speaker import VoiceEncoder
     from stream.analyzer import load_analyzer
@@ -185,7 +185,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from stream.testing import Mosquitto
+    from tests.support.broker import Mosquitto
 
     from stream.record import read_session
 

@@ -30,10 +30,10 @@ import csv
 import hashlib
 import json
 import logging
-import pickle
 import re
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ import numpy as np
 from extractors.base import ExtractorError, UtteranceMedia
 from extractors.text import asr_style, encoder_input, sha256_file
 from pcgnet.config import MELD_LABELS
+from pcgnet.data import DataError, read_pickle
 from pcgnet.persona import DialogueData, PersonaError, PersonaEstimator
 from pcgnet.persona import evaluate as persona_evaluate
 from pcgnet.persona import fit as persona_fit
@@ -171,13 +172,10 @@ def read_meld(csv_dir: Path) -> dict[int, MeldDialogue]:
 
 def load_persona(path: Path, dialogues: dict[int, MeldDialogue]) -> dict[int, np.ndarray]:
     """The paper's per-utterance persona pickle (a trusted copy), checked against the dialogue lengths."""
-    if not path.is_file():
-        raise MeldError(f"{path}: file not found")
-    with path.open("rb") as f:
-        try:
-            raw = pickle.load(f)  # noqa: S301 - the shared, read-only persona file (data, not a model)
-        except Exception as e:
-            raise MeldError(f"{path}: cannot read persona pickle ({e})") from None
+    try:  # the same restricted unpickler as every data pickle: plain data and numpy arrays only
+        raw = read_pickle(path)
+    except DataError as e:
+        raise MeldError(f"cannot read persona pickle: {e}") from None
     if not isinstance(raw, dict):
         raise MeldError(f"{path}: expected a dict dialogue id -> (n, 5) array, got {type(raw).__name__}")
     out: dict[int, np.ndarray] = {}
@@ -208,7 +206,7 @@ class FeatureCache:
             try:
                 with np.load(self.path, allow_pickle=False) as z:
                     self._vectors = dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
-            except Exception as e:  # a corrupt cache is rebuilt, never trusted
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # a corrupt cache is rebuilt
                 log.warning("ignoring unreadable feature cache %s (%s)", self.path, e)
 
     def get(self, text: str) -> np.ndarray | None:
