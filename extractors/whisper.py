@@ -28,6 +28,7 @@ import numpy as np
 from extractors.asr import Transcript, Word
 from extractors.audio import prepare_audio
 from extractors.base import ExtractorError
+from extractors.text import sha256_file
 
 RATE = 16000
 AUX_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -76,14 +77,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcgnet"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _shipped(spec: PackagedWhisper, module: str, rel: str) -> Path:
     from extractors.registry import package_dir
 
@@ -96,7 +89,7 @@ def _shipped(spec: PackagedWhisper, module: str, rel: str) -> Path:
 
 def _check(spec: PackagedWhisper, path: Path) -> None:
     size = path.stat().st_size
-    if size != spec.size or _sha256(path) != spec.sha256:
+    if size != spec.size or sha256_file(path) != spec.sha256:
         raise ExtractorError(f"whisper-{spec.name}: {path} is not the published model.bin "
                              f"({size} bytes; expected {spec.size} bytes, sha256 {spec.sha256[:12]}...)")
 
