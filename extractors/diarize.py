@@ -165,13 +165,13 @@ class SpeakerClusterer:
             raise ValueError("enroll: the name must be a non-empty string")
         p.check()
         self._observe(p)
-        known = [s for s in self.speakers if s.name == name]
-        if not known and len(self.speakers) >= self.max_speakers:
-            raise ValueError(f"enroll {name!r}: already {self.max_speakers} speakers (max_speakers)")
-        if not known:
-            known.append(Speaker(name, enrolled=True))
-            self.speakers.append(known[0])
-        known[0].add(p)
+        speaker = next((s for s in self.speakers if s.name == name), None)
+        if speaker is None:
+            if len(self.speakers) >= self.max_speakers:
+                raise ValueError(f"enroll {name!r}: already {self.max_speakers} speakers (max_speakers)")
+            speaker = Speaker(name, enrolled=True)
+            self.speakers.append(speaker)
+        speaker.add(p)
 
     def assign(self, p: VoicePrint) -> str:
         """The name of the speaker this print belongs to (a new one when none is similar enough)."""
