@@ -126,9 +126,10 @@ def score(sessions: list[Any], events: dict[str, list[dict[str, Any]]], labels: 
     """WER (per dialogue text), emotion W-F1 over gold utterances, same-speaker pair accuracy."""
     from extractors.asr import word_error_rate
     from pcgnet.metrics import erc_metrics
+    from tests.voicing import SpeakerScores
 
     refs, hyps, y_true, y_pred = [], [], [], []
-    pairs = same = 0
+    speakers = SpeakerScores()
     for s in sessions:
         evs = events.get(s.session_id, [])
         refs.append(" ".join(u.text or "" for u in s.utterances))
@@ -141,18 +142,12 @@ def score(sessions: list[Any], events: dict[str, list[dict[str, Any]]], labels: 
         # the gold speaker of an audio utterance: the speaker of the gold utterance it overlaps most
         gold_of = [max(s.utterances, key=lambda u, e=e: _overlap(u.t_start, u.t_end, e["t_start"], e["t_end"])).speaker
                    for e in evs]
-        last: dict[str, int] = {}
-        for i, e in enumerate(evs):
-            j = last.get(e["speaker"])
-            if j is not None:
-                pairs += 1
-                same += gold_of[i] == gold_of[j]
-            last[e["speaker"]] = i
+        speakers.add(gold_of, [e["speaker"] for e in evs])
     y_pred = [p if p >= 0 else (t + 1) % len(labels) for t, p in zip(y_true, y_pred, strict=True)]  # missed = wrong
     m = erc_metrics(y_true, y_pred, labels)
     return {"wer": word_error_rate(refs, hyps), "weighted_f1": 100 * m["weighted_f1"],
             "utterances": sum(len(v) for v in events.values()), "gold_utterances": len(y_true),
-            "pairs": pairs, "pair_accuracy": same / max(pairs, 1)}
+            "pairs": speakers.pairs, "pair_accuracy": speakers.pair_accuracy}
 
 
 def stage_path(sessions: list[Any], asrs: list[str], roots: list[Path], work: Path, extra: list[str]) -> None:
