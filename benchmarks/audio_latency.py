@@ -73,12 +73,12 @@ class Delayed:
 def run_once(n: int, asr_spec: str, args: argparse.Namespace, checkpoint: Path, port: int, workdir: Path,
              gold_ends: list[tuple[float, float]]) -> dict[str, Any]:
     import numpy as np
-    from stream.mqtt.settings import MqttSettings
 
     from extractors.speaker import VoiceEncoder
     from stream.analyzer import load_analyzer
     from stream.capture.audiofile import AudioFileSource
     from stream.capture.speech import AsrService
+    from stream.mqtt.settings import MqttSettings
     from stream.params import AsrParams, LiveParams, MicParams
     from stream.runtime import Runtime
     from stream.sinks.base import SinkSet
@@ -185,9 +185,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from tests.support.broker import Mosquitto
-
     from stream.record import read_session
+    from tests.support.broker import Mosquitto
 
     rec = read_session(args.session)
     if args.batch_check:
