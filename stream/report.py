@@ -210,7 +210,8 @@ def session_html(s: SessionEvents, svg: str) -> str:
     figs = [("utterances", len(s.emotions)), ("speakers", len(rows)), ("duration", clock(duration)),
             ("emotion shifts", len(s.shifts)), ("dominant emotion", overall.most_common(1)[0][0]),
             ("latency p50 / p95 (ms)", _latency(s))]
-    ref = {u: r for u, r in s.reference.items() if u in {e["utterance_id"] for e in s.emotions}}
+    shown = {e["utterance_id"] for e in s.emotions}
+    ref = {u: r for u, r in s.reference.items() if u in shown}
     if ref:
         agree = sum(1 for e in s.emotions if ref.get(e["utterance_id"]) == e["expression"])
         figs.append(("agree with reference", f"{agree} / {len(ref)}"))

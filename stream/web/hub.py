@@ -9,7 +9,6 @@ between them, so a page sees every event exactly once: from the backlog or from 
 from __future__ import annotations
 
 import collections
-import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,11 +16,7 @@ from typing import Any
 
 from ..channel import Channel, FullPolicy
 from ..params import WebParams
-
-
-def dumps(obj: dict[str, Any]) -> str:
-    """Compact JSON on one line (an SSE ``data:`` field must not contain a newline; JSON escapes them)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+from ..sinks.jsonl import dumps  # compact, one line: an SSE ``data:`` field must hold no newline
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ from aiohttp import web
 
 from ..channel import ChannelClosed
 from ..params import WebParams
-from .hub import DashboardHub, Page, WireEvent, dumps
+from ..sinks.jsonl import dumps
+from .hub import DashboardHub, Page, WireEvent
 from .palette import EMOTION_COLOURS, OTHER_COLOUR
 
 log = logging.getLogger(__name__)
