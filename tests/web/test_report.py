@@ -76,6 +76,8 @@ def test_report_of_a_recorded_session_matches_its_events(recorded: Path, tmp_pat
     expect(svg).to_have_count(1)
     for spk in speakers:  # one timeline per speaker, titled with the name (text kept as SVG text)
         expect(svg.locator("text", has_text=spk).first).to_be_visible()
+    assert sorted(svg.locator("text", has_text="▼").all_text_contents()) == sorted(  # one marker per shift
+        f"▼ {x['to']}" for x in shifts)
     shot = docs_image("report.png", tmp_path)
     page.screenshot(path=str(shot), full_page=True)
     page.close()

@@ -82,9 +82,10 @@ def test_bind_parsing_and_token_policy() -> None:
         resolve_token(Bind("0.0.0.0", 1), "short", {}, params)
 
 
-async def _serve(token: str | None, params: WebParams | None = None) -> tuple[DashboardServer, str]:
+async def _serve(token: str | None, params: WebParams | None = None,
+                 host: str = "127.0.0.1") -> tuple[DashboardServer, str]:
     params = params or WebParams(heartbeat_s=0.2)
-    server = DashboardServer(DashboardHub(params), Bind("127.0.0.1", 0), token=token, params=params)
+    server = DashboardServer(DashboardHub(params), Bind(host, 0), token=token, params=params)
     return server, await server.start()
 
 
@@ -124,6 +125,23 @@ def test_token_is_required_everywhere_and_kept_in_a_cookie() -> None:
                     assert cookie["httponly"] and cookie["samesite"] == "Strict"
                 async with c.get(url) as r:
                     assert r.status == 200 and "app.js" in await r.text()
+        finally:
+            await server.close()
+    asyncio.run(go())
+
+
+def test_a_non_loopback_bind_checks_the_token_on_every_request() -> None:
+    async def go() -> None:
+        server, url = await _serve(TOKEN, host="0.0.0.0")  # reached here through loopback only
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        base = f"http://127.0.0.1:{port}/"
+        try:
+            async with aiohttp.ClientSession() as c:
+                for path in ("", "static/app.js", "events"):
+                    async with c.get(base + path) as r:
+                        assert r.status == 401, path
+                async with c.get(base + "events", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                    assert r.status == 200
         finally:
             await server.close()
     asyncio.run(go())
