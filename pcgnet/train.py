@@ -192,9 +192,10 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
         threshold = choose_shift_threshold(sel.shift_labels, sel.shift_prob, config.n_classes)
         if best["valid"] is not None:
             best["valid"] = sel.metrics(ds.labels, threshold)
-        if best["test"] is not None:
-            best["test"] = evaluate_dialogues(model, ds.test, ds.labels, bs, device, gamma=gamma,
-                                              class_weights=alpha, shift_threshold=threshold)
+        if best["test"] is not None:  # without a validation split, sel already holds the test predictions
+            best["test"] = (sel.metrics(ds.labels, threshold) if not ds.valid else
+                            evaluate_dialogues(model, ds.test, ds.labels, bs, device, gamma=gamma,
+                                               class_weights=alpha, shift_threshold=threshold))
         train_seconds = round(time.perf_counter() - t_run, 1)
         if out_dir is not None:
             training = {
