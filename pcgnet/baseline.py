@@ -76,12 +76,12 @@ def context_free(ds: DialogueDataset, seed: int = 0) -> BaselineResult:
     best = None
     for cc in C_GRID:
         clf = LogisticRegression(C=cc, max_iter=3000, random_state=seed).fit(x[keep], y[keep])
-        yv, pv, syv, spv = _predictions(clf, ds.valid, modalities, c)
-        m = evaluate_predictions(yv, pv, syv, spv, ds.labels)
+        pred = _predictions(clf, ds.valid, modalities, c)
+        m = evaluate_predictions(*pred, ds.labels)
         if best is None or m["weighted_f1"] > best[0]["weighted_f1"]:
-            best = (m, clf, cc, syv, spv)
-    _, clf, cc, syv, spv = best
-    threshold = choose_shift_threshold(syv, spv, c)
-    valid = evaluate_predictions(*_predictions(clf, ds.valid, modalities, c), ds.labels, threshold)
+            best = (m, clf, cc, pred)
+    _, clf, cc, pred = best
+    threshold = choose_shift_threshold(pred[2], pred[3], c)
+    valid = evaluate_predictions(*pred, ds.labels, threshold)  # the chosen C's validation predictions, re-used
     test = evaluate_predictions(*_predictions(clf, ds.test, modalities, c), ds.labels, threshold) if ds.test else None
     return BaselineResult(cc, test, valid, threshold, round(time.perf_counter() - t0, 1))

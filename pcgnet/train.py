@@ -32,7 +32,7 @@ from pcgnet.checkpoint import resolve_device, save_checkpoint
 from pcgnet.cli import UsageError
 from pcgnet.config import PCGNetConfig
 from pcgnet.data import DialogueDataset, batches, load_dataset
-from pcgnet.evaluate import evaluate_dialogues, predict_dialogues
+from pcgnet.evaluate import predict_dialogues
 from pcgnet.flags import (
     PRESETS,
     add_data_args,
@@ -115,7 +115,7 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
     t_run = time.perf_counter()
     select_on = "valid" if ds.valid else "test"
 
-    best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None, "test": None, "valid": None}
+    best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None, "test": None, "valid": None, "preds": {}}
     best_loss, stale = math.inf, 0
     history = []
     n_batches = math.ceil(len(ds.train) / bs)
@@ -143,10 +143,9 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                     losses.append(terms.logged)
                     progress.update(task, advance=1, epoch=epoch, loss=float(np.mean(losses)))
                 train_loss = float(np.mean(losses)) if losses else float("nan")
-                test = (evaluate_dialogues(model, ds.test, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
-                        if ds.test else None)
-                valid = (evaluate_dialogues(model, ds.valid, ds.labels, bs, device, gamma=gamma, class_weights=alpha)
-                         if ds.valid else None)
+                preds = {k: predict_dialogues(model, d, bs, device, gamma=gamma, class_weights=alpha)
+                         for k, d in (("test", ds.test), ("valid", ds.valid)) if d}
+                test, valid = (preds[k].metrics(ds.labels) if k in preds else None for k in ("test", "valid"))
                 sel = valid if valid is not None else test
                 row = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - t0}
                 if test is not None:
@@ -157,7 +156,7 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                 history.append(row)
                 improved = sel["weighted_f1"] > best["score"]
                 if improved:
-                    best.update(score=sel["weighted_f1"], epoch=epoch, test=test, valid=valid,
+                    best.update(score=sel["weighted_f1"], epoch=epoch, test=test, valid=valid, preds=preds,
                                 state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
                 if not quiet:
                     v = f" valid F1 {100 * valid['weighted_f1']:.1f} |" if valid else ""
@@ -186,15 +185,13 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
     if best["state"] is not None:
         model.load_state_dict(best["state"])
         # The binary shift operating threshold: best shift F1 on the selection split (never on test when a
-        # validation split exists); selection metrics and test metrics are then reported at it.
-        sel_dialogues = ds.valid or ds.test
-        sel = predict_dialogues(model, sel_dialogues, bs, device, gamma=gamma, class_weights=alpha)
+        # validation split exists); selection metrics and test metrics are then reported at it, from the
+        # best epoch's own predictions (the restored weights would only predict the same again).
+        preds = best["preds"]
+        sel = preds["valid"] if ds.valid else preds["test"]
         threshold = choose_shift_threshold(sel.shift_labels, sel.shift_prob, config.n_classes)
-        if best["valid"] is not None:
-            best["valid"] = sel.metrics(ds.labels, threshold)
-        if best["test"] is not None:
-            best["test"] = evaluate_dialogues(model, ds.test, ds.labels, bs, device, gamma=gamma,
-                                              class_weights=alpha, shift_threshold=threshold)
+        for k in preds:
+            best[k] = preds[k].metrics(ds.labels, threshold)
         train_seconds = round(time.perf_counter() - t_run, 1)
         if out_dir is not None:
             training = {

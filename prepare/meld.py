@@ -287,8 +287,8 @@ def extract_texts(
             text = text if second is None else f"{text}\x1f{second}"
         keys.append(text)
     unique = dict(zip(keys, media, strict=True))  # encoder input -> one utterance that has it
-    todo = [k for k in unique if cache is None or cache.get(k) is None]
     vectors: dict[str, np.ndarray] = {} if cache is None else {k: v for k in unique if (v := cache.get(k)) is not None}
+    todo = [k for k in unique if k not in vectors]
     log.info("%s: %d utterances, %d distinct inputs, %d to encode", extractor, len(keys), len(unique), len(todo))
     if todo:
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]

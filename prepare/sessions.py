@@ -272,7 +272,8 @@ def write_layout(out: Path, dialogues: Sequence[ExtractedDialogue], dataset: str
                       "unlabelled": sum(1 for x in d.labels if x < 0), "invalid": d.invalid} for d in dialogues],
         "train": train, "test": test,
     }
-    # pcgnet.data reads meta.json; <feature stem>.json is the name pcgnet prepare-meld uses.
+    # pcgnet.data reads <feature stem>.json first, else meta.json: writing both keeps a stale stem sidecar
+    # (e.g. from pcgnet prepare-meld into the same folder) from describing these features.
     pickles.write_layout(out, layout, meta, ["meta.json", Path(feature_file).stem + ".json"])
     return meta
 

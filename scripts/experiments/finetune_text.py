@@ -36,7 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from extractors.text import asr_style, encoder_input, minilm_model_dir, verify_minilm
-from prepare.meld import SPLITS, read_meld
+from prepare.meld import SPLITS, dialogue_media, read_meld
 
 log = logging.getLogger("finetune_text")
 N_CLASSES = 7
@@ -66,13 +66,12 @@ def pad(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def samples(csv_dir: Path, n_past: int, style) -> dict[str, list[tuple[tuple[str, str | None], int]]]:
-    """Per split: ((utterance, context) encoder input, label), the input built as the live extractor does."""
+    """Per split: ((utterance, context) encoder input, label), the input built as the live extractor does
+    (:func:`prepare.meld.dialogue_media`: the same history the live session keeps)."""
     out: dict[str, list] = {s: [] for s in SPLITS}
     for d in read_meld(csv_dir).values():
-        past: list[tuple[str, str]] = []
-        for u in d.utterances:
-            out[d.split].append((encoder_input(style(u.text), u.speaker, past, n_past), u.label))
-            past.append((u.speaker, style(u.text)))
+        for u, m in zip(d.utterances, dialogue_media(d, style), strict=True):
+            out[d.split].append((encoder_input(m.text or "", m.speaker, m.context, n_past), u.label))
     return out
 
 
