@@ -22,7 +22,7 @@ TINY = ["--hidden_l", "8", "--hidden_a", "8", "--hidden_v", "8", "--persona_l_he
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
-    return write_synthetic("MELD", root / "meld", SynthOptions(dialogues=14, min_len=4, max_len=8, seed=5))["features"]
+    return write_synthetic("MELD", root / "meld", SynthOptions(dialogues=40, min_len=4, max_len=8, seed=5))["features"]
 
 
 def test_recipe_fills_unset_flags_and_stores_the_dev_threshold(data, tmp_path, capsys):
@@ -49,6 +49,7 @@ def test_recipe_fills_unset_flags_and_stores_the_dev_threshold(data, tmp_path, c
         return 2 * tp / (hit.sum() + is_shift.sum())
 
     best = max(f1(th) for th in np.unique(p))
+    assert is_shift.any() and (~is_shift).any() and len(np.unique(p)) > 2  # else any threshold would pass
     assert meta["shift"]["threshold"] == ck.shift_threshold
     assert f1(ck.shift_threshold) == pytest.approx(best)
     assert meta["metrics"]["valid"]["binary_shift"]["f1"] == pytest.approx(best)
@@ -80,3 +81,25 @@ def test_context_free_baseline_row(data, tmp_path, capsys):
     assert run["checkpoint"] is None and 0 <= run["shift_threshold"] <= 1
     # synthetic labels depend on the features: the baseline is far above chance (1/7)
     assert s["mean"]["weighted_f1"] > 0.4 and s["valid"]["mean"]["weighted_f1"] > 0.4
+
+
+def test_context_free_baseline_fits_train_and_picks_c_on_valid(data):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from pcgnet.baseline import C_GRID, context_free
+
+    ds = load_dataset("MELD", data, valid_rate=0.3, seed=0)
+    res = context_free(ds)
+
+    def xy(dialogues):
+        x = np.concatenate([np.concatenate([d.features[m] for m in ds.modalities], axis=1) for d in dialogues])
+        y = np.concatenate([d.labels for d in dialogues])
+        return x[y >= 0], y[y >= 0]
+
+    (xt, yt), (xv, yv), (xs, ys) = xy(ds.train), xy(ds.valid), xy(ds.test)
+    fits = {c: LogisticRegression(C=c, max_iter=3000, random_state=0).fit(xt, yt) for c in C_GRID}
+    wf1 = {c: f1_score(yv, fits[c].predict(xv), average="weighted") for c in C_GRID}
+    assert res.c == max(C_GRID, key=lambda c: (wf1[c], -C_GRID.index(c)))  # first best C on valid
+    assert res.test is not None
+    assert res.test["weighted_f1"] == pytest.approx(f1_score(ys, fits[res.c].predict(xs), average="weighted"))
