@@ -33,15 +33,13 @@ import aiomqtt
 from stream.cluster.records import (
     AckRecord,
     RecordError,
-    ack_filter,
     rendezvous_score,
     seq_properties,
-    session_from_topic,
 )
 from stream.mqtt.backoff import Backoff
 from stream.mqtt.client import payload_bytes, run_reconnecting
 from stream.mqtt.settings import MqttSettings
-from stream.mqtt.topics import DEFAULT_ROOT, input_topic
+from stream.mqtt.topics import DEFAULT_ROOT, ack_filter, input_topic, session_from_topic
 
 __all__ = ["Feeder", "FeederStats"]
 
