@@ -151,7 +151,7 @@ class Feeder:
         conv.unacked[seq] = payload
         now = time.monotonic()
         conv.sent_at[seq] = now
-        if not conv.unacked or len(conv.unacked) == 1:
+        if len(conv.unacked) == 1:  # the only unacknowledged input: progress is measured from it
             conv.progress_at = now
         self.sent_at[(session, seq)] = time.time()
         await self._publish(session, seq, payload)

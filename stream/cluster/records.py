@@ -98,6 +98,10 @@ def _now() -> float:
     return round(time.time(), 3)
 
 
+def _dump(record: WorkerRecord | OwnerRecord | AckRecord) -> bytes:
+    return json.dumps({"v": RECORD_VERSION, **asdict(record)}, separators=(",", ":")).encode()
+
+
 def _load(payload: bytes | bytearray | str, what: str, topic: str) -> dict[str, Any]:
     if isinstance(payload, str):
         payload = payload.encode()
@@ -147,7 +151,7 @@ class WorkerRecord:
     pid: int | None = None
 
     def encode(self) -> bytes:
-        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        return _dump(self)
 
     @classmethod
     def decode(cls, payload: bytes | bytearray | str, topic: str = "?") -> WorkerRecord:
@@ -185,7 +189,7 @@ class OwnerRecord:
                 and other.epoch == self.epoch and other.status == self.status)
 
     def encode(self) -> bytes:
-        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        return _dump(self)
 
     @classmethod
     def claim(cls, session: str, worker: str, incarnation: str, epoch: int) -> OwnerRecord:
@@ -220,7 +224,7 @@ class AckRecord:
     at: float = 0.0
 
     def encode(self) -> bytes:
-        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        return _dump(self)
 
     @classmethod
     def decode(cls, payload: bytes | bytearray | str, topic: str = "?") -> AckRecord:
