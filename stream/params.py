@@ -231,7 +231,7 @@ class WorkerParams:
     """
 
     worker_id: str
-    root: str = "pcgnet"
+    root: str = LiveParams.topic_prefix
     group: str = "pcgnet-workers"
     claim_settle_s: float = 0.15
     gap_timeout_s: float = 5.0

@@ -33,15 +33,13 @@ import aiomqtt
 from stream.cluster.records import (
     AckRecord,
     RecordError,
-    ack_filter,
     rendezvous_score,
     seq_properties,
-    session_from_topic,
 )
 from stream.mqtt.backoff import Backoff
 from stream.mqtt.client import payload_bytes, run_reconnecting
 from stream.mqtt.settings import MqttSettings
-from stream.mqtt.topics import DEFAULT_ROOT, input_topic
+from stream.mqtt.topics import DEFAULT_ROOT, ack_filter, input_topic, session_from_topic
 
 __all__ = ["Feeder", "FeederStats"]
 
@@ -153,7 +151,7 @@ class Feeder:
         conv.unacked[seq] = payload
         now = time.monotonic()
         conv.sent_at[seq] = now
-        if not conv.unacked or len(conv.unacked) == 1:
+        if len(conv.unacked) == 1:  # the only unacknowledged input: progress is measured from it
             conv.progress_at = now
         self.sent_at[(session, seq)] = time.time()
         await self._publish(session, seq, payload)

@@ -16,11 +16,12 @@ from paho.mqtt.properties import Properties
 from stream.capture.base import default_utterance_id
 from stream.cluster.inputs import LocalConversation
 from stream.cluster.ownership import ClusterView
-from stream.cluster.records import AckRecord, ack_topic, state_topic
+from stream.cluster.records import AckRecord
 from stream.cluster.statecodec import StateBlob, StateError, encode_state
 from stream.frames import ErrorCategory, ErrorFrame
 from stream.mqtt.client import expiry_properties
 from stream.mqtt.inbound import InboundError
+from stream.mqtt.topics import ack_topic, state_topic
 from stream.mqtt.wire import route
 from stream.params import WorkerParams
 from stream.sinks.base import SinkFrame

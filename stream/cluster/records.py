@@ -1,4 +1,4 @@
-"""The small retained JSON records workers coordinate through, and the cluster's topic names.
+"""The small retained JSON records workers coordinate through (their topics: :mod:`stream.mqtt.topics`).
 
 Everything a worker knows about the cluster comes from the broker: no coordinator, no shared disk.
 Records are tiny JSON objects (``"v": 1``) so that any MQTT client (``mosquitto_sub``) can inspect them.
@@ -29,13 +29,26 @@ from typing import Any, Literal
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stream.mqtt.topics import DEFAULT_ROOT, session_from_topic, topic_level
+# The topic builders live in stream.mqtt.topics with the rest of the schema; re-exported for old importers.
+from stream.mqtt.topics import (
+    ack_filter,
+    ack_topic,
+    owner_filter,
+    owner_topic,
+    session_from_topic,
+    shared_input_filter,
+    state_topic,
+    sync_topic,
+    worker_filter,
+    worker_topic,
+)
 
 __all__ = [
     "AckRecord",
     "OwnerRecord",
     "RecordError",
     "WorkerRecord",
+    "ack_filter",
     "ack_topic",
     "owner_filter",
     "owner_topic",
@@ -51,55 +64,12 @@ __all__ = [
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 4096
-CLUSTER_LEVEL = "$cluster"
 SEQ_PROPERTY = "seq"
 """MQTT 5 user property carrying an input's publisher sequence number."""
 
 
 class RecordError(ValueError):
     """A record on a cluster topic that cannot be used (named topic, one line)."""
-
-
-# -- topics -------------------------------------------------------------------------------------------
-
-
-def owner_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{topic_level(session)}/owner"
-
-
-def state_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{topic_level(session)}/state"
-
-
-def ack_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{topic_level(session)}/ack"
-
-
-def owner_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/+/owner"
-
-
-def ack_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/+/ack"
-
-
-def worker_topic(worker_id: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{CLUSTER_LEVEL}/workers/{topic_level(worker_id)}"
-
-
-def worker_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{CLUSTER_LEVEL}/workers/+"
-
-
-def sync_topic(worker_id: str, incarnation: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{CLUSTER_LEVEL}/sync/{topic_level(worker_id)}-{incarnation}"
-
-
-def shared_input_filter(group: str, *, root: str = DEFAULT_ROOT) -> str:
-    """``$share/<group>/<root>/+/in/utterance``: each input reaches exactly one worker of the group."""
-    if not group or any(c in group for c in "/+#"):
-        raise ValueError(f"bad shared-subscription group name {group!r}")
-    return f"$share/{group}/{root}/+/in/utterance"
 
 
 def seq_properties(seq: int | None) -> Properties | None:
@@ -126,6 +96,10 @@ def rendezvous_score(session: str, worker_id: str) -> int:
 
 def _now() -> float:
     return round(time.time(), 3)
+
+
+def _dump(record: WorkerRecord | OwnerRecord | AckRecord) -> bytes:
+    return json.dumps({"v": RECORD_VERSION, **asdict(record)}, separators=(",", ":")).encode()
 
 
 def _load(payload: bytes | bytearray | str, what: str, topic: str) -> dict[str, Any]:
@@ -177,7 +151,7 @@ class WorkerRecord:
     pid: int | None = None
 
     def encode(self) -> bytes:
-        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        return _dump(self)
 
     @classmethod
     def decode(cls, payload: bytes | bytearray | str, topic: str = "?") -> WorkerRecord:
@@ -215,7 +189,7 @@ class OwnerRecord:
                 and other.epoch == self.epoch and other.status == self.status)
 
     def encode(self) -> bytes:
-        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        return _dump(self)
 
     @classmethod
     def claim(cls, session: str, worker: str, incarnation: str, epoch: int) -> OwnerRecord:
@@ -250,7 +224,7 @@ class AckRecord:
     at: float = 0.0
 
     def encode(self) -> bytes:
-        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        return _dump(self)
 
     @classmethod
     def decode(cls, payload: bytes | bytearray | str, topic: str = "?") -> AckRecord:

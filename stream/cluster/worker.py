@@ -48,16 +48,7 @@ from stream.cluster.records import (
     OwnerRecord,
     RecordError,
     WorkerRecord,
-    ack_topic,
-    owner_filter,
-    owner_topic,
     seq_properties,
-    session_from_topic,
-    shared_input_filter,
-    state_topic,
-    sync_topic,
-    worker_filter,
-    worker_topic,
 )
 from stream.cluster.sequencer import Sequencer
 from stream.cluster.statecodec import StateBlob, StateError, decode_state
@@ -66,7 +57,18 @@ from stream.mqtt.backoff import Backoff
 from stream.mqtt.client import expiry_properties, payload_bytes, run_reconnecting
 from stream.mqtt.inbound import ErrorRateLimiter, InboundError, InboundUtterance, parse_utterance
 from stream.mqtt.settings import MqttSettings
-from stream.mqtt.topics import input_topic
+from stream.mqtt.topics import (
+    ack_topic,
+    input_topic,
+    owner_filter,
+    owner_topic,
+    session_from_topic,
+    shared_input_filter,
+    state_topic,
+    sync_topic,
+    worker_filter,
+    worker_topic,
+)
 from stream.params import WorkerParams
 from stream.tasks import OnError, Supervisor
 

@@ -15,6 +15,9 @@ Schema (``<root>`` is ``pcgnet`` by default)::
     <root>/<session>/in/utterance         input: utterances posted by an external ASR/agent
     <root>/<session>/error                rejected input and runtime faults (rate-limited)
     <root>/status                         online/offline (retained, last will)
+
+The cluster's coordination topics (owner/state/ack records, worker liveness) are built here too; their
+layout is described in :mod:`stream.cluster.records`.
 """
 
 from __future__ import annotations
@@ -22,20 +25,30 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
+    "CLUSTER_LEVEL",
     "DEFAULT_ROOT",
     "MAX_LEVEL_BYTES",
+    "ack_filter",
+    "ack_topic",
     "decode_level",
     "emotion_topic",
     "error_topic",
     "input_filter",
     "input_topic",
+    "owner_filter",
+    "owner_topic",
     "session_from_input_topic",
     "session_from_topic",
+    "shared_input_filter",
     "shift_topic",
     "speaker_topic",
     "speakers_filter",
+    "state_topic",
     "status_topic",
+    "sync_topic",
     "topic_level",
+    "worker_filter",
+    "worker_topic",
 ]
 
 DEFAULT_ROOT = "pcgnet"
@@ -190,3 +203,48 @@ def session_from_topic(topic: str, suffix: str, *, root: str = DEFAULT_ROOT, wha
 def session_from_input_topic(topic: str, *, root: str = DEFAULT_ROOT) -> str:
     """The decoded session id of an ``<root>/<session>/in/utterance`` topic (see :func:`session_from_topic`)."""
     return session_from_topic(topic, "in/utterance", root=root, what="an input")
+
+
+# -- cluster coordination topics (stream/cluster/records.py) ------------------------------------------
+
+CLUSTER_LEVEL = "$cluster"
+"""``<root>/$cluster/...``: never a session level, :func:`topic_level` escapes a leading ``$``."""
+
+
+def owner_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{topic_level(session)}/owner"
+
+
+def state_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{topic_level(session)}/state"
+
+
+def ack_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{topic_level(session)}/ack"
+
+
+def owner_filter(*, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/+/owner"
+
+
+def ack_filter(*, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/+/ack"
+
+
+def worker_topic(worker_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{CLUSTER_LEVEL}/workers/{topic_level(worker_id)}"
+
+
+def worker_filter(*, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{CLUSTER_LEVEL}/workers/+"
+
+
+def sync_topic(worker_id: str, incarnation: str, *, root: str = DEFAULT_ROOT) -> str:
+    return f"{root}/{CLUSTER_LEVEL}/sync/{topic_level(worker_id)}-{incarnation}"
+
+
+def shared_input_filter(group: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``$share/<group>/<root>/+/in/utterance``: each input reaches exactly one worker of the group."""
+    if not group or any(c in group for c in "/+#"):
+        raise ValueError(f"bad shared-subscription group name {group!r}")
+    return f"$share/{group}/{root}/+/in/utterance"

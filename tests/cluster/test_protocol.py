@@ -14,10 +14,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from stream.cluster.inputs import seq_of
-from stream.cluster.records import OwnerRecord, owner_topic
+from stream.cluster.records import OwnerRecord
 from stream.cluster.worker import Worker
 from stream.mqtt.settings import MqttSettings
-from stream.mqtt.topics import input_topic
+from stream.mqtt.topics import input_topic, owner_topic
 from stream.params import WorkerParams
 from tests.contract import check_message
 from tests.support.broker import Mosquitto
@@ -235,7 +235,8 @@ def test_missing_input_is_skipped_after_the_gap_timeout(broker: Mosquitto) -> No
 def test_feeder_resends_what_a_new_owner_still_needs(broker: Mosquitto) -> None:
     """Acks drive the publisher: a new owner that resumed from an older state gets the missing inputs again."""
     from stream.cluster.feeder import Feeder
-    from stream.cluster.records import AckRecord, ack_topic
+    from stream.cluster.records import AckRecord
+    from stream.mqtt.topics import ack_topic
 
     async def main() -> None:
         seen: list[int] = []

@@ -15,14 +15,16 @@ from stream.cluster.records import (
     OwnerRecord,
     RecordError,
     WorkerRecord,
+)
+from stream.cluster.sequencer import Sequencer
+from stream.cluster.statecodec import StateBlob, StateError, decode_state, encode_state
+from stream.mqtt.topics import (
     owner_filter,
     owner_topic,
     session_from_topic,
     shared_input_filter,
     worker_topic,
 )
-from stream.cluster.sequencer import Sequencer
-from stream.cluster.statecodec import StateBlob, StateError, decode_state, encode_state
 
 # -- records and topics ---------------------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ import json
 import aiomqtt
 import pytest
 
-from stream.cluster.records import worker_topic
 from stream.cluster.worker import Worker
 from stream.mqtt.client import payload_bytes
+from stream.mqtt.topics import worker_topic
 from stream.params import WorkerParams
 from tests.support.broker import Mosquitto
 from tests.support.toy_backend import ToyBackend

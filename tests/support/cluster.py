@@ -26,9 +26,10 @@ from typing import Any
 import aiomqtt
 
 from stream.cluster.feeder import Feeder
-from stream.cluster.records import WorkerRecord, worker_filter
+from stream.cluster.records import WorkerRecord
 from stream.mqtt.client import payload_bytes
 from stream.mqtt.settings import MqttSettings
+from stream.mqtt.topics import worker_filter
 
 __all__ = ["ClusterRun", "WorkerProcess", "collect_run", "make_script"]
 
