@@ -35,14 +35,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import aiomqtt  # noqa: E402
 
-from stream.cluster.records import (  # noqa: E402
-    AckRecord,
-    OwnerRecord,
-    WorkerRecord,
-    ack_filter,
-    owner_filter,
-    worker_filter,
-)
+from stream.cluster.records import AckRecord, OwnerRecord, WorkerRecord  # noqa: E402
+from stream.mqtt.topics import ack_filter, owner_filter, worker_filter  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
 from tests.support.cluster import (  # noqa: E402
     ClusterRun,

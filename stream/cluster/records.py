@@ -29,37 +29,13 @@ from typing import Any, Literal
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-# The topic builders live in stream.mqtt.topics with the rest of the schema; re-exported for old importers.
-from stream.mqtt.topics import (
-    ack_filter,
-    ack_topic,
-    owner_filter,
-    owner_topic,
-    session_from_topic,
-    shared_input_filter,
-    state_topic,
-    sync_topic,
-    worker_filter,
-    worker_topic,
-)
-
 __all__ = [
     "AckRecord",
     "OwnerRecord",
     "RecordError",
     "WorkerRecord",
-    "ack_filter",
-    "ack_topic",
-    "owner_filter",
-    "owner_topic",
     "rendezvous_score",
     "seq_properties",
-    "session_from_topic",
-    "shared_input_filter",
-    "state_topic",
-    "sync_topic",
-    "worker_filter",
-    "worker_topic",
 ]
 
 RECORD_VERSION = 1
