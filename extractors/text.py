@@ -191,7 +191,7 @@ class TransformerTextExtractor:
                 second = None if pairs[idx[0]][1] is None else [pairs[i][1] for i in idx]
                 enc = self.tokenizer(first, second, padding=True, truncation=True, max_length=self.max_length,
                                      return_tensors="pt")
-                hidden = self.model(**enc).last_hidden_state  # (B, T, H)
+                hidden = self.model(**enc).last_hidden_state.float()  # (B, T, H); pooled in float32
                 if self.pooling == "cls":
                     vec = hidden[:, 0]
                 else:

@@ -1,4 +1,5 @@
-"""Fine-tune the top layers of all-MiniLM-L6-v2 on MELD utterance emotion (train split, selected on dev).
+"""Fine-tune the top layers of a sentence encoder (all-MiniLM-L6-v2 or all-mpnet-base-v2) on MELD utterance
+emotion (train split, selected on dev).
 
 Why only the top layers: the bottom layers' token states are computed once and cached, so a step costs a
 forward+backward through ``--top`` layers only (CPU budget), and only those layers ship as a small delta
@@ -35,7 +36,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from tqdm import tqdm
 
-from extractors.text import asr_style, encoder_input, minilm_model_dir, verify_minilm
+from extractors.meld_text import BASES, base_model_dir
+from extractors.text import asr_style, encoder_input
 from prepare.meld import SPLITS, dialogue_media, read_meld
 
 log = logging.getLogger("finetune_text")
@@ -46,10 +48,12 @@ def ext_mask(am: torch.Tensor) -> torch.Tensor:
     return (1.0 - am[:, None, None, :].float()) * torch.finfo(torch.float32).min
 
 
-def run_top(layers: nn.ModuleList, h: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+def run_top(layers: nn.ModuleList, h: torch.Tensor, am: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
     m = ext_mask(am)
+    # MPNet adds a relative-position bias (from its frozen table) to every layer's attention; BERT has none.
+    kw = {"position_bias": encoder.compute_position_bias(h)} if hasattr(encoder, "compute_position_bias") else {}
     for layer in layers:
-        out = layer(h, attention_mask=m)
+        out = layer(h, attention_mask=m, **kw)
         h = out[0] if isinstance(out, tuple) else out
     mk = am.unsqueeze(-1).to(h.dtype)
     return (h * mk).sum(1) / mk.sum(1).clamp(min=1e-9)
@@ -88,14 +92,16 @@ def cache_states(model, tok, inputs: list[tuple[str, str | None]], k0: int, max_
             idx = order[s : s + 64]
             t = max(len(encs[i]["input_ids"]) for i in idx)
             ids = torch.zeros(len(idx), t, dtype=torch.long)
-            typ = torch.zeros(len(idx), t, dtype=torch.long)
+            typ = torch.zeros(len(idx), t, dtype=torch.long) if "token_type_ids" in encs[0] else None
             am = torch.zeros(len(idx), t, dtype=torch.long)
             for j, i in enumerate(idx):
                 n = len(encs[i]["input_ids"])
                 ids[j, :n] = torch.tensor(encs[i]["input_ids"])
-                typ[j, :n] = torch.tensor(encs[i]["token_type_ids"])
+                if typ is not None:
+                    typ[j, :n] = torch.tensor(encs[i]["token_type_ids"])
                 am[j, :n] = 1
-            hs = model(input_ids=ids, token_type_ids=typ, attention_mask=am).last_hidden_state
+            kw = {} if typ is None else {"token_type_ids": typ}
+            hs = model(input_ids=ids, attention_mask=am, **kw).last_hidden_state
             for j, i in enumerate(idx):
                 out[i] = hs[j, : int(am[j].sum())].to(torch.float16).clone()
     finally:
@@ -117,6 +123,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="where the delta (+ .json) goes")
     ap.add_argument("--work", type=Path, default=None, help="resume state (default runs/finetune/NAME)")
     ap.add_argument("--name", default="minilm-l6-meld", help="registry name of the delta (file stem)")
+    ap.add_argument("--base", choices=sorted(BASES), default="minilm-l6", help="the packaged encoder fine-tuned")
     ap.add_argument("--top", type=int, default=4, help="top layers trained (the rest cached)")
     ap.add_argument("--context", type=int, default=0, help="earlier utterances read with each one")
     ap.add_argument("--asr-prob", type=float, default=0.0, help="fraction of samples trained on ASR-style text")
@@ -124,6 +131,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4, help="AdamW lr of the layers (head: 10x)")
     ap.add_argument("--batch", type=int, default=32, help="utterances per step")
     ap.add_argument("--max-length", type=int, default=64, help="tokens read per input (context included)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="what the extractor runs the encoder in (recorded in the JSON; extractors.meld_text)")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--evals-per-epoch", type=int, default=2, help="dev evaluations per epoch")
@@ -136,8 +145,7 @@ def main() -> None:
 
     from transformers import AutoModel, AutoTokenizer
 
-    base = minilm_model_dir()
-    verify_minilm(base)
+    base = base_model_dir(args.base)
     tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     model = AutoModel.from_pretrained(str(base), local_files_only=True).eval()
     n_layers = model.config.num_hidden_layers
@@ -151,7 +159,9 @@ def main() -> None:
     log.info("cached layer-%d token states of %s in %.1f s", k0, sorted(styles), cache_s)
     y = {s: np.array([lab for _, lab in data["gold"][s]]) for s in SPLITS}
 
+    model.requires_grad_(False)
     top = model.encoder.layer[k0:]
+    top.requires_grad_(True)
     head = nn.Sequential(nn.Dropout(0.1), nn.Linear(model.config.hidden_size, N_CLASSES))
     lossf = nn.CrossEntropyLoss()
     params = [{"params": top.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.lr * 10}]
@@ -174,7 +184,7 @@ def main() -> None:
                 for b in range(0, len(order), 128):
                     idx = order[b : b + 128]
                     h, am = pad([seqs[i] for i in idx])
-                    p[idx] = head(run_top(top, h, am)).argmax(1).numpy()
+                    p[idx] = head(run_top(top, h, am, model.encoder)).argmax(1).numpy()
                 res[f"{v}_wf1"] = 100 * f1_score(y[split], p, average="weighted")
                 res[f"{v}_acc"] = 100 * accuracy_score(y[split], p)
         res["select"] = float(np.mean([res[f"{v}_wf1"] for v in styles]))
@@ -206,7 +216,7 @@ def main() -> None:
             top.train()
             head.train()
             h, am = pad([cache[(variant[i], "train")][i] for i in bi])
-            loss = lossf(head(run_top(top, h, am)), torch.tensor(y["train"][bi]))
+            loss = lossf(head(run_top(top, h, am, model.encoder)), torch.tensor(y["train"][bi]))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(top.parameters()) + list(head.parameters()), 1.0)
@@ -245,9 +255,10 @@ def main() -> None:
     delta.update({f"head.{k}": v.half().contiguous() for k, v in head.state_dict().items() if k.startswith("1.")})
     wpath = args.out / f"{args.name}.safetensors"
     save_file(delta, str(wpath), metadata={"format": "pcgnet-text-delta"})
-    meta = {"format": "pcgnet-text-delta", "version": 1, "name": args.name, "base": "minilm-l6",
+    meta = {"format": "pcgnet-text-delta", "version": 1, "name": args.name, "base": args.base,
             "top_layers": list(range(k0, n_layers)), "pooling": "mean", "normalize": False,
-            "max_length": args.max_length, "context_utterances": args.context, "dim": model.config.hidden_size,
+            "max_length": args.max_length, "context_utterances": args.context,
+"dtype": args.dtype, "dim": model.config.hidden_size,
             "weights_sha256": hashlib.sha256(wpath.read_bytes()).hexdigest(),
             "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "cache_seconds": round(cache_s, 1), "train_seconds": round(train_s, 1),

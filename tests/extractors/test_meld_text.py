@@ -1,4 +1,4 @@
-"""The fine-tuned MiniLM extractor: a verified base plus a small top-layer delta, refused when tampered."""
+"""The fine-tuned text extractor: a verified base plus a small top-layer delta, refused when tampered."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ from extractors import meld_text
 from extractors.base import ExtractorError, UtteranceMedia
 
 
-def write_delta(path: Path, scale: float = 1.5) -> Path:
+def write_delta(path: Path, scale: float = 1.5, **extra: object) -> Path:
     """A real delta: layer 5's attention output weights of the base model, scaled (so outputs must change)."""
     import torch
     from safetensors.torch import save_file
     from transformers import AutoModel
 
-    base = AutoModel.from_pretrained(str(meld_text.minilm_model_dir()), local_files_only=True)
+    base = AutoModel.from_pretrained(str(meld_text.base_model_dir("minilm-l6")), local_files_only=True)
     sd = base.state_dict()
     key = "encoder.layer.5.attention.output.dense.weight"
     save_file({key: (sd[key] * scale).to(torch.float16).contiguous()}, str(path))
     meta = {"format": meld_text.FORMAT, "name": "minilm-l6-meld", "base": "minilm-l6", "top_layers": [5],
             "pooling": "mean", "normalize": False, "max_length": 64, "dim": 384,
-            "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **extra}
     path.with_suffix(".json").write_text(json.dumps(meta))
     return path
 
@@ -34,11 +34,11 @@ def test_delta_is_applied_and_verified(tmp_path: Path) -> None:
     from extractors.text import TransformerTextExtractor
 
     w = write_delta(tmp_path / "d.safetensors")
-    ex = meld_text.MeldMiniLMExtractor(w)
+    ex = meld_text.MeldTextExtractor(w)
     assert ex.name == "minilm-l6-meld" and ex.dim == 384 and ex.modality == "t"
     texts = ["I can't believe you did that!", "Okay."]
     got = np.stack([f.vector for f in ex.batch([UtteranceMedia(text=t) for t in texts])])
-    base = TransformerTextExtractor(meld_text.minilm_model_dir(), pooling="mean", normalize=False, max_length=64)
+    base = TransformerTextExtractor(meld_text.base_model_dir("minilm-l6"), pooling="mean", normalize=False, max_length=64)
     ref = base.encode(texts)
     assert got.shape == (2, 384) and np.isfinite(got).all()
     assert np.abs(got - ref).max() > 1e-2  # the delta changed the top layer
@@ -47,9 +47,27 @@ def test_delta_is_applied_and_verified(tmp_path: Path) -> None:
     # Tampered weights are refused before use.
     w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ExtractorError, match="does not match"):
-        meld_text.MeldMiniLMExtractor(w)
+        meld_text.MeldTextExtractor(w)
 
 
 def test_missing_delta_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ExtractorError, match="not found"):
-        meld_text.MeldMiniLMExtractor(tmp_path / "none.safetensors")
+        meld_text.MeldTextExtractor(tmp_path / "none.safetensors")
+
+
+def test_bfloat16_delta_is_close_and_independent_of_the_batch(tmp_path: Path) -> None:
+    texts = ["I can't believe you did that!", "Okay.", "Wait, you mean Ross and Rachel are back together again?"]
+    exact = meld_text.MeldTextExtractor(write_delta(tmp_path / "f.safetensors")).encode(texts)
+    half = meld_text.MeldTextExtractor(write_delta(tmp_path / "h.safetensors", dtype="bfloat16"))
+    together = half.encode(texts)
+    alone = np.concatenate([half.encode([t]) for t in texts])
+    assert np.array_equal(together, alone)  # one utterance per pass: batching never changes a vector
+    cos = (together * exact).sum(1) / np.linalg.norm(together, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cos.min() > 0.999 and np.abs(together - exact).max() > 1e-4  # close, and really in bfloat16
+
+
+def test_unknown_base_or_dtype_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExtractorError, match="one of minilm-l6, mpnet-base"):
+        meld_text.MeldTextExtractor(write_delta(tmp_path / "b.safetensors", base="bert-huge"))
+    with pytest.raises(ExtractorError, match="dtype"):
+        meld_text.MeldTextExtractor(write_delta(tmp_path / "q.safetensors", dtype="int4"))
