@@ -32,6 +32,8 @@ from extractors.text import sha256_file
 
 RATE = 16000
 AUX_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""faster-whisper's temperature fallback schedule."""
 
 
 @dataclass(frozen=True)
@@ -156,10 +158,17 @@ class WhisperAsr:
         num_workers: calls that may run at once from different threads (CTranslate2 releases the GIL).
         compute_type: CTranslate2 weight type ("int8" on CPU).
         cache_dir: where split packaged weights are joined (default :func:`default_cache_dir`).
+        timestamps: let Whisper predict segment timestamp tokens (``without_timestamps=False``).
+        temperature_fallback: re-decode at higher temperatures when the greedy/beam result looks degenerate
+            (faster-whisper's default); False = one decode at temperature 0.
+        no_speech_threshold: faster-whisper drops a segment whose no-speech probability is above this (and
+            whose mean log-probability is low); None = never drop.
     """
 
     def __init__(self, model: str = "tiny.en", *, beam_size: int = 1, word_timestamps: bool = False,
-                 num_threads: int = 1, num_workers: int = 1, compute_type: str = "int8", cache_dir: Path | None = None) -> None:
+                 num_threads: int = 1, num_workers: int = 1, compute_type: str = "int8", cache_dir: Path | None = None,
+                 timestamps: bool = False, temperature_fallback: bool = True,
+                 no_speech_threshold: float | None = 0.6) -> None:
         if model in PACKAGED:
             path = model_dir(model, cache_dir)
             self.name = f"whisper-{model}"
@@ -176,6 +185,9 @@ class WhisperAsr:
                                    num_workers=num_workers, local_files_only=True)
         self.beam_size = beam_size
         self.word_timestamps = word_timestamps
+        self.timestamps = timestamps or word_timestamps
+        self.temperature_fallback = temperature_fallback
+        self.no_speech_threshold = no_speech_threshold
 
     def __repr__(self) -> str:
         return f"WhisperAsr({self.name}, beam={self.beam_size}, word_timestamps={self.word_timestamps})"
@@ -186,7 +198,9 @@ class WhisperAsr:
             return Transcript("")
         segments, _ = self._model.transcribe(
             samples, language="en", task="transcribe", beam_size=self.beam_size, vad_filter=False,
-            word_timestamps=self.word_timestamps, without_timestamps=not self.word_timestamps,
+            word_timestamps=self.word_timestamps, without_timestamps=not self.timestamps,
+            temperature=TEMPERATURES if self.temperature_fallback else 0.0,
+            no_speech_threshold=self.no_speech_threshold,
             condition_on_previous_text=False, initial_prompt=prompt or None)
         texts: list[str] = []
         words: list[Word] = []

@@ -23,6 +23,8 @@ class VadParams:
     silero_silence_ms: int = 500
     """The same for silero-vad: its speech probability falls off more slowly than the energy, so the
     silence it sees between turns is shorter (500 ms is its own default)."""
+    silero_pad_ms: int = 30
+    """Audio silero-vad keeps before and after each segment it detects."""
     pre_roll_ms: int = 150
     """Audio kept before the detected onset, so the first phoneme is not cut."""
     max_utterance_s: float = 15.0

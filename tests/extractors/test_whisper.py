@@ -38,6 +38,23 @@ def test_word_error_rate() -> None:
         word_error_rate(["a"], [])
 
 
+def test_whisper_normalizer_on_both_sides() -> None:
+    """The Whisper-style normaliser makes spoken variants equal, on references and hypotheses alike."""
+    assert normalize_words("I'm gonna pay you twenty-five dollars, OK?", "whisper") == \
+        normalize_words("i am going to pay you $25 okay", "whisper") == \
+        ["i", "am", "going", "to", "pay", "you", "25", "okay"]
+    assert normalize_words("Hmm, my favourite colour... alright", "whisper") == ["my", "favorite", "color", "all", "right"]
+    assert normalize_words("Don't!", "whisper") == ["do", "not"]
+    assert normalize_words("Y'know, I was talkin' to her. Uhh... ohh!", "whisper") == \
+        normalize_words("You know I was talking to her. Oh.", "whisper")
+    refs, hyps = ["I can't, it's two. Um, OK?"], ["I cannot. It's 2. Okay."]
+    assert word_error_rate(refs, hyps, "whisper") == pytest.approx(2 / 7)  # "can not" vs "cannot": 1 sub + 1 del
+    assert word_error_rate(refs, hyps) > 0.5  # the raw form counts every variant
+    assert word_error_rate(["totally different words"], ["nothing alike here"], "whisper") == 1.0
+    with pytest.raises(ValueError, match="normalizer"):
+        normalize_words("a", "nope")
+
+
 def test_tiny_en_transcribes_clear_speech(tiny, speech) -> None:
     """A constant or empty output, or a broken model, fails the WER bound."""
     hyps = [tiny.transcribe(speech.sent1, 16000).text, tiny.transcribe(speech.sent2, 16000).text]
