@@ -39,21 +39,46 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+FULL = {"beam_size": 1, "window_s": None}  # each configuration is explicit: greedy on the 30 s window unless said
+
+
+def _c(spec: str, prompt: bool = False, **options: Any) -> tuple[str, dict[str, Any], bool]:
+    return spec, ({**FULL, **options} if spec.startswith("whisper-") else options), prompt
+
+
 ASR_CONFIGS: dict[str, tuple[str, dict[str, Any], bool]] = {  # name -> (spec, options, prompt previous)
-    "tiny.en greedy": ("whisper-tiny.en", {}, False),
-    "tiny.en greedy + prompt": ("whisper-tiny.en", {}, True),
-    "tiny.en beam 5": ("whisper-tiny.en", {"beam_size": 5}, False),
-    "tiny.en greedy + word timestamps": ("whisper-tiny.en", {"word_timestamps": True}, False),
-    "tiny.en greedy + timestamps": ("whisper-tiny.en", {"timestamps": True}, False),
-    "tiny.en greedy no-fallback": ("whisper-tiny.en", {"temperature_fallback": False}, False),
-    "tiny.en greedy keep-no-speech": ("whisper-tiny.en", {"no_speech_threshold": None}, False),
-    "tiny.en beam 5 + prompt": ("whisper-tiny.en", {"beam_size": 5}, True),
-    "base greedy": ("whisper-base", {}, False),
-    "base greedy + prompt": ("whisper-base", {}, True),
-    "base beam 5": ("whisper-base", {"beam_size": 5}, False),
-    "base greedy no-fallback": ("whisper-base", {"temperature_fallback": False}, False),
-    "base greedy keep-no-speech": ("whisper-base", {"no_speech_threshold": None}, False),
-    "pocketsphinx": ("pocketsphinx", {}, False),
+    "tiny.en greedy": _c("whisper-tiny.en"),
+    "tiny.en greedy + prompt": _c("whisper-tiny.en", True),
+    "tiny.en beam 5": _c("whisper-tiny.en", beam_size=5),
+    "tiny.en greedy + word timestamps": _c("whisper-tiny.en", word_timestamps=True),
+    "tiny.en greedy + timestamps": _c("whisper-tiny.en", timestamps=True),
+    "tiny.en greedy no-fallback": _c("whisper-tiny.en", temperature_fallback=False),
+    "tiny.en greedy keep-no-speech": _c("whisper-tiny.en", no_speech_threshold=None),
+    "tiny.en beam 5 + prompt": _c("whisper-tiny.en", True, beam_size=5),
+    "base greedy": _c("whisper-base"),
+    "base greedy + prompt": _c("whisper-base", True),
+    "base beam 2": _c("whisper-base", beam_size=2),
+    "base beam 3": _c("whisper-base", beam_size=3),
+    "base beam 5": _c("whisper-base", beam_size=5),
+    "base greedy no-fallback": _c("whisper-base", temperature_fallback=False),
+    "base greedy keep-no-speech": _c("whisper-base", no_speech_threshold=None),
+    "tiny.en beam 5 float32": _c("whisper-tiny.en", beam_size=5, compute_type="float32"),
+    "base greedy float32": _c("whisper-base", compute_type="float32"),
+    "base beam 5 float32": _c("whisper-base", beam_size=5, compute_type="float32"),
+    "base beam 5 + prompt": _c("whisper-base", True, beam_size=5),
+    "tiny.en beam 5 window +2s": _c("whisper-tiny.en", beam_size=5, window_s=2.0),
+    "tiny.en beam 5 window +5s": _c("whisper-tiny.en", beam_size=5, window_s=5.0),
+    "base beam 5 window +2s": _c("whisper-base", beam_size=5, window_s=2.0),
+    "base beam 5 window +5s": _c("whisper-base", beam_size=5, window_s=5.0),
+    "base beam 5 window +10s": _c("whisper-base", beam_size=5, window_s=10.0),
+    "base beam 5 window +15s": _c("whisper-base", beam_size=5, window_s=15.0),
+    "base beam 5 window +20s": _c("whisper-base", beam_size=5, window_s=20.0),
+    "base beam 5 window +10s + prompt": _c("whisper-base", True, beam_size=5, window_s=10.0),
+    "base beam 5 window +10s no-fallback": _c("whisper-base", beam_size=5, window_s=10.0, temperature_fallback=False),
+    "base beam 5 window +10s keep-no-speech": _c("whisper-base", beam_size=5, window_s=10.0, no_speech_threshold=None),
+    "base greedy window +10s": _c("whisper-base", window_s=10.0),
+    "base greedy window +5s": _c("whisper-base", window_s=5.0),
+    "pocketsphinx": _c("pocketsphinx"),
 }
 
 

