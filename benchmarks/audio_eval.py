@@ -4,8 +4,10 @@
 Input: session folders from ``python -m tests.voicing --split dev --dialogues 24 --out runs/voiced/dev``
 (espeak-ng, one voice per speaker, gold text/speakers/emotions/times). Two stages:
 
-* ``--stage asr``: each ASR configuration on the gold segments (one call per segment, in dialogue order, as the
-  live path calls it): corpus WER and wall time per call (p50/p95). This is what picked the default.
+* ``--stage asr``: each ASR configuration (:data:`ASR_CONFIGS`: model, beam, encoder window, prompt, ...) on
+  the gold segments, or with ``--segments vad`` on silero's segments as the live path cuts them (one call per
+  clip, in dialogue order, as the live path calls it): WER of each dialogue's text, wall time per call
+  (p50/p95) and CPU time per call. Hypotheses are kept in ``--work``/asr.json. This is what picked the default.
 * ``--stage path``: ``live.py --audio`` on every dialogue's audio.wav (speed 0, a real subprocess, the real
   model) per ``--asr`` choice, next to ``live.py --replay`` of the same folders (gold text and speakers):
   WER of each dialogue's recognised text against its gold text, emotion W-F1 (each gold utterance takes the
@@ -16,8 +18,9 @@ Input: session folders from ``python -m tests.voicing --split dev --dialogues 24
 WER is printed twice, both sides normalised alike: "raw" (:func:`extractors.asr.normalize_words`: lower case,
 no punctuation) and "wh." (Whisper's English normaliser first: contractions, numbers, fillers, spellings).
 
-    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage asr
-    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage path --asr whisper-tiny.en,whisper-base
+    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage asr --configs "base beam 5 window +10s"
+    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage asr --segments vad --configs "base beam 5"
+    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage path --asr auto,whisper-tiny.en
 
 Results (and each run's events) are kept in ``--work`` (default runs/audio_eval), so a rerun skips finished
 parts. CPU-heavy: run it with ``nice``.
@@ -274,7 +277,7 @@ def main() -> int:
     ap.add_argument("--sessions", type=Path, required=True, help="folder of voiced session folders")
     ap.add_argument("--stage", choices=("asr", "path"), required=True)
     ap.add_argument("--configs", default=",".join(ASR_CONFIGS), help="--stage asr: configurations to measure")
-    ap.add_argument("--asr", default="whisper-tiny.en,whisper-base,pocketsphinx", help="--stage path: --asr choices")
+    ap.add_argument("--asr", default="auto,whisper-tiny.en,pocketsphinx", help="--stage path: --asr choices")
     ap.add_argument("--segments", default="gold", help="--stage asr: clips to transcribe: gold (true turns), "
                     "gold+PAD (PAD ms either side) or vad:pad=P,silence=S (silero as in the live path)")
     ap.add_argument("--dialogues", type=int, default=0, help="only the first N folders (0: all)")
