@@ -8,9 +8,10 @@ load (nothing is ever downloaded):
   into a cache directory (written to a temporary file, hashed while written, renamed into place only when
   the hash matches), so a crash or a bad wheel never leaves a model that would load.
 
-Decoding is tuned for one VAD segment per call (see docs/extractors.md for the measurements): language fixed
+Decoding is tuned for one VAD segment per call (measurements: docs/live.md, "Speech to text"): language fixed
 to English (no detection pass), no Whisper-internal VAD (silero already cut the segment), no timestamps
-unless asked, greedy by default, and optionally the previous utterance's text as the prompt.
+unless asked, a beam of 5, the encoder run on the segment plus 10 s instead of a fixed 30 s window
+(:data:`WINDOW_S`), and optionally the previous utterance's text as the prompt.
 CTranslate2 releases the GIL while it runs, so callers run :meth:`WhisperAsr.transcribe` in a worker thread.
 """
 
