@@ -4,8 +4,10 @@
 Input: session folders from ``python -m tests.voicing --split dev --dialogues 24 --out runs/voiced/dev``
 (espeak-ng, one voice per speaker, gold text/speakers/emotions/times). Two stages:
 
-* ``--stage asr``: each ASR configuration on the gold segments (one call per segment, in dialogue order, as the
-  live path calls it): corpus WER and wall time per call (p50/p95). This is what picked the default.
+* ``--stage asr``: each ASR configuration (:data:`ASR_CONFIGS`: model, beam, encoder window, prompt, ...) on
+  the gold segments, or with ``--segments vad`` on silero's segments as the live path cuts them (one call per
+  clip, in dialogue order, as the live path calls it): WER of each dialogue's text, wall time per call
+  (p50/p95) and CPU time per call. Hypotheses are kept in ``--work``/asr.json. This is what picked the default.
 * ``--stage path``: ``live.py --audio`` on every dialogue's audio.wav (speed 0, a real subprocess, the real
   model) per ``--asr`` choice, next to ``live.py --replay`` of the same folders (gold text and speakers):
   WER of each dialogue's recognised text against its gold text, emotion W-F1 (each gold utterance takes the
@@ -13,8 +15,12 @@ Input: session folders from ``python -m tests.voicing --split dev --dialogues 24
   accuracy (for each audio utterance, its previous utterance with the same diarised name: are both really
   one person?).
 
-    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage asr
-    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage path --asr whisper-tiny.en,whisper-base
+WER is printed twice, both sides normalised alike: "raw" (:func:`extractors.asr.normalize_words`: lower case,
+no punctuation) and "wh." (Whisper's English normaliser first: contractions, numbers, fillers, spellings).
+
+    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage asr --configs "base beam 5 window +10s"
+    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage asr --segments vad --configs "base beam 5"
+    python benchmarks/audio_eval.py --sessions runs/voiced/dev --stage path --asr auto,whisper-tiny.en
 
 Results (and each run's events) are kept in ``--work`` (default runs/audio_eval), so a rerun skips finished
 parts. CPU-heavy: run it with ``nice``.
@@ -36,14 +42,46 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+FULL = {"beam_size": 1, "window_s": None}  # each configuration is explicit: greedy on the 30 s window unless said
+
+
+def _c(spec: str, prompt: bool = False, **options: Any) -> tuple[str, dict[str, Any], bool]:
+    return spec, ({**FULL, **options} if spec.startswith("whisper-") else options), prompt
+
+
 ASR_CONFIGS: dict[str, tuple[str, dict[str, Any], bool]] = {  # name -> (spec, options, prompt previous)
-    "tiny.en greedy": ("whisper-tiny.en", {}, False),
-    "tiny.en greedy + prompt": ("whisper-tiny.en", {}, True),
-    "tiny.en beam 5": ("whisper-tiny.en", {"beam_size": 5}, False),
-    "tiny.en greedy + word timestamps": ("whisper-tiny.en", {"word_timestamps": True}, False),
-    "base greedy": ("whisper-base", {}, False),
-    "base greedy + prompt": ("whisper-base", {}, True),
-    "pocketsphinx": ("pocketsphinx", {}, False),
+    "tiny.en greedy": _c("whisper-tiny.en"),
+    "tiny.en greedy + prompt": _c("whisper-tiny.en", True),
+    "tiny.en beam 5": _c("whisper-tiny.en", beam_size=5),
+    "tiny.en greedy + word timestamps": _c("whisper-tiny.en", word_timestamps=True),
+    "tiny.en greedy + timestamps": _c("whisper-tiny.en", timestamps=True),
+    "tiny.en greedy no-fallback": _c("whisper-tiny.en", temperature_fallback=False),
+    "tiny.en greedy keep-no-speech": _c("whisper-tiny.en", no_speech_threshold=None),
+    "tiny.en beam 5 + prompt": _c("whisper-tiny.en", True, beam_size=5),
+    "base greedy": _c("whisper-base"),
+    "base greedy + prompt": _c("whisper-base", True),
+    "base beam 2": _c("whisper-base", beam_size=2),
+    "base beam 3": _c("whisper-base", beam_size=3),
+    "base beam 5": _c("whisper-base", beam_size=5),
+    "base greedy no-fallback": _c("whisper-base", temperature_fallback=False),
+    "base greedy keep-no-speech": _c("whisper-base", no_speech_threshold=None),
+    "tiny.en beam 5 float32": _c("whisper-tiny.en", beam_size=5, compute_type="float32"),
+    "base greedy float32": _c("whisper-base", compute_type="float32"),
+    "base beam 5 float32": _c("whisper-base", beam_size=5, compute_type="float32"),
+    "base beam 5 + prompt": _c("whisper-base", True, beam_size=5),
+    "tiny.en beam 5 window +2s": _c("whisper-tiny.en", beam_size=5, window_s=2.0),
+    "tiny.en beam 5 window +5s": _c("whisper-tiny.en", beam_size=5, window_s=5.0),
+    "base beam 5 window +2s": _c("whisper-base", beam_size=5, window_s=2.0),
+    "base beam 5 window +5s": _c("whisper-base", beam_size=5, window_s=5.0),
+    "base beam 5 window +10s": _c("whisper-base", beam_size=5, window_s=10.0),
+    "base beam 5 window +15s": _c("whisper-base", beam_size=5, window_s=15.0),
+    "base beam 5 window +20s": _c("whisper-base", beam_size=5, window_s=20.0),
+    "base beam 5 window +10s + prompt": _c("whisper-base", True, beam_size=5, window_s=10.0),
+    "base beam 5 window +10s no-fallback": _c("whisper-base", beam_size=5, window_s=10.0, temperature_fallback=False),
+    "base beam 5 window +10s keep-no-speech": _c("whisper-base", beam_size=5, window_s=10.0, no_speech_threshold=None),
+    "base greedy window +10s": _c("whisper-base", window_s=10.0),
+    "base greedy window +5s": _c("whisper-base", window_s=5.0),
+    "pocketsphinx": _c("pocketsphinx"),
 }
 
 
@@ -56,42 +94,94 @@ def load_sessions(root: Path) -> list[Any]:
     return [read_session(d) for d in dirs]
 
 
-def stage_asr(sessions: list[Any], names: list[str], work: Path) -> None:
+def segments(s: Any, source: str) -> list[tuple[float, float, np.ndarray]]:
+    """The clips one dialogue is transcribed in: ``gold`` (the true turns), ``gold+PAD`` (each true turn with
+    PAD ms of the recording on either side) or ``vad:pad=P,silence=S`` (silero at :class:`VadParams` with
+    speech_pad_ms P and min_silence_ms S, as the live path cuts the audio; defaults: the live path's)."""
+    sr = s.sample_rate
+    if source.startswith("gold"):
+        pad = int(source.partition("+")[2] or 0) * sr // 1000
+        return [(u.t_start, u.t_end, s.audio[max(0, int(u.t_start * sr) - pad): int(u.t_end * sr) + pad])
+                for u in s.utterances]
+    from extractors.vad import VadSegmenter
+    from stream.params import VadParams
+
+    opts = dict(kv.split("=") for kv in source.partition(":")[2].split(",") if kv)
+    vp = VadParams()
+    seg = VadSegmenter(sr, min_silence_ms=int(opts.get("silence", vp.silero_silence_ms)),
+                       min_speech_ms=vp.min_speech_ms, max_speech_s=vp.max_utterance_s,
+                       speech_pad_ms=int(opts.get("pad", vp.silero_pad_ms)), vad=_vad())
+    out = []
+    for i in range(0, s.audio.size, 480):  # 30 ms blocks, as the feeders give them
+        out.extend(seg.push(s.audio[i: i + 480]))
+    out.extend(seg.flush())
+    return [(x.start_s, x.end_s, x.audio) for x in out]
+
+
+_VAD: list[Any] = []
+
+
+def _vad() -> Any:
+    from extractors.vad import SileroVad
+
+    if not _VAD:
+        _VAD.append(SileroVad(num_threads=1))
+    return _VAD[0]
+
+
+def wer_of(sessions: list[Any], hyps: list[list[str]], norm: str, per: str) -> float:
+    """Corpus WER of per-segment hypotheses: ``per="utterance"`` aligns each gold turn with its own clip
+    (gold segments only), ``per="dialogue"`` each dialogue's joined text with its joined gold text."""
+    from extractors.asr import word_error_rate
+
+    if per == "utterance":
+        refs = [u.text or "" for s in sessions for u in s.utterances]
+        flat = [h for hs in hyps for h in hs]
+        return word_error_rate(refs, flat, normalizer=norm)
+    refs = [" ".join(u.text or "" for u in s.utterances) for s in sessions]
+    return word_error_rate(refs, [" ".join(hs) for hs in hyps], normalizer=norm)
+
+
+def stage_asr(sessions: list[Any], names: list[str], work: Path, source: str) -> None:
     import torch
     from tqdm import tqdm
 
-    from extractors.asr import create_asr, word_error_rate
+    from extractors.asr import create_asr
 
     torch.set_num_threads(1)
     out = work / "asr.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in names:
-        if name in results:
+        key = name if source == "gold" else f"{name} @ {source}"
+        if key in results:
             continue
         spec, options, prompt = ASR_CONFIGS[name]
         asr = create_asr(spec, **options)
-        refs, hyps, times, cpu = [], [], [], []
-        for s in tqdm(sessions, desc=name, unit="dialogue"):
+        hyps: list[list[str]] = []
+        times, cpu = [], []
+        for s in tqdm(sessions, desc=key, unit="dialogue"):
             prev = None
-            for u in s.utterances:
-                clip = s.audio[int(u.t_start * s.sample_rate): int(u.t_end * s.sample_rate)]
+            hyps.append([])
+            for _t0, _t1, clip in segments(s, source):
                 t0, c0 = time.perf_counter(), time.process_time()
                 text = asr.transcribe(clip, s.sample_rate, prev if prompt else None).text
                 times.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
-                refs.append(u.text or "")
-                hyps.append(text)
+                hyps[-1].append(text)
                 prev = text or prev
-        results[name] = {"wer": word_error_rate(refs, hyps), "p50_ms": 1000 * float(np.median(times)),
-                         "p95_ms": 1000 * float(np.percentile(times, 95)), "calls": len(times),
-                         "cpu_ms": 1000 * float(np.mean(cpu)),
-                         "examples": [[r, h] for r, h in zip(refs[:5], hyps[:5], strict=True)]}
+        results[key] = {"p50_ms": 1000 * float(np.median(times)), "p95_ms": 1000 * float(np.percentile(times, 95)),
+                        "calls": len(times), "cpu_ms": 1000 * float(np.mean(cpu)), "source": source,
+                        "dialogues": [s.session_id for s in sessions], "hyps": hyps}
         out.write_text(json.dumps(results, indent=1))
-    print(f"{'configuration':34s} {'WER':>6s} {'p50 ms':>7s} {'p95 ms':>7s} {'CPU ms':>7s}  (gold segments, one call "
-          "each; wall times, and mean CPU time of this process per call)")
-    for name in names:
-        r = results[name]
-        print(f"{name:34s} {100 * r['wer']:5.1f}% {r['p50_ms']:7.0f} {r['p95_ms']:7.0f} {r.get('cpu_ms', float('nan')):7.0f}")
+    print(f"{'configuration':52s} {'calls':>5s} {'WER raw':>7s} {'WER wh.':>7s} {'p50 ms':>7s} {'p95 ms':>7s} "
+          f"{'CPU ms':>7s}  (WER raw: normalize_words; wh.: Whisper English normaliser; per dialogue text)")
+    ids = [s.session_id for s in sessions]
+    for key, r in results.items():
+        if r.get("dialogues") != ids or "hyps" not in r:
+            continue
+        raw, wh = (100 * wer_of(sessions, r["hyps"], n, "dialogue") for n in ("raw", "whisper"))
+        print(f"{key:52s} {r['calls']:5d} {raw:6.1f}% {wh:6.1f}% {r['p50_ms']:7.0f} {r['p95_ms']:7.0f} "
+              f"{r['cpu_ms']:7.0f}")
 
 
 def run_live(args: list[str], events: Path) -> None:
@@ -145,7 +235,8 @@ def score(sessions: list[Any], events: dict[str, list[dict[str, Any]]], labels: 
         speakers.add(gold_of, [e["speaker"] for e in evs])
     y_pred = [p if p >= 0 else (t + 1) % len(labels) for t, p in zip(y_true, y_pred, strict=True)]  # missed = wrong
     m = erc_metrics(y_true, y_pred, labels)
-    return {"wer": word_error_rate(refs, hyps), "weighted_f1": 100 * m["weighted_f1"],
+    return {"wer": word_error_rate(refs, hyps), "wer_whisper": word_error_rate(refs, hyps, "whisper"),
+            "weighted_f1": 100 * m["weighted_f1"],
             "utterances": sum(len(v) for v in events.values()), "gold_utterances": len(y_true),
             "pairs": speakers.pairs, "pair_accuracy": speakers.pair_accuracy}
 
@@ -173,9 +264,10 @@ def stage_path(sessions: list[Any], asrs: list[str], roots: list[Path], work: Pa
         rows.append((f"--audio, --asr {asr}", score(sessions, emotion_events(ev), labels)))
     print(f"\n{len(sessions)} dialogues, {rows[0][1]['gold_utterances']} gold utterances "
           f"({time.perf_counter() - t0:.0f} s)")
-    print(f"{'path':40s} {'WER':>6s} {'W-F1':>6s} {'utts':>5s} {'same-speaker pairs one person':>30s}")
+    print(f"{'path':40s} {'WER raw':>7s} {'WER wh.':>7s} {'W-F1':>6s} {'utts':>5s} "
+          f"{'same-speaker pairs one person':>30s}")
     for name, r in rows:
-        print(f"{name:40s} {100 * r['wer']:5.1f}% {r['weighted_f1']:6.1f} {r['utterances']:5d} "
+        print(f"{name:40s} {100 * r['wer']:6.1f}% {100 * r['wer_whisper']:6.1f}% {r['weighted_f1']:6.1f} {r['utterances']:5d} "
               f"{100 * r['pair_accuracy']:17.1f}% of {r['pairs']}")
     (work / "path.json").write_text(json.dumps(dict(rows), indent=1))
 
@@ -185,7 +277,9 @@ def main() -> int:
     ap.add_argument("--sessions", type=Path, required=True, help="folder of voiced session folders")
     ap.add_argument("--stage", choices=("asr", "path"), required=True)
     ap.add_argument("--configs", default=",".join(ASR_CONFIGS), help="--stage asr: configurations to measure")
-    ap.add_argument("--asr", default="whisper-tiny.en,whisper-base,pocketsphinx", help="--stage path: --asr choices")
+    ap.add_argument("--asr", default="auto,whisper-tiny.en,pocketsphinx", help="--stage path: --asr choices")
+    ap.add_argument("--segments", default="gold", help="--stage asr: clips to transcribe: gold (true turns), "
+                    "gold+PAD (PAD ms either side) or vad:pad=P,silence=S (silero as in the live path)")
     ap.add_argument("--dialogues", type=int, default=0, help="only the first N folders (0: all)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "audio_eval")
     ap.add_argument("--live-args", default="", help="extra live.py arguments for --stage path (e.g. '--speakers 4')")
@@ -198,7 +292,7 @@ def main() -> int:
         sessions, roots = sessions[: args.dialogues], roots[: args.dialogues]
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on {os.cpu_count()} CPUs")
     if args.stage == "asr":
-        stage_asr(sessions, [c.strip() for c in args.configs.split(",") if c.strip()], args.work)
+        stage_asr(sessions, [c.strip() for c in args.configs.split(",") if c.strip()], args.work, args.segments)
     else:
         stage_path(sessions, [a.strip() for a in args.asr.split(",") if a.strip()], roots, args.work,
                    args.live_args.split())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import multiprocessing as mp
 import os
 import random
@@ -86,12 +87,19 @@ def run_once(n: int, asr_spec: str, args: argparse.Namespace, checkpoint: Path, 
 
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    out = workdir / f"recv_{asr_spec}_{n}.tsv"
+    out = workdir / f"recv_{asr_spec.replace('/', '_')}_{n}.tsv"
     sub = ctx.Process(target=subscriber_main, args=(port, str(out), ready, stop), daemon=True)
     sub.start()
     if not ready.wait(30):
         raise SystemExit("subscriber did not start")
-    params = LiveParams(drain_timeout_s=60.0, asr=AsrParams(workers=args.asr_workers or AsrParams.workers))
+    label = asr_spec
+    asr_spec, _, decoding = asr_spec.partition("@")  # whisper-tiny.en@1@30: beam 1 on the full 30 s window
+    asr_params = AsrParams(workers=args.asr_workers or AsrParams.workers)
+    if decoding:
+        beam, window = decoding.split("@")
+        asr_params = dataclasses.replace(asr_params, beam_size=int(beam),
+                                         window_s=None if float(window) >= 30 else float(window))
+    params = LiveParams(drain_timeout_s=60.0, asr=asr_params)
     analyzer = load_analyzer(checkpoint, params)
     asr = AsrService(asr_spec, params.asr)
     encoder = VoiceEncoder()
@@ -132,7 +140,7 @@ def run_once(n: int, asr_spec: str, args: argparse.Namespace, checkpoint: Path, 
         lat.append((int(r[2]) - end_ns) / 1e6)
         inproc.append(float(r[3]))
     q = np.percentile(lat, [50, 95, 99]) if lat else [float("nan")] * 3
-    return {"n": n, "asr": asr_spec, "expected": n * len(gold_ends), "received": len(lat),
+    return {"n": n, "asr": label, "expected": n * len(gold_ends), "received": len(lat),
             "p50_ms": float(q[0]), "p95_ms": float(q[1]), "p99_ms": float(q[2]),
             "inproc_p50_ms": float(np.median(inproc)) if inproc else float("nan"), "wall_s": wall}
 
@@ -171,7 +179,9 @@ def batch_check(rec: Any, repeats: int = 3) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--session", type=Path, required=True, help="a voiced session folder (tests.voicing)")
-    ap.add_argument("--asr", default="whisper-tiny.en,whisper-base,pocketsphinx", help="comma-separated --asr choices")
+    ap.add_argument("--asr", default="whisper-tiny.en,whisper-base,pocketsphinx",
+                    help="comma-separated --asr choices; SPEC@BEAM@WINDOW sets the Whisper beam and encoder window "
+                         "padding in seconds (30 = the full window), e.g. whisper-tiny.en@1@30 (default: AsrParams')")
     ap.add_argument("--sessions", default="1", help="comma-separated N values")
     ap.add_argument("--search", action="store_true", help="largest N with p95 <= --target-ms (N = 1, 2, 3, ...)")
     ap.add_argument("--target-ms", type=float, default=2000.0)

