@@ -38,7 +38,7 @@ def du(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--csv-dir", type=Path, default=ROOT.parent.parent / "shared" / "data" / "meld")
+    ap.add_argument("--csv-dir", type=Path, default=ROOT.parent / "shared" / "data" / "meld")
     ap.add_argument("--extractor", default=None, help="registry name (default: what checkpoints/default reads)")
     ap.add_argument("--against", default="minilm-l6-meld", help="the encoder timed beside it, same process")
     ap.add_argument("--utterances", type=int, default=200)

