@@ -174,12 +174,12 @@ def test_ctrl_c_saves_the_best_epoch_so_far(data, tmp_path):
 
     args = [a for a in TINY if a != "--quiet"]
     proc = subprocess.Popen([sys.executable, "-m", "pcgnet.cli", "train", "--dataset", "MELD", "--data_dir", str(data),
-                             "--epochs", "100000", "--out", str(tmp_path / "ck"), *args],
+                             "--epochs", "100000", "--patience", "100000", "--out", str(tmp_path / "ck"), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
         for line in proc.stdout:
-            if line.startswith("ep "):  # one epoch finished
+            if line.startswith("ep "):  # one epoch finished (no early stop can end the run before the signal)
                 break
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=120)[0]
