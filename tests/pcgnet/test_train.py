@@ -176,7 +176,10 @@ def test_ctrl_c_saves_the_best_epoch_so_far(data, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pcgnet.cli", "train", "--dataset", "MELD", "--data_dir", str(data),
                              "--epochs", "100000", "--patience", "100000", "--out", str(tmp_path / "ck"), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+                            env={**os.environ, "PYTHONPATH": os.getcwd()},
+                            # A suite started in the background inherits SIGINT ignored, and Python then
+                            # installs no KeyboardInterrupt handler: give the child the terminal's default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:
             if line.startswith("ep "):  # one epoch finished (no early stop can end the run before the signal)
