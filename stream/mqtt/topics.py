@@ -144,29 +144,34 @@ def _root(root: str) -> str:
     return root
 
 
+def session_topic(session_id: str, suffix: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/<session>/<suffix>``: the one builder of per-session topics (the session id encoded as one level)."""
+    return f"{_root(root)}/{topic_level(session_id)}/{suffix}"
+
+
 def emotion_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
     """``<root>/<session>/emotion``."""
-    return f"{_root(root)}/{topic_level(session_id)}/emotion"
+    return session_topic(session_id, "emotion", root=root)
 
 
 def shift_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
     """``<root>/<session>/shift``."""
-    return f"{_root(root)}/{topic_level(session_id)}/shift"
+    return session_topic(session_id, "shift", root=root)
 
 
 def speaker_topic(session_id: str, speaker: str, *, root: str = DEFAULT_ROOT) -> str:
     """``<root>/<session>/speakers/<speaker>`` (published retained)."""
-    return f"{_root(root)}/{topic_level(session_id)}/speakers/{topic_level(speaker)}"
+    return session_topic(session_id, f"speakers/{topic_level(speaker)}", root=root)
 
 
 def speakers_filter(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
     """Subscription filter for all speakers of one session."""
-    return f"{_root(root)}/{topic_level(session_id)}/speakers/+"
+    return session_topic(session_id, "speakers/+", root=root)
 
 
 def input_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
     """``<root>/<session>/in/utterance``: where an external ASR or agent posts utterances."""
-    return f"{_root(root)}/{topic_level(session_id)}/in/utterance"
+    return session_topic(session_id, "in/utterance", root=root)
 
 
 def input_filter(*, root: str = DEFAULT_ROOT) -> str:
@@ -176,7 +181,7 @@ def input_filter(*, root: str = DEFAULT_ROOT) -> str:
 
 def error_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
     """``<root>/<session>/error``: rejected input messages and runtime faults."""
-    return f"{_root(root)}/{topic_level(session_id)}/error"
+    return session_topic(session_id, "error", root=root)
 
 
 def status_topic(*, root: str = DEFAULT_ROOT) -> str:
@@ -212,35 +217,35 @@ CLUSTER_LEVEL = "$cluster"
 
 
 def owner_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{topic_level(session)}/owner"
+    return session_topic(session, "owner", root=root)
 
 
 def state_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{topic_level(session)}/state"
+    return session_topic(session, "state", root=root)
 
 
 def ack_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{topic_level(session)}/ack"
+    return session_topic(session, "ack", root=root)
 
 
 def owner_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/+/owner"
+    return f"{_root(root)}/+/owner"
 
 
 def ack_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/+/ack"
+    return f"{_root(root)}/+/ack"
 
 
 def worker_topic(worker_id: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{CLUSTER_LEVEL}/workers/{topic_level(worker_id)}"
+    return f"{_root(root)}/{CLUSTER_LEVEL}/workers/{topic_level(worker_id)}"
 
 
 def worker_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{CLUSTER_LEVEL}/workers/+"
+    return f"{_root(root)}/{CLUSTER_LEVEL}/workers/+"
 
 
 def sync_topic(worker_id: str, incarnation: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{root}/{CLUSTER_LEVEL}/sync/{topic_level(worker_id)}-{incarnation}"
+    return f"{_root(root)}/{CLUSTER_LEVEL}/sync/{topic_level(worker_id)}-{incarnation}"
 
 
 def shared_input_filter(group: str, *, root: str = DEFAULT_ROOT) -> str:
