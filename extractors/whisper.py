@@ -17,12 +17,14 @@ CTranslate2 releases the GIL while it runs, so callers run :meth:`WhisperAsr.tra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -200,18 +202,14 @@ class WhisperAsr:
         return (f"WhisperAsr({self.name}, beam={self.beam_size}, word_timestamps={self.word_timestamps}, "
                 f"window_s={self.window_s})")
 
-    def _transcribe_window(self, samples: np.ndarray, prompt: str | None) -> str:
-        """One segment through a shortened encoder window (see ``window_s``), decoded as faster-whisper does."""
+    @functools.cached_property
+    def _window_decoding(self) -> tuple[Any, Any]:
+        """The English tokenizer and decoding options of :meth:`_transcribe_window`: fixed per instance, so
+        built once instead of on every call."""
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
         fw = self._model
-        features = fw.feature_extractor(samples)
-        frames = features.shape[-1] - 1  # as faster-whisper: the last frame is padding
-        per_s = RATE // fw.feature_extractor.hop_length  # 100 frames a second
-        window = min(3000, 2 * per_s * -(-(frames + int(float(self.window_s or 0) * per_s)) // (2 * per_s)))
-        segment = np.zeros((features.shape[0], window), np.float32)
-        segment[:, :frames] = features[:, :frames]
         tokenizer = Tokenizer(fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe", language="en")
         options = TranscriptionOptions(
             beam_size=self.beam_size, best_of=5, patience=1, length_penalty=1, repetition_penalty=1,
@@ -222,6 +220,18 @@ class WhisperAsr:
             without_timestamps=True, max_initial_timestamp=0.0, word_timestamps=False, prepend_punctuations="",
             append_punctuations="", multilingual=False, max_new_tokens=None, clip_timestamps="0",
             hallucination_silence_threshold=None, hotwords=None)
+        return tokenizer, options
+
+    def _transcribe_window(self, samples: np.ndarray, prompt: str | None) -> str:
+        """One segment through a shortened encoder window (see ``window_s``), decoded as faster-whisper does."""
+        fw = self._model
+        tokenizer, options = self._window_decoding
+        features = fw.feature_extractor(samples)
+        frames = features.shape[-1] - 1  # as faster-whisper: the last frame is padding
+        per_s = RATE // fw.feature_extractor.hop_length  # 100 frames a second
+        window = min(3000, 2 * per_s * -(-(frames + int(float(self.window_s or 0) * per_s)) // (2 * per_s)))
+        segment = np.zeros((features.shape[0], window), np.float32)
+        segment[:, :frames] = features[:, :frames]
         previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
         tokens = fw.get_prompt(tokenizer, previous, without_timestamps=True)
         result, avg_logprob, _, _ = fw.generate_with_fallback(fw.encode(segment), tokens, tokenizer, options)
