@@ -26,7 +26,7 @@ import json
 import logging
 import pickle
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -459,6 +459,23 @@ def load_dataset(
         files=files, extractors=extractors, persona_source=persona_source, valid_source=valid_source,
         persona_estimator=estimator if isinstance(estimator, dict) else None,
     )
+
+
+def add_training_views(ds: DialogueDataset, other: DialogueDataset, where: str) -> DialogueDataset:
+    """``ds`` with ``other``'s training dialogues added: the same dialogues seen another way (e.g. as ASR-style
+    text), so one model learns both. Only training grows; validation and test stay ``ds``'s own."""
+    mine, theirs = {d.id: d for d in ds.train}, {d.id: d for d in other.train}
+    if set(mine) != set(theirs):
+        raise DataError(f"{where}: its training dialogues are not those of {ds.files.get('features')} "
+                        f"({len(set(mine) ^ set(theirs))} ids differ)")
+    if other.dims != ds.dims or other.extractors != ds.extractors:
+        raise DataError(f"{where}: features {other.extractors} do not match {ds.extractors}")
+    for vid, d in mine.items():
+        o = theirs[vid]
+        if not (np.array_equal(d.labels, o.labels) and np.array_equal(d.speakers, o.speakers)):
+            raise DataError(f"{where}: dialogue {vid} has other labels or speakers than in {ds.files.get('features')}")
+    files = {**ds.files, "train_also": ";".join(filter(None, (ds.files.get("train_also"), where)))}
+    return replace(ds, train=ds.train + [theirs[d.id] for d in ds.train], files=files)
 
 
 def _dev_ids(feat: Sequence[Any], dataset: str, train_ids: list) -> set:

@@ -120,6 +120,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_training_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate (1e-4)")
+    g.add_argument("--train_also", nargs="+", default=None, metavar="DIR",
+                   help="more training data: the same training dialogues from other layouts (e.g. prepare-meld "
+                        "--text-style asr), added to train; validation and test stay --data_dir's")
     g.add_argument("--l2", type=float, default=None, help="Adam weight decay, coupled L2 as in the paper (1e-4)")
     g.add_argument("--gamma", type=float, default=None, help="focal-loss gamma (0.5)")
     g.add_argument("--class_weight", nargs="?", const="inverse", choices=("inverse", "sqrt"), default=None,

@@ -31,7 +31,7 @@ import torch
 from pcgnet.checkpoint import resolve_device, save_checkpoint
 from pcgnet.cli import UsageError
 from pcgnet.config import PCGNetConfig
-from pcgnet.data import DialogueDataset, batches, load_dataset
+from pcgnet.data import DialogueDataset, add_training_views, batches, load_dataset
 from pcgnet.evaluate import predict_dialogues
 from pcgnet.flags import (
     PRESETS,
@@ -68,8 +68,13 @@ def seed_everything(seed: int) -> None:
 def load_training_data(args: argparse.Namespace, dataset: str, modalities: tuple[str, ...] | None,
                        need_persona: bool, valid_rate: float, seed: int) -> DialogueDataset:
     data_dir = args.data_dir or PRESETS[dataset]["data_dir"]
-    return load_dataset(dataset, data_dir, roberta_path=args.roberta_path, persona_path=args.persona_path,
-                        modalities=modalities, need_persona=need_persona, valid_rate=valid_rate, seed=seed)
+    ds = load_dataset(dataset, data_dir, roberta_path=args.roberta_path, persona_path=args.persona_path,
+                      modalities=modalities, need_persona=need_persona, valid_rate=valid_rate, seed=seed)
+    for extra in args.train_also or ():
+        other = load_dataset(dataset, extra, modalities=modalities, need_persona=need_persona,
+                             valid_rate=valid_rate, seed=seed)
+        ds = add_training_views(ds, other, extra)
+    return ds
 
 
 # ------------------------------------------------------------------------------------------------ training

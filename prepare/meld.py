@@ -366,19 +366,55 @@ def estimate_persona(
 TEXT_STYLES: dict[str, Callable[[str], str]] = {"gold": str, "asr": asr_style}
 
 
+def replace_train_vectors(dialogues: dict[int, MeldDialogue], text: dict[int, np.ndarray], files: Sequence[Path],
+                          style: str) -> list[dict[str, str]]:
+    """Put cross-fitted (out-of-fold) encoder vectors in place of the train split's, in ``text``.
+
+    Each ``.npz`` (``scripts/experiments/finetune_text.py --fold``) holds the vectors an encoder that never
+    trained on them gives some train dialogues; together the files must cover every train utterance once.
+    Why: an encoder fine-tuned on train gives its own training utterances vectors that are easier than any
+    it will meet live, and a conversation model fit on those learns to trust them over the context.
+    """
+    seen: set[tuple[int, int]] = set()
+    record = []
+    for f in files:
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                vids, utts, vecs = z["dialogue"], z["utterance"], z[style]
+        except (OSError, ValueError, KeyError) as e:
+            raise MeldError(f"{f}: not a train-vector file with {style!r} vectors ({e})") from None
+        for v, u, row in zip(vids.tolist(), utts.tolist(), vecs, strict=True):
+            d = dialogues.get(v)
+            if d is None or d.split != "train" or not 0 <= u < len(d.utterances):
+                raise MeldError(f"{f}: dialogue {v} utterance {u} is not a MELD train utterance")
+            if (v, u) in seen:
+                raise MeldError(f"{f}: dialogue {v} utterance {u} is given twice")
+            if row.shape != text[v][u].shape or not np.all(np.isfinite(row)):
+                raise MeldError(f"{f}: dialogue {v} utterance {u}: {row.shape} vector, expected "
+                                f"{text[v][u].shape} finite values")
+            seen.add((v, u))
+            text[v][u] = row
+        record.append({"file": f.name, "sha256": sha256_file(f)})
+    missing = sum(len(d.utterances) for d in dialogues.values() if d.split == "train") - len(seen)
+    if missing:
+        raise MeldError(f"{', '.join(map(str, files))}: {missing} train utterances have no vector")
+    return record
+
+
 def prepare_meld(
     csv_dir: Path, persona_path: Path, out: Path, text_extractor: str = "minilm-l6",
     cache_dir: Path | None = None, progress: bool = True,
     encoder_factory: Callable[[str], TextEncoderSpec] = make_text_encoder,
     persona_source: str = "given", persona_alpha: float = 0.5, text_style: str = "gold",
-    persona_estimator: Path | None = None,
+    persona_estimator: Path | None = None, train_vectors: Sequence[Path] = (),
 ) -> PrepareReport:
     """Read, extract, write. ``cache_dir`` defaults to ``OUT/.feature-cache``.
 
     ``persona_source``: ``given`` (the paper's vectors) or ``estimated`` (see :func:`estimate_persona`;
     ``persona_estimator`` reuses a fitted one, e.g. the gold layout's for an ASR-style layout, as live).
     ``text_style``: ``gold`` (the transcripts) or ``asr`` (:func:`extractors.text.asr_style`, for
-    measuring and training robustness to recogniser output).
+    measuring and training robustness to recogniser output). ``train_vectors``: see
+    :func:`replace_train_vectors`.
     """
     if persona_source not in ("given", "estimated"):
         raise MeldError(f"--persona-source {persona_source!r}: expected 'given' or 'estimated'")
@@ -395,8 +431,9 @@ def prepare_meld(
     i = 0
     for v in order:
         n = len(dialogues[v].utterances)
-        text[v] = vectors[i:i + n]
+        text[v] = vectors[i:i + n].copy()  # writable per dialogue (cross-fitted train vectors replace rows)
         i += n
+    cross_fit = replace_train_vectors(dialogues, text, train_vectors, text_style) if train_vectors else None
     persona_meta: dict = {"source": "given"}
     if persona_source == "estimated":
         fitted = None
@@ -419,6 +456,7 @@ def prepare_meld(
                              "cache": cache_namespace(text_extractor)}},
         "persona": persona_meta,
         "text_style": text_style,
+        "train_vectors": cross_fit,  # null: train vectors from the named extractor, like dev and test
         "absent_modalities": ["a", "v"],
         # The official splits: select on dev (also COSMIC validIds and the 10th MMGCN item), report test.
         "split_ids": {s: [v for v, d in dialogues.items() if d.split == s] for s in SPLITS},
@@ -445,6 +483,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --persona-source estimated: reuse this persona_estimator.json instead of fitting one")
     p.add_argument("--text-style", choices=sorted(TEXT_STYLES), default="gold",
                    help="gold: the transcripts; asr: lower case, no punctuation (what speech recognisers write)")
+    p.add_argument("--train-vectors", type=Path, nargs="+", default=(), metavar="NPZ",
+                   help="cross-fitted train vectors (finetune_text.py --fold K/N, all folds) in place of the "
+                        "extractor's for the train split")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -454,7 +495,7 @@ def _run(args: argparse.Namespace) -> int:
         r = prepare_meld(args.csv_dir, args.persona, args.out, args.text_extractor, args.cache_dir,
                          progress=not args.no_progress, persona_source=args.persona_source,
                          persona_alpha=args.persona_alpha, text_style=args.text_style,
-                         persona_estimator=args.persona_estimator)
+                         persona_estimator=args.persona_estimator, train_vectors=args.train_vectors)
     except (MeldError, PersonaError, ExtractorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

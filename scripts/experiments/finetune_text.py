@@ -11,6 +11,11 @@ fraction P of the samples on ASR-style text (:func:`extractors.text.asr_style`: 
 punctuation) and then selects on the mean of gold and ASR-style dev W-F1, so one encoder serves both.
 Resumable: the training state is saved in ``--work`` at every evaluation and picked up on restart.
 
+``--fold K/N`` cross-fits: the encoder trains on the train dialogues outside fold K (every N-th dialogue,
+starting at the K-th, in file order) and writes ``NAME.oof.npz``, the vectors it gives the held-out fold's
+utterances (gold and ASR-style text). Run it for K = 1..N and hand the files to ``prepare-meld
+--train-vectors``: the conversation model then trains on encoder vectors as unseen as those of dev and test.
+
     .venv/bin/python scripts/experiments/finetune_text.py --out checkpoints/text --name minilm-l6-meld-ctx \
         --top 4 --context 3 --asr-prob 0.5 --threads 2
 """
@@ -69,14 +74,23 @@ def pad(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return h, am
 
 
-def samples(csv_dir: Path, n_past: int, style) -> dict[str, list[tuple[tuple[str, str | None], int]]]:
-    """Per split: ((utterance, context) encoder input, label), the input built as the live extractor does
-    (:func:`prepare.meld.dialogue_media`: the same history the live session keeps)."""
+def samples(csv_dir: Path, n_past: int, style) -> dict[str, list[tuple[tuple[str, str | None], int, int]]]:
+    """Per split: ((utterance, context) encoder input, label, dialogue id), the input built as the live
+    extractor does (:func:`prepare.meld.dialogue_media`: the same history the live session keeps)."""
     out: dict[str, list] = {s: [] for s in SPLITS}
     for d in read_meld(csv_dir).values():
         for u, m in zip(d.utterances, dialogue_media(d, style), strict=True):
-            out[d.split].append((encoder_input(m.text or "", m.speaker, m.context, n_past), u.label))
+            out[d.split].append((encoder_input(m.text or "", m.speaker, m.context, n_past), u.label, d.dialogue))
     return out
+
+
+def parse_fold(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n) and int(n) >= 2):
+        raise SystemExit(f"--fold {text!r}: expected K/N with 1 <= K <= N, N >= 2 (e.g. 1/2)")
+    return int(k), int(n)
 
 
 @torch.inference_mode()
@@ -136,7 +150,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--evals-per-epoch", type=int, default=2, help="dev evaluations per epoch")
+    ap.add_argument("--fold", default=None, metavar="K/N",
+                    help="cross-fit: train without train fold K of N, write NAME.oof.npz for that fold")
     args = ap.parse_args()
+    fold = parse_fold(args.fold)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     work = args.work or Path("runs/finetune") / args.name
@@ -153,11 +170,19 @@ def main() -> None:
     styles = {"gold": lambda t: t} | ({"asr": asr_style} if args.asr_prob > 0 else {})
     data = {v: samples(args.csv_dir, args.context, f) for v, f in styles.items()}
     t0 = time.perf_counter()
-    cache = {(v, s): cache_states(model, tok, [x for x, _ in data[v][s]], k0, args.max_length)
+    cache = {(v, s): cache_states(model, tok, [x for x, _, _ in data[v][s]], k0, args.max_length)
              for v in styles for s in SPLITS}
     cache_s = time.perf_counter() - t0
     log.info("cached layer-%d token states of %s in %.1f s", k0, sorted(styles), cache_s)
-    y = {s: np.array([lab for _, lab in data["gold"][s]]) for s in SPLITS}
+    y = {s: np.array([lab for _, lab, _ in data["gold"][s]]) for s in SPLITS}
+    vid = np.array([v for _, _, v in data["gold"]["train"]])
+    held = np.zeros(len(vid), dtype=bool)
+    if fold is not None:
+        order = list(dict.fromkeys(vid.tolist()))  # train dialogues in file order
+        out_ids = set(order[fold[0] - 1 :: fold[1]])
+        held = np.isin(vid, list(out_ids))
+        log.info("fold %s: %d dialogues (%d utterances) held out", args.fold, len(out_ids), int(held.sum()))
+    train_idx = np.flatnonzero(~held).tolist()
 
     model.requires_grad_(False)
     top = model.encoder.layer[k0:]
@@ -166,27 +191,35 @@ def main() -> None:
     lossf = nn.CrossEntropyLoss()
     params = [{"params": top.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.lr * 10}]
     opt = torch.optim.AdamW(params, weight_decay=0.01)
-    n_train = len(y["train"])
+    n_train = len(train_idx)
     per_epoch = math.ceil(n_train / args.batch)
     steps = args.epochs * per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, (steps - s) / steps))
 
-    def score(split: str) -> dict[str, float]:
+    def vectors(seqs: list[torch.Tensor]) -> torch.Tensor:
         top.eval()
+        out = torch.zeros(len(seqs), model.config.hidden_size)
+        order = sorted(range(len(seqs)), key=lambda i: seqs[i].shape[0])
+        with torch.inference_mode():
+            for b in range(0, len(order), 128):
+                idx = order[b : b + 128]
+                h, am = pad([seqs[i] for i in idx])
+                out[idx] = run_top(top, h, am, model.encoder)
+        return out
+
+    def score(split: str, keep: np.ndarray | None = None) -> dict[str, float]:
         head.eval()
         res = {}
         with torch.inference_mode():
             for v in styles:
                 seqs = cache[(v, split)]
-                order = sorted(range(len(seqs)), key=lambda i: seqs[i].shape[0])
-                p = np.zeros(len(seqs), dtype=np.int64)
-                for b in range(0, len(order), 128):
-                    idx = order[b : b + 128]
-                    h, am = pad([seqs[i] for i in idx])
-                    p[idx] = head(run_top(top, h, am, model.encoder)).argmax(1).numpy()
-                res[f"{v}_wf1"] = 100 * f1_score(y[split], p, average="weighted")
-                res[f"{v}_acc"] = 100 * accuracy_score(y[split], p)
+                if keep is not None:
+                    seqs = [seqs[i] for i in np.flatnonzero(keep)]
+                p = head(vectors(seqs)).argmax(1).numpy()
+                gold = y[split] if keep is None else y[split][keep]
+                res[f"{v}_wf1"] = 100 * f1_score(gold, p, average="weighted")
+                res[f"{v}_acc"] = 100 * accuracy_score(gold, p)
         res["select"] = float(np.mean([res[f"{v}_wf1"] for v in styles]))
         return res
 
@@ -208,8 +241,8 @@ def main() -> None:
     eval_every = math.ceil(per_epoch / args.evals_per_epoch)
     for ep in range(start_epoch, args.epochs):
         rng_ep = random.Random(args.seed * 1000 + ep)  # the epoch's batches do not depend on a resume
-        variant = [("asr" if rng_ep.random() < args.asr_prob else "gold") for _ in range(n_train)]
-        batches = length_batches(cache[("gold", "train")], list(range(n_train)), args.batch, rng_ep)
+        variant = [("asr" if rng_ep.random() < args.asr_prob else "gold") for _ in range(len(vid))]
+        batches = length_batches(cache[("gold", "train")], train_idx, args.batch, rng_ep)
         done_in_epoch = step - ep * per_epoch
         t0 = time.perf_counter()
         for bi in tqdm(batches[done_in_epoch:], desc=f"epoch {ep + 1}/{args.epochs}", mininterval=30):
@@ -246,6 +279,8 @@ def main() -> None:
     for p in list(top.parameters()) + list(head.parameters()):
         p.data = p.data.half().float()
     res = {s: score(s) for s in SPLITS}
+    if fold is not None:
+        res["held_out"] = score("train", held)
     log.info("best dev %.2f; rounded weights: %s", best["select"], res)
     from safetensors.torch import save_file
 
@@ -265,6 +300,11 @@ def main() -> None:
             "wall_seconds": round(time.perf_counter() - wall0, 1),
             "utterance_classifier": {s: {k: round(v, 2) for k, v in r.items()} for s, r in res.items()}}
     (args.out / f"{args.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if fold is not None:
+        pos = np.flatnonzero(held)
+        utt = np.array([int((vid[: i + 1] == vid[i]).sum()) - 1 for i in pos])  # index within its dialogue
+        np.savez(args.out / f"{args.name}.oof.npz", dialogue=vid[pos], utterance=utt,
+                 **{v: vectors([cache[(v, "train")][i] for i in pos]).numpy() for v in styles})
     print(json.dumps(meta["utterance_classifier"]), f"train {train_s:.0f} s, wall {meta['wall_seconds']:.0f} s")
 
 

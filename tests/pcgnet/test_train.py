@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score
 from pcgnet import graph
 from pcgnet.checkpoint import load_checkpoint, read_meta
 from pcgnet.cli import main
-from pcgnet.data import collate, load_dataset
+from pcgnet.data import DataError, add_training_views, collate, load_dataset
 from pcgnet.flags import class_weights
 from pcgnet.synth import SynthOptions, write_synthetic
 
@@ -193,3 +193,29 @@ def test_ctrl_c_saves_the_best_epoch_so_far(data, tmp_path):
     assert "best checkpoint so far" in rest
     meta = read_meta(tmp_path / "ck")
     assert meta["training"]["interrupted"] is True and meta["training"]["best_epoch"] >= 1
+
+
+def test_train_also_adds_the_other_layouts_training_dialogues(data, tmp_path, capsys):
+    twin = write_synthetic("MELD", tmp_path / "twin", SynthOptions(dialogues=10, min_len=3, max_len=6, seed=4))
+    base, other = (load_dataset("MELD", p, valid_rate=0.2, seed=1) for p in (data, twin["features"]))
+    for d in other.train:
+        d.features["t"] = d.features["t"] + 1.0  # "the same dialogues seen another way"
+    both = add_training_views(base, other, "twin")
+    assert [d.id for d in both.train] == [d.id for d in base.train] * 2
+    assert all(a.features["t"] is b.features["t"] for a, b in zip(both.train[len(base.train):], other.train))
+    assert both.valid == base.valid and both.test == base.test  # only training grows
+    other.train[0].labels = other.train[0].labels[::-1].copy() + 1
+    with pytest.raises(DataError, match="other labels or speakers"):
+        add_training_views(base, other, "twin")
+
+    # Through the CLI: the checkpoint records the doubled training split; a different layout is one error line.
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--train_also", str(twin["features"]),
+                 "--epochs", "1", "--out", str(tmp_path / "ck"), *TINY]) == 0
+    t = read_meta(tmp_path / "ck")["training"]
+    plain = load_dataset("MELD", data, valid_rate=0.1, seed=t["split_seed"])
+    assert t["splits"]["train"] == 2 * len(plain.train) and t["splits"]["valid"] == len(plain.valid)
+    stranger = write_synthetic("MELD", tmp_path / "stranger", SynthOptions(dialogues=12, seed=5))
+    capsys.readouterr()
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--train_also", str(stranger["features"]),
+                 "--epochs", "1", "--out", str(tmp_path / "no"), *TINY]) == 2
+    assert "training dialogues are not those of" in capsys.readouterr().err

@@ -123,6 +123,46 @@ def test_prepare_writes_standard_layout(fixture, tmp_path: Path) -> None:
     assert (out / meld.TEXT_FILE).read_bytes() == before
 
 
+def test_cross_fitted_train_vectors_replace_train_only(fixture, tmp_path: Path) -> None:
+    csv_dir, persona = fixture
+    plain = tmp_path / "plain"
+    meld.prepare_meld(csv_dir, persona, plain, "vader", progress=False)
+    # Two folds, as finetune_text.py --fold writes them: dialogue 0 in one file, dialogue 2 in the other.
+    folds = []
+    for k, (vid, n) in enumerate([(0, 4), (2, 3)]):
+        f = tmp_path / f"fold{k}.npz"
+        np.savez(f, dialogue=np.full(n, vid), utterance=np.arange(n),
+                 gold=np.full((n, 4), 10.0 + vid, dtype=np.float32), asr=np.full((n, 4), -1.0, dtype=np.float32))
+        folds.append(f)
+    out = tmp_path / "oof"
+    meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=folds)
+    new, old = (load_dataset("MELD", d / meld.FEATURE_FILE, valid_rate=0.0) for d in (out, plain))
+    assert {d.id: d.features["t"][:, 0].tolist() for d in new.train if d.id < 1039} == \
+        {0: [10.0] * 4, 2: [12.0] * 3}
+    # dev (1039: in "train" here, valid_rate 0) and test keep the extractor's vectors
+    kept = [(a, b) for a, b in zip(new.train + new.test, old.train + old.test, strict=True) if a.id >= 1039]
+    assert len(kept) == 2 and all(np.array_equal(a.features["t"], b.features["t"]) for a, b in kept)
+    side = json.loads((out / meld.META_FILE).read_text())
+    assert [r["file"] for r in side["train_vectors"]] == ["fold0.npz", "fold1.npz"]
+    # ASR-style layouts take the files' "asr" vectors.
+    meld.prepare_meld(csv_dir, persona, tmp_path / "asr", "vader", progress=False, train_vectors=folds,
+                      text_style="asr")
+    asr = load_dataset("MELD", tmp_path / "asr" / meld.FEATURE_FILE, valid_rate=0.0)
+    assert all((d.features["t"] == -1.0).all() for d in asr.train if d.id < 1039)
+    # A fold missing, an utterance twice, or a vector of the wrong size: one clear error each.
+    with pytest.raises(meld.MeldError, match="3 train utterances have no vector"):
+        meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=folds[:1])
+    with pytest.raises(meld.MeldError, match="dialogue 0 utterance 0 is given twice"):
+        meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=[folds[0], *folds])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, dialogue=np.array([0]), utterance=np.array([0]), gold=np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(meld.MeldError, match="expected .4,. finite"):
+        meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=[bad, *folds])
+    with pytest.raises(meld.MeldError, match="dialogue 1039 utterance 0 is not a MELD train"):
+        np.savez(bad, dialogue=np.array([1039]), utterance=np.array([0]), gold=np.zeros((1, 4), dtype=np.float32))
+        meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=[bad])
+
+
 def test_estimated_persona(fixture, tmp_path: Path) -> None:
     csv_dir, persona = fixture
     out = tmp_path / "est"
