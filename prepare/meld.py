@@ -37,6 +37,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -366,38 +367,67 @@ def estimate_persona(
 TEXT_STYLES: dict[str, Callable[[str], str]] = {"gold": str, "asr": asr_style}
 
 
+def _read_train_vectors(f: Path, dialogues: dict[int, MeldDialogue], style: str,
+                        dim: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """One ``--fold`` file: its (dialogue, utterance) rows, their ``style`` vectors, the held-out flags."""
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            vids, utts, vecs, held = z["dialogue"], z["utterance"], z[style], z["held"].astype(bool)
+    except (OSError, ValueError, KeyError) as e:
+        raise MeldError(f"{f}: not a train-vector file with {style!r} vectors ({e})") from None
+    rows = []
+    for v, u in zip(vids.tolist(), utts.tolist(), strict=True):
+        d = dialogues.get(v)
+        if d is None or d.split != "train" or not 0 <= u < len(d.utterances):
+            raise MeldError(f"{f}: dialogue {v} utterance {u} is not a MELD train utterance")
+        rows.append((v, u))
+    if vecs.shape != (len(rows), dim) or held.shape != (len(rows),) or not np.all(np.isfinite(vecs)):
+        raise MeldError(f"{f}: {vecs.shape} vectors for {len(rows)} utterances, expected ({len(rows)}, {dim}) "
+                        "finite values and a 'held' flag per row")
+    return rows, vecs, held
+
+
+def _least_squares_map(x: np.ndarray, y: np.ndarray, fit: np.ndarray) -> tuple[np.ndarray, float]:
+    """``x`` mapped affinely onto ``y``'s space (least squares on the ``fit`` rows), and the fit's R^2."""
+    xb = np.hstack([x, np.ones((len(x), 1))]).astype(np.float64)
+    w = np.linalg.lstsq(xb[fit], y[fit].astype(np.float64), rcond=None)[0]
+    out = (xb @ w).astype(np.float32)
+    r2 = 1.0 - float(((out[fit] - y[fit]) ** 2).sum() / ((y[fit] - y[fit].mean(0)) ** 2).sum())
+    return out, r2
+
+
 def replace_train_vectors(dialogues: dict[int, MeldDialogue], text: dict[int, np.ndarray], files: Sequence[Path],
-                          style: str) -> list[dict[str, str]]:
+                          style: str) -> list[dict[str, Any]]:
     """Put cross-fitted (out-of-fold) encoder vectors in place of the train split's, in ``text``.
 
-    Each ``.npz`` (``scripts/experiments/finetune_text.py --fold``) holds the vectors an encoder that never
-    trained on them gives some train dialogues; together the files must cover every train utterance once.
     Why: an encoder fine-tuned on train gives its own training utterances vectors that are easier than any
-    it will meet live, and a conversation model fit on those learns to trust them over the context.
+    it will meet live, and a conversation model fit on those learns to trust them over the context. Each
+    ``.npz`` (``scripts/experiments/finetune_text.py --fold``) holds one fold encoder's vectors of train
+    utterances; its ``held`` rows (never trained on) go into the layout, once each over all files. The fold
+    encoder's space is not the shipped encoder's, so its vectors are first mapped onto it by least squares
+    fit on its other rows (utterances both encoders trained on).
     """
+    dim = next(iter(text.values())).shape[1]
+    plans = [(f, *_read_train_vectors(f, dialogues, style, dim)) for f in files]
     seen: set[tuple[int, int]] = set()
-    record = []
-    for f in files:
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                vids, utts, vecs = z["dialogue"], z["utterance"], z[style]
-        except (OSError, ValueError, KeyError) as e:
-            raise MeldError(f"{f}: not a train-vector file with {style!r} vectors ({e})") from None
-        for v, u, row in zip(vids.tolist(), utts.tolist(), vecs, strict=True):
-            d = dialogues.get(v)
-            if d is None or d.split != "train" or not 0 <= u < len(d.utterances):
-                raise MeldError(f"{f}: dialogue {v} utterance {u} is not a MELD train utterance")
-            if (v, u) in seen:
-                raise MeldError(f"{f}: dialogue {v} utterance {u} is given twice")
-            if row.shape != text[v][u].shape or not np.all(np.isfinite(row)):
-                raise MeldError(f"{f}: dialogue {v} utterance {u}: {row.shape} vector, expected "
-                                f"{text[v][u].shape} finite values")
-            seen.add((v, u))
-            text[v][u] = row
-        record.append({"file": f.name, "sha256": sha256_file(f)})
+    for f, rows, _, held in plans:
+        for r in (r for r, h in zip(rows, held, strict=True) if h):
+            if r in seen:
+                raise MeldError(f"{f}: dialogue {r[0]} utterance {r[1]} is held out twice")
+            seen.add(r)
     missing = sum(len(d.utterances) for d in dialogues.values() if d.split == "train") - len(seen)
     if missing:
-        raise MeldError(f"{', '.join(map(str, files))}: {missing} train utterances have no vector")
+        raise MeldError(f"{', '.join(map(str, files))}: {missing} train utterances are in no held-out fold")
+    record, mapped = [], []
+    for f, rows, vecs, held in plans:  # every map is fit on the extractor's own vectors, before any is replaced
+        if (~held).sum() <= dim:
+            raise MeldError(f"{f}: {int((~held).sum())} rows outside the held-out fold, too few to map its "
+                            f"vectors onto {dim}-d")
+        out, r2 = _least_squares_map(vecs, np.stack([text[v][u] for v, u in rows]), ~held)
+        mapped.append([(r, out[i]) for i, r in enumerate(rows) if held[i]])
+        record.append({"file": f.name, "sha256": sha256_file(f), "held_out": int(held.sum()), "map_r2": round(r2, 4)})
+    for (v, u), row in (item for rows in mapped for item in rows):
+        text[v][u] = row
     return record
 
 

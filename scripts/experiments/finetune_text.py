@@ -12,8 +12,8 @@ punctuation) and then selects on the mean of gold and ASR-style dev W-F1, so one
 Resumable: the training state is saved in ``--work`` at every evaluation and picked up on restart.
 
 ``--fold K/N`` cross-fits: the encoder trains on the train dialogues outside fold K (every N-th dialogue,
-starting at the K-th, in file order) and writes ``NAME.oof.npz``, the vectors it gives the held-out fold's
-utterances (gold and ASR-style text). Run it for K = 1..N and hand the files to ``prepare-meld
+starting at the K-th, in file order) and writes ``NAME.oof.npz``: the vectors it gives every train utterance (gold
+and ASR-style text), the held-out fold marked. Run it for K = 1..N and hand the files to ``prepare-meld
 --train-vectors``: the conversation model then trains on encoder vectors as unseen as those of dev and test.
 
     .venv/bin/python scripts/experiments/finetune_text.py --out checkpoints/text --name minilm-l6-meld-ctx \
@@ -300,11 +300,10 @@ def main() -> None:
             "wall_seconds": round(time.perf_counter() - wall0, 1),
             "utterance_classifier": {s: {k: round(v, 2) for k, v in r.items()} for s, r in res.items()}}
     (args.out / f"{args.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if fold is not None:
-        pos = np.flatnonzero(held)
-        utt = np.array([int((vid[: i + 1] == vid[i]).sum()) - 1 for i in pos])  # index within its dialogue
-        np.savez(args.out / f"{args.name}.oof.npz", dialogue=vid[pos], utterance=utt,
-                 **{v: vectors([cache[(v, "train")][i] for i in pos]).numpy() for v in styles})
+    if fold is not None:  # every train utterance's vector; "held" marks the fold this encoder never saw
+        utt = np.array([int((vid[: i + 1] == vid[i]).sum()) - 1 for i in range(len(vid))])  # index in dialogue
+        np.savez(args.out / f"{args.name}.oof.npz", dialogue=vid, utterance=utt, held=held,
+                 **{v: vectors(cache[(v, "train")]).numpy() for v in styles})
     print(json.dumps(meta["utterance_classifier"]), f"train {train_s:.0f} s, wall {meta['wall_seconds']:.0f} s")
 
 

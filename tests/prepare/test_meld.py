@@ -123,43 +123,59 @@ def test_prepare_writes_standard_layout(fixture, tmp_path: Path) -> None:
     assert (out / meld.TEXT_FILE).read_bytes() == before
 
 
-def test_cross_fitted_train_vectors_replace_train_only(fixture, tmp_path: Path) -> None:
-    csv_dir, persona = fixture
-    plain = tmp_path / "plain"
-    meld.prepare_meld(csv_dir, persona, plain, "vader", progress=False)
-    # Two folds, as finetune_text.py --fold writes them: dialogue 0 in one file, dialogue 2 in the other.
-    folds = []
-    for k, (vid, n) in enumerate([(0, 4), (2, 3)]):
+def test_cross_fitted_train_vectors_replace_train_only(tmp_path: Path) -> None:
+    words = ["great", "awful", "fine", "sad", "wow", "ugh", "nice", "bad", "ok", "happy", "angry", "meh"]
+    lines = {**LINES, "train": [(f"{w} {i}!", "Joey" if i % 2 else "Ross", "neutral", 0 if i < 6 else 2)
+                                for i, w in enumerate(words)]}
+    csv_dir, persona = write_csvs(tmp_path / "csv", lines), write_persona(tmp_path / "p.pkl", lines)
+    dialogues = meld.read_meld(csv_dir)
+    rng = np.random.default_rng(0)
+    y = {v: rng.normal(size=(len(d.utterances), 4)).astype(np.float32) for v, d in dialogues.items()}
+    rows = [(v, u) for v in (0, 2) for u in range(6)]
+    # Two fold encoders whose spaces are affine images of the extractor's (x = y A + c on the rows they trained
+    # on); each gives the dialogue it never saw vectors q, which must land in the layout as (q - c) A^-1.
+    folds, expected = [], {}
+    for k, held_vid in enumerate((0, 2)):
+        a, c = rng.normal(size=(4, 4)) + 3 * np.eye(4), rng.normal(size=4)
+        held = np.array([v == held_vid for v, _ in rows])
+        x = np.stack([y[v][u] for v, u in rows]) @ a + c
+        q = rng.normal(size=(6, 4))
+        x[held] = q
+        expected[held_vid] = (q - c) @ np.linalg.inv(a)
         f = tmp_path / f"fold{k}.npz"
-        np.savez(f, dialogue=np.full(n, vid), utterance=np.arange(n),
-                 gold=np.full((n, 4), 10.0 + vid, dtype=np.float32), asr=np.full((n, 4), -1.0, dtype=np.float32))
+        np.savez(f, dialogue=np.array([v for v, _ in rows]), utterance=np.array([u for _, u in rows]), held=held,
+                 gold=x.astype(np.float32))
         folds.append(f)
-    out = tmp_path / "oof"
+    text = {v: a.copy() for v, a in y.items()}
+    record = meld.replace_train_vectors(dialogues, text, folds, "gold")
+    for v in (0, 2):
+        np.testing.assert_allclose(text[v], expected[v], atol=1e-4)
+    assert all(np.array_equal(text[v], y[v]) for v in y if v >= 1039)  # dev and test untouched
+    assert [(r["file"], r["held_out"]) for r in record] == [("fold0.npz", 6), ("fold1.npz", 6)]
+    assert all(r["map_r2"] > 0.9999 for r in record)
+
+    # Through prepare-meld: train replaced, dev (1039: in "train" here, valid_rate 0) and test kept, recorded.
+    plain, out = tmp_path / "plain", tmp_path / "oof"
+    meld.prepare_meld(csv_dir, persona, plain, "vader", progress=False)
     meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=folds)
-    new, old = (load_dataset("MELD", d / meld.FEATURE_FILE, valid_rate=0.0) for d in (out, plain))
-    assert {d.id: d.features["t"][:, 0].tolist() for d in new.train if d.id < 1039} == \
-        {0: [10.0] * 4, 2: [12.0] * 3}
-    # dev (1039: in "train" here, valid_rate 0) and test keep the extractor's vectors
+    old, new = (load_dataset("MELD", d / meld.FEATURE_FILE, valid_rate=0.0) for d in (plain, out))
+    assert all(not np.array_equal(a.features["t"], b.features["t"])
+               for a, b in zip(new.train, old.train, strict=True) if a.id < 1039)
     kept = [(a, b) for a, b in zip(new.train + new.test, old.train + old.test, strict=True) if a.id >= 1039]
     assert len(kept) == 2 and all(np.array_equal(a.features["t"], b.features["t"]) for a, b in kept)
-    side = json.loads((out / meld.META_FILE).read_text())
-    assert [r["file"] for r in side["train_vectors"]] == ["fold0.npz", "fold1.npz"]
-    # ASR-style layouts take the files' "asr" vectors.
-    meld.prepare_meld(csv_dir, persona, tmp_path / "asr", "vader", progress=False, train_vectors=folds,
-                      text_style="asr")
-    asr = load_dataset("MELD", tmp_path / "asr" / meld.FEATURE_FILE, valid_rate=0.0)
-    assert all((d.features["t"] == -1.0).all() for d in asr.train if d.id < 1039)
-    # A fold missing, an utterance twice, or a vector of the wrong size: one clear error each.
-    with pytest.raises(meld.MeldError, match="3 train utterances have no vector"):
+    assert [r["file"] for r in json.loads((out / meld.META_FILE).read_text())["train_vectors"]] == \
+        ["fold0.npz", "fold1.npz"]
+    # One clear error each: a fold missing, an utterance held out twice, no ASR-style vectors for an ASR layout.
+    with pytest.raises(meld.MeldError, match="6 train utterances are in no held-out fold"):
         meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=folds[:1])
-    with pytest.raises(meld.MeldError, match="dialogue 0 utterance 0 is given twice"):
+    with pytest.raises(meld.MeldError, match="dialogue 0 utterance 0 is held out twice"):
         meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=[folds[0], *folds])
+    with pytest.raises(meld.MeldError, match="not a train-vector file with 'asr' vectors"):
+        meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=folds, text_style="asr")
     bad = tmp_path / "bad.npz"
-    np.savez(bad, dialogue=np.array([0]), utterance=np.array([0]), gold=np.zeros((1, 3), dtype=np.float32))
-    with pytest.raises(meld.MeldError, match="expected .4,. finite"):
-        meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=[bad, *folds])
+    np.savez(bad, dialogue=np.array([1039]), utterance=np.array([0]), held=np.array([True]),
+             gold=np.zeros((1, 4), dtype=np.float32))
     with pytest.raises(meld.MeldError, match="dialogue 1039 utterance 0 is not a MELD train"):
-        np.savez(bad, dialogue=np.array([1039]), utterance=np.array([0]), gold=np.zeros((1, 4), dtype=np.float32))
         meld.prepare_meld(csv_dir, persona, out, "vader", progress=False, train_vectors=[bad])
 
 
