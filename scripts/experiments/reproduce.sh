@@ -59,5 +59,21 @@ for row in causal no_persona no_shift no_graph l6_causal ctx_causal ctx_no_graph
   $P evaluate --ckpt $EXP/$row --data_dir data/meld-$enc-asr-est --num-threads 1 --json > $EXP/$row/asr.json
 done
 
+# Tried, not shipped ("Everything else that was tried"): cross-fitted train vectors (two fold encoders, ~20 min
+# each on one thread, mapped onto mpnet-base-meld's space by prepare-meld), and training on gold + ASR-style text.
+for k in 1 2; do
+  [ -f runs/oof/mpnet-fold$k.oof.npz ] || step $PY scripts/experiments/finetune_text.py --base mpnet-base --out runs/oof \
+    --name mpnet-fold$k --work runs/oof/work$k --top 6 --epochs 4 --lr 5e-5 --asr-prob 0.5 --max-length 64 \
+    --dtype bfloat16 --threads 1 --fold $k/2
+done
+OOF="--train-vectors runs/oof/mpnet-fold1.oof.npz runs/oof/mpnet-fold2.oof.npz"
+prep --out data/meld-mpnet-oof-est --text-extractor mpnet-base-meld --cache-dir .cache/features $OOF
+prep --out data/meld-mpnet-oof-asr-est --text-extractor mpnet-base-meld --cache-dir .cache/features-asr --text-style asr \
+  --persona-estimator data/meld-mpnet-oof-est/persona_estimator.json $OOF
+step $T --data_dir data/meld-mpnet-oof-est --out $EXP/oof_causal
+step $T --data_dir data/meld-mpnet-oof-est --context_free --out $EXP/oof_context_free
+step $T --data_dir data/meld-mpnet-est --train_also data/meld-mpnet-oof-est --out $EXP/oof_mix
+step $T --data_dir data/meld-mpnet-est --train_also data/meld-mpnet-asr-est --out $EXP/asr_mix
+
 .venv/bin/python scripts/experiments/make_table.py $EXP/{causal,no_persona,no_shift,no_graph,context_free,l6_causal,l6_context_free,ctx_causal,ctx_no_graph,ctx_context_free}
 .venv/bin/python scripts/experiments/ship_default.py $EXP/causal --data data/meld-mpnet-est

@@ -202,7 +202,7 @@ def test_train_also_adds_the_other_layouts_training_dialogues(data, tmp_path, ca
         d.features["t"] = d.features["t"] + 1.0  # "the same dialogues seen another way"
     both = add_training_views(base, other, "twin")
     assert [d.id for d in both.train] == [d.id for d in base.train] * 2
-    assert all(a.features["t"] is b.features["t"] for a, b in zip(both.train[len(base.train):], other.train))
+    assert all(a.features["t"] is b.features["t"] for a, b in zip(both.train[len(base.train):], other.train, strict=True))
     assert both.valid == base.valid and both.test == base.test  # only training grows
     other.train[0].labels = other.train[0].labels[::-1].copy() + 1
     with pytest.raises(DataError, match="other labels or speakers"):
