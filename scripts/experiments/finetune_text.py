@@ -30,6 +30,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -301,8 +302,12 @@ def main() -> None:
             "utterance_classifier": {s: {k: round(v, 2) for k, v in r.items()} for s, r in res.items()}}
     (args.out / f"{args.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     if fold is not None:  # every train utterance's vector; "held" marks the fold this encoder never saw
-        utt = np.array([int((vid[: i + 1] == vid[i]).sum()) - 1 for i in range(len(vid))])  # index in dialogue
-        np.savez(args.out / f"{args.name}.oof.npz", dialogue=vid, utterance=utt, held=held,
+        count: Counter[int] = Counter()
+        utt = []  # each utterance's index in its dialogue
+        for v in vid.tolist():
+            utt.append(count[v])
+            count[v] += 1
+        np.savez(args.out / f"{args.name}.oof.npz", dialogue=vid, utterance=np.array(utt), held=held,
                  **{v: vectors(cache[(v, "train")]).numpy() for v in styles})
     print(json.dumps(meta["utterance_classifier"]), f"train {train_s:.0f} s, wall {meta['wall_seconds']:.0f} s")
 
