@@ -17,13 +17,14 @@ precision encoder reads one utterance per pass, so a vector never depends on wha
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from extractors.base import ExtractorError
 from extractors.text import TransformerTextExtractor, minilm_model_dir, sha256_file, verify_minilm
 
-__all__ = ["BASES", "CONTEXT_NAME", "FORMAT", "NAME", "MeldTextExtractor", "base_model_dir", "delta_sha256",
+__all__ = ["BASES", "CONTEXT_NAME", "FORMAT", "NAME", "MeldTextExtractor", "base_model_dir", "delta_fingerprint",
            "weights_path", "weights_present"]
 
 NAME = "mpnet-base-meld"  # what checkpoints/default reads
@@ -55,14 +56,13 @@ def weights_present(path: Path = DEFAULT_WEIGHTS) -> bool:
     return path.is_file() and path.with_suffix(".json").is_file()
 
 
-def delta_sha256(name: str) -> str | None:
-    """The recorded sha256 of the shipped delta called ``name``; None when ``name`` is not one."""
-    meta = weights_path(name).with_suffix(".json")
-    if not meta.is_file():
-        return None
+def delta_fingerprint(name: str, text_dir: Path = TEXT_DIR) -> str | None:
+    """The sha256 of the shipped delta ``name``'s JSON description, which records its weights' sha256 and
+    everything else that shapes a vector (dtype, context, max length, pooling); None when ``name`` is not one."""
+    meta = (text_dir / f"{name}.safetensors").with_suffix(".json")
     try:
-        return str(json.loads(meta.read_text(encoding="utf-8")).get("weights_sha256", "")) or None
-    except (OSError, ValueError):
+        return hashlib.sha256(meta.read_bytes()).hexdigest()
+    except OSError:
         return None
 
 

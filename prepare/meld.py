@@ -264,13 +264,14 @@ def dialogue_media(d: MeldDialogue, style: Callable[[str], str] = str) -> list[U
 
 
 def cache_namespace(extractor: str) -> str:
-    """What feature-cache entries are keyed by: the extractor name, plus the sha256 of its weights for the
-    extractors whose weights this project re-trains (``minilm-l6-meld*``), so new weights never reuse
-    vectors of the old ones. The other registry names are tied to fixed, verified weights."""
-    from extractors.meld_text import delta_sha256
+    """What feature-cache entries are keyed by: the extractor name, plus a fingerprint of the shipped delta's
+    description for the extractors whose weights and settings this project re-trains and changes
+    (``minilm-l6-meld*``, ``mpnet-base-meld``): new weights, another dtype or context never reuse old vectors.
+    The other registry names are tied to fixed, verified weights."""
+    from extractors.meld_text import delta_fingerprint
 
-    sha = delta_sha256(extractor)
-    return f"{extractor}@{sha[:16]}" if sha else extractor
+    fingerprint = delta_fingerprint(extractor)
+    return f"{extractor}@{fingerprint[:16]}" if fingerprint else extractor
 
 
 def extract_texts(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -314,8 +315,16 @@ def test_live_replay_matches_batch_evaluation(name: str, fixture, tmp_path: Path
         assert got["binary_shift"]["threshold"] == threshold
 
 
-def test_cache_namespace_follows_retrainable_weights() -> None:
+def test_cache_namespace_follows_retrainable_weights(tmp_path: Path) -> None:
     assert meld.cache_namespace("vader") == "vader"
-    sha = json.loads(meld_text.DEFAULT_WEIGHTS.with_suffix(".json").read_text())["weights_sha256"]
-    assert meld.cache_namespace(meld_text.NAME) == f"{meld_text.NAME}@{sha[:16]}"
+    desc = meld_text.DEFAULT_WEIGHTS.with_suffix(".json").read_bytes()
+    assert meld.cache_namespace(meld_text.NAME) == f"{meld_text.NAME}@{hashlib.sha256(desc).hexdigest()[:16]}"
+    # Same weights, another dtype (or context, max length): another fingerprint, so no stale cached vectors.
+    meta = json.loads(desc)
+    prints = []
+    for dtype in ("float32", "bfloat16"):
+        (tmp_path / "d.json").write_text(json.dumps({**meta, "dtype": dtype}))
+        prints.append(meld_text.delta_fingerprint("d", tmp_path))
+    assert None not in prints and prints[0] != prints[1]
+    assert meld_text.delta_fingerprint("absent", tmp_path) is None
     assert meld.text_key("a", "x") != meld.text_key("b", "x")
