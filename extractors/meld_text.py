@@ -59,7 +59,7 @@ def weights_present(path: Path = DEFAULT_WEIGHTS) -> bool:
 def delta_fingerprint(name: str, text_dir: Path = TEXT_DIR) -> str | None:
     """The sha256 of the shipped delta ``name``'s JSON description, which records its weights' sha256 and
     everything else that shapes a vector (dtype, context, max length, pooling); None when ``name`` is not one."""
-    meta = (text_dir / f"{name}.safetensors").with_suffix(".json")
+    meta = text_dir / f"{name}.json"
     try:
         return hashlib.sha256(meta.read_bytes()).hexdigest()
     except OSError:
