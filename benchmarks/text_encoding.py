@@ -13,7 +13,6 @@ checkpoints) and the machine load.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -49,12 +48,12 @@ def main() -> None:
 
     from extractors.base import UtteranceMedia
     from extractors.registry import create
+    from pcgnet.checkpoint import read_meta
     from prepare.meld import dialogue_media, read_meld
 
     torch.set_num_threads(1)
     if args.extractor is None:
-        config = json.loads((ROOT / "checkpoints" / "default" / "config.json").read_text())
-        args.extractor = config["extractors"]["t"]["name"]
+        args.extractor = read_meta(ROOT / "checkpoints" / "default")["extractors"]["t"]["name"]
     encoders = {name: create(name) for name in dict.fromkeys([args.extractor, args.against])}
     media: list[UtteranceMedia] = []
     for d in read_meld(args.csv_dir).values():

@@ -227,14 +227,10 @@ def valid_spec(spec: str) -> bool:
     return spec in ASR_CHOICES[:3] or (kind in ("faster-whisper", "vosk") and bool(sep) and bool(path))
 
 
-def create_asr(spec: str | None = None, **options: object) -> Recognizer:
-    """A recogniser by name (:data:`ASR_CHOICES`; None = the default Whisper model, ``extractors.whisper``);
+def create_asr(spec: str, **options: object) -> Recognizer:
+    """A recogniser by name (:data:`ASR_CHOICES`; the live default is ``stream.params.DEFAULT_ASR``);
     ``options`` go to its constructor (Whisper: ``beam_size``, ``window_s``, ``word_timestamps``,
     ``num_threads``, ``num_workers``, ...; pocketsphinx: ``dither``)."""
-    if spec is None:
-        from extractors.whisper import DEFAULT_MODEL
-
-        spec = f"whisper-{DEFAULT_MODEL}"
     kind, _, path = spec.partition(":")
     if spec in ("whisper-tiny.en", "whisper-base"):
         from extractors.whisper import WhisperAsr

@@ -48,8 +48,8 @@ def base_model_dir(base: str, verify: bool = True) -> Path:
     raise ExtractorError(f"unknown base encoder {base!r} (expected one of {', '.join(BASES)})")
 
 
-def weights_path(name: str) -> Path:
-    return TEXT_DIR / f"{name}.safetensors"
+def weights_path(name: str, text_dir: Path = TEXT_DIR) -> Path:
+    return text_dir / f"{name}.safetensors"
 
 
 def weights_present(path: Path = DEFAULT_WEIGHTS) -> bool:
@@ -59,7 +59,7 @@ def weights_present(path: Path = DEFAULT_WEIGHTS) -> bool:
 def delta_fingerprint(name: str, text_dir: Path = TEXT_DIR) -> str | None:
     """The sha256 of the shipped delta ``name``'s JSON description, which records its weights' sha256 and
     everything else that shapes a vector (dtype, context, max length, pooling); None when ``name`` is not one."""
-    meta = text_dir / f"{name}.json"
+    meta = weights_path(name, text_dir).with_suffix(".json")
     try:
         return hashlib.sha256(meta.read_bytes()).hexdigest()
     except OSError:

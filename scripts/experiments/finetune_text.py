@@ -30,7 +30,6 @@ import math
 import os
 import random
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,13 +74,17 @@ def pad(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return h, am
 
 
-def samples(csv_dir: Path, n_past: int, style) -> dict[str, list[tuple[tuple[str, str | None], int, int]]]:
-    """Per split: ((utterance, context) encoder input, label, dialogue id), the input built as the live
-    extractor does (:func:`prepare.meld.dialogue_media`: the same history the live session keeps)."""
+Sample = tuple[tuple[str, str | None], int, tuple[int, int]]
+
+
+def samples(csv_dir: Path, n_past: int, style) -> dict[str, list[Sample]]:
+    """Per split: ((utterance, context) encoder input, label, (dialogue id, index in the dialogue)), the input
+    built as the live extractor does (:func:`prepare.meld.dialogue_media`: the same history the live session
+    keeps)."""
     out: dict[str, list] = {s: [] for s in SPLITS}
     for d in read_meld(csv_dir).values():
-        for u, m in zip(d.utterances, dialogue_media(d, style), strict=True):
-            out[d.split].append((encoder_input(m.text or "", m.speaker, m.context, n_past), u.label, d.dialogue))
+        for i, (u, m) in enumerate(zip(d.utterances, dialogue_media(d, style), strict=True)):
+            out[d.split].append((encoder_input(m.text or "", m.speaker, m.context, n_past), u.label, (d.dialogue, i)))
     return out
 
 
@@ -176,7 +179,8 @@ def main() -> None:
     cache_s = time.perf_counter() - t0
     log.info("cached layer-%d token states of %s in %.1f s", k0, sorted(styles), cache_s)
     y = {s: np.array([lab for _, lab, _ in data["gold"][s]]) for s in SPLITS}
-    vid = np.array([v for _, _, v in data["gold"]["train"]])
+    where = np.array([key for _, _, key in data["gold"]["train"]])  # (dialogue id, index in it) per train sample
+    vid = where[:, 0]
     held = np.zeros(len(vid), dtype=bool)
     if fold is not None:
         order = list(dict.fromkeys(vid.tolist()))  # train dialogues in file order
@@ -209,19 +213,19 @@ def main() -> None:
                 out[idx] = run_top(top, h, am, model.encoder)
         return out
 
-    def score(split: str, keep: np.ndarray | None = None) -> dict[str, float]:
+    def split_vectors(split: str) -> dict[str, torch.Tensor]:
+        return {v: vectors(cache[(v, split)]) for v in styles}
+
+    def score(vecs: dict[str, torch.Tensor], gold: np.ndarray) -> dict[str, float]:
+        """W-F1 and accuracy of the head on each style's vectors, and their selection mean."""
         head.eval()
         res = {}
         with torch.inference_mode():
-            for v in styles:
-                seqs = cache[(v, split)]
-                if keep is not None:
-                    seqs = [seqs[i] for i in np.flatnonzero(keep)]
-                p = head(vectors(seqs)).argmax(1).numpy()
-                gold = y[split] if keep is None else y[split][keep]
+            for v, x in vecs.items():
+                p = head(x).argmax(1).numpy()
                 res[f"{v}_wf1"] = 100 * f1_score(gold, p, average="weighted")
                 res[f"{v}_acc"] = 100 * accuracy_score(gold, p)
-        res["select"] = float(np.mean([res[f"{v}_wf1"] for v in styles]))
+        res["select"] = float(np.mean([res[f"{v}_wf1"] for v in vecs]))
         return res
 
     state_file = work / "state.pt"
@@ -260,7 +264,7 @@ def main() -> None:
             if step % eval_every == 0 or step == (ep + 1) * per_epoch:
                 train_s += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                dv = score("dev")
+                dv = score(split_vectors("dev"), y["dev"])
                 log.info("epoch %d step %d loss %.3f dev %s (train %.0f s)", ep + 1, step, loss.item(),
                          {k: round(v, 2) for k, v in dv.items()}, train_s)
                 if dv["select"] > best["select"]:
@@ -279,9 +283,10 @@ def main() -> None:
     # Ship fp16 and measure with exactly the rounded weights (what the extractor will compute).
     for p in list(top.parameters()) + list(head.parameters()):
         p.data = p.data.half().float()
-    res = {s: score(s) for s in SPLITS}
+    final = {s: split_vectors(s) for s in SPLITS}  # each split encoded once: scores and the fold file use them
+    res = {s: score(final[s], y[s]) for s in SPLITS}
     if fold is not None:
-        res["held_out"] = score("train", held)
+        res["held_out"] = score({v: x[held] for v, x in final["train"].items()}, y["train"][held])
     log.info("best dev %.2f; rounded weights: %s", best["select"], res)
     from safetensors.torch import save_file
 
@@ -302,13 +307,8 @@ def main() -> None:
             "utterance_classifier": {s: {k: round(v, 2) for k, v in r.items()} for s, r in res.items()}}
     (args.out / f"{args.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     if fold is not None:  # every train utterance's vector; "held" marks the fold this encoder never saw
-        count: Counter[int] = Counter()
-        utt = []  # each utterance's index in its dialogue
-        for v in vid.tolist():
-            utt.append(count[v])
-            count[v] += 1
-        np.savez(args.out / f"{args.name}.oof.npz", dialogue=vid, utterance=np.array(utt), held=held,
-                 **{v: vectors(cache[(v, "train")]).numpy() for v in styles})
+        np.savez(args.out / f"{args.name}.oof.npz", dialogue=vid, utterance=where[:, 1], held=held,
+                 **{v: x.numpy() for v, x in final["train"].items()})
     print(json.dumps(meta["utterance_classifier"]), f"train {train_s:.0f} s, wall {meta['wall_seconds']:.0f} s")
 
 
