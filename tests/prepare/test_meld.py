@@ -124,6 +124,28 @@ def test_prepare_writes_standard_layout(fixture, tmp_path: Path) -> None:
     assert (out / meld.TEXT_FILE).read_bytes() == before
 
 
+def test_concatenating_extractor_is_prepared_part_by_part(fixture, tmp_path: Path) -> None:
+    """A concatenation is encoded per part, each from its own cache, in the order the live extractor
+    concatenates: a layout of one part fills the cache the concatenation's layout then reads."""
+    from extractors.base import UtteranceMedia
+    from extractors.registry import create
+
+    csv_dir, persona = fixture
+    cache = tmp_path / "cache"
+    factory = CountingFactory()
+    meld.prepare_meld(csv_dir, persona, tmp_path / "vader", "vader", cache, progress=False, encoder_factory=factory)
+    assert factory.encoded == 13
+    meld.prepare_meld(csv_dir, persona, tmp_path / "combo", "minilm-l6+lex", cache, progress=False,
+                      encoder_factory=factory)
+    assert factory.encoded == 13 + 2 * 13  # minilm-l6 and nrc encoded, vader read from its cache
+    side = json.loads((tmp_path / "combo" / meld.META_FILE).read_text())
+    assert side["extractors"]["t"] == {"name": "minilm-l6+lex", "dim": 398, "cache": "minilm-l6+vader+nrc"}
+    ds = load_dataset("MELD", tmp_path / "combo", valid_rate=0.0)
+    d0 = next(d for d in ds.train if d.id == 0)
+    live = create("minilm-l6+lex").batch([UtteranceMedia(text=u.text) for u in meld.read_meld(csv_dir)[0].utterances])
+    assert np.abs(np.stack([f.vector for f in live]) - d0.features["t"]).max() < 1e-4
+
+
 def test_cross_fitted_train_vectors_replace_train_only(tmp_path: Path) -> None:
     words = ["great", "awful", "fine", "sad", "wow", "ugh", "nice", "bad", "ok", "happy", "angry", "meh"]
     lines = {**LINES, "train": [(f"{w} {i}!", "Joey" if i % 2 else "Ross", "neutral", 0 if i < 6 else 2)
@@ -226,7 +248,7 @@ def test_cli_reports_one_line_error(tmp_path: Path, capsys) -> None:
     assert rc == 2 and len(err) == 1 and "train_sent_emo.csv: file not found" in err[0]
 
 
-@pytest.mark.parametrize("name", [meld_text.NAME, meld_text.CONTEXT_NAME])
+@pytest.mark.parametrize("name", [meld_text.NAME, meld_text.CONTEXT_NAME, f"{meld_text.NAME}+{meld_text.CONTEXT_NAME}"])
 def test_live_replay_matches_batch_evaluation(name: str, fixture, tmp_path: Path, capsys) -> None:
     """MELD-style dialogues through the live runtime give exactly what batch evaluation computes, with the
     shipped text encoder (bfloat16) and the context-reading one: the session must feed each utterance the
