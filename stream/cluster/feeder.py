@@ -131,6 +131,11 @@ class Feeder:
             await self._resend(session, conv, "reconnected")
         await self._acks(client)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the feeder has a broker connection now (inputs sent without one wait for the re-send)."""
+        return self._connected.is_set()
+
     def _lost(self, _exc: Exception) -> None:
         self._connected.clear()
         self._client = None

@@ -40,10 +40,17 @@ def test_feeder_and_worker_ride_out_a_broker_restart(tmp_path: Path) -> None:
                     await feeder.send("bumpy", utt(k))
                 assert await feeder.wait_acked(10)
                 await asyncio.to_thread(broker.stop)
+                for _ in range(200):  # until the feeder knows: from then on only its re-send can deliver
+                    if not feeder.connected:
+                        break
+                    await asyncio.sleep(0.05)
+                assert not feeder.connected
+                resent = feeder.stats.resent
                 for k in range(3, 6):  # sent while the broker is down: kept until acknowledged
                     await feeder.send("bumpy", utt(k))
                 await asyncio.to_thread(broker.start)
                 assert await feeder.wait_acked(30), "inputs sent during the outage were never acknowledged"
+                assert feeder.stats.resent - resent >= 3  # they went out again, not from a client-side queue
                 for _ in range(200):
                     if len({e["utterance_id"] for e in got}) == 6:
                         break
