@@ -78,10 +78,11 @@ def main() -> None:
             times[name].extend(per)
             medians[name].append(float(np.median(per)))
     print(f"{len(media)} MELD dev utterances x {args.passes} passes, one call per utterance, 1 torch thread")
-    print(f"{'encoder':<22} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}   per-pass p50 min..max")
+    w = max(22, *map(len, encoders))
+    print(f"{'encoder':<{w}} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}   per-pass p50 min..max")
     for name in encoders:
         p50, p95, p99 = np.percentile(times[name], [50, 95, 99])
-        print(f"{name:<22} {p50:8.1f} {p95:8.1f} {p99:8.1f}   {min(medians[name]):.1f}..{max(medians[name]):.1f}")
+        print(f"{name:<{w}} {p50:8.1f} {p95:8.1f} {p99:8.1f}   {min(medians[name]):.1f}..{max(medians[name]):.1f}")
     if len(encoders) == 2:
         a, b = (np.array(times[n]) for n in encoders)
         print(f"{args.extractor} / {args.against}: p50 {np.median(a) / np.median(b):.2f}x, "
