@@ -75,5 +75,22 @@ step $T --data_dir data/meld-mpnet-oof-est --context_free --out $EXP/oof_context
 step $T --data_dir data/meld-mpnet-est --train_also data/meld-mpnet-oof-est --out $EXP/oof_mix
 step $T --data_dir data/meld-mpnet-est --train_also data/meld-mpnet-asr-est --out $EXP/asr_mix
 
+# Two encoders at once (not shipped: text encoding p95 56 ms > 40): both vectors concatenated into one PCGNet
+# (each part encoded and cached alone, so these layouts take seconds after the ones above), and the average of
+# two runs' distributions, each on its own encoder's layout.
+TWO=mpnet-base-meld+minilm-l6-meld-ctx
+prep --out data/meld-catctx-est --text-extractor $TWO --cache-dir .cache/features
+prep --out data/meld-catctx-asr-est --text-extractor $TWO --cache-dir .cache/features-asr --text-style asr \
+  --persona-estimator data/meld-catctx-est/persona_estimator.json
+prep --out data/meld-catl6-est --text-extractor mpnet-base-meld+minilm-l6-meld --cache-dir .cache/features
+step $T --data_dir data/meld-catctx-est --out $EXP/two_enc
+step $T --data_dir data/meld-catctx-est --context_free --out $EXP/two_enc_context_free
+step $T --data_dir data/meld-catl6-est --out $EXP/two_enc_l6
+$P evaluate --ckpt $EXP/two_enc --data_dir data/meld-catctx-asr-est --num-threads 1 --json > $EXP/two_enc/asr.json
+step $PY scripts/experiments/average_runs.py $EXP/causal $EXP/ctx_causal:data/meld-ctx-est
+step $PY scripts/experiments/average_runs.py $EXP/causal $EXP/l6_causal:data/meld-l6meld-est
+step $PY scripts/experiments/average_runs.py $EXP/causal $EXP/ctx_causal:data/meld-ctx-est $EXP/l6_causal:data/meld-l6meld-est
+step $PY benchmarks/text_encoding.py --extractor $TWO --against mpnet-base-meld
+
 .venv/bin/python scripts/experiments/make_table.py $EXP/{causal,no_persona,no_shift,no_graph,context_free,l6_causal,l6_context_free,ctx_causal,ctx_no_graph,ctx_context_free}
 .venv/bin/python scripts/experiments/ship_default.py $EXP/causal --data data/meld-mpnet-est
