@@ -59,6 +59,7 @@ def check_run(run: ClusterRun, script: dict[str, list[dict[str, Any]]], referenc
     total = sum(load.values())
     assert max(load.values()) <= total / 2, f"one worker took more than half the load: {dict(load)}"
     # The publisher saw the new owners announce themselves (acks from a higher epoch).
-    assert run.feeder is not None and run.feeder.stats.new_epochs >= len(handed_off)
+    assert run.feeder is not None
+    assert run.feeder.stats.new_epochs >= len(handed_off), f"{run.feeder.stats} for {len(handed_off)} hand-offs"
     return {"handed_off": len(handed_off), "load": dict(load), "events_raw": len(run.events),
             "events_unique": total, "feeder": run.feeder.stats}

@@ -201,6 +201,9 @@ async def collect_run(settings: MqttSettings, script: dict[str, list[dict[str, A
                     await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - t0)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout_s)
+            # Events reach the consumer's connection, acks the feeder's: the last acks (a late new owner's
+            # first one among them) can still be in flight when the last event is in.
+            await feeder.wait_acked(min(timeout_s, 10.0))
             run.sent_at = dict(feeder.sent_at)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
