@@ -464,7 +464,10 @@ def load_dataset(
 def add_training_views(ds: DialogueDataset, other: DialogueDataset, where: str) -> DialogueDataset:
     """``ds`` with ``other``'s training dialogues added: the same dialogues seen another way (e.g. as ASR-style
     text), so one model learns both. Only training grows; validation and test stay ``ds``'s own."""
-    mine, theirs = {d.id: d for d in ds.train}, {d.id: d for d in other.train}
+    mine: dict[Any, Dialogue] = {}
+    for d in ds.train:  # its own dialogues: the first of each id (an earlier call appended other views)
+        mine.setdefault(d.id, d)
+    theirs = {d.id: d for d in other.train}
     if set(mine) != set(theirs):
         raise DataError(f"{where}: its training dialogues are not those of {ds.files.get('features')} "
                         f"({len(set(mine) ^ set(theirs))} ids differ)")
@@ -475,7 +478,7 @@ def add_training_views(ds: DialogueDataset, other: DialogueDataset, where: str) 
         if not (np.array_equal(d.labels, o.labels) and np.array_equal(d.speakers, o.speakers)):
             raise DataError(f"{where}: dialogue {vid} has other labels or speakers than in {ds.files.get('features')}")
     files = {**ds.files, "train_also": ";".join(filter(None, (ds.files.get("train_also"), where)))}
-    return replace(ds, train=ds.train + [theirs[d.id] for d in ds.train], files=files)
+    return replace(ds, train=ds.train + [theirs[vid] for vid in mine], files=files)
 
 
 def _dev_ids(feat: Sequence[Any], dataset: str, train_ids: list) -> set:

@@ -128,6 +128,11 @@ def contradictions(args: argparse.Namespace, config: PCGNetConfig) -> list[str]:
     return out
 
 
+def recorded_split(training: dict[str, Any]) -> tuple[float, int]:
+    """The validation rate and split seed a checkpoint's training recorded: its validation split, re-made."""
+    return float(training.get("valid_rate", 0.1)), int(training.get("split_seed", training.get("seed", 0)))
+
+
 def checkpoint_dirs(ckpt: str) -> list[Path]:
     """``ckpt`` itself, or the ``seed-N`` checkpoints of a multi-seed run directory."""
     p = Path(ckpt)
@@ -156,15 +161,15 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: Path, cache: dict) -> tu
     data_dir = args.data_dir or training.get("data_dir") or training.get("data")  # "data": experiment scripts
     if not data_dir:
         raise UsageError("--data_dir is needed (the checkpoint does not record one)")
+    recorded_rate, split_seed = recorded_split(training)
     if args.split == "valid":
-        valid_rate = args.valid_rate if args.valid_rate is not None else float(training.get("valid_rate", 0.1))
+        valid_rate = args.valid_rate if args.valid_rate is not None else recorded_rate
     else:
         valid_rate = 0.0  # the held-out part of train only matters for --split valid
     try:
         device = resolve_device("cpu" if args.no_cuda else args.device)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    split_seed = int(training.get("split_seed", training.get("seed", 0)))
     key = (dataset, str(data_dir), config.modalities, config.use_persona, valid_rate, split_seed)
     if key not in cache:
         cache[key] = load_dataset(dataset, data_dir, roberta_path=args.roberta_path, persona_path=args.persona_path,

@@ -271,6 +271,9 @@ def cache_namespace(extractor: str) -> str:
     The other registry names are tied to fixed, verified weights."""
     from extractors.meld_text import delta_fingerprint
 
+    parts = registry_parts(extractor)
+    if len(parts) > 1:  # a concatenation ``A+B``: its parts' keys, each part cached on its own
+        return "+".join(map(cache_namespace, parts))
     fingerprint = delta_fingerprint(extractor)
     return f"{extractor}@{fingerprint[:16]}" if fingerprint else extractor
 
@@ -279,7 +282,13 @@ def extract_texts(
     media: Sequence[UtteranceMedia], extractor: str, encoder_factory: Callable[[str], TextEncoderSpec],
     cache_dir: Path | None, batch_size: int = 64, progress: bool = True,
 ) -> np.ndarray:
-    """Vectors for ``media`` (identical encoder inputs encoded once), reusing and filling the feature cache."""
+    """Vectors for ``media`` (identical encoder inputs encoded once), reusing and filling the feature cache.
+
+    A concatenation ``A+B`` is encoded part by part, so each part shares its cache with its own layouts."""
+    parts = registry_parts(extractor)
+    if len(parts) > 1:
+        return np.concatenate([extract_texts(media, part, encoder_factory, cache_dir, batch_size, progress)
+                               for part in parts], axis=1)
     spec = encoder_factory(extractor)
     cache = FeatureCache(cache_dir, cache_namespace(extractor)) if cache_dir else None
     keys = []
@@ -457,17 +466,10 @@ def prepare_meld(
     persona = load_persona(persona_path, dialogues)
     order = list(dialogues)
     media = [m for v in order for m in dialogue_media(dialogues[v], TEXT_STYLES[text_style])]
-    # A concatenating extractor is encoded part by part, so each part's cache is shared with its own layouts.
-    parts = registry_parts(text_extractor)
-    cache = out / ".feature-cache" if cache_dir is None else cache_dir
-    vectors = np.concatenate([extract_texts(media, part, encoder_factory, cache, progress=progress)
-                              for part in parts], axis=1)
-    text: dict[int, np.ndarray] = {}
-    i = 0
-    for v in order:
-        n = len(dialogues[v].utterances)
-        text[v] = vectors[i:i + n].copy()  # writable per dialogue (cross-fitted train vectors replace rows)
-        i += n
+    vectors = extract_texts(media, text_extractor, encoder_factory,
+                            out / ".feature-cache" if cache_dir is None else cache_dir, progress=progress)
+    ends = np.cumsum([len(dialogues[v].utterances) for v in order])[:-1]
+    text = dict(zip(order, np.split(vectors, ends), strict=True))  # views, per dialogue
     cross_fit = replace_train_vectors(dialogues, text, train_vectors, text_style) if train_vectors else None
     persona_meta: dict = {"source": "given"}
     if persona_source == "estimated":
@@ -488,7 +490,7 @@ def prepare_meld(
         "format": "pcgnet-meld", "version": 1, "dataset": "MELD", "labels": list(MELD_LABELS),
         # "cache": the weights fingerprint, so features of re-trained weights under the same name differ.
         "extractors": {"t": {"name": text_extractor, "dim": int(vectors.shape[1]),
-                             "cache": "+".join(map(cache_namespace, parts))}},
+                             "cache": cache_namespace(text_extractor)}},
         "persona": persona_meta,
         "text_style": text_style,
         "train_vectors": cross_fit,  # null: train vectors from the named extractor, like dev and test

@@ -31,12 +31,11 @@ def main() -> None:
     ap.add_argument("--num-threads", type=int, default=1)
     args = ap.parse_args()
     import torch
-    from sklearn.metrics import f1_score, roc_auc_score
 
     from pcgnet.checkpoint import load_checkpoint
     from pcgnet.data import load_dataset
-    from pcgnet.evaluate import predict_dialogues
-    from pcgnet.metrics import shift_probability
+    from pcgnet.evaluate import Predictions, predict_dialogues, recorded_split
+    from pcgnet.metrics import evaluate_predictions
 
     torch.set_num_threads(args.num_threads)
     members = [(Path(r.split(":", 1)[0]), r.split(":", 1)[1] if ":" in r else None) for r in args.runs]
@@ -46,32 +45,29 @@ def main() -> None:
     splits = ("valid", "test")
     scores: dict[str, list[tuple[float, float]]] = {s: [] for s in splits}
     for seed in seeds:
-        probs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {s: [] for s in splits}
-        gold: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        preds: dict[str, list[Predictions]] = {s: [] for s in splits}
         for run, data_dir in members:
             ckpt = seed_dirs(run)[seed]
             loaded = load_checkpoint(ckpt)
             training = loaded.meta.get("training") or {}
+            valid_rate, split_seed = recorded_split(training)
             ds = load_dataset(training["dataset"], data_dir or training["data_dir"],
                               modalities=loaded.config.modalities, need_persona=loaded.config.use_persona,
-                              valid_rate=float(training.get("valid_rate", 0.1)),
-                              seed=int(training.get("split_seed", 0)))
-            c = loaded.config.n_classes
+                              valid_rate=valid_rate, seed=split_seed)
             for split in splits:
                 p = predict_dialogues(loaded.model, ds.split(split))
-                labels, pairs = p.labels.numpy(), p.shift_labels.numpy()
-                if split in gold and not (np.array_equal(gold[split][0], labels)
-                                          and np.array_equal(gold[split][1], pairs)):
+                first = preds[split][0] if preds[split] else p
+                if not (torch.equal(first.labels, p.labels) and torch.equal(first.shift_labels, p.shift_labels)):
                     sys.exit(f"average_runs: {ckpt} sees other {split} utterances than the first run")
-                gold[split] = (labels, pairs)
-                probs[split].append((p.emotion_prob.numpy(), shift_probability(p.shift_prob, c)))
+                preds[split].append(p)
         line = [seed]
         for split in splits:
-            labels, pairs = gold[split]
-            emotion = np.mean([e for e, _ in probs[split]], axis=0)
-            p_shift = np.mean([s for _, s in probs[split]], axis=0)
-            wf1 = 100 * f1_score(labels, emotion.argmax(1), average="weighted")
-            auroc = 100 * roc_auc_score(pairs // c != pairs % c, p_shift)
+            ps = preds[split]
+            # The mean transition distribution's P(shift) is the mean of the members' P(shift): it is linear.
+            m = evaluate_predictions(ps[0].labels, torch.stack([p.emotion_prob for p in ps]).mean(0),
+                                     ps[0].shift_labels, torch.stack([p.shift_prob for p in ps]).mean(0),
+                                     loaded.config.labels)
+            wf1, auroc = 100 * m["weighted_f1"], 100 * m["binary_shift"]["auroc"]
             scores[split].append((wf1, auroc))
             line.append(f"{split} W-F1 {wf1:.2f} AUROC {auroc:.2f}")
         print("  ".join(line))
