@@ -1,6 +1,8 @@
 """Recordings as input (``live.py --audio FILE`` / ``--video FILE``): the microphone path, fed from a file.
 
-PyAV decodes the audio track (wav, flac, ogg, mp3, the audio of an mp4) to 16 kHz mono in a worker thread;
+PyAV decodes the audio track (wav, flac, ogg, mp3, m4a, the audio of an mp4/mkv/webm; any channel count
+and rate a recording has) in a worker thread; :mod:`.pcm` downmixes each frame without clipping, it is
+resampled to 16 kHz and normalised in level, so the VAD takes any ordinary recording;
 blocks of ``block_ms`` enter :class:`.speech.SpeechSource`'s channel at ``speed`` (1 real time, 0 as fast as
 the pipeline takes them: the channel then blocks instead of dropping, so nothing is lost), and the same
 segmenter, ASR, diariser, features, model and sinks as a microphone's do the rest. Times are seconds from
@@ -23,15 +25,18 @@ from ..channel import FullPolicy
 from ..frames import ErrorCategory
 from ..params import MicParams, VadParams
 from .base import Pacer, UtteranceSink
+from .pcm import LevelNormaliser, downmix, to_channels
 from .speech import AudioUnavailable, SpeechSource
 
 log = logging.getLogger(__name__)
 
 RATE = 16000
 DECODE_CHUNK_S = 1.0  # decoded per thread hop, then cut into blocks
+MIN_FILE_RATE, MAX_FILE_RATE = 4000, 384000  # a header outside this is not a recording (a 1 Hz wav ran 300 s)
+MAX_CHANNELS = 64
 
 
-def _open(path: str | Path) -> tuple[Any, Any]:
+def _open(path: str | Path, channel: int | None = None) -> tuple[Any, Any]:
     """(container, first audio stream); AudioUnavailable with one clear line when unusable."""
     try:
         import av
@@ -47,38 +52,79 @@ def _open(path: str | Path) -> tuple[Any, Any]:
     if not container.streams.audio:
         container.close()
         raise AudioUnavailable(f"{path}: has no audio track")
-    return container, container.streams.audio[0]
+    stream = container.streams.audio[0]
+    try:
+        _check_format(path, int(stream.codec_context.sample_rate or 0),
+                      int(stream.codec_context.layout.nb_channels or 0), channel)
+    except AudioUnavailable:
+        container.close()
+        raise
+    return container, stream
 
 
-def iter_audio(path: str | Path, chunk_s: float = DECODE_CHUNK_S) -> Generator[np.ndarray, None, None]:
+def _check_format(path: str | Path, rate: int, channels: int, channel: int | None) -> None:
+    """The header's rate and channel count are a recording's, and ``channel`` exists (AudioUnavailable)."""
+    if not MIN_FILE_RATE <= rate <= MAX_FILE_RATE:
+        raise AudioUnavailable(f"{path}: sample rate {rate} Hz is not a recording's "
+                               f"(expected {MIN_FILE_RATE}..{MAX_FILE_RATE} Hz)")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioUnavailable(f"{path}: {channels} audio channels (expected 1..{MAX_CHANNELS})")
+    if channel is not None and not 0 <= channel < channels:
+        raise AudioUnavailable(f"{path}: has {channels} channel(s); --channel {channel + 1} does not exist")
+
+
+def iter_audio(path: str | Path, chunk_s: float = DECODE_CHUNK_S, *, channel: int | None = None,
+               normalise: bool = True) -> Generator[np.ndarray, None, None]:
     """Decode the first audio track to float32 mono 16 kHz, yielding about ``chunk_s`` seconds at a time.
 
-    Raises AudioUnavailable (opening) or ValueError (corrupt data while decoding), each one line.
+    Each decoded frame is downmixed at its own rate (:func:`.pcm.downmix`: the average of the channels, or
+    only ``channel``, 0-based), then resampled; each chunk is scaled by a :class:`.pcm.LevelNormaliser`
+    (``normalise``), so what reaches the VAD is within [-1, 1] whatever the file's channels and level.
+    Raises AudioUnavailable (opening, an absurd header) or ValueError (corrupt data while decoding), each
+    one line.
     """
     import av
 
-    container, stream = _open(path)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+    container, stream = _open(path, channel)
+    level = LevelNormaliser() if normalise else None
     pending: list[np.ndarray] = []
     have = 0
     try:
-        def frames() -> Iterator[Any]:
+        def mono_frames() -> Iterator[Any]:
+            resampler: Any = None
+            rate = 0
             for frame in container.decode(stream):
-                yield from resampler.resample(frame)
-            yield from resampler.resample(None)
+                if frame.sample_rate != rate:  # a rate change mid-stream: flush and start a new resampler
+                    _check_format(path, int(frame.sample_rate), frame.layout.nb_channels, channel)
+                    if resampler is not None:
+                        yield from resampler.resample(None)
+                    resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+                    rate = frame.sample_rate
+                x = to_channels(frame.to_ndarray(), frame.layout.nb_channels, frame.format.is_planar)
+                if channel is not None and channel >= x.shape[0]:
+                    raise ValueError(f"{path}: channel {channel + 1} disappeared mid-stream")
+                mono = av.AudioFrame.from_ndarray(downmix(x, channel).reshape(1, -1), format="flt", layout="mono")
+                mono.sample_rate = rate
+                yield from resampler.resample(mono)
+            if resampler is not None:
+                yield from resampler.resample(None)
+
+        def out(parts: list[np.ndarray]) -> np.ndarray:
+            x = np.concatenate(parts)
+            return level(x) if level is not None else x
 
         try:
-            for f in frames():
+            for f in mono_frames():
                 x = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
                 pending.append(x)
                 have += x.size
                 if have >= chunk_s * RATE:
-                    yield np.concatenate(pending)
+                    yield out(pending)
                     pending, have = [], 0
         except av.FFmpegError as e:
             raise ValueError(f"{path}: corrupt audio after {have / RATE:.1f} s of the last chunk ({e})") from None
         if pending:
-            yield np.concatenate(pending)
+            yield out(pending)
     finally:
         container.close()
 
