@@ -22,6 +22,7 @@ import numpy as np
 from pcgnet.checkpoint import shift_threshold
 
 from . import events as ev
+from .evidence import has_evidence
 from .features import FeatureService
 from .frames import EventFrame, EventKind, Utterance
 from .inference import ModelStepper, StepOutput, StepRequest
@@ -181,6 +182,8 @@ class Analyzer:
                 log.info("session %s: utterance %s already processed; skipped", utt.session_id, utt.utterance_id)
                 return []
             feats = await self.features.extract(utt, st.recent)
+            if not has_evidence(utt.text, feats.used):  # no evidence, no event (stream/evidence.py)
+                return []
             slot = st.slots.slot(utt.speaker)
             persona = st.persona.update(utt.speaker, {m: feats.vectors[m] for m in feats.used})
             out = await self.stepper.step(StepRequest(st.model_state, feats.vectors, slot, persona))

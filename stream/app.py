@@ -12,11 +12,14 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extractors.asr import ASR_CHOICES, valid_spec
 
 from .params import DEFAULT_ASR, CameraParams, InferenceParams, LiveParams, MicParams, SpeakerParams
+
+if TYPE_CHECKING:
+    from .runtime import SessionTally
 
 log = logging.getLogger("stream")
 
@@ -161,6 +164,15 @@ def _recording_sessions(audio: Sequence[str], video: Sequence[str], session: str
 def _fail(msg: str, code: int = 2) -> int:
     print(f"live.py: error: {msg}", file=sys.stderr)
     return code
+
+
+def file_summary(name: str, tally: SessionTally | None, duration_s: float) -> str:
+    """The line ending a file's run: what it gave, so a script can tell a silent file from a full one."""
+    utterances, speakers, errors, silent = (tally.utterances, len(tally.speakers), tally.errors, tally.no_event) \
+        if tally else (0, 0, 0, 0)
+    why = f" ({silent} without usable evidence for the model: no event)" if silent else ""
+    return (f"live.py: done: {name}: {utterances} utterance(s){why}, {speakers} speaker(s), "
+            f"{duration_s:.1f} s of audio, {errors} error(s)")
 
 
 def _session_personas(path: str | None, session: str) -> dict[str, dict[str, Any]]:
@@ -388,9 +400,12 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         if runtime.fatal:
             print(f"live.py: stopped: {runtime.fatal}", file=sys.stderr)
         for f in files:
-            if f.failed:
-                print(f"live.py: error: {f.failed}", file=sys.stderr)
-                code = code or 1
+            print(file_summary(f.path.name, runtime.tallies.get(f.session_id), f.decoded_s), file=sys.stderr)
+        failures = [f.failed for f in files if f.failed] + runtime.source_failures
+        for failure in failures:  # a source that failed is a failed run: scripts see it in the exit status
+            print(f"live.py: error: {failure}", file=sys.stderr)
+        if failures:
+            code = code or 1
         if web_server is not None and not runtime.fatal and not runtime.cancelled:
             from .web.server import serve_until_signal
             print(f"live.py: analysis finished; the dashboard stays at {web_server.url} until Ctrl-C",

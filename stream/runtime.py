@@ -26,13 +26,13 @@ import numpy as np
 from .analyzer import Analyzer
 from .capture.base import UtteranceSink
 from .channel import Channel, FullPolicy
-from .frames import ErrorCategory, ErrorFrame, EventFrame, Utterance
+from .frames import ErrorCategory, ErrorFrame, EventFrame, EventKind, Utterance
 from .mqtt.inbound import ErrorRateLimiter
 from .params import LiveParams
 from .record import SessionRecorder
 from .sinks.base import Sink, SinkSet
 from .sinks.jsonl import frame_json
-from .tasks import OnError, Supervisor, task_name
+from .tasks import OnError, Supervisor, failure_reason, task_name
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,20 @@ class Camera(Protocol):
     def frames_between(self, t0: float, t1: float) -> tuple[np.ndarray, ...]: ...
 
     def stop(self) -> None: ...
+
+
+@dataclasses.dataclass
+class SessionTally:
+    """What one session analysed, for the summary line at the end of a file run."""
+
+    utterances: int = 0
+    speakers: set[str] = dataclasses.field(default_factory=set)
+    errors: int = 0
+    no_event: int = 0
+    """Utterances that gave no emotion event (no usable evidence for the checkpoint, or a repeated id)."""
+
+
+MAX_TALLIES = 1000  # sessions whose tally is kept (MQTT input may open many; the oldest go first)
 
 
 @dataclasses.dataclass
@@ -91,6 +105,9 @@ class Runtime:
         self.errors: list[ErrorFrame] = []
         self.events_emitted = 0
         self.sessions_refused = 0
+        self.source_failures: list[str] = []
+        """``"<source name>: <reason>"`` of each source whose task raised: the run analysed less than asked."""
+        self.tallies: dict[str, SessionTally] = {}
         self._refusals = ErrorRateLimiter(rate_per_s=0.2, burst=3)
 
     # -- wiring -----------------------------------------------------------------------------------
@@ -146,7 +163,17 @@ class Runtime:
         if w is not None:
             w.channel.close()
 
+    def tally(self, session_id: str) -> SessionTally:
+        """The session's running tally (kept after it ends; at most MAX_TALLIES sessions)."""
+        t = self.tallies.get(session_id)
+        if t is None:
+            t = self.tallies[session_id] = SessionTally()
+            while len(self.tallies) > MAX_TALLIES:
+                del self.tallies[next(iter(self.tallies))]
+        return t
+
     def report(self, error: ErrorFrame) -> None:
+        self.tally(error.session_id).errors += 1
         self.errors.append(error)
         del self.errors[:-100]
         log.info("%s: %s", error.stage, error.message)  # the sinks show it (UI panel, line, event)
@@ -168,6 +195,10 @@ class Runtime:
                                            message=f"utterance {utt.utterance_id} not processed: "
                                                    f"{type(e).__name__}: {e}", category=ErrorCategory.INPUT))
                     continue
+                tally = self.tally(w.session_id)
+                tally.utterances += 1
+                tally.speakers.add(utt.speaker)
+                tally.no_event += not any(f.kind is EventKind.EMOTION for f in frames)
                 self.emit(frames)
                 if w.recorder is not None:
                     w.recorder.add_events([frame_json(f) for f in frames])
@@ -177,6 +208,21 @@ class Runtime:
             if self.workers.get(w.session_id) is w:  # the session is over: free its state
                 del self.workers[w.session_id]
                 self.analyzer.close_session(w.session_id)
+
+    async def _run_source(self, src: Source) -> None:
+        """Run one source; if it raises, the run has failed: remember it (``source_failures``, the exit status
+        of ``live.py``) and say so in one error frame instead of a traceback."""
+        try:
+            await src.run(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any source failure is reported, and the others go on
+            reason = failure_reason(e)
+            self.source_failures.append(f"{src.name}: {reason}")
+            log.debug("source %s failed", src.name, exc_info=True)
+            self.report(ErrorFrame(session_id=str(getattr(src, "session_id", None) or self.params.session_id),
+                                   stage=task_name("-", f"source.{src.name}"),
+                                   message=f"{src.name} failed: {reason}", category=ErrorCategory.INPUT))
 
     async def _janitor(self) -> None:
         """Close sessions idle for ``session_idle_s`` (bounded memory with many short-lived sessions)."""
@@ -239,7 +285,7 @@ class Runtime:
         cam_tasks = [sup.spawn(task_name(sid, "camera"), cam.run(self)) for sid, cam in self.cameras.items()]
         if self.params.session_idle_s > 0:
             sup.spawn(task_name("-", "janitor"), self._janitor())
-        self._source_tasks = [sup.spawn(task_name("-", f"source.{src.name}"), src.run(self))
+        self._source_tasks = [sup.spawn(task_name("-", f"source.{src.name}"), self._run_source(src))
                               for src, _ in self._sources]
         all_finite = bool(self._sources) and all(f for _, f in self._sources)
 

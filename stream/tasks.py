@@ -30,6 +30,14 @@ def task_name(session: str, stage: str) -> str:
 MAX_FAILURES_KEPT = 100
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line for an exception: a TaskGroup's ExceptionGroup is named by its first leaf, not by the group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 class Supervisor:
     """Owns a set of tasks (the runtime's, or one cluster worker life's).
 

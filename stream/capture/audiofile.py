@@ -24,6 +24,7 @@ import numpy as np
 from ..channel import FullPolicy
 from ..frames import ErrorCategory
 from ..params import MicParams, VadParams
+from ..tasks import failure_reason
 from .base import Pacer, UtteranceSink
 from .pcm import LevelNormaliser, downmix, to_channels
 from .speech import AudioUnavailable, SpeechSource
@@ -171,6 +172,9 @@ class AudioFileSource(SpeechSource):
         self.max_frames = max_frames_per_utterance
         self.name = f"{'video' if video else 'audio'}:{self.path.name}"
         self.failed: str | None = None
+        """One line naming the file and why it was not (fully) analysed; None when it was."""
+        self.decoded_s = 0.0
+        """Seconds of audio decoded so far (the whole file's duration once it ended)."""
         self.pacer: Pacer | None = None
         self._video: Any = None
 
@@ -186,9 +190,13 @@ class AudioFileSource(SpeechSource):
                 self.failed = str(e)
                 self.report(sink, f"{self.path}: not analysed: {e}", ErrorCategory.INPUT)
                 return
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._feed(sink))
-                tg.create_task(self.consume(sink))
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._feed(sink))
+                    tg.create_task(self.consume(sink))
+            except Exception as e:  # noqa: BLE001 - the VAD, ASR or diariser failed: this file's run failed
+                self.failed = f"{self.path}: stopped after {self.decoded_s:.1f} s: {failure_reason(e)}"
+                self.report(sink, self.failed, ErrorCategory.INPUT)
         finally:
             if self._video is not None:
                 self._video.close()
@@ -205,6 +213,7 @@ class AudioFileSource(SpeechSource):
                 for i in range(0, chunk.size, block):
                     b = chunk[i:i + block]
                     pos += b.size
+                    self.decoded_s = pos / RATE
                     due = await pacer.wait(pos / RATE)
                     await self.blocks.put((due if due is not None else time.monotonic_ns(), b))
         except (AudioUnavailable, ValueError) as e:

@@ -244,7 +244,7 @@ def test_enrolled_voice_is_named_and_the_cap_holds(make_runtime, dialogue: Dialo
     _need("silero_vad", "resemblyzer", "av")
     from stream.capture.audiofile import AudioFileSource
     from stream.params import MicParams, SpeakerParams, VadParams
-    from stream.sinks.jsonl import JsonlSink
+    from stream.record import SessionRecorder
     from tests.extractors.extractor_media import write_wav
     from tests.voicing import speak
 
@@ -254,14 +254,14 @@ def test_enrolled_voice_is_named_and_the_cap_holds(make_runtime, dialogue: Dialo
     write_wav(sample, speak("I never said that. Let me tell you what really happened yesterday at the office.", voice))
 
     def run(mic: MicParams, speakers: SpeakerParams) -> list[str]:
-        log = tmp_path / f"ev{time.monotonic_ns()}.jsonl"
-        rt = make_runtime([JsonlSink(log)])
+        """The speakers of the recorded utterances (no ASR: a text model gives no events, stream/evidence.py)."""
+        rec = tmp_path / f"rec{time.monotonic_ns()}"
+        rt = make_runtime([], recorder_factory=lambda sid: SessionRecorder(rec, sid))
         rt.add_source(AudioFileSource("v", dialogue.wav, mic, VadParams(), speed=0, speakers=speakers), finite=True)
         assert asyncio.run(rt.run()) == 0
-        emo = sorted((e for e in map(json.loads, log.read_text().splitlines()) if e["type"] == "emotion"),
-                     key=lambda e: e["t_start"])
-        assert len(emo) == len(dialogue.segments)
-        return [e["speaker"] for e in emo]
+        utts = sorted(read_session(rec).utterances, key=lambda u: u.t_start)
+        assert len(utts) == len(dialogue.segments)
+        return [u.speaker for u in utts]
 
     named = run(MicParams(asr="none", vad="silero"), SpeakerParams(voices=(("Known", str(sample)),)))
     is_target = [s.speaker == target for s in dialogue.segments]

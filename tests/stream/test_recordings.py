@@ -181,3 +181,8 @@ def test_live_gives_each_recording_the_events_of_the_mono_file(speech: tuple[Any
             assert abs(a["t_start"] - b["t_start"]) < 0.3 and abs(a["t_end"] - b["t_end"]) < 0.3, (name, a, b)
         hyp = " ".join(e["text"] or "" for e in events)
         assert word_error_rate([gold], [hyp]) <= 0.35, (name, hyp)
+    # each file's run ends with its summary line
+    done = {line.split(": ")[2]: line for line in r.stderr.splitlines() if line.startswith("live.py: done: ")}
+    assert sorted(done) == sorted(variant(speech, n).name for n in ["mono16", *E2E]), r.stderr[-2000:]
+    assert done["mono16.wav"].startswith(f"live.py: done: mono16.wav: {len(LINES)} utterance(s), "), done
+    assert done["mono16.wav"].endswith(f" {v.audio.size / RATE:.1f} s of audio, 0 error(s)"), done
