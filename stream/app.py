@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--session-config", metavar="FILE",
                      help='JSON {"personas": {"Alice": [5 numbers], ...}} fixing speakers\' personas')
     aud = p.add_argument_group("audio path (--mic, --audio, --video)")
+    aud.add_argument("--channel", metavar="N", type=int,
+                     help="analyse only channel N (1 = left) of each --audio/--video file, e.g. the one microphone "
+                          "of a two-track recording (default: the average of all channels)")
     aud.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto",
                      help="segmentation: silero-vad, an energy threshold, or auto (silero when installed)")
     aud.add_argument("--asr", default="auto", type=_asr_choice, metavar="|".join(("auto", "none", *ASR_CHOICES)),
@@ -228,10 +231,13 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         return _fail(str(e))
     from .capture.speech import AsrService, AudioUnavailable
     recordings = _recording_sessions(args.audio, args.video, args.session)
+    if args.channel is not None and (args.channel < 1 or not recordings):
+        return _fail(f"--channel {args.channel}: expected a channel number >= 1 of an --audio/--video file")
+    channel = None if args.channel is None else args.channel - 1
     try:
         from .capture.audiofile import probe
         for path, video, _ in recordings:
-            probe(path, video=video)
+            probe(path, video=video, channel=channel)
     except AudioUnavailable as e:
         return _fail(str(e))
     mqtt_settings = None
@@ -384,7 +390,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     for path, video, sid in recordings:
         from .capture.audiofile import AudioFileSource
         files.append(AudioFileSource(sid, path, params.mic, params.vad, speed=args.speed, video=video, asr=asr,
-                                     speakers=params.speakers,
+                                     speakers=params.speakers, channel=channel,
                                      max_frames_per_utterance=params.camera.max_frames_per_utterance))
         runtime.add_source(files[-1], finite=True)
     if args.camera is not None:

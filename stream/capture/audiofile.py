@@ -6,8 +6,10 @@ resampled to 16 kHz and normalised in level, so the VAD takes any ordinary recor
 blocks of ``block_ms`` enter :class:`.speech.SpeechSource`'s channel at ``speed`` (1 real time, 0 as fast as
 the pipeline takes them: the channel then blocks instead of dropping, so nothing is lost), and the same
 segmenter, ASR, diariser, features, model and sinks as a microphone's do the rest. Times are seconds from
-the start of the file. With ``--video`` the utterances also carry the file's frames of their span, as a
-camera's would. At the end of the file the segmenter is flushed, so the last utterance is kept.
+the start of the file. With ``--video`` the utterances also carry up to ``max_frames_per_utterance`` frames
+of their span, decoded and scaled as the visual path needs them (:mod:`.video`: memory stays bounded
+whatever the file's length and resolution), as a camera's would. At the end of the file the segmenter is
+flushed, so the last utterance is kept.
 """
 
 from __future__ import annotations
@@ -136,9 +138,9 @@ def decode_audio(path: str | Path) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def probe(path: str | Path, *, video: bool = False) -> None:
+def probe(path: str | Path, *, video: bool = False, channel: int | None = None) -> None:
     """Fail now, before models load, if the file cannot be used (AudioUnavailable, one line)."""
-    container, _ = _open(path)
+    container, _ = _open(path, channel)
     try:
         if video and not container.streams.video:
             raise AudioUnavailable(f"{path}: has no video track (use --audio for sound only)")
@@ -157,18 +159,20 @@ class AudioFileSource(SpeechSource):
         speed: 1 real time, 2 twice as fast, 0 as fast as possible.
         video: also attach the file's video frames to utterances (``--video``).
         max_frames_per_utterance: frames attached per utterance.
+        channel: analyse only this channel (0-based; ``--channel N`` is 1-based), else the downmix of all.
         options: :class:`SpeechSource`'s (the shared ASR service, diarisation parameters, voice encoder).
     """
 
     def __init__(self, session_id: str, path: str | Path, mic: MicParams, vad: VadParams, *, speed: float = 1.0,
                  video: bool = False, max_frames_per_utterance: int = 8, max_blocks: int = 512,
-                 **options: Any) -> None:
+                 channel: int | None = None, **options: Any) -> None:
         if mic.sample_rate_hz != RATE:
             raise ValueError(f"audio files are decoded at {RATE} Hz (got sample_rate_hz={mic.sample_rate_hz})")
         super().__init__(session_id, mic, vad, max_blocks=max_blocks, block_policy=FullPolicy.BLOCK, speed=speed,
                          **options)
         self.path = Path(path)
         self.video = video
+        self.channel = channel
         self.max_frames = max_frames_per_utterance
         self.name = f"{'video' if video else 'audio'}:{self.path.name}"
         self.failed: str | None = None
@@ -183,9 +187,9 @@ class AudioFileSource(SpeechSource):
             try:
                 await self.prepare()
                 if self.video:
-                    from .replay import VideoReader
+                    from .video import VideoFrames
 
-                    self._video = await asyncio.to_thread(VideoReader, self.path, 25.0)
+                    self._video = await asyncio.to_thread(VideoFrames, self.path)
             except (AudioUnavailable, ValueError) as e:
                 self.failed = str(e)
                 self.report(sink, f"{self.path}: not analysed: {e}", ErrorCategory.INPUT)
@@ -205,7 +209,7 @@ class AudioFileSource(SpeechSource):
     async def _feed(self, sink: UtteranceSink) -> None:
         """Decode in a thread, cut into blocks, release each when its end is due; close the channel at the end."""
         block = int(RATE * self.mic.block_ms / 1000)
-        chunks = iter_audio(self.path)
+        chunks = iter_audio(self.path, channel=self.channel)
         self.pacer = pacer = Pacer(self.speed)
         pos = 0
         try:

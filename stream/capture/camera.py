@@ -1,5 +1,6 @@
 """Camera capture: an OpenCV ``VideoCapture`` read on its own thread into a bounded, time-stamped ring
-buffer; utterances take the frames of their time span from it.
+buffer of frames scaled to the size the visual path needs (:func:`.video.fit_frame`); utterances take the
+frames of their time span from it.
 
 The camera is not an utterance source: it enriches utterances from the microphone or a transcript.
 A missing camera is one clear message and the session runs without the visual modality; a camera that
@@ -21,6 +22,7 @@ from ..frames import ErrorCategory, ErrorFrame
 from ..params import CameraParams
 from ..tasks import task_name
 from .base import SessionClock, UtteranceSink
+from .video import fit_frame
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class CameraSource:
             if t - last_t + 1e-9 < min_dt:
                 continue
             last_t = t
+            frame = fit_frame(frame)  # a 30 s ring of 1080p frames would be 2.8 GB; at 640 px, 0.3 GB
             with self._lock:
                 self._frames.append((t, frame))
             self.frames_read += 1

@@ -17,47 +17,9 @@ import numpy as np
 from ..frames import Utterance
 from ..record import RecordedSession, read_session
 from .base import Pacer, UtteranceSink
+from .video import VideoFrames
 
 log = logging.getLogger(__name__)
-
-
-class VideoReader:
-    """Sequential reader of a recorded video: frames of a time span, evenly sampled (blocking: run in a thread)."""
-
-    def __init__(self, path: Path, fps: float) -> None:
-        import cv2
-
-        self._cap = cv2.VideoCapture(str(path))
-        if not self._cap.isOpened():
-            raise ValueError(f"{path}: cannot open video")
-        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or fps or 15.0)
-        self._pos = 0
-        self._path = path
-
-    def frames_between(self, t0: float, t1: float, max_frames: int) -> tuple[np.ndarray, ...]:
-        start, end = int(t0 * self.fps), max(int(t0 * self.fps) + 1, int(t1 * self.fps))
-        if start < self._pos:  # out of order: rewind
-            import cv2
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-            self._pos = start
-        while self._pos < start:
-            if not self._cap.grab():
-                return ()
-            self._pos += 1
-        frames: list[np.ndarray] = []
-        while self._pos < end:
-            ok, fr = self._cap.read()
-            if not ok:
-                break
-            frames.append(fr)
-            self._pos += 1
-        if len(frames) > max_frames:
-            idx = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
-            frames = [frames[i] for i in idx]
-        return tuple(frames)
-
-    def close(self) -> None:
-        self._cap.release()
 
 
 class ReplaySource:
@@ -86,7 +48,7 @@ class ReplaySource:
         video = None
         if rec.video_path is not None:
             try:
-                video = VideoReader(rec.video_path, rec.video_fps or 15.0)
+                video = VideoFrames(rec.video_path)
             except (ValueError, ImportError) as e:
                 log.warning("replay %s: video not used (%s)", self.session_id, e)
         pacer = Pacer(self.speed)

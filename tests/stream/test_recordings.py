@@ -186,3 +186,21 @@ def test_live_gives_each_recording_the_events_of_the_mono_file(speech: tuple[Any
     assert sorted(done) == sorted(variant(speech, n).name for n in ["mono16", *E2E]), r.stderr[-2000:]
     assert done["mono16.wav"].startswith(f"live.py: done: mono16.wav: {len(LINES)} utterance(s), "), done
     assert done["mono16.wav"].endswith(f" {v.audio.size / RATE:.1f} s of audio, 0 error(s)"), done
+
+
+def test_one_channel_of_a_two_track_recording(speech: tuple[Any, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """``--channel N`` analyses one microphone of a two-track file; a channel the file lacks is one line, exit 2."""
+    _need("av")
+    from stream.app import main
+    from stream.capture.audiofile import decode_audio, iter_audio
+
+    path = variant(speech, "left_only")  # speech on the left, silence on the right
+    ref = decode_audio(variant(speech, "mono16"))
+    left = np.concatenate(list(iter_audio(path, channel=0)))
+    right = np.concatenate(list(iter_audio(path, channel=1, normalise=False)))
+    assert _aligned_corr(left, ref) > 0.9 and float(np.abs(right).max()) < 1e-3
+    assert main(["--audio", str(path), "--channel", "3", "--no-tui"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"live.py: error: {path}: has 2 channel(s); --channel 3 does not exist"], err
+    assert main(["--audio", str(path), "--channel", "0", "--no-tui"]) == 2
+    assert "--channel 0: expected a channel number >= 1" in capsys.readouterr().err
