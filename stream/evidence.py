@@ -8,16 +8,19 @@ event, no model step, so the speaker's previous expression stays what the shift 
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Sequence
 
-_WORD = re.compile(r"\w")
+
+def _has_content(text: str | None) -> bool:
+    """A letter, digit or symbol (an emoji says something in a chat); punctuation and spaces alone do not."""
+    return text is not None and any(unicodedata.category(ch)[0] in "LNS" for ch in text)
 
 
 def usable_modalities(text: str | None, used: Sequence[str]) -> tuple[str, ...]:
     """The modalities among ``used`` (those the feature service filled for the checkpoint) that carry
-    evidence: text only with at least one letter or digit (a lone "." from a recogniser is not words)."""
-    return tuple(m for m in used if m != "t" or (text is not None and _WORD.search(text) is not None))
+    evidence: text only with a letter, digit or symbol (a lone "." from a recogniser is not words)."""
+    return tuple(m for m in used if m != "t" or _has_content(text))
 
 
 def has_evidence(text: str | None, used: Sequence[str]) -> bool:

@@ -26,6 +26,7 @@ def test_predicate() -> None:
     assert has_evidence(None, ("a",)) and has_evidence("", ("a", "v"))  # audio/face evidence stands alone
     assert usable_modalities("...", ("t", "a")) == ("a",)
     assert usable_modalities("Oh no!", ("t", "v")) == ("t", "v")
+    assert has_evidence("\U0001f602", ("t",)) and not has_evidence("?! \u2026", ("t",))  # an emoji says something
 
 
 TURNS = [("A", "I am so happy today, this is the best news ever!"), ("A", None), ("B", "What happened?"),
