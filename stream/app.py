@@ -19,6 +19,8 @@ from extractors.asr import ASR_CHOICES, valid_spec
 from .params import DEFAULT_ASR, CameraParams, InferenceParams, LiveParams, MicParams, SpeakerParams
 
 if TYPE_CHECKING:
+    from .capture.audiofile import AudioFileSource
+    from .capture.channels import ChannelSpeakersSource
     from .runtime import SessionTally
 
 log = logging.getLogger("stream")
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--channel", metavar="N", type=int,
                      help="analyse only channel N (1 = left) of each --audio/--video file, e.g. the one microphone "
                           "of a two-track recording (default: the average of all channels)")
+    aud.add_argument("--channels-as-speakers", action="store_true",
+                     help="each channel of an --audio/--video file is one person (phone calls, podcasts): "
+                          "speakers 'Channel 1', 'Channel 2', ... instead of diarisation")
     aud.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto",
                      help="segmentation: silero-vad, an energy threshold, or auto (silero when installed)")
     aud.add_argument("--asr", default="auto", type=_asr_choice, metavar="|".join(("auto", "none", *ASR_CHOICES)),
@@ -234,10 +239,14 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     if args.channel is not None and (args.channel < 1 or not recordings):
         return _fail(f"--channel {args.channel}: expected a channel number >= 1 of an --audio/--video file")
     channel = None if args.channel is None else args.channel - 1
+    if args.channels_as_speakers and (channel is not None or args.speaker or not recordings):
+        return _fail("--channels-as-speakers names the speakers of --audio/--video files by channel: "
+                     "not with --channel or --speaker")
+    n_channels = {}
     try:
         from .capture.audiofile import probe
         for path, video, _ in recordings:
-            probe(path, video=video, channel=channel)
+            n_channels[path] = probe(path, video=video, channel=channel)
     except AudioUnavailable as e:
         return _fail(str(e))
     mqtt_settings = None
@@ -386,12 +395,16 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         runtime.add_source(MicrophoneSource(session, params.mic, params.vad, clock=clock, asr=asr,
                                             speakers=params.speakers, max_blocks=params.queues.audio_blocks),
                            finite=False)
-    files = []
+    files: list[AudioFileSource | ChannelSpeakersSource] = []
     for path, video, sid in recordings:
         from .capture.audiofile import AudioFileSource
-        files.append(AudioFileSource(sid, path, params.mic, params.vad, speed=args.speed, video=video, asr=asr,
-                                     speakers=params.speakers, channel=channel,
-                                     max_frames_per_utterance=params.camera.max_frames_per_utterance))
+        from .capture.channels import ChannelSpeakersSource
+        options: dict[str, Any] = {"speed": args.speed, "video": video, "asr": asr, "speakers": params.speakers,
+                                   "max_frames_per_utterance": params.camera.max_frames_per_utterance}
+        if args.channels_as_speakers:
+            files.append(ChannelSpeakersSource(sid, path, n_channels[path], params.mic, params.vad, **options))
+        else:
+            files.append(AudioFileSource(sid, path, params.mic, params.vad, channel=channel, **options))
         runtime.add_source(files[-1], finite=True)
     if args.camera is not None:
         from .capture.camera import CameraSource

@@ -138,12 +138,14 @@ def decode_audio(path: str | Path) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def probe(path: str | Path, *, video: bool = False, channel: int | None = None) -> None:
-    """Fail now, before models load, if the file cannot be used (AudioUnavailable, one line)."""
-    container, _ = _open(path, channel)
+def probe(path: str | Path, *, video: bool = False, channel: int | None = None) -> int:
+    """Fail now, before models load, if the file cannot be used (AudioUnavailable, one line); returns the number
+    of channels of its audio track."""
+    container, stream = _open(path, channel)
     try:
         if video and not container.streams.video:
             raise AudioUnavailable(f"{path}: has no video track (use --audio for sound only)")
+        return int(stream.codec_context.layout.nb_channels)
     finally:
         container.close()
 

@@ -204,3 +204,69 @@ def test_one_channel_of_a_two_track_recording(speech: tuple[Any, Path], capsys: 
     assert err == [f"live.py: error: {path}: has 2 channel(s); --channel 3 does not exist"], err
     assert main(["--audio", str(path), "--channel", "0", "--no-tui"]) == 2
     assert "--channel 0: expected a channel number >= 1" in capsys.readouterr().err
+
+
+def test_channels_as_speakers_names_each_person_by_their_channel(speech: tuple[Any, Path], tmp_path: Path,
+                                                                 tiny_checkpoint: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A two-track recording (Ann on the left, Bob on the right): one session, speakers "Channel 1" and
+    "Channel 2" turn by turn, handed to the model in time order although each channel is analysed on its own."""
+    _need("av", "silero_vad")
+    from stream.app import main
+    from stream.record import read_session
+    from tests.stream.recording_media import encode
+
+    v, _ = speech
+    left, right = v.audio.copy(), np.zeros_like(v.audio)
+    bob = v.segments[1]
+    a, b = int(bob.t_start * RATE) - 800, int(bob.t_end * RATE) + 800
+    right[a:b], left[a:b] = left[a:b], 0.0
+    path = tmp_path / "call.wav"
+    encode(path, np.stack([left, right]), RATE, "pcm_s16le")
+    rec = tmp_path / "rec"
+    rc = main(["--audio", str(path), "--channels-as-speakers", "--asr", "none", "--vad", "silero", "--speed", "0",
+               "--no-tui", "--checkpoint", str(tiny_checkpoint), "--record", str(rec)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    utts = read_session(rec).utterances  # in the order the model was given them
+    assert [u.speaker for u in utts] == ["Channel 1", "Channel 2", "Channel 1"], [(u.speaker, u.t_start) for u in utts]
+    assert [u.utterance_id for u in utts] == ["c1-a0001", "c2-a0001", "c1-a0002"]
+    assert [u.t_end for u in utts] == sorted(u.t_end for u in utts)
+    for u, seg in zip(utts, v.segments, strict=True):
+        assert abs(u.t_start - seg.t_start) < 0.3 and abs(u.t_end - seg.t_end) < 0.3, (u, seg)
+    assert "live.py: done: call.wav: 3 utterance(s)" in err and "2 speaker(s)" in err, err
+    assert main(["--audio", str(path), "--channels-as-speakers", "--channel", "1", "--no-tui"]) == 2
+
+
+def test_channel_merger_releases_utterances_in_time_order() -> None:
+    """Channel 1 runs ahead (ends at 3 s and 11 s) of channel 2 (7 s): the model still gets 3, 7, 11; a quiet
+    channel holds the others back only until it is decoded SLACK_S past them."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from stream.capture.channels import SLACK_S, _ChannelSink, _Merger
+    from stream.frames import Utterance
+
+    got: list[str] = []
+
+    class Sink:
+        async def submit(self, u: Utterance) -> None:
+            got.append(u.utterance_id)
+
+    def utt(i: str, t_end: float) -> Utterance:
+        return Utterance(session_id="s", utterance_id=i, speaker="x", t_start=t_end - 1, t_end=t_end, text="hi")
+
+    async def main() -> None:
+        kids = [SimpleNamespace(decoded_s=0.0), SimpleNamespace(decoded_s=0.0)]
+        m = _Merger(Sink(), kids)  # type: ignore[arg-type]
+        one, two = _ChannelSink(m, 0), _ChannelSink(m, 1)
+        await one.submit(utt("a0001", 3.0))
+        await one.submit(utt("a0002", 11.0))
+        assert got == []  # channel 2 might still say something earlier
+        await two.submit(utt("a0001", 7.0))
+        assert got == ["c1-a0001", "c2-a0001"]
+        kids[1].decoded_s = 11.0 + SLACK_S  # channel 2 decoded far past 11 s without a word
+        await m.release()
+        assert got == ["c1-a0001", "c2-a0001", "c1-a0002"]
+
+    asyncio.run(main())
