@@ -4,11 +4,13 @@
 Makes a 1080p/25 fps H.264 mp4 (a moving test pattern, FFmpeg's testsrc in spirit, through PyAV) whose
 stereo 48 kHz AAC track is espeak-ng speech (turns of two voices, pauses between), ``--seconds`` long, then
 runs ``live.py --audio clip.mp4`` and ``live.py --video clip.mp4`` on it (speed 0, one process each) and
-prints each run's peak RSS (``wait4``), its RSS sampled over the run, and the growth from the second quarter of
-the run (models loaded) to the last, per minute of clip, extrapolated to an hour of video. The target (issue 26): an
-hour of 1080p within about 1.5 GB over the audio-only run (a 40 s clip once peaked at 8.5 GB).
+prints each run's peak RSS (``wait4``) and its RSS at quartiles of the run; with several lengths, each run's
+peak fitted against the clip's length (MB per minute of clip) and extrapolated to an hour of video. The
+target (issue 26): an hour of 1080p within about 1.5 GB over the audio-only run (a 40 s clip once peaked at
+8.5 GB).
 
     python benchmarks/video_memory.py --seconds 120                 # ~5 min of CPU on 2 loaded cores
+    python benchmarks/video_memory.py --seconds 60,240,600          # peaks against length, fitted to an hour
     python benchmarks/video_memory.py --seconds 60 --asr none       # the frame path alone
 
 Files are kept in ``--work`` (default runs/video_memory), so a rerun skips making the clip.
@@ -129,23 +131,30 @@ def run(flag: str, clip: Path, args: argparse.Namespace, checkpoint: Path) -> tu
     return peak, samples, wall, summary
 
 
+def clip_for(seconds: float, work: Path) -> Path:
+    clip = work / f"hd-{int(seconds)}s.mp4"
+    if not clip.exists():
+        t = time.monotonic()
+        make_clip(clip.with_suffix(".tmp.mp4"), seconds)
+        clip.with_suffix(".tmp.mp4").rename(clip)
+        print(f"made {clip.name}: {W}x{H} {FPS} fps H.264 + stereo AAC, {seconds:.0f} s, "
+              f"{clip.stat().st_size / 1e6:.1f} MB in {time.monotonic() - t:.0f} s")
+    return clip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=120.0, help="clip length (default 120)")
+    ap.add_argument("--seconds", default="120",
+                    help="clip length(s), comma-separated (default 120); with several, the peaks are fitted "
+                         "against the length and extrapolated to an hour")
     ap.add_argument("--asr", default="whisper-tiny.en", help="live.py --asr (default whisper-tiny.en)")
     ap.add_argument("--checkpoint", type=Path, help="live.py --checkpoint (default: the tests' tiny MiniLM model)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "video_memory")
     ap.add_argument("--only", choices=("audio", "video"), help="run one of the two (to measure one change)")
     args = ap.parse_args(argv)
+    lengths = [float(x) for x in str(args.seconds).split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
     print(cpu_line())
-    clip = args.work / f"hd-{int(args.seconds)}s.mp4"
-    if not clip.exists():
-        t = time.monotonic()
-        make_clip(clip.with_suffix(".tmp.mp4"), args.seconds)
-        clip.with_suffix(".tmp.mp4").rename(clip)
-        print(f"made {clip.name}: {W}x{H} {FPS} fps H.264 + stereo AAC, {args.seconds:.0f} s, "
-              f"{clip.stat().st_size / 1e6:.1f} MB in {time.monotonic() - t:.0f} s")
     checkpoint = args.checkpoint
     if checkpoint is None:
         from tests.support.checkpoints import make_tiny_checkpoint
@@ -153,27 +162,26 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = args.work / "tiny"
         if not (checkpoint / "config.json").exists():
             make_tiny_checkpoint(checkpoint)
-    results = {}
-    for flag in ("--audio", "--video"):
-        if args.only and flag != f"--{args.only}":
-            continue
-        peak, samples, wall, summary = run(flag, clip, args, checkpoint)
-        results[flag] = peak
-        print(f"{flag:8s} peak RSS {peak:7.0f} MB  wall {wall:5.0f} s  | {summary}")
-        if samples:
+    peaks: dict[str, list[tuple[float, float]]] = {"--audio": [], "--video": []}
+    for seconds in lengths:
+        clip = clip_for(seconds, args.work)
+        for flag in ("--audio", "--video"):
+            if args.only and flag != f"--{args.only}":
+                continue
+            peak, samples, wall, summary = run(flag, clip, args, checkpoint)
+            peaks[flag].append((seconds, peak))
+            print(f"{seconds:5.0f} s {flag:8s} peak RSS {peak:7.0f} MB  wall {wall:5.0f} s  | {summary}")
             qs = [samples[min(len(samples) - 1, int(q * len(samples)))] for q in (0.25, 0.5, 0.75)] + [samples[-1]]
-            print("         RSS over the run: " + ", ".join(f"{t:4.0f} s {r:6.0f} MB" for t, r in qs))
-            # steady state: the peak of the last quarter of the run against the peak of its second quarter (the
-            # first quarter loads the models), over about half the clip
-            n = len(samples)
-            q2 = max((r for _, r in samples[n // 4: n // 2]), default=samples[0][1])
-            q4 = max(r for _, r in samples[3 * n // 4:])
-            per_min = max(0.0, q4 - q2) / (args.seconds / 2 / 60)
-            print(f"         last-quarter peak - second-quarter peak: {q4 - q2:+.0f} MB over ~{args.seconds / 2:.0f} s "
-                  f"of clip = {per_min:.1f} MB/min; an hour at that rate: {peak + per_min * (60 - args.seconds / 60):.0f} MB")
-    if len(results) == 2:
-        print(f"video - audio: {results['--video'] - results['--audio']:+.0f} MB peak RSS "
-              f"(target: within ~1500 MB for an hour)")
+            print("         RSS at quartiles of the run: " + ", ".join(f"{t:4.0f} s {r:6.0f} MB" for t, r in qs))
+    for flag, pts in peaks.items():
+        if len(pts) >= 2:  # peak against clip length: what an hour would take if it kept growing at that rate
+            x, y = np.array([p[0] / 60 for p in pts]), np.array([p[1] for p in pts])
+            slope, icpt = np.polyfit(x, y, 1)
+            print(f"{flag:8s} peak vs clip length: {slope:+.1f} MB per minute of clip; an hour -> "
+                  f"{icpt + 60 * slope:.0f} MB")
+    both = [(s, v - a) for (s, a), (_, v) in zip(peaks["--audio"], peaks["--video"], strict=False)]
+    for seconds, diff in both:
+        print(f"{seconds:5.0f} s clip: video - audio {diff:+.0f} MB peak RSS (target: within ~1500 MB for an hour)")
     print(cpu_line())
     return 0
 
