@@ -19,7 +19,7 @@ from .web.palette import colour_of
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .report import SessionEvents
+    from .report_events import SessionEvents
 
 VALENCE_COLOUR, AROUSAL_COLOUR = "#343a40", "#91a7ff"
 
