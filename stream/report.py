@@ -21,6 +21,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .record import SessionFormatError
 from .report_events import SessionEvents, input_files, load_sessions
@@ -46,15 +47,29 @@ class SpeakerSummary:
         return max(self.counts, key=lambda k: self.counts[k])
 
 
-def summarise(s: SessionEvents) -> list[SpeakerSummary]:
-    rows = []
-    for spk in s.speakers:
-        es = [e for e in s.emotions if e["speaker"] == spk]
-        rows.append(SpeakerSummary(
-            spk, len(es), sum(1 for x in s.shifts if x["speaker"] == spk),
-            dict(collections.Counter(e["expression"] for e in es).most_common()),
-            statistics.fmean(e["valence"] for e in es), statistics.fmean(e["arousal"] for e in es),
-            statistics.fmean(e["confidence"] for e in es)))
+TABLE_SPEAKERS = 40
+"""Speakers with a row of their own in the table; the others share one summary row."""
+CHART_SPEAKERS = 8
+"""Speakers with a timeline in the figure (those with most utterances); the others share one distribution bar."""
+
+
+def _summary(name: str, es: list[dict[str, Any]], shifts: int) -> SpeakerSummary:
+    return SpeakerSummary(
+        name, len(es), shifts, dict(collections.Counter(e["expression"] for e in es).most_common()),
+        statistics.fmean(e["valence"] for e in es), statistics.fmean(e["arousal"] for e in es),
+        statistics.fmean(e["confidence"] for e in es))
+
+
+def summarise(s: SessionEvents, limit: int | None = None) -> list[SpeakerSummary]:
+    """One row per speaker, in order of appearance; with ``limit``, the ``limit`` speakers with most
+    utterances and, when there are more, one last row for all the others together."""
+    shown = s.speakers if limit is None or len(s.by_speaker) <= limit else s.top_speakers(limit)
+    rows = [_summary(spk, s.by_speaker[spk], len(s.shifts_by_speaker.get(spk, ()))) for spk in shown]
+    if len(shown) < len(s.by_speaker):
+        kept = set(shown)
+        rest = [spk for spk in s.by_speaker if spk not in kept]
+        rows.append(_summary(f"{len(rest)} other speakers", [e for spk in rest for e in s.by_speaker[spk]],
+                             sum(len(s.shifts_by_speaker.get(spk, ())) for spk in rest)))
     return rows
 
 
@@ -112,10 +127,13 @@ def _latency(s: SessionEvents) -> str:
 
 
 def session_html(s: SessionEvents, svg: str) -> str:
-    rows = summarise(s)
+    rows = summarise(s, TABLE_SPEAKERS)
+    charted = min(len(s.by_speaker), CHART_SPEAKERS)
+    chart_title = ("Timeline per speaker" if charted == len(s.by_speaker) else
+                   f"Timelines of the {charted} speakers with most utterances (of {len(s.by_speaker)})")
     overall = collections.Counter(e["expression"] for e in s.emotions)
     duration = max(e["t_end"] for e in s.emotions)
-    figs = [("utterances", len(s.emotions)), ("speakers", len(rows)), ("duration", clock(duration)),
+    figs = [("utterances", len(s.emotions)), ("speakers", len(s.by_speaker)), ("duration", clock(duration)),
             ("emotion shifts", len(s.shifts)), ("dominant emotion", overall.most_common(1)[0][0]),
             ("latency p50 / p95 (ms)", _latency(s))]
     shown = {e["utterance_id"] for e in s.emotions}
@@ -129,13 +147,15 @@ def session_html(s: SessionEvents, svg: str) -> str:
                                           for k, v in figs) + "</div>",
            "<h2>Speakers</h2><table><tr><th>speaker</th><th>utterances</th><th>shifts</th><th>dominant</th>"
            "<th>mean valence</th><th>mean arousal</th><th>mean confidence</th><th>emotion distribution</th></tr>"]
-    for r in rows:
+    for k, r in enumerate(rows):
         share = r.counts[r.dominant] / r.utterances
-        out.append(f'<tr class="speaker"><td><b>{_e(r.speaker)}</b></td><td class="n">{r.utterances}</td>'
+        cls, name = (("speaker", f"<b>{_e(r.speaker)}</b>") if k < len(s.by_speaker) and k < TABLE_SPEAKERS
+                     else ("speaker-others", f"<i>{_e(r.speaker)}</i>"))
+        out.append(f'<tr class="{cls}"><td>{name}</td><td class="n">{r.utterances}</td>'
                    f'<td class="n">{r.shifts}</td><td>{_chip(r.dominant)} {share:.0%}</td>'
                    f'<td class="n">{r.mean_valence:+.2f}</td><td class="n">{r.mean_arousal:+.2f}</td>'
                    f'<td class="n">{r.mean_confidence:.2f}</td><td>{_dist(r.counts)}</td></tr>')
-    out.append(f'</table><h2>Timeline per speaker</h2><div class="chart">{svg}</div>')
+    out.append(f'</table><h2>{_e(chart_title)}</h2><div class="chart">{svg}</div>')
     if s.shifts:
         out.append("<h2>Emotion shifts</h2><table><tr><th>time</th><th>speaker</th><th>from</th><th>to</th>"
                    "<th>shift probability</th><th>since</th></tr>")

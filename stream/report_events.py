@@ -8,6 +8,7 @@ silently different report. Numbers are stored back as floats, so rendering never
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -51,7 +52,28 @@ class SessionEvents:
 
     @property
     def speakers(self) -> list[str]:
-        return list(dict.fromkeys(e["speaker"] for e in self.emotions))
+        return list(self.by_speaker)
+
+    @functools.cached_property
+    def by_speaker(self) -> dict[str, list[dict[str, Any]]]:
+        """Each speaker's emotions, speakers in order of appearance (grouped once: reports of 1,000 speakers)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for e in self.emotions:
+            out.setdefault(e["speaker"], []).append(e)
+        return out
+
+    @functools.cached_property
+    def shifts_by_speaker(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for x in self.shifts:
+            out.setdefault(x["speaker"], []).append(x)
+        return out
+
+    def top_speakers(self, n: int) -> list[str]:
+        """The ``n`` speakers with most utterances (ties: first to speak), in order of appearance."""
+        order = {spk: k for k, spk in enumerate(self.by_speaker)}
+        top = sorted(self.by_speaker, key=lambda spk: (-len(self.by_speaker[spk]), order[spk]))[:n]
+        return sorted(top, key=order.__getitem__)
 
 
 def _type_name(value: object) -> str:

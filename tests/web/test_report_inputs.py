@@ -125,3 +125,32 @@ def test_the_events_log_itself_as_out_is_refused_and_left_intact(tmp_path: Path,
     (tmp_path / "link.html").symlink_to(log)
     assert pcgnet_main(["report", str(log), "--out", str(tmp_path / "link.html")]) == 2
     assert log.read_bytes() == before
+
+
+def test_many_speakers_chart_the_top_ones_and_summarise_the_rest(tmp_path: Path) -> None:
+    """50 speakers: speaker k has 51-k utterances, so the top ones are known; the measured scale (1,000
+    speakers, 100k events) is benchmarks/report_scale.py."""
+    objs, i = [], 0
+    for k in range(50):
+        for _ in range(51 - k):
+            objs.append(emotion(i, speaker=f"spk{k:02d}", t_start=float(i), t_end=i + 0.5))
+            i += 1
+    log = tmp_path / "events.jsonl"
+    log.write_text("\n".join(json.dumps(o) for o in objs) + "\n", encoding="utf-8")
+    assert pcgnet_main(["report", str(log), "--out", str(tmp_path / "r.html")]) == 0
+    text = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert text.count('<tr class="speaker">') == 40 and text.count('<tr class="speaker-others">') == 1
+    assert "10 other speakers" in text and "spk39" in text and "spk40" not in text.split("<h2>Transcript")[0]
+    assert "Timelines of the 8 speakers with most utterances (of 50)" in text
+    svg = text[text.index("<svg"):text.index("</svg>")]
+    assert all(f"spk{k:02d}" in svg for k in range(8)) and "spk08" not in svg and "42 other speakers" in svg
+    assert text.count('<tr class="utt"') == len(objs)  # the transcript keeps every utterance
+
+
+def test_thin_keeps_a_bounded_even_spread_and_the_last_item() -> None:
+    from stream.report_figure import thin
+
+    assert thin(list(range(10)), 20) == list(range(10))
+    for n, limit in ((10_001, 1500), (100_000, 1500), (1501, 1500), (7, 3)):
+        out = thin(list(range(n)), limit)
+        assert len(out) <= limit + 1 and out[0] == 0 and out[-1] == n - 1 and out == sorted(set(out))
