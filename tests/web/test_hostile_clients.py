@@ -325,3 +325,25 @@ def test_out_of_file_descriptors_logs_a_bounded_number_of_lines_and_recovers(tmp
     assert proc.returncode == 0, err[-2000:]
     assert "Traceback" not in err[:100_000], err[:2000]
     assert 1 <= len(err.splitlines()) <= 5, err[:2000]
+
+
+def test_requests_without_the_token_never_take_or_evict_a_stream_slot() -> None:
+    import json
+
+    async def body(server: DashboardServer) -> None:
+        url = f"http://127.0.0.1:{server.port}/events"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession() as c:
+            async with c.get(url, headers=auth) as page:
+                assert json.loads((await page.content.readline())[6:])["type"] == "hello"
+                for bad in ({}, {"Authorization": "Bearer wrong-" + TOKEN}, {"Cookie": "pcgnet_token=nope"}):
+                    for _ in range(5):
+                        async with c.get(url, headers=bad) as r:
+                            assert r.status == 401
+                assert len(server.hub.pages) == 1 and not next(iter(server.hub.pages.values())).evicted
+                server.hub.publish({"type": "emotion", "session": "s", "utterance_id": "u1"})
+                while (line := await asyncio.wait_for(page.content.readline(), 5)) and not line.startswith(b"data"):
+                    pass
+                assert json.loads(line[6:])["utterance_id"] == "u1"  # the page still streams
+
+    run_with_server(WebParams(max_clients=1, heartbeat_s=0.2), TOKEN, body)
