@@ -6,6 +6,7 @@ out of file descriptors logs a bounded number of lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -347,3 +348,39 @@ def test_requests_without_the_token_never_take_or_evict_a_stream_slot() -> None:
                 assert json.loads(line[6:])["utterance_id"] == "u1"  # the page still streams
 
     run_with_server(WebParams(max_clients=1, heartbeat_s=0.2), TOKEN, body)
+
+
+def test_a_page_whose_slot_was_taken_says_so_and_stays_closed(browser: Any) -> None:
+    """The page in chromium: its stream is evicted by a newer one (max_clients=1); it shows why and does
+    not reconnect (which would evict the newer page in turn)."""
+    import threading
+
+    loop = asyncio.new_event_loop()
+    params = WebParams(max_clients=1, heartbeat_s=0.2)
+    server = DashboardServer(DashboardHub(params), Bind("127.0.0.1", 0), token=None, params=params)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        url = asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#conn.live", timeout=15_000)
+
+        async def newer() -> None:
+            async with aiohttp.ClientSession() as c, c.get(url + "events") as r:
+                assert r.status == 200
+                seen = b""
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(6):  # longer than EventSource's reconnect delay (3 s)
+                        async for line in r.content:
+                            seen += line
+                assert b'"hello"' in seen and b"evicted" not in seen  # the old page did not come back
+
+        asyncio.run_coroutine_threadsafe(newer(), loop).result(30)
+        assert "more pages opened elsewhere" in page.inner_text("#conn")
+        page.close()
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
