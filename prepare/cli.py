@@ -7,6 +7,7 @@ tests/test_architecture.py): ``pcgnet`` may not import ``extractors`` or ``strea
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from pcgnet import cli as pcgnet_cli
@@ -21,8 +22,15 @@ COMMANDS: list[str] = [
 ]
 
 
+LIGHT: dict[str, str] = {"report": "stream.report"}
+"""Sub-commands that need no model: only their module is imported (``pcgnet report`` starts in well under
+a second instead of importing torch, sklearn and every other command's dependencies first)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return pcgnet_cli.main(argv, COMMANDS)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    return pcgnet_cli.main(args, [LIGHT[command]] if command in LIGHT else COMMANDS)
 
 
 if __name__ == "__main__":

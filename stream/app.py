@@ -138,15 +138,43 @@ def _asr_choice(value: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown ASR {value!r} (choose from auto, none, {', '.join(ASR_CHOICES)})")
 
 
+MIN_VOICE_S = 1.0
+"""Shortest --voice recording accepted (enrollment needs a voice print)."""
+
+
+def speaker_name(flag: str, name: str) -> str:
+    """A speaker name given on the command line, checked by the validator of MQTT input's ``speaker`` (no
+    control or bidi characters, no lone surrogates, at most 128 characters): a name must not forge output
+    lines or reach the terminal as escape codes, whichever way it came in."""
+    from .mqtt.inbound import InboundError, parse_utterance
+    from .mqtt.topics import input_topic
+
+    try:
+        return parse_utterance(input_topic("flags"), json.dumps({"speaker": name, "text": "-"})).speaker
+    except InboundError as e:
+        raise ValueError(f"{flag} {name!r}: {e.message}") from None
+
+
 def _voices(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """--voice NAME=FILE pairs, every name and file checked before the model loads (ValueError, one line)."""
     out = []
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name.strip() or not path:
             raise ValueError(f"--voice {spec!r}: expected NAME=FILE")
+        name = speaker_name("--voice", name)
         if not Path(path).is_file():
-            raise ValueError(f"--voice {spec!r}: {path}: no such file")
-        out.append((name.strip(), path))
+            raise ValueError(f"--voice {name}={path}: no such file")
+        from .capture.audiofile import RATE, decode_audio
+        from .capture.speech import AudioUnavailable
+        try:
+            seconds = decode_audio(path).size / RATE
+        except (AudioUnavailable, ValueError) as e:
+            raise ValueError(f"--voice {name}: {e}") from None
+        if seconds < MIN_VOICE_S:
+            raise ValueError(f"--voice {name}={path}: {seconds:.2f} s of audio; a voice needs at least "
+                             f"{MIN_VOICE_S:g} s of the person speaking")
+        out.append((name, path))
     return tuple(out)
 
 
@@ -208,6 +236,8 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     session = args.session or "live"
     try:
         voices = _voices(args.voice)
+        if args.speaker is not None:
+            args.speaker = speaker_name("--speaker", args.speaker)
     except ValueError as e:
         return _fail(str(e))
     if args.speakers < 1:

@@ -160,7 +160,17 @@ class WebParams:
     client_queue_events: int = 1024
     """Events waiting for one browser (policy: drop oldest, counted and shown on that page)."""
     max_clients: int = 32
-    """Open pages at once; one more is refused (503), so pages cannot exhaust the process."""
+    """Open event streams (pages) at once; one more replaces the oldest, which is told so and closed."""
+    max_connections: int = 256
+    """Sockets open at once (never more than half the file descriptors left); beyond, the oldest idle one
+    is closed to make room, or the new one when all are busy."""
+    max_connections_per_client: int = 64
+    """Sockets open at once from one address, with the same policy."""
+    idle_timeout_s: float = 10.0
+    """A connection must send a complete request head within this long of opening or of its previous
+    response, else it is closed (half-sent requests, silent sockets, idle keep-alive)."""
+    stall_timeout_s: float = 10.0
+    """An event stream whose write has not drained this long (the browser stopped reading) is closed."""
     figures_period_s: float = 1.0
     """How often the latency and queue figures are pushed."""
     heartbeat_s: float = 15.0

@@ -13,40 +13,23 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
+import functools
 import html
 import logging
-import math
+import os
 import statistics
-import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .events import expression_name
-from .record import SessionFormatError, read_jsonl
+from .record import SessionFormatError
+from .report_events import SessionEvents, input_files, load_sessions
 from .web.palette import colour_of
 
 log = logging.getLogger(__name__)
 
-# what a report needs of each event type (docs/events.md); an event lacking any of it is skipped and counted
-STRINGS = {"emotion": ("utterance_id", "speaker", "expression"), "shift": ("utterance_id", "speaker", "from", "to")}
-NUMBERS = {"emotion": ("t_start", "t_end", "confidence", "valence", "arousal"), "shift": ("t_end",)}
-
-
-@dataclass
-class SessionEvents:
-    """One session's events, deduplicated by event id, in utterance order."""
-
-    session: str
-    emotions: list[dict[str, Any]] = field(default_factory=list)
-    shifts: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    reference: dict[str, str] = field(default_factory=dict)
-    """utterance id -> reference expression (a recording's gold labels), when known."""
-
-    @property
-    def speakers(self) -> list[str]:
-        return list(dict.fromkeys(e["speaker"] for e in self.emotions))
+__all__ = ["SessionEvents", "SpeakerSummary", "load_sessions", "render_report", "run_report", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -64,89 +47,29 @@ class SpeakerSummary:
         return max(self.counts, key=lambda k: self.counts[k])
 
 
-def _valid(obj: dict[str, Any]) -> bool:
-    kind = str(obj.get("type"))
-    return (all(isinstance(obj.get(k), str) for k in STRINGS.get(kind, ()))
-            and all(isinstance(obj.get(k), int | float) and not isinstance(obj.get(k), bool)
-                    and math.isfinite(obj[k]) for k in NUMBERS.get(kind, ())))
+TABLE_SPEAKERS = 40
+"""Speakers with a row of their own in the table; the others share one summary row."""
+CHART_SPEAKERS = 8
+"""Speakers with a timeline in the figure (those with most utterances); the others share one distribution bar."""
 
 
-def _group(objs: list[dict[str, Any]], where: Path) -> dict[str, SessionEvents]:
-    sessions: dict[str, SessionEvents] = {}
-    seen: set[str] = set()
-    bad = 0
-    for o in objs:
-        kind = o.get("type")
-        if kind not in ("emotion", "shift", "error"):
-            continue  # speaker state and status records add nothing a report shows
-        if not _valid(o):
-            bad += 1
-            continue
-        eid = str(o.get("event_id") or "")
-        if eid and kind != "error":
-            if eid in seen:  # an appended log holding the same replay twice
-                continue
-            seen.add(eid)
-        s = sessions.setdefault(str(o.get("session") or "-"), SessionEvents(str(o.get("session") or "-")))
-        {"emotion": s.emotions, "shift": s.shifts, "error": s.errors}[kind].append(o)
-    if bad:
-        print(f"pcgnet report: warning: {where}: skipped {bad} event(s) with missing or invalid fields", file=sys.stderr)
-    for s in sessions.values():
-        s.emotions.sort(key=lambda e: (e.get("index", 0), e["t_end"]))
-        s.shifts.sort(key=lambda e: e["t_end"])
-    return sessions
+def _summary(name: str, es: list[dict[str, Any]], shifts: int) -> SpeakerSummary:
+    return SpeakerSummary(
+        name, len(es), shifts, dict(collections.Counter(e["expression"] for e in es).most_common()),
+        statistics.fmean(e["valence"] for e in es), statistics.fmean(e["arousal"] for e in es),
+        statistics.fmean(e["confidence"] for e in es))
 
 
-def _reference(folder: Path) -> dict[str, str]:
-    utts = folder / "utterances.jsonl"
-    if not utts.is_file():
-        return {}
-    try:
-        rows = read_jsonl(utts)
-    except SessionFormatError as e:
-        log.warning("%s; reference labels not shown", e)
-        return {}
-    return {str(r["utterance_id"]): expression_name(str(r["emotion"])) for r in rows
-            if isinstance(r.get("emotion"), str) and "utterance_id" in r}
-
-
-def load_sessions(path: Path) -> list[SessionEvents]:
-    """Sessions of an events log, a recorded session folder, or a folder of recorded session folders."""
-    files: list[tuple[Path, Path | None]]
-    if path.is_file():
-        files = [(path, None)]
-    elif path.is_dir():
-        if (path / "events.jsonl").is_file():
-            files = [(path / "events.jsonl", path)]
-        else:
-            files = [(d / "events.jsonl", d) for d in sorted(path.iterdir()) if (d / "events.jsonl").is_file()]
-        if not files:
-            raise SessionFormatError(
-                f"{path}: no events.jsonl here or in its subfolders (a folder recorded with live.py --record "
-                f"has one; or write a log with live.py --events FILE and pass that file)")
-    else:
-        raise SessionFormatError(f"{path}: no such file or folder")
-    out: list[SessionEvents] = []
-    for file, folder in files:
-        for s in _group(read_jsonl(file), file).values():
-            if folder is not None:
-                s.reference = _reference(folder)
-            out.append(s)
-    out = [s for s in out if s.emotions]
-    if not out:
-        raise SessionFormatError(f"{path}: no emotion events to report on")
-    return out
-
-
-def summarise(s: SessionEvents) -> list[SpeakerSummary]:
-    rows = []
-    for spk in s.speakers:
-        es = [e for e in s.emotions if e["speaker"] == spk]
-        rows.append(SpeakerSummary(
-            spk, len(es), sum(1 for x in s.shifts if x["speaker"] == spk),
-            dict(collections.Counter(e["expression"] for e in es).most_common()),
-            statistics.fmean(e["valence"] for e in es), statistics.fmean(e["arousal"] for e in es),
-            statistics.fmean(e["confidence"] for e in es)))
+def summarise(s: SessionEvents, limit: int | None = None) -> list[SpeakerSummary]:
+    """One row per speaker, in order of appearance; with ``limit``, the ``limit`` speakers with most
+    utterances and, when there are more, one last row for all the others together."""
+    shown = s.speakers if limit is None or len(s.by_speaker) <= limit else s.top_speakers(limit)
+    rows = [_summary(spk, s.by_speaker[spk], len(s.shifts_by_speaker.get(spk, ()))) for spk in shown]
+    if len(shown) < len(s.by_speaker):
+        kept = set(shown)
+        rest = [spk for spk in s.by_speaker if spk not in kept]
+        rows.append(_summary(f"{len(rest)} other speakers", [e for spk in rest for e in s.by_speaker[spk]],
+                             sum(len(s.shifts_by_speaker.get(spk, ())) for spk in rest)))
     return rows
 
 
@@ -204,10 +127,13 @@ def _latency(s: SessionEvents) -> str:
 
 
 def session_html(s: SessionEvents, svg: str) -> str:
-    rows = summarise(s)
+    rows = summarise(s, TABLE_SPEAKERS)
+    charted = min(len(s.by_speaker), CHART_SPEAKERS)
+    chart_title = ("Timeline per speaker" if charted == len(s.by_speaker) else
+                   f"Timelines of the {charted} speakers with most utterances (of {len(s.by_speaker)})")
     overall = collections.Counter(e["expression"] for e in s.emotions)
     duration = max(e["t_end"] for e in s.emotions)
-    figs = [("utterances", len(s.emotions)), ("speakers", len(rows)), ("duration", clock(duration)),
+    figs = [("utterances", len(s.emotions)), ("speakers", len(s.by_speaker)), ("duration", clock(duration)),
             ("emotion shifts", len(s.shifts)), ("dominant emotion", overall.most_common(1)[0][0]),
             ("latency p50 / p95 (ms)", _latency(s))]
     shown = {e["utterance_id"] for e in s.emotions}
@@ -221,13 +147,15 @@ def session_html(s: SessionEvents, svg: str) -> str:
                                           for k, v in figs) + "</div>",
            "<h2>Speakers</h2><table><tr><th>speaker</th><th>utterances</th><th>shifts</th><th>dominant</th>"
            "<th>mean valence</th><th>mean arousal</th><th>mean confidence</th><th>emotion distribution</th></tr>"]
-    for r in rows:
+    for k, r in enumerate(rows):
         share = r.counts[r.dominant] / r.utterances
-        out.append(f'<tr class="speaker"><td><b>{_e(r.speaker)}</b></td><td class="n">{r.utterances}</td>'
+        cls, name = (("speaker", f"<b>{_e(r.speaker)}</b>") if k < len(s.by_speaker) and k < TABLE_SPEAKERS
+                     else ("speaker-others", f"<i>{_e(r.speaker)}</i>"))
+        out.append(f'<tr class="{cls}"><td>{name}</td><td class="n">{r.utterances}</td>'
                    f'<td class="n">{r.shifts}</td><td>{_chip(r.dominant)} {share:.0%}</td>'
                    f'<td class="n">{r.mean_valence:+.2f}</td><td class="n">{r.mean_arousal:+.2f}</td>'
                    f'<td class="n">{r.mean_confidence:.2f}</td><td>{_dist(r.counts)}</td></tr>')
-    out.append(f'</table><h2>Timeline per speaker</h2><div class="chart">{svg}</div>')
+    out.append(f'</table><h2>{_e(chart_title)}</h2><div class="chart">{svg}</div>')
     if s.shifts:
         out.append("<h2>Emotion shifts</h2><table><tr><th>time</th><th>speaker</th><th>from</th><th>to</th>"
                    "<th>shift probability</th><th>since</th></tr>")
@@ -283,32 +211,76 @@ def png_paths(png: Path, sessions: list[SessionEvents]) -> list[Path]:
     return [png.with_name(f"{png.stem}.{topic_level(s.session)}{png.suffix or '.png'}") for s in sessions]
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)  # hard links and symlinks too
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(source: Path, outputs: list[Path]) -> None:
+    """ValueError (one line) when an output would overwrite an input or another output, is a folder, or its
+    folder cannot be created: checked before anything is drawn, so a mistake costs nothing."""
+    inputs = [f for f, _ in input_files(source)]
+    inputs += [d / "utterances.jsonl" for _, d in input_files(source) if d is not None]
+    for k, out in enumerate(outputs):
+        if out.is_dir():
+            raise ValueError(f"{out}: is a folder; give a file name, e.g. {out / 'report.html'}")
+        clash = next((i for i in inputs if _same_file(out, i)), None)
+        if clash is not None:
+            raise ValueError(f"{out}: is an input of this report ({clash}); refusing to overwrite it")
+        if any(_same_file(out, other) for other in outputs[:k]):
+            raise ValueError(f"{out}: given twice (--out and --png must differ)")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"{out}: cannot create its folder {out.parent} ({e.strerror or e})") from None
+
+
+def _write(path: Path, write: Callable[[Path], object]) -> None:
+    """Through a temporary file in the same folder: a failed write leaves no half report behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def run_report(args: argparse.Namespace) -> int:
     from pcgnet.cli import UsageError
 
     from .report_figure import session_figure, to_png, to_svg
 
+    source = Path(args.source)
     try:
-        sessions = load_sessions(Path(args.source))
+        sessions = load_sessions(source)
     except SessionFormatError as e:
         raise UsageError(str(e)) from None
     if args.session:
         sessions = [s for s in sessions if s.session == args.session]
         if not sessions:
             raise UsageError(f"{args.source}: no session {args.session!r}")
+    out = Path(args.out)
+    pngs = png_paths(Path(args.png), sessions) if args.png else []
+    try:
+        check_outputs(source, [out, *pngs])
+    except (ValueError, SessionFormatError) as e:
+        raise UsageError(str(e)) from None
     figures = [session_figure(s) for s in sessions]
     svgs = [to_svg(f, salt=s.session) for f, s in zip(figures, sessions, strict=True)]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(sessions, Path(args.source).name, svgs), encoding="utf-8")
-    written = [out]
-    if args.png:
-        for f, p in zip(figures, png_paths(Path(args.png), sessions), strict=True):
-            p.parent.mkdir(parents=True, exist_ok=True)
-            to_png(f, p)
-            written.append(p)
+    page = render_report(sessions, source.name, svgs)
+    try:
+        _write(out, lambda p: p.write_text(page, encoding="utf-8"))
+        for f, p in zip(figures if pngs else [], pngs, strict=True):
+            _write(p, functools.partial(to_png, f))
+    except OSError as e:
+        raise UsageError(f"cannot write the report: {e.strerror or e} ({e.filename or out})") from None
     summary = ", ".join(f"{s.session}: {len(s.emotions)} utterances, {len(s.shifts)} shifts" for s in sessions)
-    print(f"{summary} -> " + " ".join(str(p) for p in written))
+    print(f"{summary} -> " + " ".join(str(p) for p in [out, *pngs]))
     return 0
 
 

@@ -14,6 +14,7 @@ from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
 from pcgnet.layers.functional import dense_target_attention
+from pcgnet.layers.pyg_templates import drop_generated_sources
 
 
 class PersonaGATConv(MessagePassing):
@@ -54,6 +55,7 @@ class PersonaGATConv(MessagePassing):
                  negative_slope: float = 0.2, add_self_loops: bool = True, bias: bool = True, **kwargs):
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
+        drop_generated_sources(type(self))  # PyG's generated modules: not left in the temp folder
         if out_channels % heads:
             raise ValueError(f"Expected out_channels divisible by heads (got {out_channels} and {heads})")
         self.in_channels = in_channels

@@ -33,6 +33,8 @@ class Page:
     def __init__(self, page_id: int, maxsize: int) -> None:
         self.page_id = page_id
         self.queue: Channel[WireEvent] = Channel(f"web.page{page_id}", maxsize, FullPolicy.DROP_OLDEST)
+        self.evicted = False
+        """A newer page took this one's slot (its stream says so and ends)."""
 
     @property
     def dropped(self) -> int:
@@ -89,18 +91,21 @@ class DashboardHub:
         if not last_event_id:
             return None
         instance, _, seq = last_event_id.partition(".")
-        if instance != self.instance or not seq.isdigit():
+        if instance != self.instance or not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
             return None
         return int(seq)
 
-    def attach(self, last_event_id: str | None = None) -> tuple[Page, list[WireEvent], bool] | None:
-        """Register a page; returns (page, backlog, resumed), or None when ``max_clients`` pages are open.
+    def attach(self, last_event_id: str | None = None) -> tuple[Page, list[WireEvent], bool]:
+        """Register a page; returns (page, backlog, resumed). With ``max_clients`` pages open, the oldest
+        is evicted first: a page that stopped reading, or was left open, cannot lock newer ones out.
 
         ``resumed``: the page already holds the events up to ``last_event_id`` (an EventSource reconnect),
         so only later ones are in the backlog; otherwise the backlog is every kept event.
         """
-        if len(self.pages) >= self.params.max_clients:
-            return None
+        while len(self.pages) >= self.params.max_clients:
+            oldest = self.pages.pop(next(iter(self.pages)))
+            oldest.evicted = True
+            oldest.queue.close()
         after = self._resume_after(last_event_id)
         backlog = sorted((ev for ev in self._iter_history() if after is None or (ev.seq or 0) > after),
                          key=lambda ev: ev.seq or 0)

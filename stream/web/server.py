@@ -6,6 +6,12 @@ Safe by default: it binds 127.0.0.1; any other address needs a token (``--web-to
 served, so a web site re-binding its DNS name to 127.0.0.1 cannot read the dashboard. Every response
 carries a Content-Security-Policy that allows scripts and styles from this server only (no inline
 script), and the page renders untrusted text (transcripts, speaker names) with ``textContent`` only.
+
+Hostile clients: every socket passes :mod:`.gate` (caps per client and in all, oldest idle evicted), a
+connection must send a complete request head within ``idle_timeout_s``, an event stream that stops
+draining for ``stall_timeout_s`` is closed, and the token is checked before a stream takes a slot. A
+malformed header the server reads (Host, a non-UTF-8 token or cookie, Last-Event-ID) is a 400 and one
+log line (rate limited), never a 500.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -23,8 +30,10 @@ from typing import Any
 from aiohttp import web
 
 from ..channel import ChannelClosed
+from ..mqtt.inbound import ErrorRateLimiter
 from ..params import WebParams
 from ..sinks.jsonl import dumps
+from .gate import AcceptErrorFilter, ConnectionGate, GatedSite, HttpErrorLog, fd_budget
 from .hub import DashboardHub, Page, WireEvent
 from .palette import EMOTION_COLOURS, OTHER_COLOUR
 
@@ -48,8 +57,58 @@ STATIC = {  # path -> (package file, content type)
 }
 
 
+_EVENT_ID = re.compile(r"[0-9a-f]{1,32}\.[0-9]{1,18}")
+"""What this server sends as an SSE id (``<instance>.<seq>``); a Last-Event-ID of any other shape is a 400."""
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
 class WebAccessError(ValueError):
     """``--web`` / ``--web-token`` cannot be honoured safely; the message says what to change."""
+
+
+class BadRequest(ValueError):
+    """A malformed request header; the message (one line, no echo of the value) goes into the 400."""
+
+
+def host_name(header: str | None) -> str:
+    """The host of a ``Host`` header, lower case, brackets removed; :class:`BadRequest` when malformed."""
+    if not header:
+        raise BadRequest("no Host header")
+    if not header.isascii() or not header.isprintable() or len(header) > 260:
+        raise BadRequest("malformed Host header")
+    if header.startswith("["):
+        name, sep, rest = header[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise BadRequest("malformed Host header")
+        port = rest[1:] if rest else None
+    else:
+        name, sep, port_s = header.partition(":")
+        port = port_s if sep else None
+    if port is not None and (not _PORT.fullmatch(port) or int(port) > 65535):
+        raise BadRequest("Host header with a port outside 0..65535")
+    if not name:
+        raise BadRequest("Host header without a host")
+    return name.lower()
+
+
+def checked_token(value: str, where: str) -> str:
+    """A presented token as it came, or :class:`BadRequest` when it is not printable UTF-8."""
+    try:
+        value.encode("utf-8")  # bytes that were not UTF-8 arrive as lone surrogates
+    except UnicodeEncodeError:
+        raise BadRequest(f"the token in the {where} is not UTF-8") from None
+    if not value.isprintable():
+        raise BadRequest(f"the token in the {where} holds control characters")
+    return value
+
+
+def resume_id(header: str | None) -> str | None:
+    """The Last-Event-ID header when it has the shape this server sends, None when absent."""
+    if header is None or header == "":
+        return None
+    if not header.isascii() or not _EVENT_ID.fullmatch(header):
+        raise BadRequest("malformed Last-Event-ID (expected INSTANCE.SEQ as this server sends)")
+    return header
 
 
 @dataclass(frozen=True)
@@ -131,6 +190,9 @@ class DashboardServer:
                         for path, (name, ctype) in STATIC.items()}
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
+        self.gate = ConnectionGate(fd_budget(params.max_connections), params.max_connections_per_client)
+        self._accept_filter: AcceptErrorFilter | None = None
+        self._bad_requests = ErrorRateLimiter(rate_per_s=0.2, burst=5)
 
     @property
     def url(self) -> str:
@@ -146,16 +208,20 @@ class DashboardServer:
 
     async def start(self) -> str:
         """Listen; raises OSError (address in use, not an address of this machine)."""
-        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        # keepalive_timeout bounds the wait for every request head, the first one included (aiohttp >= 3.10)
+        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0,
+                                     keepalive_timeout=self.params.idle_timeout_s, logger=HttpErrorLog())
         await self._runner.setup()
         try:
-            site = web.TCPSite(self._runner, self.bind.host, self.bind.port)
+            site = GatedSite(self._runner, self.bind.host, self.bind.port, self.gate)
             await site.start()
         except OSError:
             await self._runner.cleanup()
             self._runner = None
             raise
         self.port = int(self._runner.addresses[0][1])
+        self._accept_filter = AcceptErrorFilter(asyncio.get_running_loop())
+        self._accept_filter.install()
         return self.url
 
     async def close(self) -> None:
@@ -166,6 +232,9 @@ class DashboardServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._accept_filter is not None:
+            self._accept_filter.uninstall()
+            self._accept_filter = None
 
     # -- access -----------------------------------------------------------------------------------
 
@@ -173,20 +242,40 @@ class DashboardServer:
     async def _headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
 
-    def _presented(self, request: web.Request) -> tuple[str | None, bool]:
-        """(token the request carries, whether it came in the query string)."""
+    @staticmethod
+    def _presented(request: web.Request) -> tuple[str | None, bool]:
+        """(token the request carries, whether it came in the query string); BadRequest when malformed."""
         if "token" in request.query:
-            return request.query["token"], True
+            return checked_token(request.query["token"], "query"), True
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
-            return auth[7:], False
-        return request.cookies.get(COOKIE), False
+            return checked_token(auth[7:], "Authorization header"), False
+        cookie = request.cookies.get(COOKIE)
+        return (None if cookie is None else checked_token(cookie, "cookie")), False
+
+    def _bad_request(self, request: web.Request, reason: str) -> web.Response:
+        peer = request.remote or "?"
+        if (adm := self._bad_requests.admit(peer)) is not None:
+            more = f" ({adm.suppressed} more from there since the last report)" if adm.suppressed else ""
+            log.warning("dashboard: 400 for %s %s from %s: %s%s", request.method, request.path[:80], peer,
+                        reason, more)
+        return web.Response(status=400, text=f"bad request: {reason}\n")
 
     @web.middleware
     async def _guard(self, request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        with self.gate.busy(request.transport):
+            try:
+                return await self._checked(request, handler)
+            except BadRequest as exc:
+                return self._bad_request(request, str(exc))
+            except (UnicodeError, ValueError) as exc:  # any other malformed input met while reading a request
+                return self._bad_request(request, f"{type(exc).__name__}: {str(exc)[:120]}")
+
+    async def _checked(self, request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        host = host_name(request.headers.get("Host"))
         if self.token is None:
-            host = (request.url.host or "").strip("[]")
             if host not in LOOPBACK_HOSTS and host != self.bind.host:
                 return web.Response(status=403, text="unexpected Host header (the dashboard answers to "
                                                      "127.0.0.1 and localhost only)\n")
@@ -215,23 +304,20 @@ class DashboardServer:
                                 "title": self.title, "palette": EMOTION_COLOURS, "other_colour": OTHER_COLOUR}))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        attached = self.hub.attach(request.headers.get("Last-Event-ID"))
-        if attached is None:
-            return web.Response(status=503, text=f"too many open dashboards ({self.params.max_clients})\n")
-        page, backlog, resumed = attached
+        page, backlog, resumed = self.hub.attach(resume_id(request.headers.get("Last-Event-ID")))
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"})
         try:
-            await resp.prepare(request)
-            await resp.write(_sse(self._hello(resumed), None).encode())
+            await self._send(request, resp, b"")
+            await self._send(request, resp, _sse(self._hello(resumed), None).encode())
             for i in range(0, len(backlog), 500):
-                await resp.write("".join(_sse(ev, self.hub.event_id(ev.seq or 0))
-                                         for ev in backlog[i:i + 500]).encode())
+                await self._send(request, resp, "".join(_sse(ev, self.hub.event_id(ev.seq or 0))
+                                                        for ev in backlog[i:i + 500]).encode())
             if self.hub.latest_figures is not None:
-                await resp.write(_sse(self.hub.latest_figures, None).encode())
-            await self._stream(page, resp)
+                await self._send(request, resp, _sse(self.hub.latest_figures, None).encode())
+            await self._stream(request, page, resp)
         except (ConnectionError, ChannelClosed):
             pass
         finally:
@@ -240,15 +326,38 @@ class DashboardServer:
                 self._streams.discard(task)
         return resp
 
-    async def _stream(self, page: Page, resp: web.StreamResponse) -> None:
+    async def _send(self, request: web.Request, resp: web.StreamResponse, data: bytes) -> None:
+        """Write (the head first), waiting at most ``stall_timeout_s`` for the socket to drain; a browser
+        that stopped reading has its connection closed (ConnectionResetError ends its stream)."""
+        try:
+            async with asyncio.timeout(self.params.stall_timeout_s):
+                if not resp.prepared:
+                    await resp.prepare(request)
+                if data:
+                    await resp.write(data)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            if (adm := self._bad_requests.admit("stalled")) is not None:
+                more = f" ({adm.suppressed} more since the last report)" if adm.suppressed else ""
+                log.warning("dashboard: closed an event stream to %s that stopped reading for %.0f s%s",
+                            request.remote or "?", self.params.stall_timeout_s, more)
+            raise ConnectionResetError("the page stopped reading") from None
+
+    async def _stream(self, request: web.Request, page: Page, resp: web.StreamResponse) -> None:
         reported_drops = 0
         while True:
             try:
                 async with asyncio.timeout(self.params.heartbeat_s):
                     first = await page.queue.get()
             except TimeoutError:
-                await resp.write(b": ping\n\n")
+                await self._send(request, resp, b": ping\n\n")
                 continue
+            except ChannelClosed:
+                if page.evicted:  # a newer page took the slot: say so, so this one does not reconnect
+                    await self._send(request, resp, _sse(WireEvent(dumps({
+                        "type": "evicted", "max_pages": self.params.max_clients})), None).encode())
+                raise
             batch = [first]
             while (ev := page.queue.get_nowait()) is not None and len(batch) < 500:
                 batch.append(ev)
@@ -256,7 +365,7 @@ class DashboardServer:
             if page.dropped != reported_drops:
                 reported_drops = page.dropped
                 chunk += _sse(WireEvent(dumps({"type": "lag", "dropped": reported_drops})), None)
-            await resp.write(chunk.encode())
+            await self._send(request, resp, chunk.encode())
 
 
 async def serve_until_signal() -> None:

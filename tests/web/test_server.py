@@ -33,15 +33,15 @@ def test_late_page_gets_the_history_first_then_live_events_exactly_once() -> Non
         hub = DashboardHub(WebParams())
         for i in range(5):
             hub.publish(emotion("s", i))
-        page, backlog, resumed = hub.attach() or pytest.fail("refused")
+        page, backlog, resumed = hub.attach()
         assert not resumed and [json.loads(e.data)["utterance_id"] for e in backlog] == [f"u{i:04d}" for i in range(5)]
         hub.publish(emotion("s", 5))
         assert json.loads((await page.queue.get()).data)["utterance_id"] == "u0005"
         # an EventSource reconnecting with Last-Event-ID gets only what it has not seen
-        _, again, resumed = hub.attach(hub.event_id(backlog[2].seq or 0)) or pytest.fail("refused")
+        _, again, resumed = hub.attach(hub.event_id(backlog[2].seq or 0))
         assert resumed and [json.loads(e.data)["utterance_id"] for e in again] == ["u0003", "u0004", "u0005"]
         # ... unless the id comes from another process (restarted server): then everything
-        _, fresh, resumed = hub.attach("deadbeef.3") or pytest.fail("refused")
+        _, fresh, resumed = hub.attach("deadbeef.3")
         assert not resumed and len(fresh) == 6
     asyncio.run(go())
 
@@ -50,14 +50,14 @@ def test_a_page_that_does_not_read_loses_its_oldest_events_and_nothing_else_wait
     async def go() -> None:
         params = WebParams(client_queue_events=10, history_events_per_session=50, history_sessions=2)
         hub = DashboardHub(params)
-        stuck, _, _ = hub.attach() or pytest.fail("refused")
+        stuck, _, _ = hub.attach()
         for i in range(120):  # publish never awaits: a stuck page cannot slow it down
             hub.publish(emotion("s1", i))
         assert len(stuck.queue) == 10 and stuck.dropped == 110
         assert json.loads((await stuck.queue.get()).data)["utterance_id"] == "u0110"
         for s in ("s2", "s3"):
             hub.publish(emotion(s, 0))
-        _, backlog, _ = hub.attach() or pytest.fail("refused")
+        _, backlog, _ = hub.attach()
         sessions = {json.loads(e.data)["session"] for e in backlog}
         assert sessions == {"s2", "s3"}  # history is bounded in sessions (least recently active dropped) ...
         hub.publish(emotion("s3", 1))
@@ -171,7 +171,7 @@ def test_loopback_without_token_answers_only_to_loopback_host_names() -> None:
 
 def test_event_stream_sends_hello_history_live_events_and_ends_on_close() -> None:
     async def go() -> None:
-        params = WebParams(heartbeat_s=0.2, max_clients=1)
+        params = WebParams(heartbeat_s=0.2)
         server, url = await _serve(None, params)
         hub = server.hub
         hub.publish(emotion("s", 0))
@@ -182,8 +182,6 @@ def test_event_stream_sends_hello_history_live_events_and_ends_on_close() -> Non
                     (hid, hello), (eid, first) = await asyncio.wait_for(_read_sse(r, 2), 5)
                     assert hello["type"] == "hello" and hid is None and hello["palette"]["anger"]
                     assert first["utterance_id"] == "u0000" and eid == hub.event_id(1)
-                    async with c.get(url + "events") as r2:  # max_clients pages already open
-                        assert r2.status == 503
                     hub.publish(emotion("s", 1))
                     hub.publish_transient({"type": "figures", "events": 2})
                     (eid, live), (fid, figures) = await asyncio.wait_for(_read_sse(r, 2), 5)

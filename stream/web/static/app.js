@@ -8,7 +8,7 @@
   const MAX_ROWS = 500;          // transcript rows kept in the page (the server keeps the history)
   const TREND = { rising: "↑", falling: "↓", steady: "→" };
   const state = { palette: {}, other: "#495057", sessions: new Map(), selected: null, global: [],
-                  figures: null, lag: 0, connected: false, title: "PCGNet live" };
+                  figures: null, lag: 0, connected: false, evicted: false, title: "PCGNet live" };
   const $ = (id) => document.getElementById(id);
 
   function el(tag, cls, text) {
@@ -100,6 +100,10 @@
       case "lag":
         state.lag = ev.dropped;
         break;
+      case "evicted":  // a newer page took this one's slot: stay closed instead of taking it back
+        state.evicted = true;
+        if (source) source.close();
+        break;
       default:
         return;
     }
@@ -145,7 +149,8 @@
   function drawConnection() {
     const c = $("conn");
     const finished = state.figures && state.figures.running === false;
-    const [cls, text] = !state.connected ? ["connecting", "reconnecting…"]
+    const [cls, text] = state.evicted ? ["connecting", "closed: more pages opened elsewhere; reload to reopen"]
+      : !state.connected ? ["connecting", "reconnecting…"]
       : finished ? ["finished", "analysis finished"] : ["live", "live"];
     c.className = `conn ${cls}`;
     c.textContent = text;
@@ -340,8 +345,9 @@
 
   // -- connection -------------------------------------------------------------------------------------
 
+  let source = null;
   function connect() {
-    const es = new EventSource("/events");
+    const es = source = new EventSource("/events");
     es.onopen = () => { state.connected = true; schedule(); };
     es.onerror = () => { state.connected = false; schedule(); };
     es.onmessage = (m) => {
