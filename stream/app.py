@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="causal PCGNet checkpoint directory (default checkpoints/default)")
     mdl.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda when available)")
     mdl.add_argument("--worker-id", help="copied into every event (scale-out)")
+    mdl.add_argument("--shift-profile", metavar="NAME",
+                     help="shift operating point stored in the checkpoint: sensitive, balanced (default) or precise "
+                          "(docs/events.md lists each one's precision and recall)")
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     return p
 
@@ -194,6 +197,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         return _fail(f"--speakers must be >= 1 (got {args.speakers})")
     params = LiveParams(
         checkpoint=args.checkpoint, session_id=session, speed=args.speed, worker_id=args.worker_id,
+        shift_profile=args.shift_profile,
         speakers=SpeakerParams(max_speakers=args.speakers, voices=voices),
         inference=replace(InferenceParams(), device=resolve_device_name(args.device)),
         mic=replace(MicParams(), speaker=args.speaker, vad=args.vad, asr=args.asr,

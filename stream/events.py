@@ -109,11 +109,16 @@ def _base(kind: str, session: str, utterance_id: str, run_id: str | None, worker
 
 def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                   text: str | None, labels: Sequence[str], probs: Sequence[float], modalities: Sequence[str],
-                  index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None) -> EventPayload:
-    """One utterance's emotion (topic ``pcgnet/<session>/emotion``)."""
+                  index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None,
+                  expression_index: int | None = None, shift_probability: float | None = None) -> EventPayload:
+    """One utterance's emotion (topic ``pcgnet/<session>/emotion``).
+
+    ``expression_index``: the reported class, decided with the shift by the shift rule (pcgnet.shift; the
+    top score when None); ``shift_probability``: the rule's probability that the speaker left their
+    previous expression (None on a speaker's first turn)."""
     names = [expression_name(lb) for lb in labels]
     scores = {n: round(float(p), 5) for n, p in zip(names, probs, strict=True)}
-    best = max(range(len(labels)), key=lambda i: probs[i])
+    best = max(range(len(labels)), key=lambda i: probs[i]) if expression_index is None else int(expression_index)
     valence, arousal = valence_arousal(scores)
     d = _base("emotion", session, utterance_id, run_id, worker_id)
     d.update({
@@ -129,6 +134,7 @@ def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: flo
         "scores": scores,
         "valence": valence,
         "arousal": arousal,
+        "shift_probability": None if shift_probability is None else round(float(shift_probability), 5),
         "modalities": [MODALITY_NAMES.get(m, m) for m in modalities],
         "latency_ms": round(float(latency_ms), 2),
     })
@@ -138,8 +144,9 @@ def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: flo
 def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                 from_expression: str, to_expression: str, previous_utterance_id: str,
                 probability: float | None, latency_ms: float, run_id: str | None = None,
-                worker_id: str | None = None) -> EventPayload:
-    """A speaker's expression changed since their previous utterance (topic ``pcgnet/<session>/shift``)."""
+                worker_id: str | None = None, profile: str | None = None) -> EventPayload:
+    """A speaker's reported expression changed since their previous utterance (topic ``pcgnet/<session>/shift``);
+    ``to`` is this utterance's expression, ``probability`` the shift rule's and ``profile`` its operating point."""
     d = _base("shift", session, utterance_id, run_id, worker_id)
     d.update({
         "speaker": speaker,
@@ -150,6 +157,7 @@ def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float
         "to": to_expression,
         "previous_utterance_id": previous_utterance_id,
         "probability": None if probability is None else round(float(probability), 5),
+        "profile": profile,
         "latency_ms": round(float(latency_ms), 2),
     })
     return d

@@ -181,6 +181,9 @@ class LiveParams:
     topic_prefix: str = "pcgnet"
     worker_id: str | None = None
     """Copied into every event (scale-out workers set it)."""
+    shift_profile: str | None = None
+    """The shift rule's operating profile (``sensitive`` / ``balanced`` / ``precise``: docs/events.md);
+    None: the checkpoint's default."""
     vad: VadParams = field(default_factory=VadParams)
     mic: MicParams = field(default_factory=MicParams)
     asr: AsrParams = field(default_factory=AsrParams)
