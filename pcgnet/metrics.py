@@ -122,10 +122,10 @@ def rule_metrics(labels: Any, emotion_prob: Any, pair_prev: Any, pair_cur: Any, 
     prev, cur = _np(pair_prev).astype(int), _np(pair_cur).astype(int)
     name = profile or rule.default_profile
     threshold = rule.threshold(name)
-    d = decide_dialogues(_np(emotion_prob), prev, cur, _np(shift_prob), rule.weight, threshold)
+    d = decide_dialogues(_np(emotion_prob), prev, cur, _np(shift_prob), rule.weight, threshold, rule.mix)
     keep = (y[prev] >= 0) & (y[cur] >= 0) if prev.size else np.zeros(0, dtype=bool)
     gold = (y[prev] != y[cur])[keep] if prev.size else np.zeros(0, dtype=bool)
-    out = {"rule": rule.name, "weight": rule.weight, "profile": name, "threshold": threshold}
+    out = {"rule": rule.name, "weight": rule.weight, "mix": rule.mix, "profile": name, "threshold": threshold}
     out.update(binary_shift_metrics(gold, d.shift[keep], d.probability[keep]))
     lab = y >= 0
     out["reported_accuracy"] = float(accuracy_score(y[lab], d.reported[lab])) if lab.any() else float("nan")

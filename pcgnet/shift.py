@@ -10,7 +10,9 @@ once, from both heads (``rule "joint-v1"``):
   *reported* expression ``prev`` (row ``prev`` of the C x C transition matrix, renormalised);
 * ``q`` proportional to ``e ** w * row ** (1 - w)``: a log-linear pool of the emotion head's distribution
   ``e`` and that row (``w`` = the emotion head's weight, chosen on dev);
-* ``p = 1 - q[prev]``: the probability that the speaker left ``prev`` (the ``probability`` on the wire);
+* ``p = (1 - m) * (1 - q[prev]) + m * (1 - trace(T))``: the probability that the speaker left ``prev`` (the
+  ``probability`` on the wire), a mix of the pooled distribution's and the shift head's own binary estimate
+  (``1 - trace(T)``: all "same emotion" transitions; ``m`` chosen on dev);
 * shift when ``p >= threshold``: the reported expression is then the most likely *other* expression under
   ``q``; otherwise the reported expression stays ``prev`` and there is no shift event.
 
@@ -36,7 +38,8 @@ DEFAULT_PROFILE = "balanced"
 SENSITIVE_RECALL = 0.90  # sensitive: the highest threshold that keeps >= 90% of the selection split's shifts
 PRECISE_PRECISION = 0.75  # precise: the most recall among thresholds with >= 75% precision (if reachable)
 THRESHOLD_GRID = np.round(np.arange(0.005, 1.0, 0.005), 3)
-WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+WEIGHT_GRID = (0.0, 0.5, 1.0)
+MIX_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 _EPS = 1e-12
 
 
@@ -50,6 +53,7 @@ class ShiftRule:
 
     Parameters:
         weight: ``w`` in ``q ~ e**w * row**(1-w)`` (1: the emotion head alone, 0: the transition row alone).
+        mix: ``m``, the shift head's binary estimate's share of ``p``.
         thresholds: profile name -> threshold on ``p`` (in [0, 1]).
         default_profile: the profile used when none is asked for.
         selected_on: the split the parameters were chosen on (provenance, e.g. ``"valid"``).
@@ -57,13 +61,15 @@ class ShiftRule:
 
     weight: float
     thresholds: Mapping[str, float]
+    mix: float = 0.0
     default_profile: str = DEFAULT_PROFILE
     selected_on: str = "valid"
     name: str = field(default=RULE_NAME)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.weight <= 1.0:
-            raise ShiftRuleError(f"shift rule: weight {self.weight!r} is not in [0, 1]")
+        for k, v in (("weight", self.weight), ("mix", self.mix)):
+            if not 0.0 <= v <= 1.0:
+                raise ShiftRuleError(f"shift rule: {k} {v!r} is not in [0, 1]")
         if not self.thresholds:
             raise ShiftRuleError("shift rule: no thresholds")
         for k, t in self.thresholds.items():
@@ -80,7 +86,7 @@ class ShiftRule:
         return float(self.thresholds[name])
 
     def to_json(self) -> dict[str, Any]:
-        return {"rule": self.name, "weight": self.weight, "default_profile": self.default_profile,
+        return {"rule": self.name, "weight": self.weight, "mix": self.mix, "default_profile": self.default_profile,
                 "profiles": {k: {"threshold": float(t)} for k, t in self.thresholds.items()},
                 "selected_on": self.selected_on}
 
@@ -98,10 +104,10 @@ class ShiftRule:
             if isinstance(t, bool) or not isinstance(t, (int, float)):
                 raise ShiftRuleError(f"shift rule: profile {k!r} has no numeric 'threshold'")
             thresholds[str(k)] = float(t)
-        w = d.get("weight")
-        if isinstance(w, bool) or not isinstance(w, (int, float)):
-            raise ShiftRuleError("shift rule: 'weight' must be a number")
-        return cls(weight=float(w), thresholds=thresholds,
+        w, m = d.get("weight"), d.get("mix", 0.0)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (w, m)):
+            raise ShiftRuleError("shift rule: 'weight' and 'mix' must be numbers")
+        return cls(weight=float(w), mix=float(m), thresholds=thresholds,
                    default_profile=str(d.get("default_profile", DEFAULT_PROFILE)),
                    selected_on=str(d.get("selected_on", "valid")))
 
@@ -128,17 +134,19 @@ def pooled(emotion: np.ndarray, row: np.ndarray | None, weight: float) -> np.nda
 
 
 def decide(emotion: np.ndarray, transitions: np.ndarray | None, prev: int | None, weight: float,
-           threshold: float) -> Decision:
+           threshold: float, mix: float = 0.0) -> Decision:
     """The rule for one turn: ``prev`` = the speaker's previous reported expression (None: first turn);
     ``transitions`` = the shift head's (C*C,) distribution over (previous, current), or None when the model
-    has no pair for this turn (then the emotion distribution alone is compared with ``prev``)."""
+    has no pair for this turn (then the emotion distribution alone is compared with ``prev``, and ``p`` is
+    ``1 - e[prev]``)."""
     e = np.asarray(emotion, dtype=np.float64)
     if prev is None:
         return Decision(int(e.argmax()), False, None)
     c = e.size
-    row = None if transitions is None else np.asarray(transitions, dtype=np.float64).reshape(c, c)[prev]
-    q = pooled(e, row, weight)
-    p = float(np.clip(1.0 - q[prev], 0.0, 1.0))
+    t = None if transitions is None else np.asarray(transitions, dtype=np.float64).reshape(c, c)
+    q = pooled(e, None if t is None else t[prev], weight)
+    p = 1.0 - q[prev] if t is None else (1.0 - mix) * (1.0 - q[prev]) + mix * (1.0 - float(np.trace(t)))
+    p = float(np.clip(p, 0.0, 1.0))
     if p < threshold:
         return Decision(prev, False, p)
     other = q.copy()
@@ -167,7 +175,7 @@ def _pooled_rows(emotion: np.ndarray, pair_cur: np.ndarray, transitions: np.ndar
 
 
 def decide_dialogues(emotion: Any, pair_prev: Any, pair_cur: Any, transitions: Any, weight: float,
-                     threshold: float, *, _q: np.ndarray | None = None) -> DialogueDecisions:
+                     threshold: float, mix: float = 0.0, *, _q: np.ndarray | None = None) -> DialogueDecisions:
     """:func:`decide` over utterances in conversation order: ``emotion`` (N, C); pairs (P,) flat indices of
     each speaker's previous and current utterance (previous < current); ``transitions`` (P, C*C)."""
     e = np.asarray(emotion, dtype=np.float64)
@@ -185,9 +193,11 @@ def decide_dialogues(emotion: Any, pair_prev: Any, pair_cur: Any, transitions: A
     masked[:, idx, idx] = -1.0
     alt = masked.argmax(-1)  # (P, C): the most likely other expression after each possible previous one
     stay = np.diagonal(q, axis1=1, axis2=2)  # (P, C)
+    c = e.shape[1]
+    binary = 1.0 - np.asarray(transitions, dtype=np.float64).reshape(-1, c, c).diagonal(axis1=1, axis2=2).sum(1)
     for j in np.argsort(cur_i, kind="stable"):
         k = int(reported[prev_i[j]])
-        p[j] = 1.0 - stay[j, k]
+        p[j] = min(1.0, max(0.0, (1.0 - mix) * (1.0 - stay[j, k]) + mix * binary[j]))
         shift[j] = p[j] >= threshold
         reported[cur_i[j]] = alt[j, k] if shift[j] else k
     return DialogueDecisions(reported, np.clip(p, 0.0, 1.0), shift)
@@ -213,7 +223,7 @@ def _prf(gold: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:
 
 
 def operating_points(labels: Any, emotion: Any, pair_prev: Any, pair_cur: Any, transitions: Any, weight: float,
-                     grid: Sequence[float] = tuple(THRESHOLD_GRID)) -> list[OperatingPoint]:
+                     mix: float = 0.0, grid: Sequence[float] = tuple(THRESHOLD_GRID)) -> list[OperatingPoint]:
     """Every grid threshold's operating point on labelled data (the scan is re-run per threshold: the
     previous reported expression, hence ``p``, depends on earlier decisions)."""
     from sklearn.metrics import f1_score
@@ -227,7 +237,7 @@ def operating_points(labels: Any, emotion: Any, pair_prev: Any, pair_cur: Any, t
     lab = y >= 0
     out = []
     for t in grid:
-        d = decide_dialogues(e, prev_i, cur_i, transitions, weight, float(t), _q=q)
+        d = decide_dialogues(e, prev_i, cur_i, transitions, weight, float(t), mix, _q=q)
         prec, rec, f1 = _prf(gold, d.shift[keep])
         wf1 = float(f1_score(y[lab], d.reported[lab], average="weighted", zero_division=0)) if lab.any() else 0.0
         out.append(OperatingPoint(float(t), prec, rec, f1, wf1))
@@ -258,18 +268,21 @@ def choose_profiles(points: Sequence[OperatingPoint]) -> dict[str, float]:
 
 
 def choose_rule(labels: Any, emotion: Any, pair_prev: Any, pair_cur: Any, transitions: Any, *,
-                selected_on: str = "valid", weights: Sequence[float] = WEIGHT_GRID) -> ShiftRule:
-    """The rule's parameters on the selection split: the weight whose balanced operating point has the best
-    mean of emotion W-F1 and binary shift F1 (the two things events report), then each profile's threshold."""
-    best: tuple[float, float, list[OperatingPoint]] | None = None
+                selected_on: str = "valid", weights: Sequence[float] = WEIGHT_GRID,
+                mixes: Sequence[float] = MIX_GRID) -> ShiftRule:
+    """The rule's parameters on the selection split: the (weight, mix) whose balanced operating point has the
+    best mean of the reported expressions' W-F1 and binary shift F1 (the two things events report), then
+    each profile's threshold."""
+    best: tuple[float, float, float, list[OperatingPoint]] | None = None
     for w in weights:
-        pts = operating_points(labels, emotion, pair_prev, pair_cur, transitions, w)
-        bal = max(pts, key=lambda o: (o.f1, -o.threshold))
-        score = (bal.f1 + bal.weighted_f1) / 2
-        if best is None or score > best[0] + 1e-12:
-            best = (score, w, pts)
+        for m in mixes:
+            pts = operating_points(labels, emotion, pair_prev, pair_cur, transitions, w, m)
+            bal = max(pts, key=lambda o: (o.f1, -o.threshold))
+            score = (bal.f1 + bal.weighted_f1) / 2
+            if best is None or score > best[0] + 1e-12:
+                best = (score, w, m, pts)
     assert best is not None
-    return ShiftRule(weight=best[1], thresholds=choose_profiles(best[2]), selected_on=selected_on)
+    return ShiftRule(weight=best[1], mix=best[2], thresholds=choose_profiles(best[3]), selected_on=selected_on)
 
 
 UNTUNED = ShiftRule(weight=1.0, thresholds={DEFAULT_PROFILE: 0.5}, selected_on="none")

@@ -159,16 +159,29 @@ class Analyzer:
         return st
 
     def close_session(self, session_id: str) -> SessionState | None:
-        """Forget a finished session (its state is returned for export)."""
+        """Forget a session here (its state is returned for export, e.g. to hand it to another worker)."""
         self._locks.pop(session_id, None)
         return self.sessions.pop(session_id, None)
+
+    def end_session(self, session_id: str, reason: str = "end") -> list[EventFrame]:
+        """Close a finished session: its run's ``session`` ``ended`` record (none if it never started)."""
+        st = self.close_session(session_id)
+        if st is None or not st.utterances:
+            return []
+        return [self._session_frame(st, "ended", reason)]
+
+    def _session_frame(self, st: SessionState, state: str, reason: str | None = None) -> EventFrame:
+        payload = ev.session_event(session=st.session_id, run_id=st.run_id, state=state, started_at=st.started_at,
+                                   process=self.params.process_id, utterances=st.utterances, reason=reason,
+                                   worker_id=self.params.worker_id)
+        return EventFrame(session_id=st.session_id, kind=EventKind.SESSION, payload=payload)
 
     # -- the entry point --------------------------------------------------------------------------
 
     async def process(self, utt: Utterance) -> list[EventFrame]:
         """Process one utterance of session ``utt.session_id``; returns its events in the documented order:
-        emotion, then shift (exactly when the speaker's reported expression changed), then the speaker's new
-        state.
+        the run's ``session`` ``started`` record (first utterance only), emotion, then shift (exactly when the
+        speaker's reported expression changed), then the speaker's new state.
 
         An utterance id the session has already processed is skipped (returns []), so a re-sent input
         has no second effect.
@@ -186,12 +199,14 @@ class Analyzer:
             st.model_state = out.state
             st.heard(utt.speaker, utt.text)
             latency_ms = (self._clock_ns() - utt.ended_at_ns) / 1e6
-            return self._events(st, utt, out, feats.used, latency_ms)
+            started = [self._session_frame(st, "started")] if not st.utterances else []
+            return started + self._events(st, utt, out, feats.used, latency_ms)
 
     def decide(self, prev: SpeakerMemory | None, out: StepOutput) -> Decision:
         """This turn's reported expression and shift, from both heads (pcgnet.shift.decide)."""
         before = None if prev is None else self._names.index(prev.expression)
-        return decide(out.emotion_probs, out.shift_probs, before, self.shift_rule.weight, self.shift_threshold)
+        return decide(out.emotion_probs, out.shift_probs, before, self.shift_rule.weight, self.shift_threshold,
+                      self.shift_rule.mix)
 
     def _events(self, st: SessionState, utt: Utterance, out: StepOutput, used: tuple[str, ...],
                 latency_ms: float) -> list[EventFrame]:
@@ -216,7 +231,7 @@ class Analyzer:
             frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SHIFT, payload=shift))
         mem = st.remember(utt.speaker, utt.utterance_id, out.index, emo["expression"], emo["valence"])
         spk = ev.speaker_state(session=utt.session_id, speaker=utt.speaker, emotion=emo, trend=mem.trend(),
-                               utterances=mem.utterances, worker_id=wid)
+                               utterances=mem.utterances, worker_id=wid, process=self.params.process_id)
         frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SPEAKER, payload=spk, speaker=utt.speaker))
         self.processed += 1
         return frames

@@ -163,8 +163,31 @@ def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float
     return d
 
 
+def session_event_id(session: str, run_id: str, state: str) -> str:
+    """``uuid5(EVENT_NAMESPACE, "<session>\\n<run_id>\\nsession.<state>")``: one id per run and state."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{session}\n{run_id}\nsession.{state}"))
+
+
+def session_event(*, session: str, run_id: str, state: str, started_at: str, process: str | None,
+                  utterances: int = 0, reason: str | None = None, worker_id: str | None = None) -> EventPayload:
+    """A run of a session ``started`` (its first utterance) or ``ended`` (retained on ``pcgnet/<session>/session``).
+
+    ``started_at`` is the wall clock of the run's start: an event's ``t_start`` / ``t_end`` (seconds since the
+    session started) plus ``started_at`` is its wall-clock time. ``process`` names the analyzer process (its
+    status topic's client id), so a client can tell from that process's last will that the run died."""
+    d: EventPayload = {"schema_version": SCHEMA_VERSION, "type": "session",
+                       "event_id": session_event_id(session, run_id, state), "session": session, "run_id": run_id}
+    if worker_id is not None:
+        d["worker_id"] = worker_id
+    d.update({"state": state, "started_at": started_at, "emitted_at": utc_now_iso(), "process": process,
+              "utterances": utterances})
+    if reason is not None:
+        d["reason"] = reason
+    return d
+
+
 def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], trend: str, utterances: int,
-                  worker_id: str | None = None) -> EventPayload:
+                  worker_id: str | None = None, process: str | None = None) -> EventPayload:
     """Current state of one speaker (retained on ``pcgnet/<session>/speakers/<speaker>``), after ``emotion``."""
     d = _base("speaker", session, emotion["utterance_id"], emotion.get("run_id"), worker_id)
     d["event_id"] = event_id(session, f"{speaker}\n{emotion['utterance_id']}", "speaker")
@@ -177,6 +200,7 @@ def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], tre
         "arousal": emotion["arousal"],
         "trend": trend,
         "utterances": utterances,
+        "process": process,
     })
     return d
 

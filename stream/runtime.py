@@ -176,7 +176,7 @@ class Runtime:
                 w.recorder.close()
             if self.workers.get(w.session_id) is w:  # the session is over: free its state
                 del self.workers[w.session_id]
-                self.analyzer.close_session(w.session_id)
+                self.emit(self.analyzer.end_session(w.session_id))
 
     async def _janitor(self) -> None:
         """Close sessions idle for ``session_idle_s`` (bounded memory with many short-lived sessions)."""

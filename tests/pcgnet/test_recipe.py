@@ -44,7 +44,7 @@ def test_recipe_fills_unset_flags_and_stores_the_dev_threshold(data, tmp_path, c
     assert rule == choose_rule(pred.labels.numpy(), pred.emotion_prob.numpy(), pred.pair_prev.numpy(),
                                pred.pair_cur.numpy(), pred.shift_prob.numpy())
     pts = operating_points(pred.labels.numpy(), pred.emotion_prob.numpy(), pred.pair_prev.numpy(),
-                           pred.pair_cur.numpy(), pred.shift_prob.numpy(), rule.weight)
+                           pred.pair_cur.numpy(), pred.shift_prob.numpy(), rule.weight, rule.mix)
     best = max(o.f1 for o in pts)
     assert len({round(o.f1, 6) for o in pts}) > 2  # else any threshold would pass
     assert set(rule.thresholds) == {"sensitive", "balanced", "precise"}

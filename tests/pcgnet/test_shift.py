@@ -36,6 +36,9 @@ def test_decide_hand_case() -> None:
     # weight 0: the transition row alone
     d0 = decide(e, t, 1, 0.0, 0.5)
     assert d0.shift and d0.expression == 2 and d0.probability == pytest.approx(0.8)
+    # mix: the shift head's own binary estimate 1 - trace(T) (= 1 - 0.2 here) takes that share of p
+    dm = decide(e, t, 1, 1.0, 0.6, mix=0.5)
+    assert dm.probability == pytest.approx(0.5 * 0.5 + 0.5 * 0.8) and dm.shift and dm.expression == 2
     # a pool of both
     q = pooled(e, t.reshape(3, 3)[1], 0.5)
     want = np.sqrt(e * np.array([0.1, 0.2, 0.7]))
@@ -57,22 +60,23 @@ def test_a_shift_is_exactly_a_change_of_the_reported_expression() -> None:
             cur.append(i)
         last[s] = i
     trans = np.stack([_transitions(c, rng) for _ in cur])
-    for w in (0.0, 0.5, 1.0):
+    for w, m in ((0.0, 0.0), (0.5, 0.5), (1.0, 0.0), (1.0, 1.0)):
         for th in (0.0, 0.3, 0.7, 1.0):
-            d = decide_dialogues(e, prev, cur, trans, w, th)
+            d = decide_dialogues(e, prev, cur, trans, w, th, m)
             changed = d.reported[np.array(cur)] != d.reported[np.array(prev)]
             assert (d.shift == changed).all()
             assert (d.shift == (d.probability >= th)).all()
             # the scan is the per-turn rule, turn by turn
             for j, (a, b) in enumerate(zip(prev, cur, strict=True)):
-                one = decide(e[b], trans[j], int(d.reported[a]), w, th)
+                one = decide(e[b], trans[j], int(d.reported[a]), w, th, m)
                 assert one.expression == d.reported[b] and one.shift == d.shift[j]
+                assert one.probability == pytest.approx(d.probability[j])
     assert decide_dialogues(e, prev, cur, trans, 0.5, 0.0).shift.all()  # threshold 0: every later turn
     assert not decide_dialogues(e, prev, cur, trans, 0.5, 1.01).shift.any()
 
 
 def test_rule_json_round_trip_and_errors() -> None:
-    r = ShiftRule(weight=0.25, thresholds={"sensitive": 0.2, "balanced": 0.4, "precise": 0.7})
+    r = ShiftRule(weight=0.25, mix=0.5, thresholds={"sensitive": 0.2, "balanced": 0.4, "precise": 0.7})
     assert ShiftRule.from_json(r.to_json()) == r
     assert r.threshold() == 0.4 and r.threshold("precise") == 0.7
     with pytest.raises(ShiftRuleError, match="unknown shift profile 'eager'.*sensitive, balanced, precise"):
@@ -103,5 +107,6 @@ def test_profiles_are_ordered_and_meet_their_targets() -> None:
     assert at[prof["sensitive"]].recall >= 0.9
     if any(o.precision >= 0.75 and o.recall > 0 for o in pts):
         assert at[prof["precise"]].precision >= 0.75
-    rule = choose_rule(y, e, prev, cur, trans, weights=(0.0, 1.0))
-    assert rule.weight == 1.0  # the random transition rows carry no information; the emotion head does
+    rule = choose_rule(y, e, prev, cur, trans, weights=(0.0, 1.0), mixes=(0.0, 1.0))
+    # the random transition rows carry no information; the emotion head does
+    assert rule.weight == 1.0 and rule.mix == 0.0

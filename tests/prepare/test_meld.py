@@ -295,12 +295,12 @@ def test_live_replay_matches_batch_evaluation(name: str, fixture, tmp_path: Path
         o = model(collate(dialogues, ("t",)))
     batch_probs = o.emotion_logp.exp().numpy()
     prev_i, cur_i, trans = o.shift_prev.numpy(), o.shift_cur.numpy(), o.shift_logp.exp().numpy()
-    p_shift = decide_dialogues(batch_probs, prev_i, cur_i, trans, 0.5, 0.5).probability
-    rule = ShiftRule(weight=0.5, thresholds={"balanced": float(np.median(p_shift))})  # some pairs on each side
+    p_shift = decide_dialogues(batch_probs, prev_i, cur_i, trans, 0.5, 0.5, 0.5).probability
+    rule = ShiftRule(weight=0.5, mix=0.5, thresholds={"balanced": float(np.median(p_shift))})  # some each side
     threshold = rule.threshold()
     ck = save_checkpoint(tmp_path / "ck", model, extractors=side["extractors"], persona=side["persona"],
                          shift=rule.to_json())
-    batch = decide_dialogues(batch_probs, prev_i, cur_i, trans, rule.weight, threshold)  # what evaluate scores
+    batch = decide_dialogues(batch_probs, prev_i, cur_i, trans, rule.weight, threshold, rule.mix)  # = evaluate
     flat = [(d.id, i) for d in dialogues for i in range(len(d))]
     batch_shifts = {flat[int(k)] for k, s in zip(cur_i, batch.shift, strict=True) if s}
 

@@ -195,7 +195,7 @@ def test_the_last_will_of_a_killed_analyzer_says_lost_and_carries_no_stale_time(
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher",
                                   protocol=aiomqtt.ProtocolVersion.V5) as client:
-            await client.subscribe("pcgnet/status", qos=1)
+            await client.subscribe("pcgnet/$status/+", qos=1)
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(ROOT / "live.py"), "--transcript", "mqtt", "--mqtt", mosquitto.url,
                 "--checkpoint", str(tiny_checkpoint), "--no-tui", cwd=ROOT, env=env,

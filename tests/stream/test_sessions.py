@@ -131,7 +131,7 @@ def test_sigterm_stops_cleanly_publishes_offline_and_leaves_a_readable_recording
     async def go() -> tuple[int, list[dict[str, Any]]]:
         got: list[dict[str, Any]] = []
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher") as c:
-            await c.subscribe("pcgnet/status", qos=1)
+            await c.subscribe("pcgnet/$status/+", qos=1)
             await c.subscribe("pcgnet/demo/emotion", qos=1)
             env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
             proc = await asyncio.create_subprocess_exec(
@@ -163,7 +163,7 @@ def test_sigkill_leaves_the_last_will_offline_status(mosquitto, tiny_checkpoint:
     async def go() -> list[str]:
         states: list[str] = []
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher") as c:
-            await c.subscribe("pcgnet/status", qos=1)
+            await c.subscribe("pcgnet/$status/+", qos=1)
             env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(ROOT / "live.py"), "--transcript", "mqtt", "--no-tui", "--checkpoint",
