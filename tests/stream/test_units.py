@@ -124,7 +124,10 @@ def test_event_objects_have_exactly_the_documented_fields() -> None:
                                "probability", "profile", "latency_ms"}
     sp = ev.speaker_state(session="s", speaker="A", emotion=e, trend="steady", utterances=1)
     assert set(sp) == common | {"speaker", "updated_at", "expression", "confidence", "valence", "arousal", "trend",
-                                "utterances"}
+                                "utterances", "process"}
+    se = ev.session_event(session="s", run_id="0" * 16, state="started", started_at="t", process="p")
+    assert set(se) == {"schema_version", "type", "event_id", "session", "run_id", "state", "started_at", "emitted_at",
+                       "process", "utterances"}
     er = ev.error_event(session="s", stage="x", category="input", message="m")
     assert set(er) == {"schema_version", "type", "event_id", "session", "stage", "category", "message",
                        "emitted_at"}
