@@ -234,3 +234,26 @@ def test_two_processes_on_one_session_keep_their_own_status_and_run_records(
     assert ended == set(runs)
     for t, o in retained:
         check_message(t, o)
+
+
+def test_the_examples_in_events_md_validate_and_their_ids_recompute() -> None:
+    """docs/events.md's JSON examples (taken from a real demo run) are valid events whose ids follow the recipe."""
+    text = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+    blocks = [json.loads(b.split("```", 1)[0]) for b in text.split("```json\n")[1:]]
+    kinds = []
+    for obj in blocks:
+        if "type" not in obj:  # the input example
+            continue
+        kinds.append(obj["type"])
+        if obj["type"] == "status":
+            validate(obj, payload_schema(asyncapi()["components"]["messages"]["status"]), "status example")
+            continue
+        check_events([obj])
+        if obj["type"] in ("emotion", "shift", "speaker", "session"):
+            assert obj["event_id"] == documented_event_id(obj), obj
+    assert {"emotion", "shift", "speaker", "session", "error", "status"} <= set(kinds)
+    # the shift example is coherent with the emotion example of the same utterance
+    emo = next(o for o in blocks if o.get("type") == "emotion")
+    shift = next(o for o in blocks if o.get("type") == "shift")
+    assert shift["utterance_id"] == emo["utterance_id"] and shift["to"] == emo["expression"]
+    assert shift["probability"] == emo["shift_probability"]
