@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class DuplicateUtterance(ValueError):
+    """An utterance id this run of the session already processed: a re-sent input, or two inputs with one
+    id. Not processed again (its events exist already); reported as an input error naming the id."""
+
+
 def persona_estimator_from(meta: CheckpointMeta) -> tuple[PersonaEstimator, float] | None:
     """The checkpoint's online persona estimator and its smoothing factor, when its config has one.
 
@@ -183,15 +188,16 @@ class Analyzer:
         the run's ``session`` ``started`` record (first utterance only), emotion, then shift (exactly when the
         speaker's reported expression changed), then the speaker's new state.
 
-        An utterance id the session has already processed is skipped (returns []), so a re-sent input
-        has no second effect.
+        An utterance id the session has already processed raises :class:`DuplicateUtterance` (a re-sent input
+        has no second effect, and the runtime reports it as an input error naming the id).
         """
         st = self.session(utt.session_id)
         async with self._locks[utt.session_id]:
             if st.is_duplicate(utt.utterance_id):
                 self.duplicates += 1
-                log.info("session %s: utterance %s already processed; skipped", utt.session_id, utt.utterance_id)
-                return []
+                raise DuplicateUtterance(
+                    f"utterance id {utt.utterance_id!r} was already processed in run {st.run_id} of session "
+                    f"{utt.session_id!r} (a re-sent input, or another input with the same id): not processed again")
             feats = await self.features.extract(utt, st.recent)
             slot = st.slots.slot(utt.speaker)
             persona = st.persona.update(utt.speaker, {m: feats.vectors[m] for m in feats.used})

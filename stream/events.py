@@ -206,7 +206,7 @@ def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], tre
 
 
 def error_event(*, session: str, stage: str, category: str, message: str,
-                worker_id: str | None = None) -> EventPayload:
+                worker_id: str | None = None, utterance_id: str | None = None) -> EventPayload:
     """A problem a consumer should know about (topic ``pcgnet/<session>/error``); ids are random."""
     d: EventPayload = {
         "schema_version": SCHEMA_VERSION,
@@ -220,4 +220,6 @@ def error_event(*, session: str, stage: str, category: str, message: str,
     }
     if worker_id is not None:
         d["worker_id"] = worker_id
+    if utterance_id is not None:
+        d["utterance_id"] = utterance_id
     return d

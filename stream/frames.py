@@ -131,4 +131,5 @@ class ErrorFrame(SystemFrame):
     stage: str
     message: str
     category: ErrorCategory = ErrorCategory.INPUT
+    utterance_id: str | None = None  # the input this error is about, when it names one
 

@@ -166,7 +166,8 @@ class Runtime:
                 except Exception as e:  # noqa: BLE001 - one bad utterance must not end the session
                     self.report(ErrorFrame(session_id=w.session_id, stage=task_name(w.session_id, "worker"),
                                            message=f"utterance {utt.utterance_id} not processed: "
-                                                   f"{type(e).__name__}: {e}", category=ErrorCategory.INPUT))
+                                                   f"{type(e).__name__}: {e}", category=ErrorCategory.INPUT,
+                                           utterance_id=utt.utterance_id))
                     continue
                 self.emit(frames)
                 if w.recorder is not None:

@@ -211,7 +211,7 @@ class MqttTranscriptSource:
         msg = parse_utterance(topic, payload, root=self.root)
         assert st is not None  # a message that parsed has a valid topic
         utt = to_utterance(msg, number=st.messages, prev_end_s=st.prev_end_s, ended_ns=time.monotonic_ns())
-        st.prev_end_s = utt.t_end
+        st.prev_end_s = max(st.prev_end_s, utt.t_end)  # a re-sent input never moves the clock back
         return utt
 
     async def run(self, sink: UtteranceSink) -> None:

@@ -257,3 +257,37 @@ def test_the_examples_in_events_md_validate_and_their_ids_recompute() -> None:
     shift = next(o for o in blocks if o.get("type") == "shift")
     assert shift["utterance_id"] == emo["utterance_id"] and shift["to"] == emo["expression"]
     assert shift["probability"] == emo["shift_probability"]
+
+
+class _Resender:
+    """Posts u0001, u0002, then u0001 again (a re-sent input) with an earlier time, then u0003."""
+
+    name = "resender"
+
+    async def run(self, sink: Any) -> None:
+        from stream.frames import Utterance
+
+        for uid, speaker, t in (("u0001", "A", 0.0), ("u0002", "B", 2.0), ("u0001", "A", 0.0), ("u0003", "A", 4.0)):
+            await sink.submit(Utterance(session_id="re", utterance_id=uid, speaker=speaker, t_start=t, t_end=t + 1.5,
+                                        text=f"line {uid} said at {t}"))
+        sink.end_session("re")
+
+
+def test_a_resent_utterance_id_is_an_input_error_naming_it(make_runtime) -> None:
+    from tests.support.replay import CollectSink
+
+    sink = CollectSink()
+
+    async def go() -> None:
+        rt = make_runtime([sink])
+        rt.add_source(_Resender(), finite=True)
+        assert await rt.run() == 0
+
+    asyncio.run(go())
+    events = check_events(sink.events)
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["utterance_id"] == "u0001" and errors[0]["category"] == "input"
+    assert "already processed" in errors[0]["message"]
+    assert [e["utterance_id"] for e in events if e["type"] == "emotion"] == ["u0001", "u0002", "u0003"]
+    ended = [e for e in events if e["type"] == "session" and e["state"] == "ended"]
+    assert len(ended) == 1 and ended[0]["utterances"] == 3
