@@ -173,3 +173,16 @@ def test_error_rate_limiter_global_bucket_caps_a_spray_over_many_sessions() -> N
     assert admitted == 20 and lim.total_suppressed == 480
     clock.t = 1.0  # the global bucket refills at 10/s
     assert sum(lim.admit(f"other{i}") is not None for i in range(100)) == 10
+
+
+def test_suppressed_reports_are_counted_per_key_and_drained_for_the_periodic_count_event() -> None:
+    clock = FakeClock()
+    lim = ErrorRateLimiter(1.0, 2, clock=clock)
+    admitted = [lim.admit("room") is not None for _ in range(6)]
+    assert admitted == [True, True, False, False, False, False]
+    assert lim.admit("other") is not None
+    assert lim.drain_suppressed() == {"room": 4}  # what the periodic count event reports
+    assert lim.drain_suppressed() == {}  # ... once
+    clock.t = 5.0
+    adm = lim.admit("room")
+    assert adm is not None and adm.suppressed == 0  # not counted twice
