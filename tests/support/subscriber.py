@@ -20,9 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
-from tests.contract import asyncapi, payload_schema, resolve
+from tests.contract import asyncapi, payload_schema, resolve, validate
 
 STABLE = ("emotion", "shift", "speaker", "session")  # events with a recomputable id, de-duplicated
 
@@ -78,7 +76,7 @@ class DocumentSubscriber:
             self.cleared.append(topic)
             return
         obj = json.loads(payload)
-        jsonschema.validate(obj, schema)
+        validate(obj, schema, topic)  # strict: a field the schema does not declare fails too
         if name not in STABLE:
             self.accepted.append((name, obj, retained))
             return
