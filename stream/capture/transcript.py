@@ -220,14 +220,18 @@ class MqttTranscriptSource:
         counts = self.limiter.drain_suppressed()
         for session, n in counts.items():
             sink.report(ErrorFrame(session_id=session, stage=task_name(session, "mqtt-in"),
-                                   message=f"{n} more rejected input(s) not reported one by one (rate limit)",
+                                   message=f"{n} more input(s) rejected without a report of their own (rate limit)",
                                    category=ErrorCategory.INPUT))
         return len(counts)
 
     async def _report_suppressed_every(self, sink: UtteranceSink, interval_s: float = 5.0) -> None:
+        """Every ``interval_s`` of the limiter's clock (polled each second), the count reports."""
+        last = self.limiter.now()
         while True:
-            await asyncio.sleep(interval_s)
-            self.report_suppressed(sink)
+            await asyncio.sleep(1.0)
+            if self.limiter.now() - last >= interval_s:
+                last = self.limiter.now()
+                self.report_suppressed(sink)
 
     async def run(self, sink: UtteranceSink) -> None:
         counts = asyncio.ensure_future(self._report_suppressed_every(sink))

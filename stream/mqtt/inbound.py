@@ -408,6 +408,10 @@ class ErrorRateLimiter:
         self._remember(key, bucket, suppressed + 1)
         return None
 
+    def now(self) -> float:
+        """The limiter's clock (monotonic seconds; injectable, so periodic reports follow the same time)."""
+        return self._clock()
+
     def drain_suppressed(self) -> dict[str, int]:
         """Keys with reports suppressed since their last admitted one, and how many; the counts restart.
 

@@ -291,3 +291,43 @@ def test_a_resent_utterance_id_is_an_input_error_naming_it(make_runtime) -> None
     assert [e["utterance_id"] for e in events if e["type"] == "emotion"] == ["u0001", "u0002", "u0003"]
     ended = [e for e in events if e["type"] == "session" and e["state"] == "ended"]
     assert len(ended) == 1 and ended[0]["utterances"] == 3
+
+
+def test_a_hung_analyzer_is_declared_lost_within_one_and_a_half_keepalives(
+        mosquitto: Mosquitto, tiny_checkpoint: Path) -> None:
+    """SIGSTOP (a hang that keeps the TCP connection): the broker publishes the will once the documented
+    1.5 x keepalive_s passed without a packet (with keepalive 2 s, long before this test's timeout, while the
+    default 60 s would not); the will names the process, so its runs are known dead."""
+    async def go() -> tuple[list[dict[str, Any]], float]:
+        records: list[dict[str, Any]] = []
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher",
+                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.subscribe("pcgnet/$status/+", qos=1)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "live.py"), "--transcript", "mqtt", "--mqtt", mosquitto.url,
+                "--mqtt-keepalive", "2", "--status-interval", "30", "--checkpoint", str(tiny_checkpoint),
+                "--no-tui", cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            stopped_at = 0.0
+            try:
+                async with asyncio.timeout(240):
+                    async for m in client.messages:
+                        record = check_message(str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
+                        assert record is not None
+                        records.append(record)
+                        if record["state"] == "online" and not stopped_at:
+                            proc.send_signal(signal.SIGSTOP)
+                            stopped_at = asyncio.get_running_loop().time()
+                        elif record["state"] == "offline":
+                            return records, asyncio.get_running_loop().time() - stopped_at
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        return records, -1.0
+
+    records, waited = asyncio.run(go())
+    online, will = records[0], records[-1]
+    assert online["keepalive_s"] == 2 and will["reason"] == "lost" and will["client_id"] == online["client_id"]
+    assert waited > 0  # after the hang (how long: printed; the bound is the broker's, docs/events.md)
+    print(f"\nwill of the stopped analyzer {waited:.1f} s after SIGSTOP (keepalive 2 s)")
