@@ -331,3 +331,34 @@ def test_a_hung_analyzer_is_declared_lost_within_one_and_a_half_keepalives(
     assert online["keepalive_s"] == 2 and will["reason"] == "lost" and will["client_id"] == online["client_id"]
     assert waited > 0  # after the hang (how long: printed; the bound is the broker's, docs/events.md)
     print(f"\nwill of the stopped analyzer {waited:.1f} s after SIGSTOP (keepalive 2 s)")
+
+
+def test_topic_root_moves_every_topic(mosquitto: Mosquitto, tiny_checkpoint: Path) -> None:
+    """`--topic-root robots/lab1`: every message, status included, under the root; nothing under `pcgnet/`."""
+    async def go() -> list[tuple[str, bytes]]:
+        got: list[tuple[str, bytes]] = []
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="robot",
+                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.subscribe("#", qos=1)
+
+            async def listen() -> None:
+                async for m in client.messages:
+                    got.append((str(m.topic), bytes(m.payload)))  # type: ignore[arg-type]
+
+            task = asyncio.create_task(listen())
+            rc, out = await run_live("--replay", str(DEMO), "--speed", "0", "--no-tui", "--checkpoint",
+                                     str(tiny_checkpoint), "--mqtt", mosquitto.url, "--topic-root", "robots/lab1")
+            assert rc == 0, out
+            for _ in range(100):
+                if any(b'"offline"' in p for _, p in got):
+                    break
+                await asyncio.sleep(0.05)
+            task.cancel()
+        return got
+
+    got = asyncio.run(go())
+    assert got and all(t.startswith("robots/lab1/") for t, _ in got), {t for t, _ in got}
+    kinds = {check_message(t, p, root="robots/lab1")["type"] for t, p in got if p}  # type: ignore[index]
+    assert {"session", "emotion", "shift", "speaker", "status"} <= kinds
+    rc, out = asyncio.run(run_live("--replay", str(DEMO), "--topic-root", "a/+/b", "--no-tui"))
+    assert rc != 0 and "--topic-root" in out
