@@ -191,7 +191,7 @@ def test_suppressed_reports_are_counted_per_key_and_drained_for_the_periodic_cou
 def _schema_accepts(obj: dict[str, object]) -> bool:
     import jsonschema
 
-    from stream.mqtt.inbound import input_schema
+    from stream.mqtt.input_schema import input_schema
 
     if not jsonschema.Draft202012Validator(input_schema()).is_valid(obj):
         return False
@@ -210,7 +210,7 @@ def _validator_accepts(obj: dict[str, object]) -> bool:
 def test_the_documented_input_schema_is_the_validators() -> None:
     from pathlib import Path
 
-    from stream.mqtt.inbound import input_schema
+    from stream.mqtt.input_schema import input_schema
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "schemas" / "v1" / "utterance-input.json"
     assert json.loads(doc.read_text(encoding="utf-8")) == input_schema()  # regenerate the file from the code
