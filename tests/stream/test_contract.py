@@ -362,3 +362,37 @@ def test_topic_root_moves_every_topic(mosquitto: Mosquitto, tiny_checkpoint: Pat
     assert {"session", "emotion", "shift", "speaker", "status"} <= kinds
     rc, out = asyncio.run(run_live("--replay", str(DEMO), "--topic-root", "a/+/b", "--no-tui"))
     assert rc != 0 and "--topic-root" in out
+
+
+def test_the_readme_robot_runs_and_prints_every_shift_once(
+        mosquitto: Mosquitto, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's robot, as printed there (only the broker port changed), against a real run of the demo."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = readme.split("## Events on MQTT", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("1883", str(mosquitto.port)).replace("asyncio.run(robot())", "")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented snippet itself
+    log = tmp_path / "events.jsonl"
+
+    async def go() -> None:
+        robot = asyncio.create_task(namespace["robot"]())
+        await asyncio.sleep(1.0)  # subscribed (a persistent session would also get what it missed)
+        rc, out = await run_live("--replay", str(DEMO), "--speed", "0", "--no-tui", "--checkpoint",
+                                 str(tiny_checkpoint), "--mqtt", mosquitto.url, "--events", str(log))
+        assert rc == 0, out
+        shifts = sum(e["type"] == "shift" for e in read_jsonl(log))
+        for _ in range(100):
+            printed.append(capsys.readouterr().out)
+            if "".join(printed).count(" -> ") >= shifts:
+                break
+            await asyncio.sleep(0.05)
+        robot.cancel()
+        await asyncio.gather(robot, return_exceptions=True)
+
+    printed: list[str] = []
+    capsys.readouterr()
+    asyncio.run(go())
+    want = [f'{e["speaker"]}: {e["from"]} -> {e["to"]} (p={e["probability"]})' for e in read_jsonl(log)
+            if e["type"] == "shift"]
+    got = [x for x in "".join(printed).splitlines() if " -> " in x]
+    assert want and got == want  # every shift once (duplicates dropped), as the analyzer produced it
