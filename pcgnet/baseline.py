@@ -16,7 +16,8 @@ import numpy as np
 
 from pcgnet.cli import UsageError
 from pcgnet.data import Dialogue, DialogueDataset
-from pcgnet.metrics import choose_shift_threshold, evaluate_predictions
+from pcgnet.metrics import evaluate_predictions
+from pcgnet.shift import ShiftRule, choose_rule
 
 C_GRID = (0.1, 1.0, 10.0)
 
@@ -26,7 +27,7 @@ class BaselineResult:
     c: float  # the inverse regularisation strength chosen on the validation split
     test: dict[str, Any] | None
     valid: dict[str, Any]
-    shift_threshold: float
+    shift_rule: ShiftRule
     seconds: float
 
 
@@ -55,11 +56,8 @@ def _predictions(clf, dialogues: list[Dialogue], modalities: tuple[str, ...], c:
     p = np.zeros((len(x), c))
     p[:, clf.classes_] = clf.predict_proba(x)  # a class absent from train keeps probability 0
     prev, cur = _pairs(dialogues)
-    keep = (y[prev] >= 0) & (y[cur] >= 0)
-    prev, cur = prev[keep], cur[keep]
-    shift_y = y[prev] * c + y[cur]
     shift_p = np.einsum("pi,pj->pij", p[prev], p[cur]).reshape(len(prev), -1)
-    return y, p, shift_y, shift_p
+    return y, p, prev, cur, shift_p
 
 
 def context_free(ds: DialogueDataset, seed: int = 0) -> BaselineResult:
@@ -81,7 +79,7 @@ def context_free(ds: DialogueDataset, seed: int = 0) -> BaselineResult:
         if best is None or m["weighted_f1"] > best[0]["weighted_f1"]:
             best = (m, clf, cc, pred)
     _, clf, cc, pred = best
-    threshold = choose_shift_threshold(pred[2], pred[3], c)
-    valid = evaluate_predictions(*pred, ds.labels, threshold)  # the chosen C's validation predictions, re-used
-    test = evaluate_predictions(*_predictions(clf, ds.test, modalities, c), ds.labels, threshold) if ds.test else None
-    return BaselineResult(cc, test, valid, threshold, round(time.perf_counter() - t0, 1))
+    rule = choose_rule(*pred, selected_on="valid")
+    valid = evaluate_predictions(*pred, ds.labels, rule)  # the chosen C's validation predictions, re-used
+    test = evaluate_predictions(*_predictions(clf, ds.test, modalities, c), ds.labels, rule) if ds.test else None
+    return BaselineResult(cc, test, valid, rule, round(time.perf_counter() - t0, 1))

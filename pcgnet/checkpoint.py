@@ -11,7 +11,10 @@ Layout of ``config.json`` (docs/architecture.md, Seam 3)::
      "model": PCGNetConfig.to_json(),            # includes the causal flag and the model version
      "extractors": {"t": {"name": "...", "dim": 1024}, ...},
      "persona": {"source": "given|estimated|none", ...},
-     "weights_sha256": "...", "training": {...}, "metrics": {...}}
+     "weights_sha256": "...", "training": {...}, "metrics": {...},
+     "shift": ShiftRule.to_json()}               # the shift rule and its profiles (pcgnet.shift)
+
+Everything but the weights is parsed once into a frozen :class:`CheckpointMeta`.
 """
 
 from __future__ import annotations
@@ -22,14 +25,22 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from pcgnet.checkpoint_meta import (  # re-exported: the checkpoint API in one place
+    CONFIG_FILE,
+    PERSONA_SOURCES,
+    CheckpointError,
+    CheckpointMeta,
+    ExtractorSpec,
+)
 from pcgnet.config import PCGNetConfig
+from pcgnet.shift import ShiftRule
 
 if TYPE_CHECKING:
     from pcgnet.model import PCGNet
@@ -39,19 +50,21 @@ log = logging.getLogger(__name__)
 FORMAT = "pcgnet-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-PERSONA_SOURCES = ("given", "estimated", "none")
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be written or read; the message names the file and the problem."""
-
-
-@dataclass
+__all__ = ["CONFIG_FILE", "PERSONA_SOURCES", "CheckpointError", "CheckpointMeta", "ExtractorSpec", "LoadedCheckpoint",
+           "load_checkpoint", "read_meta", "resolve_device", "save_checkpoint", "write_shift_rule"]
+@dataclass(frozen=True)
 class LoadedCheckpoint:
     model: PCGNet  # in eval mode on the requested device
-    config: PCGNetConfig
-    meta: dict[str, Any] = field(default_factory=dict)  # the whole config.json
+    info: CheckpointMeta  # config.json, parsed and typed
+
+    @property
+    def config(self) -> PCGNetConfig:
+        return self.info.model
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The whole config.json as stored (provenance: training, metrics)."""
+        return dict(self.info.raw)
 
     @property
     def extractors(self) -> dict[str, dict[str, Any]]:
@@ -62,20 +75,8 @@ class LoadedCheckpoint:
         return dict(self.meta.get("persona") or {})
 
     @property
-    def shift_threshold(self) -> float | None:
-        return shift_threshold(self.meta)
-
-
-def shift_threshold(meta: Mapping[str, Any]) -> float | None:
-    """The operating threshold of binary shift decisions (``"shift": {"threshold": t}``, chosen on
-    validation data by ``pcgnet train``); None for checkpoints that predate it. Evaluation and the live
-    runtime both decide "shift" as P(shift) >= this (evaluation uses 0.5 when there is none)."""
-    t = (meta.get("shift") or {}).get("threshold")
-    if t is None:
-        return None
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) <= 1.0:
-        raise CheckpointError(f"config.json: shift threshold {t!r} is not a number in [0, 1]")
-    return float(t)
+    def shift_rule(self) -> ShiftRule:
+        return self.info.shift_rule
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -201,6 +202,30 @@ def save_checkpoint(
     return directory
 
 
+def write_shift_rule(path: str | os.PathLike, rule: ShiftRule, metrics: Mapping[str, Any] | None = None) -> Path:
+    """Store ``rule`` (and, per split, fresh metrics under it) in a checkpoint's config.json, atomically.
+
+    The weights and their digest are untouched: the rule is a decision on top of the model's outputs, so
+    a shipped model gets a new rule without retraining (``pcgnet evaluate --split valid --write-shift-rule``).
+    """
+    cfg_path, _ = _locate(path)
+    meta = read_meta(cfg_path)
+    meta["shift"] = rule.to_json()
+    if metrics:
+        meta["metrics"] = {**(meta.get("metrics") or {}), **metrics}
+    text = json.dumps(_jsonable(meta, str(cfg_path)), indent=2) + "\n"
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    try:
+        _atomic_write(cfg_path, _write)
+    except OSError as e:
+        raise CheckpointError(f"{cfg_path}: cannot write ({e.strerror})") from None
+    return cfg_path
+
+
 def _locate(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     if p.is_dir():
@@ -246,29 +271,6 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _check_extractors(cfg_path: Path, meta: dict[str, Any], config: PCGNetConfig,
-                      expect: Mapping[str, Any]) -> None:
-    have = meta.get("extractors") or {}
-    for m, want in expect.items():
-        if m not in config.modalities:
-            continue  # the model does not use this modality: whatever produces it is irrelevant
-        if isinstance(want, str):
-            want_name, want_dim = want, None
-        elif isinstance(want, Mapping):
-            want_name, want_dim = want.get("name"), want.get("dim")
-        else:
-            want_name, want_dim = getattr(want, "name", None), getattr(want, "dim", None)
-        got = have.get(m) or {}
-        if want_dim is not None and int(want_dim) != config.dims[m]:
-            raise CheckpointError(
-                f"{cfg_path}: modality {m!r} extractor {want_name!r} gives {want_dim}-d features but the model "
-                f"was trained on {config.dims[m]}-d features from {got.get('name')!r}")
-        if want_name is not None and got.get("name") != want_name:
-            raise CheckpointError(
-                f"{cfg_path}: modality {m!r} was trained on features from extractor {got.get('name')!r}, "
-                f"not {want_name!r}; use the same extractor or another checkpoint")
-
-
 def build_model(config: PCGNetConfig) -> nn.Module:
     from pcgnet.model import PCGNet  # imported late: the checkpoint format does not depend on the model code
 
@@ -290,9 +292,10 @@ def load_checkpoint(
 
     cfg_path, weights = _locate(path)
     meta = read_meta(cfg_path)
-    config = PCGNetConfig.from_json(meta["model"])
+    info = CheckpointMeta.from_json(meta, str(cfg_path))
+    config = info.model
     if expect_extractors:
-        _check_extractors(cfg_path, meta, config, expect_extractors)
+        info.check_extractors(expect_extractors, str(cfg_path))
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing (the weights of {cfg_path.parent})")
     digest = _sha256(weights)
@@ -328,4 +331,4 @@ def load_checkpoint(
                 f"{weights}: tensor {k!r} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}")
     model.load_state_dict(state, strict=True)
     model.to(dev).eval()
-    return LoadedCheckpoint(model=model, config=config, meta=meta)
+    return LoadedCheckpoint(model=model, info=info)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcgnet.checkpoint import load_checkpoint, read_meta, resolve_device
+from pcgnet.checkpoint import load_checkpoint, read_meta, resolve_device, write_shift_rule
 from pcgnet.cli import UsageError
 from pcgnet.config import DATASETS, PCGNetConfig
 from pcgnet.data import Dialogue, batches
@@ -33,23 +33,31 @@ from pcgnet.flags import (
 )
 from pcgnet.metrics import evaluate_predictions
 from pcgnet.report import json_clean, pct, print_aggregate, print_report
+from pcgnet.shift import ShiftRule, ShiftRuleError, choose_rule
 
 
 @dataclass(frozen=True)
 class Predictions:
     """A model's outputs on some dialogues, next to the gold labels (what every metric is computed from)."""
 
-    labels: torch.Tensor  # (N,) gold emotion, -1 = unlabelled
+    labels: torch.Tensor  # (N,) gold emotion, -1 = unlabelled; N utterances in conversation order
     emotion_prob: torch.Tensor  # (N, C)
-    shift_labels: torch.Tensor  # (P,) gold transition C*prev + cur of labelled same-speaker pairs
-    shift_prob: torch.Tensor  # (P, C*C)
+    pair_prev: torch.Tensor  # (P,) flat index of each same-speaker pair's previous utterance
+    pair_cur: torch.Tensor  # (P,) ... and of its current utterance
+    shift_prob: torch.Tensor  # (P, C*C) the shift head's transition distribution of each pair
     loss: float  # focal ERC + shift NLL (no contrastive term: it samples randomly, selection should not)
 
-    def metrics(self, label_names: Sequence[str], shift_threshold: float = 0.5) -> dict[str, Any]:
-        m = evaluate_predictions(self.labels, self.emotion_prob, self.shift_labels, self.shift_prob, label_names,
-                                 shift_threshold)
+    def metrics(self, label_names: Sequence[str], rule: ShiftRule | None = None,
+                profile: str | None = None) -> dict[str, Any]:
+        m = evaluate_predictions(self.labels, self.emotion_prob, self.pair_prev, self.pair_cur, self.shift_prob,
+                                 label_names, rule, profile)
         m["loss"] = self.loss
         return m
+
+    def choose_rule(self, selected_on: str) -> ShiftRule:
+        """The shift rule's parameters chosen on these predictions (pcgnet.shift.choose_rule)."""
+        return choose_rule(self.labels.numpy(), self.emotion_prob.numpy(), self.pair_prev.numpy(),
+                           self.pair_cur.numpy(), self.shift_prob.numpy(), selected_on=selected_on)
 
 
 @torch.no_grad()
@@ -64,7 +72,8 @@ def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], bat
     model.eval()
     config: PCGNetConfig = model.config
     c = config.n_classes
-    ys, eps, sys_, sps, losses, weights = [], [], [], [], [], []
+    ys, eps, prevs, curs, sps, losses, weights = [], [], [], [], [], [], []
+    offset = 0
     for batch in batches(list(dialogues), batch_size, config.modalities):
         batch = batch.to(device)
         out = model(batch)
@@ -72,24 +81,26 @@ def predict_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], bat
         ysh = shift_labels(y, out.shift_prev, out.shift_cur, c)
         losses.append(float(focal_loss(out.emotion_logp, y, gamma, class_weights)) + float(shift_nll(out.shift_logp, ysh)))
         weights.append(int(batch.mask.sum()))
-        keep = ysh >= 0
         ys.append(y.cpu())
         eps.append(out.emotion_logp.exp().cpu())
-        sys_.append(ysh[keep].cpu())
-        sps.append(out.shift_logp[keep].exp().cpu())
+        prevs.append(out.shift_prev.cpu() + offset)
+        curs.append(out.shift_cur.cpu() + offset)
+        sps.append(out.shift_logp.exp().cpu())
+        offset += int(y.numel())
     model.train(was_training)
     if not ys:
         raise ValueError("no dialogues to evaluate")
-    return Predictions(torch.cat(ys), torch.cat(eps), torch.cat(sys_), torch.cat(sps).reshape(-1, c * c),
-                       float(np.average(losses, weights=weights)))
+    return Predictions(torch.cat(ys), torch.cat(eps), torch.cat(prevs), torch.cat(curs),
+                       torch.cat(sps).reshape(-1, c * c), float(np.average(losses, weights=weights)))
 
 
 def evaluate_dialogues(model: torch.nn.Module, dialogues: Sequence[Dialogue], label_names: Sequence[str],
                        batch_size: int = 32, device: torch.device | str = "cpu", *, gamma: float = 0.5,
-                       class_weights: torch.Tensor | None = None, shift_threshold: float = 0.5) -> dict[str, Any]:
+                       class_weights: torch.Tensor | None = None, rule: ShiftRule | None = None,
+                       profile: str | None = None) -> dict[str, Any]:
     """Metrics of ``model`` on ``dialogues``, plus ``loss`` (see :class:`Predictions`)."""
     return predict_dialogues(model, dialogues, batch_size, device, gamma=gamma,
-                             class_weights=class_weights).metrics(label_names, shift_threshold)
+                             class_weights=class_weights).metrics(label_names, rule, profile)
 
 
 # ------------------------------------------------------------------------------------------------ command
@@ -101,6 +112,13 @@ def register(subparsers) -> None:
                         "(its seed-N checkpoints are evaluated and reported as mean ± std)")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test", help="which split (test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--shift-profile", default=None, metavar="NAME",
+                   help="the shift operating profile scored as binary_shift (default: the checkpoint's default, "
+                        "balanced); every profile is summarised under 'profiles'")
+    p.add_argument("--write-shift-rule", action="store_true",
+                   help="with --split valid: choose the shift rule's parameters and profiles on the validation "
+                        "split and store them (and both splits' metrics) in the checkpoint's config.json; the "
+                        "weights are not touched")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the confusion matrix")
     add_data_args(p)
     add_model_args(p)
@@ -142,6 +160,14 @@ def checkpoint_dirs(ckpt: str) -> list[Path]:
         if runs:
             return runs
     return [p]
+
+
+def _loss_weights(training: dict[str, Any], dataset: str, n_classes: int, device: torch.device) -> torch.Tensor | None:
+    """The class weights of the reported loss: the exact ones the checkpoint was trained with, if recorded."""
+    if training.get("class_weights"):
+        return torch.tensor(training["class_weights"], dtype=torch.float32).to(device)
+    alpha = class_weights(training.get("class_weight"), dataset, n_classes)
+    return alpha.to(device) if alpha is not None else None
 
 
 def evaluate_checkpoint(args: argparse.Namespace, ckpt: Path, cache: dict) -> tuple[dict[str, Any], Any, int]:
@@ -188,15 +214,27 @@ def evaluate_checkpoint(args: argparse.Namespace, ckpt: Path, cache: dict) -> tu
     if not dialogues:
         raise UsageError(f"--split {args.split}: no dialogues in that split (valid needs --valid_rate > 0)")
     gamma = args.gamma if args.gamma is not None else float(training.get("gamma", 0.5))
-    if training.get("class_weights"):  # the exact weights the loss was trained with
-        alpha = torch.tensor(training["class_weights"], dtype=torch.float32).to(device)
-    else:
-        alpha = class_weights(training.get("class_weight"), dataset, len(ds.labels))
-        alpha = alpha.to(device) if alpha is not None else None
+    alpha = _loss_weights(training, dataset, len(ds.labels), device)
     bs = args.batch_size or int(training.get("batch_size", 32))
-    m = evaluate_dialogues(loaded.model, dialogues, ds.labels, bs, device, gamma=gamma, class_weights=alpha,
-                           shift_threshold=loaded.shift_threshold if loaded.shift_threshold is not None else 0.5)
-    return m, ds, len(dialogues)
+    pred = predict_dialogues(loaded.model, dialogues, bs, device, gamma=gamma, class_weights=alpha)
+    rule = loaded.shift_rule
+    if args.write_shift_rule:
+        test = predict_dialogues(loaded.model, ds.test, bs, device, gamma=gamma, class_weights=alpha) \
+            if ds.test else None
+        rule = store_shift_rule(ckpt, pred, test, ds.labels)
+    return pred.metrics(ds.labels, rule, args.shift_profile), ds, len(dialogues)
+
+
+def store_shift_rule(ckpt: Path, valid: Predictions, test: Predictions | None, labels: Sequence[str]) -> ShiftRule:
+    """Choose the shift rule on the validation predictions and store it in ``ckpt`` with both splits' metrics
+    under it (``--write-shift-rule``); the weights are untouched."""
+    rule = valid.choose_rule("valid")
+    scored = {"valid": valid.metrics(labels, rule)}
+    if test is not None:
+        scored["test"] = test.metrics(labels, rule)
+    write_shift_rule(ckpt, rule, {k: json_clean({n: v for n, v in m.items() if n != "confusion"})
+                                  for k, m in scored.items()})
+    return rule
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,10 +245,15 @@ def run(args: argparse.Namespace) -> int:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     ckpts = checkpoint_dirs(args.ckpt)
+    if args.write_shift_rule and args.split != "valid":
+        raise UsageError("--write-shift-rule chooses on the validation split: add --split valid")
     cache: dict = {}
     results = []
     for ckpt in ckpts:
-        m, ds, n_dialogues = evaluate_checkpoint(args, ckpt, cache)
+        try:
+            m, ds, n_dialogues = evaluate_checkpoint(args, ckpt, cache)
+        except ShiftRuleError as e:  # an unknown --shift-profile
+            raise UsageError(f"--shift-profile: {e}") from None
         results.append((ckpt, m))
     labels = list(ds.labels)
     title = f"{ds.name} {args.split} ({n_dialogues} dialogues)"

@@ -5,12 +5,11 @@ All values are fractions in [0, 1] (the tables print them as percentages).
 * ERC: accuracy, weighted F1 (sklearn's, as the paper), per-class F1, confusion matrix.
 * The paper's shift metrics: accuracy and weighted F1 over the C*C transition labels
   ``C*prev + cur`` of every consecutive same-speaker pair (spec 2.2, 4.3).
-* Binary shift detection (not in the paper): a pair is a shift when the speaker's previous and current
-  GOLD emotions differ; the predicted shift probability is 1 - sum of the diagonal (prev == cur) of the
-  transition distribution; a pair is predicted a shift when that probability is >= the operating threshold
-  (0.5, or the one chosen on validation data and stored in the checkpoint: :func:`choose_shift_threshold`).
-  Reported next to the trivial always-shift predictor, which every real detector must beat (shifts are
-  about half the pairs).
+* Binary shift detection (not in the paper) under the one shift rule (:mod:`pcgnet.shift`, what the live
+  events do): a pair is a gold shift when the speaker's previous and current GOLD emotions differ, and a
+  predicted shift when the rule's reported expression changed; AUROC is of the rule's probability. Reported
+  per operating profile, next to the trivial always-shift predictor, which every real detector must beat
+  (shifts are about half the pairs), with the W-F1 of the reported expressions.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
+
+from pcgnet.shift import UNTUNED, ShiftRule, decide_dialogues
 
 
 def _np(x: Any) -> np.ndarray:
@@ -55,22 +56,22 @@ def erc_metrics(y_true: Any, y_pred: Any, label_names: Sequence[str]) -> dict[st
     }
 
 
-def binary_shift_metrics(is_shift: Any, p_shift: Any, threshold: float = 0.5) -> dict[str, Any]:
-    """Precision/recall/F1 (positive = shift), balanced accuracy and AUROC of a shift probability."""
+def binary_shift_metrics(is_shift: Any, predicted: Any, p_shift: Any) -> dict[str, Any]:
+    """Precision/recall/F1 (positive = shift) of ``predicted``, balanced accuracy, and AUROC of ``p_shift``."""
     y = _np(is_shift).astype(int)
+    pred = _np(predicted).astype(int)
     p = _np(p_shift).astype(float)
     n = int(y.size)
     if n == 0:
         nan = float("nan")
-        return {"n_pairs": 0, "threshold": float(threshold), "shift_rate": nan, "precision": nan, "recall": nan, "f1": nan,
+        return {"n_pairs": 0, "shift_rate": nan, "predicted_rate": nan, "precision": nan, "recall": nan, "f1": nan,
                 "balanced_accuracy": nan, "auroc": nan}
-    pred = (p >= threshold).astype(int)
     prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=[1], average=None, zero_division=0)
     both = 0 < y.sum() < n
     return {
         "n_pairs": n,
-        "threshold": float(threshold),
         "shift_rate": float(y.mean()),
+        "predicted_rate": float(pred.mean()),
         "precision": float(prec[0]),
         "recall": float(rec[0]),
         "f1": float(f1[0]),
@@ -83,77 +84,84 @@ def binary_shift_metrics(is_shift: Any, p_shift: Any, threshold: float = 0.5) ->
 def always_shift_baseline(is_shift: Any) -> dict[str, Any]:
     """The trivial detector that calls every pair a shift (constant score, so AUROC 0.5)."""
     y = _np(is_shift).astype(int)
-    out = binary_shift_metrics(y, np.ones(y.size))
+    out = binary_shift_metrics(y, np.ones(y.size), np.ones(y.size))
     if y.size and 0 < y.sum() < y.size:
         out["auroc"] = 0.5
     return out
 
 
-def shift_probability(shift_prob: Any, n_classes: int) -> np.ndarray:
-    """Binary shift probability of each pair: 1 - the (prev == cur) diagonal of its transition distribution."""
-    prob = _np(shift_prob).astype(np.float64).reshape(-1, n_classes * n_classes)
-    diag = [k * n_classes + k for k in range(n_classes)]
-    return np.clip(1.0 - prob[:, diag].sum(1), 0.0, 1.0)
+def shift_metrics(shift_true: Any, shift_prob: Any, n_classes: int) -> dict[str, Any]:
+    """The paper's transition metrics: accuracy and weighted F1 of the argmax over the C*C transitions.
 
-
-def choose_shift_threshold(shift_true: Any, shift_prob: Any, n_classes: int) -> float:
-    """The operating threshold with the best binary shift F1 on these (validation) pairs; 0.5 without pairs.
-
-    Candidates are the pairs' own probabilities (every distinct decision), so the choice is exact.
-    """
-    y = _np(shift_true).astype(int)
-    if y.size == 0:
-        return 0.5
-    is_shift = ((y // n_classes) != (y % n_classes)).astype(int)
-    p = shift_probability(shift_prob, n_classes)
-    order = np.argsort(-p, kind="stable")
-    tp = np.cumsum(is_shift[order])  # predicted positives = the top k pairs
-    k = np.arange(1, y.size + 1)
-    f1 = 2 * tp / (k + is_shift.sum())
-    last = np.r_[p[order][1:] != p[order][:-1], True]  # thresholds fall between distinct probabilities
-    best = int(np.argmax(np.where(last, f1, -1.0)))
-    return float(p[order][best])
-
-
-def shift_metrics(shift_true: Any, shift_prob: Any, n_classes: int, threshold: float = 0.5) -> dict[str, Any]:
-    """The paper's transition metrics plus binary shift detection.
-
-    ``shift_true``: (P,) gold transition labels C*prev + cur. ``shift_prob``: (P, C*C) probabilities (or
-    log-probabilities: detected by negative values and exponentiated).
+    ``shift_true``: (P,) gold transition labels C*prev + cur (-1: unlabelled, skipped). ``shift_prob``:
+    (P, C*C) probabilities (or log-probabilities: detected by negative values and exponentiated).
     """
     y = _np(shift_true).astype(int)
     prob = _np(shift_prob).astype(np.float64)
     c = n_classes
     if prob.ndim != 2 or prob.shape[1] != c * c or prob.shape[0] != y.size:
         raise ValueError(f"shift_prob must be ({y.size}, {c * c}), got {prob.shape}")
-    if prob.size and prob.min() < 0:  # log-probabilities
-        prob = np.exp(prob)
-    if y.size == 0:
+    keep = y >= 0
+    if not keep.any():
         nan = float("nan")
-        out: dict[str, Any] = {"n_pairs": 0, "shift_accuracy": nan, "shift_f1": nan}
-    else:
-        pred = prob.argmax(1)
-        out = {
-            "n_pairs": int(y.size),
-            "shift_accuracy": float(accuracy_score(y, pred)),
-            "shift_f1": float(f1_score(y, pred, average="weighted", zero_division=0)),
-        }
-    p_shift = shift_probability(prob, c) if y.size else np.zeros(0)
-    is_shift = (y // c) != (y % c)
-    binary = binary_shift_metrics(is_shift, p_shift, threshold)
-    binary["baseline_always_shift"] = always_shift_baseline(is_shift)
-    out["binary_shift"] = binary
+        return {"n_pairs": 0, "shift_accuracy": nan, "shift_f1": nan}
+    pred = prob[keep].argmax(1)
+    return {
+        "n_pairs": int(keep.sum()),
+        "shift_accuracy": float(accuracy_score(y[keep], pred)),
+        "shift_f1": float(f1_score(y[keep], pred, average="weighted", zero_division=0)),
+    }
+
+
+def rule_metrics(labels: Any, emotion_prob: Any, pair_prev: Any, pair_cur: Any, shift_prob: Any,
+                 rule: ShiftRule, profile: str | None = None) -> dict[str, Any]:
+    """What the events say under the shift rule (pcgnet.shift) at one profile: binary shift P/R/F1 on the
+    labelled pairs (gold: the speaker's previous and current gold emotions differ; predicted: the reported
+    expression changed), AUROC of the rule's probability, and the W-F1 / accuracy of the reported expressions."""
+    y = _np(labels).astype(int)
+    prev, cur = _np(pair_prev).astype(int), _np(pair_cur).astype(int)
+    name = profile or rule.default_profile
+    threshold = rule.threshold(name)
+    d = decide_dialogues(_np(emotion_prob), prev, cur, _np(shift_prob), rule.weight, threshold, rule.mix)
+    keep = (y[prev] >= 0) & (y[cur] >= 0) if prev.size else np.zeros(0, dtype=bool)
+    gold = (y[prev] != y[cur])[keep] if prev.size else np.zeros(0, dtype=bool)
+    out = {"rule": rule.name, "weight": rule.weight, "mix": rule.mix, "profile": name, "threshold": threshold}
+    out.update(binary_shift_metrics(gold, d.shift[keep], d.probability[keep]))
+    lab = y >= 0
+    out["reported_accuracy"] = float(accuracy_score(y[lab], d.reported[lab])) if lab.any() else float("nan")
+    out["reported_weighted_f1"] = (float(f1_score(y[lab], d.reported[lab], average="weighted", zero_division=0))
+                                   if lab.any() else float("nan"))
+    out["baseline_always_shift"] = always_shift_baseline(gold)
     return out
 
 
 def evaluate_predictions(
-    labels: Any, emotion_prob: Any, shift_labels: Any, shift_prob: Any, label_names: Sequence[str],
-    shift_threshold: float = 0.5,
+    labels: Any, emotion_prob: Any, pair_prev: Any, pair_cur: Any, shift_prob: Any, label_names: Sequence[str],
+    rule: ShiftRule | None = None, profile: str | None = None,
 ) -> dict[str, Any]:
-    """Everything ``pcgnet evaluate --json`` prints, from gold labels and model distributions."""
+    """Everything ``pcgnet evaluate --json`` prints, from gold labels and model distributions.
+
+    ``pair_prev`` / ``pair_cur``: (P,) flat indices of every same-speaker pair (previous < current, in
+    conversation order); ``shift_prob``: (P, C*C) the shift head's transitions of those pairs. Top-level
+    ERC metrics are the emotion head's (argmax; the model's quality, what epochs are selected on);
+    ``binary_shift`` is the shift rule's at ``profile`` and ``profiles`` every profile's summary.
+    Without a rule: :data:`pcgnet.shift.UNTUNED`.
+    """
+    rule = rule or UNTUNED
     ep = _np(emotion_prob)
-    out = erc_metrics(labels, ep.argmax(1) if ep.size else np.zeros(0, dtype=int), label_names)
-    out.update(shift_metrics(shift_labels, shift_prob, len(label_names), shift_threshold))
+    y = _np(labels).astype(int)
+    prev, cur = _np(pair_prev).astype(int), _np(pair_cur).astype(int)
+    c = len(label_names)
+    out = erc_metrics(y, ep.argmax(1) if ep.size else np.zeros(0, dtype=int), label_names)
+    shift_true = np.where((y[prev] >= 0) & (y[cur] >= 0), c * y[prev] + y[cur], -1) if prev.size else np.zeros(0)
+    out.update(shift_metrics(shift_true, _np(shift_prob).reshape(-1, c * c), c))
+    out["binary_shift"] = rule_metrics(y, ep, prev, cur, shift_prob, rule, profile)
+    out["profiles"] = {}
+    for name in rule.thresholds:
+        m = out["binary_shift"] if name == out["binary_shift"]["profile"] else rule_metrics(
+            y, ep, prev, cur, shift_prob, rule, name)
+        out["profiles"][name] = {k: m[k] for k in ("threshold", "precision", "recall", "f1", "auroc",
+                                                    "reported_weighted_f1")}
     return out
 
 

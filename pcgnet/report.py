@@ -31,8 +31,9 @@ def print_report(m: dict[str, Any], labels: Sequence[str], console=None, title: 
     console.print(t)
     b = m["binary_shift"]
     base = b["baseline_always_shift"]
-    at = f" at P(shift) >= {b['threshold']:.3f}" if b.get("threshold") is not None else ""
-    bt = Table(title=f"binary shift detection{at} ({pct(b['shift_rate'])}% of pairs are shifts)")
+    at = f", {b['rule']} rule, profile {b['profile']} (p >= {b['threshold']:.3f})" if b.get("rule") else ""
+    bt = Table(title=f"binary shift detection{at} ({pct(b['shift_rate'])}% of pairs are shifts; reported "
+                     f"expressions W-F1 {pct(b.get('reported_weighted_f1'))})")
     bt.add_column("metric")
     bt.add_column("model", justify="right")
     bt.add_column("always shift", justify="right")

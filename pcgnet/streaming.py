@@ -63,14 +63,6 @@ class StepResult:
     shift_probs: Tensor | None
     prev_index: int | None
 
-    @property
-    def shift_probability(self) -> float | None:
-        """Binary shift probability: 1 - sum of the diagonal (prev == cur) transitions."""
-        if self.shift_probs is None:
-            return None
-        c = self.emotion_probs.numel()
-        return float(1.0 - self.shift_probs.view(c, c).diagonal().sum())
-
 
 @dataclass(frozen=True)
 class ConversationState:

@@ -44,8 +44,9 @@ from pcgnet.flags import (
     given_model_fields,
     training_value,
 )
-from pcgnet.metrics import aggregate, choose_shift_threshold
+from pcgnet.metrics import aggregate
 from pcgnet.report import json_clean, print_report
+from pcgnet.shift import UNTUNED, ShiftRule
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class RunResult:
     valid_metrics: dict[str, Any] | None
     checkpoint: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
-    shift_threshold: float = 0.5
+    shift_rule: ShiftRule = UNTUNED
     seconds: float = 0.0
 
 
@@ -186,17 +187,17 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
             progress.console.print(f"interrupted in epoch {epoch}: saving the best epoch so far ({best['epoch']})")
 
     ckpt = None
-    threshold = 0.5
+    rule = UNTUNED
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-        # The binary shift operating threshold: best shift F1 on the selection split (never on test when a
-        # validation split exists); selection metrics and test metrics are then reported at it, from the
-        # best epoch's own predictions (the restored weights would only predict the same again).
+        # The shift rule's parameters (pcgnet.shift.choose_rule: pool weight, one threshold per profile) on
+        # the selection split (never on test when a validation split exists); selection metrics and test
+        # metrics are then reported under it, from the best epoch's own predictions (the restored weights
+        # would only predict the same again).
         preds = best["preds"]
-        sel = preds["valid"] if ds.valid else preds["test"]
-        threshold = choose_shift_threshold(sel.shift_labels, sel.shift_prob, config.n_classes)
+        rule = (preds["valid"] if ds.valid else preds["test"]).choose_rule(select_on)
         for k in preds:
-            best[k] = preds[k].metrics(ds.labels, threshold)
+            best[k] = preds[k].metrics(ds.labels, rule)
         train_seconds = round(time.perf_counter() - t_run, 1)
         if out_dir is not None:
             training = {
@@ -217,11 +218,10 @@ def train_run(args: argparse.Namespace, ds: DialogueDataset, config: PCGNetConfi
                 metrics["valid"] = _summary(best["valid"])
             persona = ds.persona_meta if config.use_persona else {"source": "none"}
             ckpt = save_checkpoint(out_dir, model, extractors=ds.extractors, persona=persona, training=training,
-                                   metrics=metrics, shift={"threshold": threshold, "selected_on": select_on,
-                                                           "rule": "P(shift) = 1 - sum of the diagonal >= threshold"})
+                                   metrics=metrics, shift=rule.to_json())
     if interrupted:
         raise KeyboardInterrupt(str(ckpt) if ckpt else "")
-    return RunResult(seed, best["epoch"], select_on, best["test"], best["valid"], ckpt, history, threshold,
+    return RunResult(seed, best["epoch"], select_on, best["test"], best["valid"], ckpt, history, rule,
                      round(time.perf_counter() - t_run, 1))
 
 
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         from pcgnet.baseline import context_free
 
         b = context_free(ds, seeds[0])  # lbfgs logistic regression is deterministic: one fit
-        results.append(RunResult(seeds[0], 0, "valid", b.test, b.valid, None, [{"C": b.c}], b.shift_threshold,
+        results.append(RunResult(seeds[0], 0, "valid", b.test, b.valid, None, [{"C": b.c}], b.shift_rule,
                                  b.seconds))
     else:
         config = build_config(args, ds)
@@ -279,8 +279,9 @@ def run(args: argparse.Namespace) -> int:
                 console.print(f"stopped; best checkpoint so far: {e}" if str(e) else "stopped before any epoch finished")
                 return 130
     for r in results:
-        console.print(f"seed {r.seed}: best epoch {r.best_epoch} (selected on {r.select_on}), shift threshold "
-                      f"{r.shift_threshold:.3f}, {r.seconds:.0f} s; checkpoint {r.checkpoint}")
+        profiles = ", ".join(f"{k} {t:.3f}" for k, t in r.shift_rule.thresholds.items())
+        console.print(f"seed {r.seed}: best epoch {r.best_epoch} (selected on {r.select_on}), shift rule weight "
+                      f"{r.shift_rule.weight:g}, thresholds {profiles}, {r.seconds:.0f} s; checkpoint {r.checkpoint}")
         if r.metrics is not None:
             print_report(r.metrics, ds.labels, console, title=f"test metrics at the best epoch (seed {r.seed})")
     write_summary(out, results, console)
@@ -294,7 +295,7 @@ def write_summary(out: Path, results: list[RunResult], console) -> None:
         return
     summary: dict[str, Any] = {**aggregate(tested), "seeds": [r.seed for r in results], "runs": [
         {"seed": r.seed, "best_epoch": r.best_epoch, "selected_on": r.select_on, "seconds": r.seconds,
-         "shift_threshold": r.shift_threshold, "checkpoint": str(r.checkpoint) if r.checkpoint else None,
+         "shift_rule": r.shift_rule.to_json(), "checkpoint": str(r.checkpoint) if r.checkpoint else None,
          "test": _summary(r.metrics) if r.metrics else None,
          "valid": _summary(r.valid_metrics) if r.valid_metrics else None} for r in results]}
     valids = [r.valid_metrics for r in results if r.valid_metrics is not None]

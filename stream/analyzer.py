@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcgnet.checkpoint import shift_threshold
+from pcgnet.checkpoint import CheckpointError, CheckpointMeta
+from pcgnet.shift import Decision, ShiftRuleError, decide
 
 from . import events as ev
 from .evidence import has_evidence
@@ -27,7 +28,7 @@ from .features import FeatureService
 from .frames import EventFrame, EventKind, Utterance
 from .inference import ModelStepper, StepOutput, StepRequest
 from .params import LiveParams
-from .session import PersonaEstimator, PersonaTracker, SessionState
+from .session import PersonaEstimator, PersonaTracker, SessionState, SpeakerMemory
 
 if TYPE_CHECKING:
     import torch
@@ -38,28 +39,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def persona_estimator_from(meta: Mapping[str, Any]) -> tuple[PersonaEstimator, float] | None:
+class DuplicateUtterance(ValueError):
+    """An utterance id this run of the session already processed: a re-sent input, or two inputs with one
+    id. Not processed again (its events exist already); reported as an input error naming the id."""
+
+
+def persona_estimator_from(meta: CheckpointMeta) -> tuple[PersonaEstimator, float] | None:
     """The checkpoint's online persona estimator and its smoothing factor, when its config has one.
 
     The smoothing factor is the estimator's own (the one its training data was made with), so live
-    personas match what the model was trained on.
+    personas match what the model was trained on. An estimator that cannot be used is a CheckpointError
+    (the model was trained on estimated personas: a neutral default would silently change its inputs).
     """
-    spec = dict(meta.get("persona") or {})
-    if spec.get("source") != "estimated" or not spec.get("estimator"):
+    if meta.persona_source != "estimated" or not meta.persona.get("estimator"):
         return None
+    from pcgnet.persona import PersonaError
+    from pcgnet.persona import PersonaEstimator as RidgeEstimator
+
     try:
-        from pcgnet.persona import PersonaError
-        from pcgnet.persona import PersonaEstimator as RidgeEstimator
-    except ImportError:
-        log.warning("checkpoint asks for an estimated persona but pcgnet.persona is missing; using the default")
-        return None
-    try:
-        est = RidgeEstimator.from_json(spec["estimator"])
+        est = RidgeEstimator.from_json(meta.persona["estimator"])
     except PersonaError as e:
-        log.warning("checkpoint persona estimator unusable (%s); using the default persona", e)
-        return None
-    extractors = dict(meta.get("extractors") or {})
-    modality = next((m for m, e in extractors.items() if isinstance(e, dict) and e.get("name") == est.extractor), "t")
+        raise CheckpointError(f"checkpoint persona estimator unusable ({e})") from None
+    modality = meta.persona_modality(est.extractor)
 
     def run(features: Mapping[str, np.ndarray]) -> np.ndarray:
         x = features.get(modality)
@@ -74,7 +75,7 @@ class Analyzer:
 
     Args:
         config: the model's PCGNetConfig (labels, speaker slots, persona size).
-        meta: the checkpoint's config.json (persona estimator).
+        meta: the checkpoint's typed metadata (persona estimator, shift rule).
         features: the feature service.
         stepper: steps the causal model for every session (micro-batched).
         params: runtime parameters.
@@ -82,7 +83,7 @@ class Analyzer:
         clock_ns: monotonic clock (injectable; latency = emit time - utterance end time).
     """
 
-    def __init__(self, config: PCGNetConfig, meta: Mapping[str, Any], features: FeatureService, stepper: ModelStepper,
+    def __init__(self, config: PCGNetConfig, meta: CheckpointMeta, features: FeatureService, stepper: ModelStepper,
                  params: LiveParams, *, session_personas: Mapping[str, Mapping[str, Any]] | None = None,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self.config = config
@@ -95,9 +96,11 @@ class Analyzer:
         if self._estimator is not None:
             log.info("persona: estimated online by the checkpoint's estimator (smoothing %.2f)", self._estimator[1])
         self._clock_ns = clock_ns
-        # Shift events: P(shift) >= the checkpoint's dev-chosen threshold (what `pcgnet evaluate` scores);
-        # a checkpoint without one: whenever the speaker's expression changed.
-        self.shift_threshold = shift_threshold(meta)
+        # The one shift rule (pcgnet.shift: what `pcgnet evaluate` scores) at the chosen operating profile.
+        self.shift_rule = meta.shift_rule
+        self.shift_profile = params.shift_profile or self.shift_rule.default_profile
+        self.shift_threshold = self.shift_rule.threshold(self.shift_profile)  # ShiftRuleError: unknown profile
+        self._names = [ev.expression_name(lb) for lb in self.labels]
         self.sessions: dict[str, SessionState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.processed = 0
@@ -162,25 +165,40 @@ class Analyzer:
         return st
 
     def close_session(self, session_id: str) -> SessionState | None:
-        """Forget a finished session (its state is returned for export)."""
+        """Forget a session here (its state is returned for export, e.g. to hand it to another worker)."""
         self._locks.pop(session_id, None)
         return self.sessions.pop(session_id, None)
+
+    def end_session(self, session_id: str, reason: str = "end") -> list[EventFrame]:
+        """Close a finished session: its run's ``session`` ``ended`` record (none if it never started)."""
+        st = self.close_session(session_id)
+        if st is None or not st.utterances:
+            return []
+        return [self._session_frame(st, "ended", reason)]
+
+    def _session_frame(self, st: SessionState, state: str, reason: str | None = None) -> EventFrame:
+        payload = ev.session_event(session=st.session_id, run_id=st.run_id, state=state, started_at=st.started_at,
+                                   process=self.params.process_id, utterances=st.utterances, reason=reason,
+                                   worker_id=self.params.worker_id)
+        return EventFrame(session_id=st.session_id, kind=EventKind.SESSION, payload=payload)
 
     # -- the entry point --------------------------------------------------------------------------
 
     async def process(self, utt: Utterance) -> list[EventFrame]:
         """Process one utterance of session ``utt.session_id``; returns its events in the documented order:
-        emotion, then shift (when the speaker's expression changed), then the speaker's new state.
+        the run's ``session`` ``started`` record (first utterance only), emotion, then shift (exactly when the
+        speaker's reported expression changed), then the speaker's new state.
 
-        An utterance id the session has already processed is skipped (returns []), so a re-sent input
-        has no second effect.
+        An utterance id the session has already processed raises :class:`DuplicateUtterance` (a re-sent input
+        has no second effect, and the runtime reports it as an input error naming the id).
         """
         st = self.session(utt.session_id)
         async with self._locks[utt.session_id]:
             if st.is_duplicate(utt.utterance_id):
                 self.duplicates += 1
-                log.info("session %s: utterance %s already processed; skipped", utt.session_id, utt.utterance_id)
-                return []
+                raise DuplicateUtterance(
+                    f"utterance id {utt.utterance_id!r} was already processed in run {st.run_id} of session "
+                    f"{utt.session_id!r} (a re-sent input, or another input with the same id): not processed again")
             feats = await self.features.extract(utt, st.recent)
             if not has_evidence(utt.text, feats.used):  # no evidence, no event (stream/evidence.py)
                 return []
@@ -190,52 +208,39 @@ class Analyzer:
             st.model_state = out.state
             st.heard(utt.speaker, utt.text)
             latency_ms = (self._clock_ns() - utt.ended_at_ns) / 1e6
-            return self._events(st, utt, out, feats.used, latency_ms)
+            started = [self._session_frame(st, "started")] if not st.utterances else []
+            return started + self._events(st, utt, out, feats.used, latency_ms)
 
-    def _shift(self, before: str, now: str, p_shift: float | None,
-               shift_probs: np.ndarray | None) -> tuple[str, str] | None:
-        """(from, to) when this utterance is a shift event, else None.
-
-        With a stored threshold the shift head decides (P(shift) >= threshold). ``from`` is always the
-        speaker's previous expression (what subscribers saw in that emotion event); ``to`` is the current
-        expression, or, when the emotion head's top label did not change, the shift head's most likely
-        other emotion after ``from``.
-        """
-        if self.shift_threshold is None:
-            return (before, now) if before != now else None
-        if p_shift is None or p_shift < self.shift_threshold:
-            return None
-        if before != now:
-            return before, now
-        names = [ev.expression_name(lb) for lb in self.labels]  # expressions, not labels ("joy" -> "happiness")
-        c, i = len(names), names.index(before)
-        row = np.asarray(shift_probs, dtype=np.float64).reshape(c, c)[i].copy()
-        row[i] = -1.0
-        return before, names[int(row.argmax())]
+    def decide(self, prev: SpeakerMemory | None, out: StepOutput) -> Decision:
+        """This turn's reported expression and shift, from both heads (pcgnet.shift.decide)."""
+        before = None if prev is None else self._names.index(prev.expression)
+        return decide(out.emotion_probs, out.shift_probs, before, self.shift_rule.weight, self.shift_threshold,
+                      self.shift_rule.mix)
 
     def _events(self, st: SessionState, utt: Utterance, out: StepOutput, used: tuple[str, ...],
                 latency_ms: float) -> list[EventFrame]:
+        """emotion, shift (exactly when the reported expression changed), speaker: coherent by construction."""
         wid = self.params.worker_id
+        prev = st.speakers.get(utt.speaker)
+        decision = self.decide(prev, out)
         emo = ev.emotion_event(
             session=utt.session_id, utterance_id=utt.utterance_id, speaker=utt.speaker, t_start=utt.t_start,
             t_end=utt.t_end, text=utt.text, labels=self.labels, probs=[float(p) for p in out.emotion_probs],
-            modalities=used, index=out.index, latency_ms=latency_ms, run_id=st.run_id, worker_id=wid)
-        prev = st.speakers.get(utt.speaker)
+            modalities=used, index=out.index, latency_ms=latency_ms, run_id=st.run_id, worker_id=wid,
+            expression_index=decision.expression, shift_probability=decision.probability)
         frames = [EventFrame(session_id=utt.session_id, kind=EventKind.EMOTION, payload=emo)]
-        p_shift = out.shift_probability(len(self.labels))
-        change = self._shift(prev.expression, emo["expression"], p_shift, out.shift_probs) if prev else None
-        if prev is not None and change is not None:
+        if prev is not None and decision.shift:
             prev_id = st.index_to_utterance.get(out.prev_index, prev.utterance_id) \
                 if out.prev_index is not None else prev.utterance_id
             shift = ev.shift_event(
                 session=utt.session_id, utterance_id=utt.utterance_id, speaker=utt.speaker, t_start=utt.t_start,
-                t_end=utt.t_end, from_expression=change[0], to_expression=change[1],
-                previous_utterance_id=prev_id, probability=p_shift, latency_ms=latency_ms, run_id=st.run_id,
-                worker_id=wid)
+                t_end=utt.t_end, from_expression=prev.expression, to_expression=emo["expression"],
+                previous_utterance_id=prev_id, probability=decision.probability, profile=self.shift_profile,
+                latency_ms=latency_ms, run_id=st.run_id, worker_id=wid)
             frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SHIFT, payload=shift))
         mem = st.remember(utt.speaker, utt.utterance_id, out.index, emo["expression"], emo["valence"])
         spk = ev.speaker_state(session=utt.session_id, speaker=utt.speaker, emotion=emo, trend=mem.trend(),
-                               utterances=mem.utterances, worker_id=wid)
+                               utterances=mem.utterances, worker_id=wid, process=self.params.process_id)
         frames.append(EventFrame(session_id=utt.session_id, kind=EventKind.SPEAKER, payload=spk, speaker=utt.speaker))
         self.processed += 1
         return frames
@@ -255,7 +260,7 @@ def load_analyzer(checkpoint: str | Path, params: LiveParams | None = None, *,
         extractors: prebuilt extractors (modality -> Extractor) to share between analyzers; checked
             against the checkpoint's names and dims like freshly built ones.
     """
-    from pcgnet.checkpoint import CheckpointError, load_checkpoint
+    from pcgnet.checkpoint import load_checkpoint
 
     from .features import FeatureConfigError, FeatureService, build_extractors
 
@@ -266,15 +271,15 @@ def load_analyzer(checkpoint: str | Path, params: LiveParams | None = None, *,
     if extractors is None:
         exs = build_extractors(ck.extractors, ck.config.modalities, ck.config.dims, where=str(checkpoint))
     else:
-        exs = {}
-        for m in ck.config.modalities:
-            want = ck.extractors.get(m) or {}
-            ex = extractors.get(m)
-            if ex is None or ex.name != want.get("name") or ex.dim != ck.config.dims[m]:
-                raise FeatureConfigError(f"{checkpoint}: modality {m!r} needs extractor {want.get('name')!r} "
-                                         f"({ck.config.dims[m]}-d)")
-            exs[m] = ex
+        missing = [m for m in ck.config.modalities if m not in extractors]
+        if missing:
+            raise FeatureConfigError(f"{checkpoint}: no extractor given for modality {missing[0]!r}")
+        ck.info.check_extractors(extractors, str(checkpoint))  # CheckpointError naming name or size
+        exs = {m: extractors[m] for m in ck.config.modalities}
     features = FeatureService(exs, workers=params.inference.feature_workers,
                               max_batch_size=params.inference.max_batch_size)
     stepper = ModelStepper(ck.model, params.inference, maxsize=params.queues.inference_requests)
-    return Analyzer(ck.config, ck.meta, features, stepper, params, session_personas=session_personas)
+    try:
+        return Analyzer(ck.config, ck.info, features, stepper, params, session_personas=session_personas)
+    except ShiftRuleError as e:  # an unknown --shift-profile: one line naming the checkpoint's profiles
+        raise CheckpointError(f"{checkpoint}: {e}") from None

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import textwrap
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -101,7 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("outputs")
     out.add_argument("--mqtt", metavar="URL",
                      help="broker mqtt://[user:pass@]host:port (mqtts:// for TLS); events at QoS 1 on "
-                          "pcgnet/<session>/{emotion,shift,speakers/<speaker>} and pcgnet/status")
+                          "pcgnet/<session>/{emotion,shift,speakers/<speaker>} and pcgnet/$status/<client>")
+    out.add_argument("--topic-root", metavar="ROOT", default="pcgnet",
+                     help="first topic level(s) of every MQTT topic (default pcgnet; docs/events.md)")
+    out.add_argument("--mqtt-keepalive", metavar="S", type=int, default=60,
+                     help="MQTT keep-alive: the broker publishes this process's will at most 1.5 x S seconds "
+                          "after it stops answering (default 60)")
+    out.add_argument("--status-interval", metavar="S", type=float, default=10.0,
+                     help="refresh the retained online status record every S seconds (default 10)")
+    out.add_argument("--speaker-expiry", metavar="S", type=int, default=3600,
+                     help="MQTT 5 expiry of retained speaker state, seconds (0: never; default 3600)")
     out.add_argument("--mqtt-ca", metavar="FILE", help="CA bundle of the broker certificate (mqtts://)")
     out.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for mutual TLS (mqtts://)")
     out.add_argument("--mqtt-key", metavar="FILE", help="private key of --mqtt-cert")
@@ -128,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="causal PCGNet checkpoint directory (default checkpoints/default)")
     mdl.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda when available)")
     mdl.add_argument("--worker-id", help="copied into every event (scale-out)")
+    mdl.add_argument("--shift-profile", metavar="NAME",
+                     help="shift operating point stored in the checkpoint: sensitive, balanced (default) or precise "
+                          "(docs/events.md lists each one's precision and recall)")
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     return p
 
@@ -244,6 +257,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         return _fail(f"--speakers must be >= 1 (got {args.speakers})")
     params = LiveParams(
         checkpoint=args.checkpoint, session_id=session, speed=args.speed, worker_id=args.worker_id,
+        shift_profile=args.shift_profile, topic_prefix=args.topic_root, speaker_expiry_s=args.speaker_expiry,
         speakers=SpeakerParams(max_speakers=args.speakers, voices=voices),
         inference=replace(InferenceParams(), device=resolve_device_name(args.device)),
         mic=replace(MicParams(), speaker=args.speaker, vad=args.vad, asr=args.asr,
@@ -284,9 +298,22 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         from .mqtt.settings import MqttSettings
         try:
             mqtt_settings = MqttSettings.from_url(args.mqtt, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert,
-                                                  key_file=args.mqtt_key)
+                                                  key_file=args.mqtt_key, keepalive_s=args.mqtt_keepalive)
         except ValueError as e:
             return _fail(f"--mqtt: {e}")
+    from .mqtt.topics import check_root
+    try:
+        check_root(args.topic_root)
+    except ValueError as e:
+        return _fail(f"--topic-root: {e}")
+    if args.status_interval <= 0 or args.speaker_expiry < 0:
+        return _fail("--status-interval must be > 0 and --speaker-expiry >= 0")
+    # One id for this process: its MQTT client id (status topic) and the `process` of its session events.
+    process_id = (mqtt_settings.client_id if mqtt_settings is not None and mqtt_settings.client_id
+                  else f"pcgnet-live-{uuid.uuid4().hex[:8]}")
+    if mqtt_settings is not None:
+        mqtt_settings = mqtt_settings.with_client_id(process_id)
+    params = replace(params, process_id=process_id)
     if args.transcript == "mqtt" and mqtt_settings is None:
         return _fail("--transcript mqtt needs --mqtt URL (the broker to subscribe to)")
     if args.transcript not in (None, "-", "mqtt") and not Path(args.transcript).is_file():  # noqa: ASYNC240 - startup, no task runs yet
@@ -360,7 +387,8 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
     if mqtt_settings is not None:
         from .sinks.mqtt import MqttSink
         sinks.add(MqttSink(mqtt_settings, root=params.topic_prefix, worker_id=params.worker_id,
-                           spool_dir=args.spool, speaker_expiry_s=params.speaker_expiry_s))
+                           spool_dir=args.spool, speaker_expiry_s=params.speaker_expiry_s,
+                           status_interval_s=args.status_interval))
 
     web_server = web_sink = None
     if web_bind is not None:

@@ -109,11 +109,16 @@ def _base(kind: str, session: str, utterance_id: str, run_id: str | None, worker
 
 def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                   text: str | None, labels: Sequence[str], probs: Sequence[float], modalities: Sequence[str],
-                  index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None) -> EventPayload:
-    """One utterance's emotion (topic ``pcgnet/<session>/emotion``)."""
+                  index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None,
+                  expression_index: int | None = None, shift_probability: float | None = None) -> EventPayload:
+    """One utterance's emotion (topic ``pcgnet/<session>/emotion``).
+
+    ``expression_index``: the reported class, decided with the shift by the shift rule (pcgnet.shift; the
+    top score when None); ``shift_probability``: the rule's probability that the speaker left their
+    previous expression (None on a speaker's first turn)."""
     names = [expression_name(lb) for lb in labels]
     scores = {n: round(float(p), 5) for n, p in zip(names, probs, strict=True)}
-    best = max(range(len(labels)), key=lambda i: probs[i])
+    best = max(range(len(labels)), key=lambda i: probs[i]) if expression_index is None else int(expression_index)
     valence, arousal = valence_arousal(scores)
     d = _base("emotion", session, utterance_id, run_id, worker_id)
     d.update({
@@ -129,6 +134,7 @@ def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: flo
         "scores": scores,
         "valence": valence,
         "arousal": arousal,
+        "shift_probability": None if shift_probability is None else round(float(shift_probability), 5),
         "modalities": [MODALITY_NAMES.get(m, m) for m in modalities],
         "latency_ms": round(float(latency_ms), 2),
     })
@@ -138,8 +144,9 @@ def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: flo
 def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                 from_expression: str, to_expression: str, previous_utterance_id: str,
                 probability: float | None, latency_ms: float, run_id: str | None = None,
-                worker_id: str | None = None) -> EventPayload:
-    """A speaker's expression changed since their previous utterance (topic ``pcgnet/<session>/shift``)."""
+                worker_id: str | None = None, profile: str | None = None) -> EventPayload:
+    """A speaker's reported expression changed since their previous utterance (topic ``pcgnet/<session>/shift``);
+    ``to`` is this utterance's expression, ``probability`` the shift rule's and ``profile`` its operating point."""
     d = _base("shift", session, utterance_id, run_id, worker_id)
     d.update({
         "speaker": speaker,
@@ -150,13 +157,37 @@ def shift_event(*, session: str, utterance_id: str, speaker: str, t_start: float
         "to": to_expression,
         "previous_utterance_id": previous_utterance_id,
         "probability": None if probability is None else round(float(probability), 5),
+        "profile": profile,
         "latency_ms": round(float(latency_ms), 2),
     })
     return d
 
 
+def session_event_id(session: str, run_id: str, state: str) -> str:
+    """``uuid5(EVENT_NAMESPACE, "<session>\\n<run_id>\\nsession.<state>")``: one id per run and state."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{session}\n{run_id}\nsession.{state}"))
+
+
+def session_event(*, session: str, run_id: str, state: str, started_at: str, process: str | None,
+                  utterances: int = 0, reason: str | None = None, worker_id: str | None = None) -> EventPayload:
+    """A run of a session ``started`` (its first utterance) or ``ended`` (retained on ``pcgnet/<session>/session``).
+
+    ``started_at`` is the wall clock of the run's start: an event's ``t_start`` / ``t_end`` (seconds since the
+    session started) plus ``started_at`` is its wall-clock time. ``process`` names the analyzer process (its
+    status topic's client id), so a client can tell from that process's last will that the run died."""
+    d: EventPayload = {"schema_version": SCHEMA_VERSION, "type": "session",
+                       "event_id": session_event_id(session, run_id, state), "session": session, "run_id": run_id}
+    if worker_id is not None:
+        d["worker_id"] = worker_id
+    d.update({"state": state, "started_at": started_at, "emitted_at": utc_now_iso(), "process": process,
+              "utterances": utterances})
+    if reason is not None:
+        d["reason"] = reason
+    return d
+
+
 def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], trend: str, utterances: int,
-                  worker_id: str | None = None) -> EventPayload:
+                  worker_id: str | None = None, process: str | None = None) -> EventPayload:
     """Current state of one speaker (retained on ``pcgnet/<session>/speakers/<speaker>``), after ``emotion``."""
     d = _base("speaker", session, emotion["utterance_id"], emotion.get("run_id"), worker_id)
     d["event_id"] = event_id(session, f"{speaker}\n{emotion['utterance_id']}", "speaker")
@@ -169,12 +200,13 @@ def speaker_state(*, session: str, speaker: str, emotion: Mapping[str, Any], tre
         "arousal": emotion["arousal"],
         "trend": trend,
         "utterances": utterances,
+        "process": process,
     })
     return d
 
 
 def error_event(*, session: str, stage: str, category: str, message: str,
-                worker_id: str | None = None) -> EventPayload:
+                worker_id: str | None = None, utterance_id: str | None = None) -> EventPayload:
     """A problem a consumer should know about (topic ``pcgnet/<session>/error``); ids are random."""
     d: EventPayload = {
         "schema_version": SCHEMA_VERSION,
@@ -188,4 +220,6 @@ def error_event(*, session: str, stage: str, category: str, message: str,
     }
     if worker_id is not None:
         d["worker_id"] = worker_id
+    if utterance_id is not None:
+        d["utterance_id"] = utterance_id
     return d

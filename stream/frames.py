@@ -91,6 +91,7 @@ class EventKind(enum.StrEnum):
     EMOTION = "emotion"
     SHIFT = "shift"
     SPEAKER = "speaker"  # retained current state of one speaker
+    SESSION = "session"  # retained: a run of a session started / ended (wall-clock start)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,4 +131,5 @@ class ErrorFrame(SystemFrame):
     stage: str
     message: str
     category: ErrorCategory = ErrorCategory.INPUT
+    utterance_id: str | None = None  # the input this error is about, when it names one
 

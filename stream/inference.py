@@ -54,13 +54,6 @@ class StepOutput:
     index: int
     state: ConversationState
 
-    def shift_probability(self, n_classes: int) -> float | None:
-        """Binary shift probability: 1 - the probability mass of "same emotion" transitions."""
-        if self.shift_probs is None:
-            return None
-        m = self.shift_probs.reshape(n_classes, n_classes)
-        return float(np.clip(1.0 - float(np.trace(m)), 0.0, 1.0))
-
 
 def resolve_device_name(name: str) -> str:
     """"auto" -> "cuda" when a GPU is usable, else "cpu"; other names pass through."""

@@ -191,6 +191,12 @@ class LiveParams:
     topic_prefix: str = "pcgnet"
     worker_id: str | None = None
     """Copied into every event (scale-out workers set it)."""
+    process_id: str | None = None
+    """This analyzer process's id (its MQTT client id and status topic level), named in session events and
+    speaker records so that a client can link retained state to the process's will."""
+    shift_profile: str | None = None
+    """The shift rule's operating profile (``sensitive`` / ``balanced`` / ``precise``: docs/events.md);
+    None: the checkpoint's default."""
     vad: VadParams = field(default_factory=VadParams)
     mic: MicParams = field(default_factory=MicParams)
     asr: AsrParams = field(default_factory=AsrParams)

@@ -193,7 +193,8 @@ class Runtime:
                 except Exception as e:  # noqa: BLE001 - one bad utterance must not end the session
                     self.report(ErrorFrame(session_id=w.session_id, stage=task_name(w.session_id, "worker"),
                                            message=f"utterance {utt.utterance_id} not processed: "
-                                                   f"{type(e).__name__}: {e}", category=ErrorCategory.INPUT))
+                                                   f"{type(e).__name__}: {e}", category=ErrorCategory.INPUT,
+                                           utterance_id=utt.utterance_id))
                     continue
                 tally = self.tally(w.session_id)
                 tally.utterances += 1
@@ -207,7 +208,7 @@ class Runtime:
                 w.recorder.close()
             if self.workers.get(w.session_id) is w:  # the session is over: free its state
                 del self.workers[w.session_id]
-                self.analyzer.close_session(w.session_id)
+                self.emit(self.analyzer.end_session(w.session_id))
 
     async def _run_source(self, src: Source) -> None:
         """Run one source; if it raises, the run has failed: remember it (``source_failures``, the exit status

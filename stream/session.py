@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .events import new_run_id
+from .events import new_run_id, utc_now_iso
 from .params import PersonaParams
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ class SessionState:
         # This incarnation of the session, in every event: a subscriber resets its duplicate filter on a new
         # one. It travels with the state (export/restore), so a conversation handed to another worker keeps it.
         self.run_id = new_run_id()
+        self.started_at = utc_now_iso()  # wall clock of t = 0 (the session event carries it)
         self.recent: collections.deque[tuple[str, str]] = collections.deque(maxlen=max(context_utterances, 0))
 
     def is_duplicate(self, utterance_id: str) -> bool:
@@ -210,6 +211,7 @@ class SessionState:
         return {
             "session_id": self.session_id,
             "run_id": self.run_id,
+            "started_at": self.started_at,
             "slots": self.slots.export(),
             "persona": self.persona.export(),
             "speakers": {k: {"expression": m.expression, "utterance_id": m.utterance_id,
@@ -222,6 +224,7 @@ class SessionState:
 
     def restore(self, d: Mapping[str, Any]) -> None:
         self.run_id = str(d.get("run_id") or self.run_id)
+        self.started_at = str(d.get("started_at") or self.started_at)
         self.slots = SpeakerSlots.restore(d["slots"])
         self.persona.restore(d.get("persona", {}))
         self.speakers = {}

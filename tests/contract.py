@@ -93,7 +93,8 @@ def check_message(topic: str, payload: bytes | bytearray | dict[str, Any], root:
 
 def check_event(obj: dict[str, Any]) -> dict[str, Any]:
     """Validates an event object from the JSONL log or an in-process sink, by its ``type``."""
-    channel = {"emotion": "emotion", "shift": "shift", "speaker": "speaker", "error": "error"}[obj["type"]]
+    channel = {"emotion": "emotion", "shift": "shift", "speaker": "speaker", "error": "error",
+               "session": "session"}[obj["type"]]
     (message,) = asyncapi()["channels"][channel]["messages"].values()
     validate(obj, payload_schema(message), f"{obj['type']} event")
     return obj

@@ -57,7 +57,7 @@ def main() -> None:
             for split in splits:
                 p = predict_dialogues(loaded.model, ds.split(split))
                 first = preds[split][0] if preds[split] else p
-                if not (torch.equal(first.labels, p.labels) and torch.equal(first.shift_labels, p.shift_labels)):
+                if not (torch.equal(first.labels, p.labels) and torch.equal(first.pair_cur, p.pair_cur)):
                     sys.exit(f"average_runs: {ckpt} sees other {split} utterances than the first run")
                 preds[split].append(p)
         line = [seed]
@@ -65,7 +65,7 @@ def main() -> None:
             ps = preds[split]
             # The mean transition distribution's P(shift) is the mean of the members' P(shift): it is linear.
             m = evaluate_predictions(ps[0].labels, torch.stack([p.emotion_prob for p in ps]).mean(0),
-                                     ps[0].shift_labels, torch.stack([p.shift_prob for p in ps]).mean(0),
+                                     ps[0].pair_prev, ps[0].pair_cur, torch.stack([p.shift_prob for p in ps]).mean(0),
                                      loaded.config.labels)
             wf1, auroc = 100 * m["weighted_f1"], 100 * m["binary_shift"]["auroc"]
             scores[split].append((wf1, auroc))

@@ -211,10 +211,37 @@ class MqttTranscriptSource:
         msg = parse_utterance(topic, payload, root=self.root)
         assert st is not None  # a message that parsed has a valid topic
         utt = to_utterance(msg, number=st.messages, prev_end_s=st.prev_end_s, ended_ns=time.monotonic_ns())
-        st.prev_end_s = utt.t_end
+        st.prev_end_s = max(st.prev_end_s, utt.t_end)  # a re-sent input never moves the clock back
         return utt
 
+    def report_suppressed(self, sink: UtteranceSink) -> int:
+        """One error event per session whose rejected inputs were rate-limited since its last report: their
+        count (docs/events.md: errors are never folded away silently). Returns how many were reported."""
+        counts = self.limiter.drain_suppressed()
+        for session, n in counts.items():
+            sink.report(ErrorFrame(session_id=session, stage=task_name(session, "mqtt-in"),
+                                   message=f"{n} more input(s) rejected without a report of their own (rate limit)",
+                                   category=ErrorCategory.INPUT))
+        return len(counts)
+
+    async def _report_suppressed_every(self, sink: UtteranceSink, interval_s: float = 5.0) -> None:
+        """Every ``interval_s`` of the limiter's clock (polled each second), the count reports."""
+        last = self.limiter.now()
+        while True:
+            await asyncio.sleep(1.0)
+            if self.limiter.now() - last >= interval_s:
+                last = self.limiter.now()
+                self.report_suppressed(sink)
+
     async def run(self, sink: UtteranceSink) -> None:
+        counts = asyncio.ensure_future(self._report_suppressed_every(sink))
+        try:
+            await self._run(sink)
+        finally:
+            counts.cancel()
+            self.report_suppressed(sink)
+
+    async def _run(self, sink: UtteranceSink) -> None:
         async def serve(client: aiomqtt.Client) -> None:
             await client.subscribe(topics.input_filter(root=self.root), qos=1)
             self.subscribed.set()

@@ -358,6 +358,19 @@ class ErrorRateLimiter:
         self._remember(key, bucket, suppressed + 1)
         return None
 
+    def now(self) -> float:
+        """The limiter's clock (monotonic seconds; injectable, so periodic reports follow the same time)."""
+        return self._clock()
+
+    def drain_suppressed(self) -> dict[str, int]:
+        """Keys with reports suppressed since their last admitted one, and how many; the counts restart.
+
+        Reported periodically (a count event), so a burst followed by silence is never folded away."""
+        out = {k: n for k, (_, n) in self._buckets.items() if n}
+        for k in out:
+            self._buckets[k] = (self._buckets[k][0], 0)
+        return out
+
     def _remember(self, key: str, bucket: TokenBucket, suppressed: int) -> None:
         self._buckets[key] = (bucket, suppressed)
         while len(self._buckets) > self.max_keys:

@@ -194,7 +194,7 @@ class MqttSettings:
         """Keyword arguments for ``aiomqtt.Client(**kwargs)`` (MQTT v5).
 
         Args:
-            will: Last-will message (the ``pcgnet/status`` "offline" message).
+            will: Last-will message (the ``pcgnet/$status/<client_id>`` "offline" message).
             session_expiry_s: When set, connect with ``clean_start=False`` and this session-expiry
                 interval, so the broker keeps subscriptions and queued QoS 1 messages while the client
                 is away (what a persistent subscriber needs). ``None`` = a clean session.

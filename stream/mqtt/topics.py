@@ -44,6 +44,9 @@ __all__ = [
     "speaker_topic",
     "speakers_filter",
     "state_topic",
+    "check_root",
+    "status_filter",
+    "run_topic",
     "status_topic",
     "sync_topic",
     "topic_level",
@@ -138,15 +141,26 @@ def decode_level(level: str) -> str:
         raise ValueError("topic level does not decode to UTF-8") from None
 
 
-def _root(root: str) -> str:
-    if not root or any(c in root for c in "+#\x00") or root.startswith("$") or root.endswith("/"):
-        raise ValueError(f"bad topic root {root!r}")
+def check_root(root: str) -> str:
+    """A topic root (``--topic-root``): one or more plain levels; ValueError saying why not."""
+    if not root or any(c in root for c in "+#\x00") or root.startswith("$") or root.endswith("/") \
+            or root.startswith("/") or "//" in root:
+        raise ValueError(f"bad topic root {root!r} (non-empty levels, no + # or NUL, no leading $ or /)")
     return root
+
+
+_root = check_root
 
 
 def session_topic(session_id: str, suffix: str, *, root: str = DEFAULT_ROOT) -> str:
     """``<root>/<session>/<suffix>``: the one builder of per-session topics (the session id encoded as one level)."""
     return f"{_root(root)}/{topic_level(session_id)}/{suffix}"
+
+
+def run_topic(session_id: str, run_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/<session>/session/<run_id>``: the retained start / end record of one run of a session (one
+    topic per run, so two processes serving one session never overwrite each other's record)."""
+    return session_topic(session_id, f"session/{topic_level(run_id)}", root=root)
 
 
 def emotion_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
@@ -184,9 +198,21 @@ def error_topic(session_id: str, *, root: str = DEFAULT_ROOT) -> str:
     return session_topic(session_id, "error", root=root)
 
 
-def status_topic(*, root: str = DEFAULT_ROOT) -> str:
-    """``<root>/status``: retained online/offline state; also the last will."""
-    return f"{_root(root)}/status"
+STATUS_LEVEL = "$status"
+"""Status records live under ``<root>/$status/``: a session id's leading ``$`` is always escaped, so no session
+topic can collide with them."""
+
+
+def status_topic(client_id: str, *, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/$status/<client_id>``: one process's retained online/offline record; also its last will.
+
+    One topic per process, so one process's exit or will never overwrites another's "online"."""
+    return f"{_root(root)}/{STATUS_LEVEL}/{topic_level(client_id)}"
+
+
+def status_filter(*, root: str = DEFAULT_ROOT) -> str:
+    """``<root>/$status/+``: every process's status record."""
+    return f"{_root(root)}/{STATUS_LEVEL}/+"
 
 
 def session_from_topic(topic: str, suffix: str, *, root: str = DEFAULT_ROOT, what: str | None = None) -> str:

@@ -37,8 +37,8 @@ def route(frame: SinkFrame, *, root: str = topics.DEFAULT_ROOT, worker_id: str |
           speaker_expiry_s: int | None = None) -> Outbound:
     """The topic, payload and flags of an outgoing frame (docs/asyncapi.yaml).
 
-    Error frames become ``error`` events on ``<root>/<session>/error``; speaker state is retained and
-    expires after ``speaker_expiry_s`` (so a killed run's state does not stay forever).
+    Error frames become ``error`` events on ``<root>/<session>/error``; speaker state and the session record
+    are retained and expire after ``speaker_expiry_s`` (so a killed run's state does not stay forever).
     """
     payload = dumps(frame_json(frame, worker_id)).encode("utf-8")
     session = frame.session_id or "_"
@@ -48,13 +48,22 @@ def route(frame: SinkFrame, *, root: str = topics.DEFAULT_ROOT, worker_id: str |
         return Outbound(topics.emotion_topic(session, root=root), payload)
     if frame.kind is EventKind.SHIFT:
         return Outbound(topics.shift_topic(session, root=root), payload)
+    if frame.kind is EventKind.SESSION:
+        run = str(frame.payload.get("run_id") or "_")
+        return Outbound(topics.run_topic(session, run, root=root), payload, retain=True,
+                        expiry_s=speaker_expiry_s or None)
     return Outbound(topics.speaker_topic(session, frame.speaker or "_", root=root), payload, retain=True,
                     expiry_s=speaker_expiry_s or None)
 
 
 def status_payload(state: str, client_id: str, *, connected_at: str, worker_id: str | None = None,
-                   health: dict[str, Any] | None = None, will: bool = False) -> bytes:
-    """The retained ``<root>/status`` record.
+                   health: dict[str, Any] | None = None, will: bool = False, keepalive_s: int | None = None,
+                   status_interval_s: float | None = None) -> bytes:
+    """The retained ``<root>/$status/<client_id>`` record of one process.
+
+    ``keepalive_s`` / ``status_interval_s`` tell a subscriber how long silence may last: the broker sends the
+    will at most 1.5 x keepalive after the process stopped answering, and an "online" record older than a
+    few heartbeat intervals means a stalled process (docs/events.md, "Liveness").
 
     The last will (``will=True``) is fixed when the connection is made, but the broker publishes it
     later, when the analyzer is gone; it therefore has no ``at`` (the time it was made) and says
@@ -68,6 +77,10 @@ def status_payload(state: str, client_id: str, *, connected_at: str, worker_id: 
         d["reason"] = "lost" if will else "exit"
     if worker_id is not None:
         d["worker_id"] = worker_id
+    if keepalive_s is not None:
+        d["keepalive_s"] = int(keepalive_s)
+    if status_interval_s is not None:
+        d["status_interval_s"] = float(status_interval_s)
     if health:
         d.update(health)
     return json.dumps(d, allow_nan=False).encode("utf-8")

@@ -19,7 +19,7 @@ def frame_json(frame: SinkFrame, worker_id: str | None = None) -> EventPayload:
     as on the topic ``<root>/_/error``)."""
     if isinstance(frame, ErrorFrame):
         return error_event(session=frame.session_id or "_", stage=frame.stage, category=frame.category.value,
-                           message=frame.message, worker_id=worker_id)
+                           message=frame.message, worker_id=worker_id, utterance_id=frame.utterance_id)
     return frame.payload
 
 

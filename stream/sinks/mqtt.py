@@ -1,5 +1,6 @@
 """MQTT sink: events at QoS 1 to ``pcgnet/<session>/{emotion,shift,error}``, retained speaker state, and a
-retained ``pcgnet/status`` online/offline record with a last will (the contract: docs/asyncapi.yaml).
+retained per-process ``pcgnet/$status/<client_id>`` online/offline record with a last will (the contract:
+docs/asyncapi.yaml).
 
 Topics and payloads come from :func:`stream.mqtt.wire.route`, the connection from
 :func:`stream.mqtt.client.run_reconnecting`. While the broker is away, events wait in the sink's bounded
@@ -18,9 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
 
 from ..channel import ChannelClosed
 from ..events import utc_now_iso
+from ..frames import EventKind
 from ..mqtt import topics
 from ..mqtt.backoff import Backoff
 from ..mqtt.client import expiry_properties, install_loop_exception_handler, run_reconnecting
@@ -52,6 +55,8 @@ class MqttSink(Sink):
         spool_max_bytes: size bound of the spool (drop-oldest beyond it, counted).
         speaker_expiry_s: MQTT 5 message expiry of the retained speaker state (0: never expires).
         status_interval_s: the retained "online" record is refreshed with health figures this often.
+        offline_expiry_s: MQTT 5 message expiry of the retained "offline" record and the will (0: never), so
+            dead processes' records go away.
     """
 
     name = "mqtt"
@@ -59,7 +64,8 @@ class MqttSink(Sink):
     def __init__(self, settings: MqttSettings, *, root: str = topics.DEFAULT_ROOT, qos: int = 1,
                  worker_id: str | None = None, max_backoff_s: float = 10.0, maxsize: int = 4096,
                  spool_dir: str | None = None, spool_max_bytes: int = 64 * 1024 * 1024,
-                 speaker_expiry_s: int = LiveParams.speaker_expiry_s, status_interval_s: float = 10.0) -> None:
+                 speaker_expiry_s: int = LiveParams.speaker_expiry_s, status_interval_s: float = 10.0,
+                 offline_expiry_s: int = 86400) -> None:
         super().__init__(maxsize=maxsize)
         self.spool_dir = spool_dir
         self.spool_max_bytes = spool_max_bytes
@@ -68,6 +74,7 @@ class MqttSink(Sink):
         # status_provider to its queue depths.
         self.status_provider: Callable[[], Mapping[str, int]] | None = None
         self.status_interval_s = status_interval_s
+        self.offline_expiry_s = offline_expiry_s
         cid = settings.client_id or f"pcgnet-live-{uuid.uuid4().hex[:8]}"
         self.settings = settings.with_client_id(cid)
         self.root = root
@@ -88,7 +95,7 @@ class MqttSink(Sink):
     def _route(self, frame: SinkFrame) -> Outbound:
         """Where a frame goes (and remembers retained topics, to clear them at the end)."""
         out = route(frame, root=self.root, worker_id=self.worker_id, speaker_expiry_s=self.speaker_expiry_s)
-        if out.retain:
+        if out.retain and getattr(frame, "kind", None) is EventKind.SPEAKER:  # a run's end record stays
             self._retained[out.topic] = None
             self._retained.move_to_end(out.topic)
             if len(self._retained) > MAX_CLEARED_TOPICS:
@@ -102,13 +109,19 @@ class MqttSink(Sink):
     def _status(self, state: str, *, will: bool = False) -> bytes:
         return status_payload(state, self.settings.client_id or "", connected_at=self._connected_at,
                               worker_id=self.worker_id, health=None if will or state == "offline" else self.health(),
-                              will=will)
+                              will=will, keepalive_s=self.settings.keepalive_s,
+                              status_interval_s=self.status_interval_s)
+
+    @property
+    def status_topic(self) -> str:
+        return topics.status_topic(self.settings.client_id or "", root=self.root)
 
     def _client(self) -> aiomqtt.Client:
         """A new connection whose last will says when it was made (the broker sends it after we are gone)."""
         self._connected_at = utc_now_iso()
-        will = aiomqtt.Will(topics.status_topic(root=self.root), self._status("offline", will=True), qos=1,
-                            retain=True)
+        will = aiomqtt.Will(self.status_topic, self._status("offline", will=True), qos=1, retain=True,
+                            properties=expiry_properties(self.offline_expiry_s, PacketTypes.WILLMESSAGE)
+                            if self.offline_expiry_s else None)
         return aiomqtt.Client(**self.settings.client_kwargs(will=will))
 
     def _lost(self, _exc: Exception) -> None:
@@ -151,12 +164,12 @@ class MqttSink(Sink):
         """Publishes "online" and starts its refresher (cancelled when the connection ends)."""
         self.connected.set()
         log.info("MQTT: connected to %s", self.settings.redacted_url())
-        status = topics.status_topic(root=self.root)
-        await client.publish(status, self._status("online"), qos=1, retain=True)
+        await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         return asyncio.get_running_loop().create_task(self._heartbeat(client), name="mqtt.status")
 
     async def _offline(self, client: aiomqtt.Client) -> None:
-        await client.publish(topics.status_topic(root=self.root), self._status("offline"), qos=1, retain=True)
+        props = expiry_properties(self.offline_expiry_s) if self.offline_expiry_s else None
+        await client.publish(self.status_topic, self._status("offline"), qos=1, retain=True, properties=props)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         beat = await self._online(client)
@@ -180,11 +193,10 @@ class MqttSink(Sink):
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         """Republish the retained "online" record with fresh health figures until the connection ends."""
-        status = topics.status_topic(root=self.root)
         try:
             while True:
                 await asyncio.sleep(self.status_interval_s)
-                await client.publish(status, self._status("online"), qos=1, retain=True)
+                await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         except aiomqtt.MqttError:
             return
 

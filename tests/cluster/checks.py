@@ -22,7 +22,7 @@ async def replay(backend: ConversationBackend, script: dict[str, list[dict[str, 
                 utt = InboundUtterance(session_id=session, speaker=u["speaker"], text=u["text"],
                                        utterance_id=u["utterance_id"], t_start=u["t_start"], t_end=u["t_end"])
                 frames = await conv.process(utt, number)
-                out[(session, u["utterance_id"])] = frames[0].payload
+                out[(session, u["utterance_id"])] = next(f.payload for f in frames if f.kind == "emotion")
             backend.close(session)
     finally:
         runner.cancel()

@@ -180,3 +180,25 @@ def test_cuda_without_gpu_is_a_clear_error(saved):
         pytest.skip("a GPU is present")
     with pytest.raises(CheckpointError, match="CUDA is not available"):
         load_checkpoint(d, device="cuda")
+
+
+def test_typed_meta_is_parsed_once_at_load(saved):
+    """CheckpointMeta: extractors, persona, weights digest and the shift rule, typed; bad parts named."""
+    from pcgnet.checkpoint import CheckpointMeta, ExtractorSpec
+    from pcgnet.shift import UNTUNED, ShiftRule
+
+    d, _ = saved
+    info = load_checkpoint(d).info
+    assert info.extractors["t"] == ExtractorSpec("synthetic", 1024) and info.persona_source == "given"
+    assert info.weights_sha256 == read_meta(d)["weights_sha256"] and info.shift_rule == UNTUNED
+    assert info.persona_modality("synthetic") == "t"
+    with pytest.raises(CheckpointError, match="reads 'mpnet' features but no modality"):
+        info.persona_modality("mpnet")
+    meta = read_meta(d)
+    rule = ShiftRule(weight=0.5, thresholds={"balanced": 0.4, "precise": 0.6})
+    assert CheckpointMeta.from_json({**meta, "shift": rule.to_json()}).shift_rule == rule
+    with pytest.raises(CheckpointError, match="x.json: shift rule: threshold of profile 'balanced'"):
+        CheckpointMeta.from_json({**meta, "shift": {**rule.to_json(), "profiles": {"balanced": {"threshold": 2}}}},
+                                 "x.json")
+    with pytest.raises(CheckpointError, match="persona source must be one of"):
+        CheckpointMeta.from_json({**meta, "persona": {"source": "guessed"}})

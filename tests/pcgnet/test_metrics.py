@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from pcgnet.metrics import aggregate, always_shift_baseline, binary_shift_metrics, erc_metrics, shift_metrics
+from pcgnet.metrics import (
+    aggregate,
+    always_shift_baseline,
+    binary_shift_metrics,
+    erc_metrics,
+    evaluate_predictions,
+    shift_metrics,
+)
+from pcgnet.shift import ShiftRule
 
 LABELS = ("a", "b", "c")
 
@@ -30,32 +38,55 @@ def test_erc_metrics_match_sklearn_and_ignore_unlabelled():
 
 def test_shift_metrics_hand_case():
     c = 2
-    # gold transitions: 0->0, 0->1, 1->0, 1->1  (labels c*prev+cur = 0, 1, 2, 3)
-    y = np.array([0, 1, 2, 3])
+    # gold transitions: 0->0, 0->1, 1->0, 1->1  (labels c*prev+cur = 0, 1, 2, 3); one unlabelled pair (-1)
+    y = np.array([0, 1, 2, 3, -1])
     prob = np.array([
-        [0.7, 0.1, 0.1, 0.1],   # predicts 0 (0->0), p_shift = 1 - (0.7+0.1) = 0.2
-        [0.1, 0.6, 0.2, 0.1],   # predicts 1 (0->1), p_shift = 0.8
-        [0.4, 0.1, 0.3, 0.2],   # predicts 0 (wrong), p_shift = 0.4 -> predicted no shift (gold shift)
-        [0.1, 0.1, 0.1, 0.7],   # predicts 3, p_shift = 0.2
+        [0.7, 0.1, 0.1, 0.1],   # predicts 0 (0->0)
+        [0.1, 0.6, 0.2, 0.1],   # predicts 1 (0->1)
+        [0.4, 0.1, 0.3, 0.2],   # predicts 0 (wrong)
+        [0.1, 0.1, 0.1, 0.7],   # predicts 3
+        [0.1, 0.1, 0.1, 0.7],   # unlabelled: skipped
     ])
     m = shift_metrics(y, prob, c)
-    assert m["shift_accuracy"] == pytest.approx(0.75)
-    assert m["shift_f1"] == pytest.approx(f1_score(y, [0, 1, 0, 3], average="weighted"))
-    b = m["binary_shift"]
-    # gold shifts: pairs 1, 2; predicted shifts: pair 1 only
-    assert b["shift_rate"] == 0.5
+    assert m["n_pairs"] == 4 and m["shift_accuracy"] == pytest.approx(0.75)
+    assert m["shift_f1"] == pytest.approx(f1_score(y[:4], [0, 1, 0, 3], average="weighted"))
+    assert shift_metrics(y, np.log(prob), c)["shift_f1"] == pytest.approx(m["shift_f1"])  # log-probabilities
+
+
+def test_binary_shift_metrics_hand_case():
+    gold, pred, p = [0, 1, 1, 0], [0, 1, 0, 0], [0.2, 0.8, 0.4, 0.2]
+    b = binary_shift_metrics(gold, pred, p)
+    assert b["shift_rate"] == 0.5 and b["predicted_rate"] == 0.25
     assert b["precision"] == 1.0 and b["recall"] == 0.5 and b["f1"] == pytest.approx(2 / 3)
     assert b["balanced_accuracy"] == pytest.approx(0.75)
-    assert b["auroc"] == pytest.approx(roc_auc_score([0, 1, 1, 0], [0.2, 0.8, 0.4, 0.2]))
-    base = b["baseline_always_shift"]
+    assert b["auroc"] == pytest.approx(roc_auc_score(gold, p))
+    base = always_shift_baseline(gold)
     assert base["precision"] == 0.5 and base["recall"] == 1.0 and base["f1"] == pytest.approx(2 / 3)
     assert base["balanced_accuracy"] == 0.5 and base["auroc"] == 0.5
-    # log-probabilities give the same answer
-    assert shift_metrics(y, np.log(prob), c)["binary_shift"]["auroc"] == pytest.approx(b["auroc"])
+
+
+def test_evaluate_predictions_scores_the_shift_rule():
+    """binary_shift is what the rule's reported expressions do; the top-level ERC scores are the emotion head's."""
+    labels = np.array([0, 1, 1, 0])  # one speaker: gold shifts at pairs 1 and 3 (0->1, 1->0), not at 2
+    e = np.array([[0.9, 0.1], [0.3, 0.7], [0.45, 0.55], [0.6, 0.4]])
+    prev, cur = [0, 1, 2], [1, 2, 3]
+    trans = np.full((3, 4), 0.25)
+    rule = ShiftRule(weight=1.0, thresholds={"balanced": 0.5, "precise": 0.65})
+    m = evaluate_predictions(labels, e, prev, cur, trans, LABELS[:2], rule)
+    assert m["accuracy"] == 1.0  # the emotion head's argmax
+    b = m["binary_shift"]
+    # balanced: 0 -> 1 (p 0.7) -> stays 1 (p 0.45) -> 0 (p 0.55): both gold shifts, no false alarm
+    assert b["profile"] == "balanced" and b["precision"] == 1.0 and b["recall"] == 1.0
+    assert b["reported_accuracy"] == 1.0
+    # precise (0.65): the last turn stays at 1 (p 0.55): one shift missed, and its expression is wrong
+    pr = m["profiles"]["precise"]
+    assert pr["recall"] == 0.5 and pr["precision"] == 1.0 and pr["reported_weighted_f1"] < 1.0
+    got = evaluate_predictions(labels, e, prev, cur, trans, LABELS[:2], rule, "precise")["binary_shift"]
+    assert got["recall"] == 0.5
 
 
 def test_binary_metrics_single_class_is_nan_not_a_number():
-    m = binary_shift_metrics([1, 1, 1], [0.9, 0.2, 0.7])
+    m = binary_shift_metrics([1, 1, 1], [1, 0, 1], [0.9, 0.2, 0.7])
     assert m["recall"] == pytest.approx(2 / 3)
     assert math.isnan(m["auroc"]) and math.isnan(m["balanced_accuracy"])
     assert always_shift_baseline([0, 1, 1, 1])["f1"] == pytest.approx(2 * 0.75 / 1.75)

@@ -1,4 +1,4 @@
-"""The one trainer: `--recipe meld-live`, sqrt class weights, the dev-chosen shift threshold, the baseline."""
+"""The one trainer: `--recipe meld-live`, sqrt class weights, the dev-chosen shift rule, the baseline."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pcgnet.cli import main
 from pcgnet.data import load_dataset
 from pcgnet.evaluate import predict_dialogues
 from pcgnet.flags import class_weights
+from pcgnet.shift import UNTUNED, choose_rule, operating_points
 from pcgnet.synth import SynthOptions, write_synthetic
 
 TINY = ["--hidden_l", "8", "--hidden_a", "8", "--hidden_v", "8", "--persona_l_heads", "2", "--persona_a_heads", "2",
@@ -34,30 +35,49 @@ def test_recipe_fills_unset_flags_and_stores_the_dev_threshold(data, tmp_path, c
     # from the recipe: causal model, lr 1e-3, sqrt weights; --epochs given on the command line wins
     assert meta["model"]["causal"] is True and t["lr"] == 1e-3 and t["class_weight"] == "sqrt" and t["epochs"] == 2
     assert t["patience"] == 4 and t["recipe"] == "meld-live"
-    # the stored threshold is the best binary shift F1 on the validation split: brute force agrees
+    # the stored rule is choose_rule's on the validation split's predictions; balanced = the best F1 there
     ck = load_checkpoint(out)
     ds = load_dataset("MELD", data, valid_rate=float(t["valid_rate"]), seed=int(t["split_seed"]))
     pred = predict_dialogues(ck.model, ds.valid)
-    c = 7
-    y = pred.shift_labels.numpy()
-    is_shift = (y // c) != (y % c)
-    p = 1 - pred.shift_prob.numpy().reshape(-1, c, c).diagonal(axis1=1, axis2=2).sum(1)
-
-    def f1(th: float) -> float:
-        hit = p >= th
-        tp = (hit & is_shift).sum()
-        return 2 * tp / (hit.sum() + is_shift.sum())
-
-    best = max(f1(th) for th in np.unique(p))
-    assert is_shift.any() and (~is_shift).any() and len(np.unique(p)) > 2  # else any threshold would pass
-    assert meta["shift"]["threshold"] == ck.shift_threshold
-    assert f1(ck.shift_threshold) == pytest.approx(best)
+    rule = ck.shift_rule
+    assert meta["shift"] == rule.to_json() and rule.name == "joint-v1" and rule.selected_on == "valid"
+    assert rule == choose_rule(pred.labels.numpy(), pred.emotion_prob.numpy(), pred.pair_prev.numpy(),
+                               pred.pair_cur.numpy(), pred.shift_prob.numpy())
+    pts = operating_points(pred.labels.numpy(), pred.emotion_prob.numpy(), pred.pair_prev.numpy(),
+                           pred.pair_cur.numpy(), pred.shift_prob.numpy(), rule.weight, rule.mix)
+    best = max(o.f1 for o in pts)
+    assert len({round(o.f1, 6) for o in pts}) > 2  # else any threshold would pass
+    assert set(rule.thresholds) == {"sensitive", "balanced", "precise"}
     assert meta["metrics"]["valid"]["binary_shift"]["f1"] == pytest.approx(best)
-    # evaluate scores at the stored threshold
+    # evaluate scores under the stored rule, at any stored profile
     capsys.readouterr()
     assert main(["evaluate", "--ckpt", str(out), "--split", "valid", "--json"]) == 0
-    got = json.loads(capsys.readouterr().out)["binary_shift"]
-    assert got["threshold"] == ck.shift_threshold and got["f1"] == pytest.approx(best)
+    got = json.loads(capsys.readouterr().out)
+    assert got["binary_shift"]["threshold"] == rule.threshold() and got["binary_shift"]["f1"] == pytest.approx(best)
+    assert set(got["profiles"]) == set(rule.thresholds)
+    assert main(["evaluate", "--ckpt", str(out), "--split", "valid", "--json", "--shift-profile", "precise"]) == 0
+    assert json.loads(capsys.readouterr().out)["binary_shift"]["threshold"] == rule.threshold("precise")
+    assert main(["evaluate", "--ckpt", str(out), "--split", "valid", "--shift-profile", "eager"]) == 2
+    assert "unknown shift profile 'eager'" in capsys.readouterr().err
+
+
+def test_write_shift_rule_keeps_the_weights(data, tmp_path, capsys):
+    """A checkpoint with an older stored threshold gets the rule from `evaluate --write-shift-rule`."""
+    out = tmp_path / "ck"
+    assert main(["train", "--dataset", "MELD", "--data_dir", str(data), "--recipe", "meld-live", "--epochs", "1",
+                 "--out", str(out), *TINY]) == 0
+    cfg = out / "config.json"
+    meta = json.loads(cfg.read_text())
+    want = meta["shift"]
+    meta["shift"] = {"threshold": 0.2, "rule": "P(shift) = 1 - sum of the diagonal >= threshold"}
+    cfg.write_text(json.dumps(meta))
+    weights = (out / "model.safetensors").read_bytes()
+    assert load_checkpoint(out).shift_rule == UNTUNED  # the old threshold is another probability's
+    assert main(["evaluate", "--ckpt", str(out), "--split", "test", "--write-shift-rule"]) == 2
+    assert main(["evaluate", "--ckpt", str(out), "--split", "valid", "--write-shift-rule", "--json"]) == 0
+    again = json.loads(cfg.read_text())
+    assert again["shift"] == want and (out / "model.safetensors").read_bytes() == weights
+    assert again["metrics"]["valid"]["binary_shift"]["rule"] == "joint-v1"
 
 
 def test_sqrt_class_weights_have_mean_one_and_favour_rare_classes():
@@ -78,7 +98,7 @@ def test_context_free_baseline_row(data, tmp_path, capsys):
     s = json.loads((out / "summary.json").read_text())
     assert s["n_runs"] == 1 and s["seeds"] == [1]  # deterministic: one fit
     run = s["runs"][0]
-    assert run["checkpoint"] is None and 0 <= run["shift_threshold"] <= 1
+    assert run["checkpoint"] is None and 0 <= run["shift_rule"]["profiles"]["balanced"]["threshold"] <= 1
     # synthetic labels depend on the features: the baseline is far above chance (1/7)
     assert s["mean"]["weighted_f1"] > 0.4 and s["valid"]["mean"]["weighted_f1"] > 0.4
 

@@ -70,7 +70,7 @@ def test_steps_equal_causal_forward(kw, device):
             assert r.prev_index == int(out.shift_prev[k])
             torch.testing.assert_close(r.shift_probs.log(), out.shift_logp[k], atol=1e-5, rtol=0)
         else:
-            assert r.shift_probs is None and r.prev_index is None and r.shift_probability is None
+            assert r.shift_probs is None and r.prev_index is None
     assert len(shift_of) == sum(1 for r in results if r.shift_probs is not None)
 
 
@@ -108,7 +108,7 @@ def test_state_is_bounded_over_a_long_conversation():
         sizes.append(state.nbytes)
         assert torch.isfinite(r.emotion_probs).all() and abs(float(r.emotion_probs.sum()) - 1) < 1e-5
         if r.shift_probs is not None:
-            assert abs(float(r.shift_probs.sum()) - 1) < 1e-5 and 0.0 <= r.shift_probability <= 1.0
+            assert abs(float(r.shift_probs.sum()) - 1) < 1e-5
     assert state.cached == 8 and state.n_utterances == 300
     assert max(sizes) == sizes[7] == sizes[-1]  # constant once the window is full
 

@@ -264,6 +264,7 @@ def test_live_replay_matches_batch_evaluation(name: str, fixture, tmp_path: Path
     from pcgnet.config import MELD_LABELS, PCGNetConfig
     from pcgnet.data import collate
     from pcgnet.model import PCGNet
+    from pcgnet.shift import ShiftRule, decide_dialogues
     from prepare.cli import main
     from stream.analyzer import load_analyzer
     from stream.frames import Utterance
@@ -293,13 +294,15 @@ def test_live_replay_matches_batch_evaluation(name: str, fixture, tmp_path: Path
     with torch.no_grad():
         o = model(collate(dialogues, ("t",)))
     batch_probs = o.emotion_logp.exp().numpy()
-    c = len(MELD_LABELS)
-    p_shift = 1 - o.shift_logp.exp().reshape(-1, c, c).diagonal(dim1=1, dim2=2).sum(1).numpy()
-    threshold = float(np.median(p_shift))  # some pairs on each side
+    prev_i, cur_i, trans = o.shift_prev.numpy(), o.shift_cur.numpy(), o.shift_logp.exp().numpy()
+    p_shift = decide_dialogues(batch_probs, prev_i, cur_i, trans, 0.5, 0.5, 0.5).probability
+    rule = ShiftRule(weight=0.5, mix=0.5, thresholds={"balanced": float(np.median(p_shift))})  # some each side
+    threshold = rule.threshold()
     ck = save_checkpoint(tmp_path / "ck", model, extractors=side["extractors"], persona=side["persona"],
-                         shift={"threshold": threshold})
+                         shift=rule.to_json())
+    batch = decide_dialogues(batch_probs, prev_i, cur_i, trans, rule.weight, threshold, rule.mix)  # = evaluate
     flat = [(d.id, i) for d in dialogues for i in range(len(d))]
-    batch_shifts = {flat[int(k)] for k, p in zip(o.shift_cur, p_shift, strict=True) if p >= threshold}
+    batch_shifts = {flat[int(k)] for k, s in zip(cur_i, batch.shift, strict=True) if s}
 
     async def replay() -> list[tuple[int, int, dict]]:
         a = load_analyzer(ck)
@@ -322,6 +325,10 @@ def test_live_replay_matches_batch_evaluation(name: str, fixture, tmp_path: Path
     assert live_probs.std(0).max() > 1e-3  # the model does tell utterances apart
     live_shifts = {(d, i) for d, i, f in events if f.kind == "shift"}
     assert live_shifts == batch_shifts and 0 < len(live_shifts) < len(p_shift)
+    # the reported expressions are the rule's, and every shift's `to` is its own utterance's expression
+    assert [e["label"] for e in emotions] == [MELD_LABELS[k] for k in batch.reported]
+    expression = {(d, i): f.payload["expression"] for d, i, f in events if f.kind == "emotion"}
+    assert all(f.payload["to"] == expression[d, i] for d, i, f in events if f.kind == "shift")
 
     # `pcgnet evaluate` on the checkpoint and layout scores what the live predictions score (sklearn here).
     for split, part in (("train", ds.train), ("test", ds.test)):
@@ -333,8 +340,9 @@ def test_live_replay_matches_batch_evaluation(name: str, fixture, tmp_path: Path
         assert main(["evaluate", "--ckpt", str(ck), "--dataset", "MELD", "--data_dir", str(out), "--split", split,
                      "--json"]) == 0
         got = json.loads(capsys.readouterr().out)
-        assert got["weighted_f1"] == pytest.approx(f1_score(gold, pred, average="weighted"), abs=1e-12)
-        assert got["binary_shift"]["threshold"] == threshold
+        b = got["binary_shift"]
+        assert b["reported_weighted_f1"] == pytest.approx(f1_score(gold, pred, average="weighted"), abs=1e-12)
+        assert b["threshold"] == threshold and b["rule"] == "joint-v1" and b["profile"] == "balanced"
 
 
 def test_cache_namespace_follows_retrainable_weights(tmp_path: Path) -> None:

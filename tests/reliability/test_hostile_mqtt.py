@@ -139,7 +139,7 @@ def test_session_spray_is_capped(broker_factory, runtime_factory) -> None:
         async with aiomqtt.Client(**settings.with_client_id("sprayer").client_kwargs()) as c, \
                 aiomqtt.Client(**settings.with_client_id("watcher").client_kwargs()) as w:
             await w.subscribe("pcgnet/+/error", qos=1)
-            await w.subscribe("pcgnet/status", qos=1)
+            await w.subscribe("pcgnet/$status/+", qos=1)
             await asyncio.wait_for(source.subscribed.wait(), DEADLINE_S)
             for i in range(n_spray):
                 await c.publish(f"pcgnet/spray{i}/in/utterance",
@@ -149,7 +149,7 @@ def test_session_spray_is_capped(broker_factory, runtime_factory) -> None:
             async with asyncio.timeout(DEADLINE_S):
                 async for m in w.messages:
                     payload = json.loads(bytes(m.payload))
-                    if str(m.topic) == "pcgnet/status":
+                    if str(m.topic).startswith("pcgnet/$status/"):
                         if payload["state"] == "offline":
                             break
                     else:

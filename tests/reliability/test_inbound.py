@@ -173,3 +173,68 @@ def test_error_rate_limiter_global_bucket_caps_a_spray_over_many_sessions() -> N
     assert admitted == 20 and lim.total_suppressed == 480
     clock.t = 1.0  # the global bucket refills at 10/s
     assert sum(lim.admit(f"other{i}") is not None for i in range(100)) == 10
+
+
+def test_suppressed_reports_are_counted_per_key_and_drained_for_the_periodic_count_event() -> None:
+    clock = FakeClock()
+    lim = ErrorRateLimiter(1.0, 2, clock=clock)
+    admitted = [lim.admit("room") is not None for _ in range(6)]
+    assert admitted == [True, True, False, False, False, False]
+    assert lim.admit("other") is not None
+    assert lim.drain_suppressed() == {"room": 4}  # what the periodic count event reports
+    assert lim.drain_suppressed() == {}  # ... once
+    clock.t = 5.0
+    adm = lim.admit("room")
+    assert adm is not None and adm.suppressed == 0  # not counted twice
+
+
+def _schema_accepts(obj: dict[str, object]) -> bool:
+    import jsonschema
+
+    from stream.mqtt.input_schema import input_schema
+
+    if not jsonschema.Draft202012Validator(input_schema()).is_valid(obj):
+        return False
+    t0, t1 = obj.get("t_start"), obj.get("t_end")
+    return not (isinstance(t0, int | float) and isinstance(t1, int | float) and t1 < t0)  # stated in its description
+
+
+def _validator_accepts(obj: dict[str, object]) -> bool:
+    try:
+        parse_utterance(TOPIC, json.dumps(obj).encode())  # ensure_ascii: lone surrogates travel as escapes
+    except InboundError:
+        return False
+    return True
+
+
+def test_the_documented_input_schema_is_the_validators() -> None:
+    from pathlib import Path
+
+    from stream.mqtt.input_schema import input_schema
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "schemas" / "v1" / "utterance-input.json"
+    assert json.loads(doc.read_text(encoding="utf-8")) == input_schema()  # regenerate the file from the code
+    cases: list[dict[str, object]] = [
+        {"speaker": "A", "text": "bell \u0007"}, {"speaker": "A", "text": "two\nlines\tok"},
+        {"speaker": "A\n", "text": "x"}, {"speaker": "   ", "text": "x"}, {"speaker": "A", "text": " \n "},
+        {"speaker": "A\u202e", "text": "x"}, {"speaker": "A", "text": "bidi \u202e in text is fine"},
+        {"speaker": "A", "text": "x" * 4000}, {"speaker": "A", "text": "x" * 4001}, {"speaker": "a" * 129, "text": "x"},
+        {"speaker": "A", "text": "x", "utterance_id": None}, {"speaker": "A", "text": "x", "utterance_id": "\u0085"},
+        {"speaker": "A", "text": "x", "t_start": 2, "t_end": 1}, {"speaker": "A", "text": "x", "t_end": 1e7 + 1},
+        {"speaker": "A", "text": "x", "t_start": True}, {"speaker": "A", "text": "lone \ud800"},
+    ]
+    for obj in cases:
+        assert _schema_accepts(obj) == _validator_accepts(obj), obj
+
+
+_chars = st.sampled_from(["a", " ", "\t", "\n", "\u0007", "\u0085", "\u202e", "\ud800", "é", "\u3000"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries(
+    {"speaker": st.text(_chars, max_size=5), "text": st.text(_chars, max_size=8)},
+    optional={"utterance_id": st.one_of(st.none(), st.text(_chars, max_size=4)),
+              "t_start": st.one_of(st.none(), st.floats(-1, 2e7), st.booleans()),
+              "t_end": st.one_of(st.none(), st.floats(-1, 2e7)), "extra": st.just(1)}))
+def test_schema_and_validator_accept_the_same_objects(obj: dict[str, object]) -> None:
+    assert _schema_accepts(obj) == _validator_accepts(obj), obj

@@ -76,6 +76,12 @@ def test_live_replay_survives_broker_kill(broker_factory, tiny_checkpoint: Path,
     emo = [e["event_id"] for e in produced if e["type"] == "emotion"]
     first_seen = [i for i in dict.fromkeys(received) if i in set(emo)]
     assert first_seen == emo  # in order
+    # what a robot relies on survived the outage: no gap in `index`, every shift coherent with its emotion events
+    emotions = {e["utterance_id"]: e for e in got if e["type"] == "emotion"}
+    assert sorted(e["index"] for e in emotions.values()) == list(range(len(emo)))
+    for s in (e for e in got if e["type"] == "shift"):
+        assert s["to"] == emotions[s["utterance_id"]]["expression"], s
+        assert s["from"] == emotions[s["previous_utterance_id"]]["expression"], s
     assert "unavailable" in out  # the outage was noticed and logged ...
     assert "Traceback" not in out  # ... as one line, not a traceback wall
 

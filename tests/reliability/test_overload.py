@@ -115,7 +115,7 @@ def test_overload_is_visible_on_the_status_topic(broker_factory, runtime_factory
         mqtt.status_provider = rt.queue_depths
         rt.add_source(Firehose(), finite=True)
         async with aiomqtt.Client(**settings.with_client_id("dashboard").client_kwargs()) as c:
-            await c.subscribe("pcgnet/status", qos=1)
+            await c.subscribe("pcgnet/$status/+", qos=1)
 
             async def collect() -> None:
                 async for m in c.messages:

@@ -30,7 +30,7 @@ topic readwrite pcgnet/#
 
 user viewer
 topic read pcgnet/+/emotion
-topic read pcgnet/status
+topic read pcgnet/$status/+
 """
 
 

@@ -65,7 +65,11 @@ def test_schema_builders() -> None:
     assert topics.speaker_topic("s1", "Bob/#") == "pcgnet/s1/speakers/Bob%2F%23"
     assert topics.input_topic("a b") == "pcgnet/a%20b/in/utterance"
     assert topics.error_topic("s1") == "pcgnet/s1/error"
-    assert topics.status_topic() == "pcgnet/status"
+    assert topics.status_topic("live-1") == "pcgnet/$status/live-1" and topics.status_filter() == "pcgnet/$status/+"
+    assert topics.status_topic("a/b", root="robots/lab") == "robots/lab/$status/a%2Fb"
+    for root in ("", "$sys", "a/", "/a", "a//b", "a/+"):
+        with pytest.raises(ValueError, match="bad topic root"):
+            topics.check_root(root)
     assert topics.input_filter() == "pcgnet/+/in/utterance"
     assert topics.speakers_filter("s1") == "pcgnet/s1/speakers/+"
     assert topics.session_from_input_topic(topics.input_topic("a/b")) == "a/b"

@@ -65,7 +65,7 @@ def test_replay_to_mqtt_jsonl_and_record_then_replay_reproduces(mosquitto, tiny_
                                  str(tiny_checkpoint), "--mqtt", mosquitto.url, "--events", str(events_file),
                                  "--record", str(rec))
         for _ in range(100):  # QoS 1 deliveries may trail the publisher's exit slightly
-            if any(t == "pcgnet/status" and p["state"] == "offline" for t, p, _ in got):
+            if any(t.startswith("pcgnet/$status/") and p["state"] == "offline" for t, p, _ in got):
                 break
             await asyncio.sleep(0.05)
         stop.set()
@@ -108,7 +108,7 @@ def test_replay_to_mqtt_jsonl_and_record_then_replay_reproduces(mosquitto, tiny_
     assert [(s["utterance_id"], s["from"], s["to"], s["previous_utterance_id"]) for s in shifts] == expected_shifts
     assert all(0.0 <= s["probability"] <= 1.0 for s in shifts)
     # status: online then offline (retained), speakers retained with the latest state
-    states = [p["state"] for t, p, _ in got if t == "pcgnet/status"]
+    states = [p["state"] for t, p, _ in got if t.startswith("pcgnet/$status/")]
     assert states[0] == "online" and states[-1] == "offline"
     speaker_state = {t.rsplit("/", 1)[1]: p for t, p, _ in got if "/speakers/" in t}  # the latest per speaker
     assert set(speaker_state) == {"Alice", "Bob", "Carol"}

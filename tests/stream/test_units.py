@@ -116,14 +116,18 @@ def test_event_objects_have_exactly_the_documented_fields() -> None:
     e = ev.emotion_event(session="s", utterance_id="u", speaker="A", t_start=0, t_end=1, text="x", labels=LABELS,
                          probs=[1 / 7] * 7, modalities=("t",), index=0, latency_ms=1)
     assert set(e) == common | {"speaker", "t_start", "t_end", "index", "text", "emitted_at", "expression",
-                               "label", "confidence", "scores", "valence", "arousal", "modalities", "latency_ms"}
+                               "label", "confidence", "scores", "valence", "arousal", "shift_probability",
+                               "modalities", "latency_ms"}
     s = ev.shift_event(session="s", utterance_id="u", speaker="A", t_start=0, t_end=1, from_expression="neutral",
                        to_expression="anger", previous_utterance_id="u0", probability=0.5, latency_ms=1)
     assert set(s) == common | {"speaker", "t_start", "t_end", "emitted_at", "from", "to", "previous_utterance_id",
-                               "probability", "latency_ms"}
+                               "probability", "profile", "latency_ms"}
     sp = ev.speaker_state(session="s", speaker="A", emotion=e, trend="steady", utterances=1)
     assert set(sp) == common | {"speaker", "updated_at", "expression", "confidence", "valence", "arousal", "trend",
-                                "utterances"}
+                                "utterances", "process"}
+    se = ev.session_event(session="s", run_id="0" * 16, state="started", started_at="t", process="p")
+    assert set(se) == {"schema_version", "type", "event_id", "session", "run_id", "state", "started_at", "emitted_at",
+                       "process", "utterances"}
     er = ev.error_event(session="s", stage="x", category="input", message="m")
     assert set(er) == {"schema_version", "type", "event_id", "session", "stage", "category", "message",
                        "emitted_at"}
