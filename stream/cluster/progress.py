@@ -1,0 +1,123 @@
+"""Per-conversation progress in JetStream KV, written with compare-and-set, and the state blobs.
+
+A conversation's progress record says how far it is committed: the stream sequence of its last
+processed input, how many steps the model took, the utterance ids seen lately (re-sends beyond the
+stream's de-duplication window are still dropped), which state blob to resume from, and the events of
+the last step (a new owner re-publishes them: at-least-once, identical content). Every step is one
+``update(key, value, last=revision)``; the server refuses it when anyone else wrote the key since,
+which is how a worker learns that it was deposed (:class:`Fenced`): it drops its copy and never
+publishes that step's events. Nothing here expires.
+
+State blobs (:mod:`stream.cluster.statecodec`, safetensors) go to the state bucket under a key that
+names the conversation and the step, every K steps, *before* the progress record that points to them,
+so a stale worker can write a blob but never make anyone resume from it. In the blob header, ``epoch``
+holds the step count and ``next_seq`` the stream sequence after the last input it includes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from stream.cluster.statecodec import StateBlob, decode_state, encode_state
+
+__all__ = ["Fenced", "Progress", "ProgressStore", "RECENT_IDS", "session_key"]
+
+RECENT_IDS = 256  # utterance ids remembered per conversation for de-duplication
+
+
+class Fenced(Exception):
+    """Another worker wrote this conversation's progress since we read it: we are not its owner."""
+
+
+def session_key(session: str) -> str:
+    """A KV key for any session id (URL-safe base64 of its UTF-8; KV keys allow few characters)."""
+    return "s." + base64.urlsafe_b64encode(session.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+
+
+@dataclass
+class Progress:
+    """How far a conversation is committed (the JSON value of its progress key)."""
+
+    last_seq: int = 0  # stream sequence of the last input processed (0: none)
+    steps: int = 0  # utterances the model processed
+    recent: list[str] = field(default_factory=list)  # utterance ids seen lately, oldest first
+    blob: str | None = None  # state-bucket key of the latest blob
+    blob_steps: int = 0
+    blob_seq: int = 0  # stream sequence of the last input the blob includes
+    events: list[dict[str, Any]] = field(default_factory=list)  # the last step's events (kind, payload, speaker)
+    worker: str = ""  # who wrote it (diagnostics; ownership is the revision, not this field)
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Progress:
+        """Raises ``ValueError`` (one line) for a record that is not a progress object."""
+        try:
+            obj = json.loads(data)
+            return cls(**obj)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"progress record unreadable: {exc}") from None
+
+    def remember(self, utterance_id: str) -> None:
+        self.recent.append(utterance_id)
+        del self.recent[:-RECENT_IDS]
+
+
+class ProgressStore:
+    """The progress and state buckets of one cluster."""
+
+    def __init__(self, progress: KeyValue, state: KeyValue, *, max_state_bytes: int) -> None:
+        self.progress, self.state = progress, state
+        self.max_state_bytes = max_state_bytes
+
+    async def load(self, session: str) -> tuple[Progress, int]:
+        """The committed progress and its revision (``Progress()``, 0 for a new conversation)."""
+        try:
+            entry = await self.progress.get(session_key(session))
+        except KeyNotFoundError:
+            return Progress(), 0
+        if entry.value is None:
+            return Progress(), int(entry.revision or 0)
+        return Progress.decode(entry.value), int(entry.revision or 0)
+
+    async def commit(self, session: str, progress: Progress, revision: int) -> int:
+        """Writes ``progress`` if the key is still at ``revision``; returns the new revision.
+
+        Raises:
+            Fenced: someone else wrote it since (a takeover); nothing was written.
+        """
+        key = session_key(session)
+        try:
+            if revision == 0:
+                return int(await self.progress.create(key, progress.encode()))
+            return int(await self.progress.update(key, progress.encode(), last=revision))
+        except KeyWrongLastSequenceError:
+            raise Fenced(f"conversation {session!r}: progress moved past revision {revision}") from None
+        except Exception as exc:  # create() of an existing key: nats-py raises a generic API error
+            if "wrong last sequence" in str(exc).lower() or "key exists" in str(exc).lower():
+                raise Fenced(f"conversation {session!r}: progress exists (revision {revision} is stale)") from None
+            raise
+
+    async def put_blob(self, blob: StateBlob) -> str:
+        """Stores a state blob under a key of its own (step count in the name); returns the key."""
+        key = f"{session_key(blob.session)}.{blob.epoch}"
+        await self.state.put(key, encode_state(blob, max_bytes=self.max_state_bytes))
+        return key
+
+    async def get_blob(self, session: str, key: str) -> StateBlob:
+        """Raises ``StateError``/``KeyNotFoundError`` for a blob that is gone or unusable."""
+        entry = await self.state.get(key)
+        return decode_state(entry.value or b"", expect_session=session, max_bytes=self.max_state_bytes)
+
+    async def drop_blob(self, key: str) -> None:
+        try:
+            await self.state.purge(key)
+        except KeyNotFoundError:
+            pass
