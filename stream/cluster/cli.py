@@ -60,7 +60,58 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--state-every", type=int, default=1,
                     help="publish a conversation's state blob every N steps (state traffic / N; longer replay)")
     ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    js = ap.add_argument_group("JetStream (docs/deployment.md): inputs, partitions and progress on NATS; "
+                               "events still go to the MQTT 5 broker of --mqtt")
+    js.add_argument("--nats", metavar="URL", default=None,
+                    help="NATS server(s) nats://host:4222[,nats://...]: run on JetStream")
+    js.add_argument("--partitions", type=int, default=8, help="input partitions (fixed for the stream's life)")
+    js.add_argument("--member", default="0/1", metavar="I/M",
+                    help="this worker's index I in a static mapping of M members: it takes partitions p %% M == I")
+    js.add_argument("--no-standby", action="store_true", help="pull only this member's own partitions")
+    js.add_argument("--standby-delay-s", type=float, default=3.0, help="standby pulls start this late (s)")
+    js.add_argument("--priority-timeout-s", type=float, default=5.0,
+                    help="a worker silent this long loses its partitions to a standby (s)")
+    js.add_argument("--ack-wait-s", type=float, default=10.0, help="redelivery of an unacknowledged input (s)")
+    js.add_argument("--replicas", type=int, default=1, help="JetStream replicas (3 on a 3-node NATS cluster)")
     return ap
+
+
+def _member(text: str) -> tuple[int, int]:
+    i, _, m = text.partition("/")
+    if not (i.isdigit() and m.isdigit()) or int(m) < 1 or int(i) >= int(m):
+        raise ValueError(f"--member {text!r}: expected I/M with 0 <= I < M, e.g. 0/2")
+    return int(i), int(m)
+
+
+def serve_jetstream(args: argparse.Namespace, worker_id: str, settings: MqttSettings,
+                    backend: ConversationBackend) -> int:
+    """``live.py --worker --nats URL``: the JetStream worker (stream/cluster/jsworker.py)."""
+    from stream.cluster.jetstream import Layout
+    from stream.cluster.jsworker import JetStreamWorker, NodeParams
+    from stream.sinks.mqtt import MqttSink
+
+    member, members = _member(args.member)
+    layout = Layout(root=args.root, partitions=args.partitions, replicas=args.replicas,
+                    priority_timeout_s=args.priority_timeout_s, ack_wait_s=args.ack_wait_s)
+    params = NodeParams(worker_id=worker_id, member=member, members=members, standby=not args.no_standby,
+                        standby_delay_s=args.standby_delay_s, state_every=args.state_every,
+                        idle_release_s=args.idle_release_s)
+
+    async def serve() -> int:
+        install_loop_exception_handler()
+        sink = MqttSink(settings, root=args.root, worker_id=worker_id)
+        worker = JetStreamWorker(args.nats, layout, backend, sink, params)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+        if worker.fatal is not None:
+            print(f"live.py --worker: {worker.fatal}", file=sys.stderr)
+            return 1
+        return 0
+
+    return asyncio.run(serve())
 
 
 def make_backend(args: argparse.Namespace, worker_id: str) -> ConversationBackend:
@@ -86,11 +137,15 @@ def main(argv: Sequence[str] | None = None, *, backend_factory: BackendFactory =
                               claim_settle_s=args.claim_settle_s, gap_timeout_s=args.gap_timeout_s,
                               idle_release_s=args.idle_release_s, max_conversations=args.max_conversations,
                               state_every=args.state_every)
+        if args.nats:
+            _member(args.member)
         backend = backend_factory(args, worker_id)
     except (ValueError, OSError) as exc:
         print(f"live.py --worker: {exc}", file=sys.stderr)
         return 2
     log.info("worker %s: broker %s, backend %s", worker_id, settings.redacted_url(), backend.name)
+    if args.nats:
+        return serve_jetstream(args, worker_id, settings, backend)
 
     async def serve() -> int:
         install_loop_exception_handler()  # aiomqtt socket races on broker loss: one line, not a traceback

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +36,10 @@ class Fenced(Exception):
     """Another worker wrote this conversation's progress since we read it: we are not its owner."""
 
 
-def session_key(session: str) -> str:
-    """A KV key for any session id (URL-safe base64 of its UTF-8; KV keys allow few characters)."""
-    return "s." + base64.urlsafe_b64encode(session.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+def session_key(partition: int, session: str) -> str:
+    """A KV key for any session id: ``<partition>.<URL-safe base64 of its UTF-8>`` (KV keys allow few
+    characters; the partition prefix lets a new holder of a partition list and fence its conversations)."""
+    return f"{partition}." + base64.urlsafe_b64encode(session.encode("utf-8", "surrogatepass")).decode().rstrip("=")
 
 
 @dataclass
@@ -77,23 +79,23 @@ class ProgressStore:
         self.progress, self.state = progress, state
         self.max_state_bytes = max_state_bytes
 
-    async def load(self, session: str) -> tuple[Progress, int]:
+    async def load(self, partition: int, session: str) -> tuple[Progress, int]:
         """The committed progress and its revision (``Progress()``, 0 for a new conversation)."""
         try:
-            entry = await self.progress.get(session_key(session))
+            entry = await self.progress.get(session_key(partition, session))
         except KeyNotFoundError:
             return Progress(), 0
         if entry.value is None:
             return Progress(), int(entry.revision or 0)
         return Progress.decode(entry.value), int(entry.revision or 0)
 
-    async def commit(self, session: str, progress: Progress, revision: int) -> int:
+    async def commit(self, partition: int, session: str, progress: Progress, revision: int) -> int:
         """Writes ``progress`` if the key is still at ``revision``; returns the new revision.
 
         Raises:
             Fenced: someone else wrote it since (a takeover); nothing was written.
         """
-        key = session_key(session)
+        key = session_key(partition, session)
         try:
             if revision == 0:
                 return int(await self.progress.create(key, progress.encode()))
@@ -106,8 +108,12 @@ class ProgressStore:
             raise
 
     async def put_blob(self, blob: StateBlob) -> str:
-        """Stores a state blob under a key of its own (step count in the name); returns the key."""
-        key = f"{session_key(blob.session)}.{blob.epoch}"
+        """Stores a state blob under a key of its own; returns the key.
+
+        The key is new for every blob (step count and a random part), so a stale worker saving the same
+        step never overwrites the blob a committed progress record points to.
+        """
+        key = "b." + session_key(0, blob.session)[2:] + f".{blob.epoch}.{secrets.token_hex(4)}"
         await self.state.put(key, encode_state(blob, max_bytes=self.max_state_bytes))
         return key
 

@@ -144,15 +144,15 @@ def test_progress_is_compare_and_set(nats_server: NatsServer) -> None:
         js = nc.jetstream()
         store = ProgressStore(await js.key_value(LAYOUT.progress_bucket), await js.key_value(LAYOUT.state_bucket),
                               max_state_bytes=1 << 20)
-        p, rev = await store.load("meeting.1")
+        p, rev = await store.load(2, "meeting.1")
         assert (p, rev) == (Progress(), 0)
-        rev_a = await store.commit("meeting.1", Progress(last_seq=5, steps=1, worker="a"), rev)
+        rev_a = await store.commit(2, "meeting.1", Progress(last_seq=5, steps=1, worker="a"), rev)
         with pytest.raises(Fenced):  # a second "first writer"
-            await store.commit("meeting.1", Progress(last_seq=5, steps=1, worker="b"), 0)
-        rev_b = await store.commit("meeting.1", Progress(last_seq=7, steps=2, worker="b"), rev_a)
+            await store.commit(2, "meeting.1", Progress(last_seq=5, steps=1, worker="b"), 0)
+        rev_b = await store.commit(2, "meeting.1", Progress(last_seq=7, steps=2, worker="b"), rev_a)
         with pytest.raises(Fenced):  # a stale writer still at rev_a
-            await store.commit("meeting.1", Progress(last_seq=7, steps=2, worker="a"), rev_a)
-        p, rev = await store.load("meeting.1")
+            await store.commit(2, "meeting.1", Progress(last_seq=7, steps=2, worker="a"), rev_a)
+        p, rev = await store.load(2, "meeting.1")
         assert rev == rev_b and (p.last_seq, p.worker) == (7, "b")
         import numpy as np
         key = await store.put_blob(StateBlob("meeting.1", 2, "b", 8, ["u1"], {"engine": "toy"},

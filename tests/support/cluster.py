@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,3 +209,113 @@ async def collect_run(settings: MqttSettings, script: dict[str, list[dict[str, A
         with contextlib.suppress(asyncio.CancelledError):
             await task
     return run
+
+
+# -- the JetStream cluster (stream/cluster/jsworker.py) ---------------------------------------------------
+
+def start_js_worker(worker_id: str, nats_url: str, mqtt_port: int, log_dir: Path, *extra: str,
+                    toy: bool = True) -> WorkerProcess:
+    """``live.py --worker --nats URL`` (with ``toy``: the toy backend's command line), events to mosquitto."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    entry = ["-m", "tests.support.toy_worker"] if toy else [str(REPO / "live.py"), "--worker"]
+    cmd = [sys.executable, *entry, "--worker-id", worker_id, "--nats", nats_url,
+           "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", *extra]
+    log_path = log_dir / f"{worker_id}.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    return WorkerProcess(worker_id, proc, log_path)
+
+
+class EventWatch:
+    """A subscriber on the MQTT 5 broker: every emotion event, and the workers' "online" status records.
+
+    Enter it before starting workers: their retained status records replace one another, so only a live
+    subscription sees each worker come online.
+    """
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings.with_client_id(f"harness-watch-{os.getpid()}-{random.randrange(1 << 30)}")
+        self.run = ClusterRun()
+        self.online: set[str] = set()
+        self.errors: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.on_event: Callable[[ClusterRun], None] | None = None
+
+    async def __aenter__(self) -> EventWatch:
+        self._client = aiomqtt.Client(**self.settings.client_kwargs(max_queued_incoming_messages=0))
+        await self._client.__aenter__()
+        for topic in ("pcgnet/+/emotion", "pcgnet/status", "pcgnet/+/error"):
+            await self._client.subscribe(topic, qos=1)
+        self._task = asyncio.get_running_loop().create_task(self._consume(), name="harness.watch")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.__aexit__(None, None, None)
+
+    async def _consume(self) -> None:
+        assert self._client is not None
+        async for m in self._client.messages:
+            body = payload_bytes(m)
+            if not body:
+                continue
+            obj = json.loads(body)
+            topic = str(m.topic)
+            if topic.endswith("/status"):
+                if obj.get("state") == "online" and obj.get("worker_id"):
+                    self.online.add(str(obj["worker_id"]))
+            elif topic.endswith("/error"):
+                self.errors.append(obj)
+            else:
+                self.run.events.append(obj)
+                self.run.received_at.append(time.time())
+                self.run.t_last_event = time.time()
+                if self.on_event is not None:
+                    self.on_event(self.run)
+            self._changed.set()
+
+    async def until(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Returns once ``cond()`` holds (checked after every message); ``TimeoutError`` naming ``what``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not cond():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"{what}: not within {timeout_s:g} s") from None
+
+    def have_all(self, script: dict[str, list[dict[str, Any]]]) -> bool:
+        got = {(ev["session"], ev["utterance_id"]) for ev in self.run.events}
+        return all((s, u["utterance_id"]) in got for s, utts in script.items() for u in utts)
+
+
+async def publish_script(nats_url: str, layout: Any, script: dict[str, list[dict[str, Any]]], *,
+                         interval_s: float = 0.0, rounds: range | None = None,
+                         on_round: Callable[[int], Awaitable[None]] | None = None) -> None:
+    """Publishes the script to JetStream round by round (utterance k of every conversation, then k+1),
+    each with the message id ``<session>/<utterance_id>``; ``rounds`` restricts which rounds."""
+    import nats
+
+    from stream.cluster.jetstream import publish_input
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        n = max(len(u) for u in script.values())
+        for k in rounds if rounds is not None else range(n):
+            t0 = time.monotonic()
+            for session, utts in script.items():
+                if k < len(utts):
+                    await publish_input(js, layout, session, json.dumps(utts[k]).encode(), utts[k]["utterance_id"])
+            if on_round is not None:
+                await on_round(k)
+            if interval_s:
+                await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - t0)))
+    finally:
+        await nc.close()

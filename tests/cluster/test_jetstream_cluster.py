@@ -1,0 +1,94 @@
+"""Worker processes on JetStream (real nats-server, real mosquitto for events): the issue's acceptance tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from stream.cluster.jetstream import Layout
+from tests.contract import check_events
+from tests.support.broker import Mosquitto
+from tests.support.cluster import EventWatch, WorkerProcess, make_script, publish_script, start_js_worker
+from tests.support.nats import NatsServer
+from tests.support.toy_backend import ToyBackend
+
+from .checks import replay
+
+pytestmark = pytest.mark.mqtt
+
+PARTITIONS = 4
+LAYOUT = Layout(partitions=PARTITIONS, priority_timeout_s=1.0, ack_wait_s=2.0)
+ARGS = ("--partitions", str(PARTITIONS), "--priority-timeout-s", "1", "--ack-wait-s", "2", "--standby-delay-s", "2",
+        "--state-every", "3")
+
+
+def start_workers(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path, n: int) -> dict[str, WorkerProcess]:
+    return {f"w{i}": start_js_worker(f"w{i}", nats_server.url, broker.port, tmp_path, *ARGS, "--member", f"{i}/{n}")
+            for i in range(n)}
+
+
+def stop_all(workers: dict[str, WorkerProcess]) -> str:
+    for w in workers.values():
+        w.proc.send_signal(signal.SIGCONT)
+        w.stop()
+    logs = "\n".join(f"--- {w.worker_id}\n{w.log_tail(1500)}" for w in workers.values())
+    assert "Traceback" not in logs, logs
+    return logs
+
+
+def check_exactly_once(watch: EventWatch, script: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Every utterance has events of exactly one content (duplicates are identical), equal to a replay."""
+    run = watch.run
+    check_events(run.events)
+    by_id: dict[str, dict[str, Any]] = {}
+    for ev in run.events:
+        first = by_id.setdefault(ev["event_id"], ev)
+        assert ev == first, f"two different events with id {ev['event_id']}: {ev} vs {first}"
+    by_utt = run.by_utterance()
+    expected = {(s, u["utterance_id"]) for s, utts in script.items() for u in utts}
+    assert set(by_utt) == expected, f"missing {sorted(expected - set(by_utt))[:5]}"
+    assert all(len(v) == 1 for v in by_utt.values())
+    reference = asyncio.run(replay(ToyBackend("replay"), script))
+    bad = [k for k, (ev,) in by_utt.items()
+           if ev["label"] != reference[k]["label"]
+           or any(abs(ev["scores"][c] - reference[k]["scores"][c]) > 1e-9 for c in ev["scores"])]
+    assert not bad, f"{len(bad)} predictions differ from a single-process replay, e.g. {bad[:3]}"
+    assert not watch.errors, watch.errors[:3]
+    return {"events_raw": len(run.events), "unique": len(by_id), "load": dict(run.load())}
+
+
+def test_mqtt_in_events_out_with_two_workers(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
+    """Inputs published with MQTT 3.1.1 to NATS's MQTT listener; events read from the MQTT 5 broker."""
+    script = make_script(8, 6, seed=4)
+    workers = start_workers(nats_server, broker, tmp_path, 2)
+
+    async def scenario() -> EventWatch:
+        async with EventWatch(broker.settings) as watch:
+            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
+            pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="meeting-room", protocol=paho.MQTTv311)
+            pub.connect("127.0.0.1", nats_server.mqtt_port or 0)
+            pub.loop_start()
+            try:
+                for k in range(6):
+                    for session, utts in script.items():
+                        info = pub.publish(f"pcgnet/{session}/in/utterance", json.dumps(utts[k]), qos=1)
+                        await asyncio.to_thread(info.wait_for_publish, 10)
+            finally:
+                pub.loop_stop()
+                pub.disconnect()
+            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
+            return watch
+
+    try:
+        watch = asyncio.run(scenario())
+    finally:
+        logs = stop_all(workers)
+    figures = check_exactly_once(watch, script)
+    assert set(figures["load"]) == {"w0", "w1"}, f"one worker took everything: {figures}\n{logs}"
+    print(figures)
