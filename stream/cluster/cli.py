@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None, *, backend_factory: BackendFactory =
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiomqtt").setLevel(logging.WARNING)
+    logging.getLogger("nats.js.kv").setLevel(logging.ERROR)  # "server may ignore filters" (< 2.10; we pin 2.15)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     try:
         settings = MqttSettings.from_url(args.mqtt, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert,

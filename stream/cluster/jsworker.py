@@ -362,12 +362,17 @@ class JetStreamWorker:
         await msg.ack()
 
     async def _apply(self, loc: _Session, stored: StoredInput, pr: Progress) -> list[SinkFrame]:
-        """Steps the model by one input; updates ``pr`` (steps, recent ids); returns its frames."""
+        """Steps the model by one input; updates ``pr`` (inputs numbered, recent ids); returns its frames.
+
+        Numbering is live.py's: every input that is not a re-sent utterance id takes the next number
+        (a rejected one too), so default utterance ids and event ids are those of a single process.
+        """
         assert loc.conv is not None
         try:
             parsed = parse_utterance(input_topic(loc.session, root=self.layout.root), stored.data,
                                      root=self.layout.root)
         except InboundError as exc:
+            pr.steps += 1  # a rejected input takes its place in the numbering, as in live.py
             return [ErrorFrame(session_id=loc.session, stage=f"cluster[{self.worker_id}].inbound",
                                message=f"input {stored.seq}: {exc.message}", category=ErrorCategory.INPUT)]
         if parsed.utterance_id and parsed.utterance_id in pr.recent:

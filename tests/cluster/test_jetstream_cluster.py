@@ -14,7 +14,13 @@ import pytest
 from stream.cluster.jetstream import Layout
 from tests.contract import check_events
 from tests.support.broker import Mosquitto
-from tests.support.cluster import EventWatch, WorkerProcess, make_script, publish_script, start_js_worker
+from tests.support.cluster import (
+    EventWatch,
+    WorkerProcess,
+    make_script,
+    publish_script,
+    start_js_worker,
+)
 from tests.support.nats import NatsServer
 from tests.support.toy_backend import ToyBackend
 
@@ -92,3 +98,110 @@ def test_mqtt_in_events_out_with_two_workers(nats_server: NatsServer, broker: Mo
     figures = check_exactly_once(watch, script)
     assert set(figures["load"]) == {"w0", "w1"}, f"one worker took everything: {figures}\n{logs}"
     print(figures)
+
+
+def _victim(watch: EventWatch, workers: dict[str, WorkerProcess]) -> str:
+    load = watch.run.load()
+    return max((w for w in load if w in workers), key=lambda w: load[w])
+
+
+def _sessions_of(watch: EventWatch, worker: str) -> set[str]:
+    return {ev["session"] for ev in watch.run.events if ev.get("worker_id") == worker}
+
+
+def test_sigkill_of_the_pinned_worker(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
+    """The survivor takes the dead worker's partitions; every utterance committed once, as a replay."""
+    script = make_script(12, 10, seed=5)
+    workers = start_workers(nats_server, broker, tmp_path, 2)
+    killed: list[str] = []
+
+    async def scenario() -> EventWatch:
+        async with EventWatch(broker.settings) as watch:
+            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
+
+            async def maybe_kill(k: int) -> None:
+                if k == 4:  # mid-meeting; the state blob is every 3 steps, so the survivor replays some
+                    await watch.until(lambda: len(watch.run.events) >= 12 * 5, 30, "rounds 0-4 processed")
+                    victim = _victim(watch, workers)
+                    workers[victim].kill()
+                    killed.append(victim)
+
+            await publish_script(nats_server.url, LAYOUT, script, interval_s=0.05, on_round=maybe_kill)
+            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
+            return watch
+
+    try:
+        watch = asyncio.run(scenario())
+    finally:
+        logs = stop_all(workers)
+    figures = check_exactly_once(watch, script)
+    (victim,) = killed
+    survivor = next(w for w in workers if w != victim)
+    moved = _sessions_of(watch, victim) & _sessions_of(watch, survivor)
+    assert moved, f"no conversation moved to the survivor: {figures}\n{logs}"
+    print(figures, "moved:", len(moved))
+
+
+def test_sigstop_past_the_timeout_then_sigcont(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
+    """A paused worker loses its partitions and is refused when it returns: no double commit, and nothing
+    published after its return for the inputs that arrived since."""
+    script = make_script(12, 10, seed=6)
+    workers = start_workers(nats_server, broker, tmp_path, 2)
+    paused: list[str] = []
+    resumed_at: list[int] = []
+
+    async def scenario() -> EventWatch:
+        async with EventWatch(broker.settings) as watch:
+            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
+
+            async def pause_resume(k: int) -> None:
+                if k == 3:
+                    await watch.until(lambda: len(watch.run.events) >= 12 * 4, 30, "rounds 0-3 processed")
+                    victim = _victim(watch, workers)
+                    workers[victim].proc.send_signal(signal.SIGSTOP)
+                    paused.append(victim)
+                if k == 5:  # the other worker has served the paused one's conversations: resume it
+                    theirs = _sessions_of(watch, paused[0])
+                    await watch.until(lambda: any(ev["session"] in theirs and ev.get("worker_id") != paused[0]
+                                                  for ev in watch.run.events), 30, "takeover of the paused worker")
+                    workers[paused[0]].proc.send_signal(signal.SIGCONT)
+                    resumed_at.append(len(watch.run.events))
+
+            await publish_script(nats_server.url, LAYOUT, script, interval_s=0.05, on_round=pause_resume)
+            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
+            return watch
+
+    try:
+        watch = asyncio.run(scenario())
+    finally:
+        logs = stop_all(workers)
+    figures = check_exactly_once(watch, script)
+    stale = paused[0]
+    late = {(ev["session"], ev["utterance_id"]) for ev in watch.run.events[resumed_at[0]:]
+            if ev.get("worker_id") == stale and int(ev["utterance_id"][1:]) > 6}
+    assert not late, f"the stale worker published events for inputs that arrived after it was replaced: {late}"
+    assert "pin-id mismatch" in workers[stale].log_tail(20000).lower() or "another worker owns" in \
+        workers[stale].log_tail(20000), f"the stale worker was not refused:\n{logs}"
+    print(figures)
+
+
+def test_publisher_restart_mid_meeting_loses_nothing(nats_server: NatsServer, broker: Mosquitto,
+                                                     tmp_path: Path) -> None:
+    """A publisher that restarts and re-sends the meeting from its start: re-sends absorbed, nothing lost."""
+    script = make_script(6, 8, seed=7)
+    workers = start_workers(nats_server, broker, tmp_path, 2)
+
+    async def scenario() -> EventWatch:
+        async with EventWatch(broker.settings) as watch:
+            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
+            await publish_script(nats_server.url, LAYOUT, script, rounds=range(0, 5))  # then it crashes
+            await publish_script(nats_server.url, LAYOUT, script)  # restarted: sends everything again
+            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
+            return watch
+
+    try:
+        watch = asyncio.run(scenario())
+    finally:
+        logs = stop_all(workers)
+    figures = check_exactly_once(watch, script)
+    assert figures["events_raw"] == figures["unique"] == 6 * 8, f"{figures}\n{logs}"
