@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from stream.cluster.statecodec import StateBlob, decode_state, encode_state
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Fenced", "Progress", "ProgressStore", "RECENT_IDS", "session_key"]
 
@@ -60,16 +63,38 @@ class Progress:
 
     @classmethod
     def decode(cls, data: bytes) -> Progress:
-        """Raises ``ValueError`` (one line) for a record that is not a progress object."""
+        """Raises ``ValueError`` (one line) for a record that is not a progress object of the right types."""
         try:
             obj = json.loads(data)
-            return cls(**obj)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"progress record unreadable: {exc}") from None
+        except (RecursionError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"progress record is not JSON ({type(exc).__name__})") from None
+        if not isinstance(obj, dict) or set(obj) - set(_TYPES):
+            raise ValueError("progress record is not an object of the known fields")
+        for name, kind in _TYPES.items():
+            v = obj.get(name)
+            if name in obj and not _is(v, kind):
+                raise ValueError(f"progress field {name} has the wrong type ({type(v).__name__})")
+        return cls(**obj)
 
     def remember(self, utterance_id: str) -> None:
         self.recent.append(utterance_id)
         del self.recent[:-RECENT_IDS]
+
+
+_TYPES: dict[str, str] = {"last_seq": "count", "steps": "count", "recent": "strs", "blob": "str?",
+                          "blob_steps": "count", "blob_seq": "count", "events": "dicts", "worker": "str"}
+
+
+def _is(v: object, kind: str) -> bool:
+    if kind == "count":
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if kind == "strs":
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if kind == "dicts":
+        return isinstance(v, list) and all(isinstance(x, dict) for x in v)
+    if kind == "str?":
+        return v is None or isinstance(v, str)
+    return isinstance(v, str)
 
 
 class ProgressStore:
@@ -85,9 +110,12 @@ class ProgressStore:
             entry = await self.progress.get(session_key(partition, session))
         except KeyNotFoundError:
             return Progress(), 0
-        if entry.value is None:
-            return Progress(), int(entry.revision or 0)
-        return Progress.decode(entry.value), int(entry.revision or 0)
+        revision = int(entry.revision or 0)
+        try:
+            return Progress.decode(entry.value or b"{}"), revision
+        except ValueError as exc:  # start afresh; the revision still fences the writer we replace
+            log.error("conversation %r: %s; its inputs are processed again from the start", session, exc)
+            return Progress(), revision
 
     async def commit(self, partition: int, session: str, progress: Progress, revision: int) -> int:
         """Writes ``progress`` if the key is still at ``revision``; returns the new revision.

@@ -6,13 +6,11 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 
 from stream.cluster.jetstream import Layout
-from tests.contract import check_events
 from tests.support.broker import Mosquitto
 from tests.support.cluster import (
     EventWatch,
@@ -22,9 +20,8 @@ from tests.support.cluster import (
     start_js_worker,
 )
 from tests.support.nats import NatsServer
-from tests.support.toy_backend import ToyBackend
 
-from .checks import replay
+from .checks import check_exactly_once
 
 pytestmark = pytest.mark.mqtt
 
@@ -46,27 +43,6 @@ def stop_all(workers: dict[str, WorkerProcess]) -> str:
     logs = "\n".join(f"--- {w.worker_id}\n{w.log_tail(1500)}" for w in workers.values())
     assert "Traceback" not in logs, logs
     return logs
-
-
-def check_exactly_once(watch: EventWatch, script: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Every utterance has events of exactly one content (duplicates are identical), equal to a replay."""
-    run = watch.run
-    check_events(run.events)
-    by_id: dict[str, dict[str, Any]] = {}
-    for ev in run.events:
-        first = by_id.setdefault(ev["event_id"], ev)
-        assert ev == first, f"two different events with id {ev['event_id']}: {ev} vs {first}"
-    by_utt = run.by_utterance()
-    expected = {(s, u["utterance_id"]) for s, utts in script.items() for u in utts}
-    assert set(by_utt) == expected, f"missing {sorted(expected - set(by_utt))[:5]}"
-    assert all(len(v) == 1 for v in by_utt.values())
-    reference = asyncio.run(replay(ToyBackend("replay"), script))
-    bad = [k for k, (ev,) in by_utt.items()
-           if ev["label"] != reference[k]["label"]
-           or any(abs(ev["scores"][c] - reference[k]["scores"][c]) > 1e-9 for c in ev["scores"])]
-    assert not bad, f"{len(bad)} predictions differ from a single-process replay, e.g. {bad[:3]}"
-    assert not watch.errors, watch.errors[:3]
-    return {"events_raw": len(run.events), "unique": len(by_id), "load": dict(run.load())}
 
 
 def test_mqtt_in_events_out_with_two_workers(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
@@ -205,3 +181,39 @@ def test_publisher_restart_mid_meeting_loses_nothing(nats_server: NatsServer, br
         logs = stop_all(workers)
     figures = check_exactly_once(watch, script)
     assert figures["events_raw"] == figures["unique"] == 6 * 8, f"{figures}\n{logs}"
+
+
+@pytest.mark.slow
+def test_sigkill_with_the_pcgnet_backend(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
+    """The same takeover with the causal PCGNet (tiny deterministic checkpoint, real MiniLM extractor)."""
+    from stream.cluster.pcgnet_backend import PCGNetBackend
+    from tests.support.checkpoints import make_tiny_checkpoint
+
+    ck = make_tiny_checkpoint(tmp_path / "ck", seed=3, hidden=16, n_speakers=4, window_utterances=8)
+    script = make_script(8, 8, seed=2)
+    workers = {f"p{i}": start_js_worker(f"p{i}", nats_server.url, broker.port, tmp_path, *ARGS, "--member",
+                                        f"{i}/2", "--checkpoint", str(ck), toy=False) for i in range(2)}
+    killed: list[str] = []
+
+    async def scenario() -> EventWatch:
+        async with EventWatch(broker.settings) as watch:
+            await watch.until(lambda: watch.online >= set(workers), 240, "workers online")
+
+            async def maybe_kill(k: int) -> None:
+                if k == 4:
+                    await watch.until(lambda: len(watch.run.events) >= 8 * 5, 60, "rounds 0-4 processed")
+                    victim = _victim(watch, workers)
+                    workers[victim].kill()
+                    killed.append(victim)
+
+            await publish_script(nats_server.url, LAYOUT, script, interval_s=0.2, on_round=maybe_kill)
+            await watch.until(lambda: watch.have_all(script), 120, "an event for every utterance")
+            return watch
+
+    try:
+        watch = asyncio.run(scenario())
+    finally:
+        logs = stop_all(workers)
+    figures = check_exactly_once(watch, script, PCGNetBackend.from_checkpoint(ck, worker_id="replay"), atol=2e-5)
+    survivor = next(w for w in workers if w not in killed)
+    assert _sessions_of(watch, killed[0]) & _sessions_of(watch, survivor), f"no takeover: {figures}\n{logs}"
