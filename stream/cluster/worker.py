@@ -109,7 +109,7 @@ class _Session:
     conv: Conversation | None = None
     progress: Progress = field(default_factory=Progress)
     revision: int = 0
-    queue: asyncio.Queue[tuple[Msg, int | None]] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[Msg, int | None] | None] = field(default_factory=asyncio.Queue)  # None: stop
     last_delivered: int | None = None  # stream seq of the last first delivery seen for it in this tenure
     task: asyncio.Task[None] | None = None
 
@@ -183,7 +183,7 @@ class Worker:
             await self._stop.wait()
         finally:
             await life.cancel_all(5.0)  # pull loops first: no new input
-            await self._steps.cancel_all(5.0)
+            await self._finish_steps(10.0)
             await self._unpin_all(nc)
             self.sink.close()  # delivers what it holds, then returns
             if sink is not None:
@@ -192,6 +192,23 @@ class Worker:
             with contextlib.suppress(Exception):
                 await nc.drain()
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
+
+    async def _finish_steps(self, timeout_s: float) -> None:
+        """A graceful exit: each conversation finishes its step in progress; inputs still queued are
+        handed back (NAK: redelivered to the next holder at once, not after the ack wait)."""
+        tasks = []
+        for loc in list(self.sessions.values()):
+            while not loc.queue.empty():
+                item = loc.queue.get_nowait()
+                if item is not None:
+                    with contextlib.suppress(Exception):
+                        await item[0].nak()
+            loc.queue.put_nowait(None)
+            if loc.task is not None:
+                tasks.append(loc.task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        await self._steps.cancel_all(5.0)
 
     def _failed(self, name: str, exc: BaseException) -> None:
         self.fatal = f"{name}: {type(exc).__name__}: {exc}"
@@ -304,14 +321,16 @@ class Worker:
             await self._open(loc)
             while True:
                 try:
-                    msg, pred = await asyncio.wait_for(loc.queue.get(), self.params.idle_release_s)
+                    item = await asyncio.wait_for(loc.queue.get(), self.params.idle_release_s)
                 except TimeoutError:
                     if loc.queue.empty():
                         log.info("worker %s: %r idle, released from memory", self.worker_id, loc.session)
                         self._drop(loc)
                         return
                     continue
-                await self._handle(loc, msg, pred)
+                if item is None:  # shutdown: the step in progress is done
+                    return
+                await self._handle(loc, *item)
         except Fenced as exc:
             self.stats.fenced += 1
             log.warning("worker %s: %s: another worker owns it; dropped", self.worker_id, exc)

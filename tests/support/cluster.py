@@ -209,9 +209,11 @@ class EventWatch:
 
 async def publish_script(nats_url: str, layout: Any, script: dict[str, list[dict[str, Any]]], *,
                          interval_s: float = 0.0, rounds: range | None = None,
-                         on_round: Callable[[int], Awaitable[None]] | None = None) -> None:
+                         on_round: Callable[[int], Awaitable[None]] | None = None,
+                         sent_at: dict[tuple[str, str], float] | None = None) -> None:
     """Publishes the script to JetStream round by round (utterance k of every conversation, then k+1),
-    each with the message id ``<session>/<utterance_id>``; ``rounds`` restricts which rounds."""
+    each with the message id ``<session>/<utterance_id>``; ``rounds`` restricts which rounds; ``sent_at``
+    receives the time each utterance was first acknowledged by the stream."""
     import nats
 
     from stream.cluster.jetstream import publish_input
@@ -225,6 +227,8 @@ async def publish_script(nats_url: str, layout: Any, script: dict[str, list[dict
             for session, utts in script.items():
                 if k < len(utts):
                     await publish_input(js, layout, session, json.dumps(utts[k]).encode(), utts[k]["utterance_id"])
+                    if sent_at is not None:
+                        sent_at.setdefault((session, utts[k]["utterance_id"]), time.time())
             if on_round is not None:
                 await on_round(k)
             if interval_s:
