@@ -69,7 +69,7 @@ class Bench:
     def worker_args(self, i: int, n: int) -> list[str]:
         a = ["--partitions", str(self.args.partitions), "--member", f"{i}/{n}", "--log-level", "WARNING",
              "--priority-timeout-s", str(self.args.priority_timeout_s), "--ack-wait-s", str(self.args.ack_wait_s),
-             "--state-every", str(self.args.state_every), "--standby-delay-s", "2"]
+             "--state-every", str(self.args.state_every), "--standby-delay-s", "60"]
         return a + (["--checkpoint", str(self.ck)] if self.ck else [])
 
     async def start(self, ids: list[str], watch: EventWatch) -> dict[str, WorkerProcess]:
@@ -162,7 +162,7 @@ async def run_all(args: argparse.Namespace, tmp: Path, ck: Path | None) -> dict[
     with NatsServer(tmp / "nats") as nats, Mosquitto(tmp / "mosquitto") as broker:
         bench = Bench(args, tmp, nats, broker, ck)
         base = None
-        for n in [int(x) for x in args.workers.split(",")]:
+        for n in [int(x) for x in args.workers.split(",") if x]:
             r = await bench.throughput(n)
             base = base or r["utt_per_s"]
             r["ratio_to_1"] = r["utt_per_s"] / base

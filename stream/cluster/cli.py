@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="this worker's index I in a static mapping of M members: it takes partitions p %% M == I")
     ap.add_argument("--no-standby", action="store_true",
                     help="pull only this member's own partitions (no hot standby for the others)")
-    ap.add_argument("--standby-delay-s", type=float, default=3.0,
+    ap.add_argument("--standby-delay-s", type=float, default=30.0,
                     help="a standby starts pulling a partition nobody holds after this (s)")
     ap.add_argument("--priority-timeout-s", type=float, default=5.0,
                     help="a worker that stops pulling this long loses its partitions to a standby (s)")

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Fenced", "Progress", "ProgressStore", "RECENT_IDS", "session_key"]
 
-RECENT_IDS = 256  # utterance ids remembered per conversation for de-duplication
+RECENT_IDS = 64  # utterance ids remembered per conversation (re-sends older than the stream's 1 h window)
 
 
 class Fenced(Exception):
@@ -151,7 +151,6 @@ class ProgressStore:
         return decode_state(entry.value or b"", expect_session=session, max_bytes=self.max_state_bytes)
 
     async def drop_blob(self, key: str) -> None:
-        try:
-            await self.state.purge(key)
-        except KeyNotFoundError:
-            pass
+        """Removes a blob nobody resumes from any more; the purge marker itself expires after a minute
+        (per-message TTL, server 2.11+), so replaced blobs leave nothing behind."""
+        await self.state.purge(key, msg_ttl=60.0)

@@ -74,7 +74,7 @@ class NodeParams:
     member: int = 0
     members: int = 1
     standby: bool = True
-    standby_delay_s: float = 3.0
+    standby_delay_s: float = 30.0
     state_every: int = 8
     idle_release_s: float = 600.0
     batch: int = 64

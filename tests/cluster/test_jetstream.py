@@ -10,6 +10,7 @@ from typing import Any
 import nats
 import paho.mqtt.client as paho
 import pytest
+from nats.js.errors import KeyNotFoundError
 
 from stream.cluster.jetstream import (
     Layout,
@@ -159,4 +160,7 @@ def test_progress_is_compare_and_set(nats_server: NatsServer) -> None:
                                              {"h": np.arange(4.0)}))
         blob = await store.get_blob("meeting.1", key)
         assert blob.epoch == 2 and blob.next_seq == 8 and list(blob.arrays["h"]) == [0, 1, 2, 3]
+        await store.drop_blob(key)
+        with pytest.raises(KeyNotFoundError):
+            await store.get_blob("meeting.1", key)
     run(nats_server, body)

@@ -217,3 +217,32 @@ def test_sigkill_with_the_pcgnet_backend(nats_server: NatsServer, broker: Mosqui
     figures = check_exactly_once(watch, script, PCGNetBackend.from_checkpoint(ck, worker_id="replay"), atol=2e-5)
     survivor = next(w for w in workers if w not in killed)
     assert _sessions_of(watch, killed[0]) & _sessions_of(watch, survivor), f"no takeover: {figures}\n{logs}"
+
+
+def test_a_joining_worker_does_not_take_a_live_conversation(nats_server: NatsServer, broker: Mosquitto,
+                                                             tmp_path: Path) -> None:
+    """Nothing expires ownership: a worker that joins while conversations run (however old they are) gets
+    no partition that another worker holds, so every conversation keeps one owner."""
+    script = make_script(8, 8, seed=8)
+    first = start_js_worker("w0", nats_server.url, broker.port, tmp_path, *ARGS, "--member", "0/2")
+    workers = {"w0": first}
+
+    async def scenario() -> EventWatch:
+        async with EventWatch(broker.settings) as watch:
+            await watch.until(lambda: "w0" in watch.online, 60, "w0 online")
+            await publish_script(nats_server.url, LAYOUT, script, rounds=range(0, 4))
+            half = {s: u[:4] for s, u in script.items()}
+            await watch.until(lambda: watch.have_all(half), 60, "the first half, by w0 alone")
+            workers["w1"] = start_js_worker("w1", nats_server.url, broker.port, tmp_path, *ARGS, "--member", "1/2")
+            await watch.until(lambda: "w1" in watch.online, 60, "w1 online")
+            await publish_script(nats_server.url, LAYOUT, script, rounds=range(4, 8))
+            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
+            return watch
+
+    try:
+        watch = asyncio.run(scenario())
+    finally:
+        logs = stop_all(workers)
+    check_exactly_once(watch, script)
+    owners = watch.run.workers_of()
+    assert all(ws == {"w0"} for ws in owners.values()), f"a conversation changed hands on a join: {owners}\n{logs}"
