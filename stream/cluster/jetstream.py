@@ -31,8 +31,8 @@ from nats.js.errors import NotFoundError
 
 from stream.mqtt.topics import DEFAULT_ROOT, decode_level, topic_level
 
-__all__ = ["Layout", "PinLost", "PinnedPuller", "StoredInput", "create_all", "next_input", "publish_input",
-           "session_of", "subject_token"]
+__all__ = ["Layout", "PinLost", "PinnedPuller", "StoredInput", "create_all", "next_input", "pinned", "publish_input",
+           "session_of", "subject_token", "unpin"]
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,18 @@ async def next_input(js: JetStreamContext, layout: Layout, subject: str, from_se
     except NotFoundError:
         return None
     return StoredInput(int(m.seq or 0), str(m.subject), bytes(m.data or b""))
+
+
+async def pinned(nc: NatsClient, layout: Layout, partition: int) -> bool:
+    """Whether the server has pinned the partition's consumer to a puller (anyone)."""
+    resp = await nc.request(f"$JS.API.CONSUMER.INFO.{layout.stream}.{layout.consumer(partition)}", b"", timeout=5)
+    groups = json.loads(resp.data).get("priority_groups") or []
+    return any(g.get("pinned_client_id") for g in groups)
+
+
+async def unpin(nc: NatsClient, layout: Layout, partition: int) -> None:
+    """Asks the server to unpin a partition now (a graceful exit), so a standby takes it at once."""
+    await _api(nc, f"$JS.API.CONSUMER.UNPIN.{layout.stream}.{layout.consumer(partition)}", {"group": GROUP})
 
 
 class PinnedPuller:

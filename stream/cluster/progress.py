@@ -27,10 +27,11 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from stream.cluster.statecodec import StateBlob, decode_state, encode_state
+from stream.frames import EventFrame, EventKind
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Fenced", "Progress", "ProgressStore", "RECENT_IDS", "session_key"]
+__all__ = ["RECENT_IDS", "Fenced", "Progress", "ProgressStore", "event_frame", "event_record", "session_key"]
 
 RECENT_IDS = 64  # utterance ids remembered per conversation (re-sends older than the stream's 1 h window)
 
@@ -97,6 +98,16 @@ def _is(v: object, kind: str) -> bool:
     return isinstance(v, str)
 
 
+def event_record(frame: EventFrame) -> dict[str, Any]:
+    """An event as stored in the progress record (re-published verbatim by a new owner)."""
+    return {"kind": frame.kind.value, "payload": frame.payload, "speaker": frame.speaker}
+
+
+def event_frame(session: str, rec: dict[str, Any]) -> EventFrame:
+    """Inverse of :func:`event_record` (``KeyError``/``ValueError`` for a record that is not one)."""
+    return EventFrame(session_id=session, kind=EventKind(rec["kind"]), payload=rec["payload"], speaker=rec["speaker"])
+
+
 class ProgressStore:
     """The progress and state buckets of one cluster."""
 
@@ -134,6 +145,25 @@ class ProgressStore:
             if "wrong last sequence" in str(exc).lower() or "key exists" in str(exc).lower():
                 raise Fenced(f"conversation {session!r}: progress exists (revision {revision} is stale)") from None
             raise
+
+    async def fence(self, partition: int) -> int:
+        """Rewrites every progress record of a partition (one compare-and-set each) so that a commit begun
+        by the partition's previous holder fails; returns how many there were."""
+        try:
+            keys = await self.progress.keys(filters=[f"{partition}.>"])
+        except Exception:  # noqa: BLE001 - nats-py raises NoKeysError for an empty bucket
+            keys = []
+        for key in keys:
+            while True:
+                try:
+                    entry = await self.progress.get(key)
+                    await self.progress.update(key, entry.value or b"", last=int(entry.revision or 0))
+                    break
+                except KeyNotFoundError:
+                    break
+                except KeyWrongLastSequenceError:
+                    continue  # the old holder committed meanwhile: read again
+        return len(keys)
 
     async def put_blob(self, blob: StateBlob) -> str:
         """Stores a state blob under a key of its own; returns the key.

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -39,10 +38,19 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
 from stream.cluster.backend import Conversation, ConversationBackend, Snapshot
-from stream.cluster.jetstream import Layout, PinLost, PinnedPuller, StoredInput, create_all, next_input
-from stream.cluster.progress import Fenced, Progress, ProgressStore
+from stream.cluster.jetstream import (
+    Layout,
+    PinLost,
+    PinnedPuller,
+    StoredInput,
+    create_all,
+    next_input,
+    pinned,
+    unpin,
+)
+from stream.cluster.progress import Fenced, Progress, ProgressStore, event_frame, event_record
 from stream.cluster.statecodec import StateBlob, StateError
-from stream.frames import ErrorCategory, ErrorFrame, EventFrame, EventKind
+from stream.frames import ErrorCategory, ErrorFrame, EventFrame
 from stream.mqtt.inbound import InboundError, parse_utterance
 from stream.mqtt.topics import input_topic
 from stream.params import WorkerParams
@@ -112,15 +120,6 @@ class _Session:
     queue: asyncio.Queue[tuple[Msg, int | None] | None] = field(default_factory=asyncio.Queue)  # None: stop
     last_delivered: int | None = None  # stream seq of the last first delivery seen for it in this tenure
     task: asyncio.Task[None] | None = None
-
-
-def event_record(frame: EventFrame) -> dict[str, Any]:
-    """An event as stored in the progress record (re-published verbatim by a new owner)."""
-    return {"kind": frame.kind.value, "payload": frame.payload, "speaker": frame.speaker}
-
-
-def event_frame(session: str, rec: dict[str, Any]) -> EventFrame:
-    return EventFrame(session_id=session, kind=EventKind(rec["kind"]), payload=rec["payload"], speaker=rec["speaker"])
 
 
 class Worker:
@@ -218,8 +217,7 @@ class Worker:
         """A graceful exit hands its partitions over at once instead of after the priority timeout."""
         for part in sorted(self.held):
             with contextlib.suppress(Exception):
-                await nc.request(f"$JS.API.CONSUMER.UNPIN.{self.layout.stream}.{self.layout.consumer(part)}",
-                                 b'{"group":"pcgnet"}', timeout=2)
+                await unpin(nc, self.layout, part)
         self.held.clear()
 
     # -- partitions -----------------------------------------------------------------------------------
@@ -228,7 +226,7 @@ class Worker:
         assert self._nc is not None
         if delay_s:  # a standby: wait until the partition's own member holds it (or it stays unheld)
             deadline = time.monotonic() + delay_s
-            while time.monotonic() < deadline and not self._stop.is_set() and not await self._pinned(part):
+            while time.monotonic() < deadline and not self._stop.is_set() and not await pinned(self._nc, self.layout, part):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 0.25)
         puller = PinnedPuller(self._nc, self.layout, part)
@@ -245,37 +243,14 @@ class Worker:
                 log.warning("worker %s: %s; its conversations are another worker's now", self.worker_id, exc)
                 self._lose(part)
 
-    async def _pinned(self, part: int) -> bool:
-        """Whether the server has pinned the partition's consumer to someone."""
-        assert self._nc is not None
-        resp = await self._nc.request(f"$JS.API.CONSUMER.INFO.{self.layout.stream}.{self.layout.consumer(part)}",
-                                      b"", timeout=5)
-        groups = json.loads(resp.data).get("priority_groups") or []
-        return any(g.get("pinned_client_id") for g in groups)
-
     async def _gain(self, part: int) -> None:
         """Fence: bump every progress record of the partition, so the previous holder's commits fail."""
         assert self._store is not None
         self._lose(part)  # anything left of an earlier tenure is stale
         self.held.add(part)
         self.stats.partitions_gained += 1
-        kv = self._store.progress
-        try:
-            keys = await kv.keys(filters=[f"{part}.>"])
-        except Exception:  # noqa: BLE001 - nats-py raises NoKeysError for an empty bucket
-            keys = []
-        for key in keys:
-            while True:
-                try:
-                    entry = await kv.get(key)
-                    await kv.update(key, entry.value or b"", last=int(entry.revision or 0))
-                    break
-                except KeyNotFoundError:
-                    break
-                except Exception as exc:  # noqa: BLE001 - the old holder committed meanwhile: read again
-                    if "wrong last sequence" not in str(exc).lower():
-                        raise
-        log.info("worker %s: holds partition %d (%d conversation(s) fenced)", self.worker_id, part, len(keys))
+        fenced = await self._store.fence(part)
+        log.info("worker %s: holds partition %d (%d conversation(s) fenced)", self.worker_id, part, fenced)
 
     def _lose(self, part: int) -> None:
         if part in self.held:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from stream.cluster.progress import RECENT_IDS, Progress, session_key
+from stream.cluster.progress import RECENT_IDS, Progress, event_frame, event_record, session_key
 from stream.cluster.statecodec import StateBlob, StateError, decode_state, encode_state
-from stream.cluster.worker import NodeParams, event_frame, event_record
+from stream.cluster.worker import NodeParams
 from stream.frames import EventFrame, EventKind
 
 
