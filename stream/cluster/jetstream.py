@@ -175,11 +175,11 @@ async def next_input(js: JetStreamContext, layout: Layout, subject: str, from_se
     return StoredInput(int(m.seq or 0), str(m.subject), bytes(m.data or b""))
 
 
-async def pinned(nc: NatsClient, layout: Layout, partition: int) -> bool:
-    """Whether the server has pinned the partition's consumer to a puller (anyone)."""
+async def pinned(nc: NatsClient, layout: Layout, partition: int) -> str | None:
+    """The pin id the server gave the partition's consumer (None: nobody holds it)."""
     resp = await nc.request(f"$JS.API.CONSUMER.INFO.{layout.stream}.{layout.consumer(partition)}", b"", timeout=5)
     groups = json.loads(resp.data).get("priority_groups") or []
-    return any(g.get("pinned_client_id") for g in groups)
+    return next((str(g["pinned_client_id"]) for g in groups if g.get("pinned_client_id")), None)
 
 
 async def unpin(nc: NatsClient, layout: Layout, partition: int) -> None:

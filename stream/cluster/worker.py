@@ -141,7 +141,7 @@ class Worker:
         self.incarnation = f"{params.worker_id}#{secrets.token_hex(4)}"
         self.stats = NodeStats()
         self.sessions: dict[str, _Session] = {}
-        self.held: set[int] = set()
+        self.held: dict[int, str | None] = {}  # partition -> our pin id
         self.ready = asyncio.Event()  # set once this worker pulls its own partitions
         self.fatal: str | None = None
         self._stop = asyncio.Event()
@@ -215,9 +215,10 @@ class Worker:
 
     async def _unpin_all(self, nc: NatsClient) -> None:
         """A graceful exit hands its partitions over at once instead of after the priority timeout."""
-        for part in sorted(self.held):
+        for part, pin in sorted(self.held.items()):
             with contextlib.suppress(Exception):
-                await unpin(nc, self.layout, part)
+                if pin and await pinned(nc, self.layout, part) == pin:  # still ours (not after a server restart)
+                    await unpin(nc, self.layout, part)
         self.held.clear()
 
     # -- partitions -----------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class Worker:
         assert self._nc is not None
         if delay_s:  # a standby: wait until the partition's own member holds it (or it stays unheld)
             deadline = time.monotonic() + delay_s
-            while time.monotonic() < deadline and not self._stop.is_set() and not await pinned(self._nc, self.layout, part):
+            while time.monotonic() < deadline and not self._stop.is_set() and await pinned(self._nc, self.layout, part) is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 0.25)
         puller = PinnedPuller(self._nc, self.layout, part)
@@ -237,17 +238,23 @@ class Worker:
                 async for msg in puller.messages(self.params.batch, expires):
                     if puller.pin_id != pin:
                         pin = puller.pin_id
-                        await self._gain(part)
+                        await self._gain(part, pin)
                     self._dispatch(part, msg)
             except PinLost as exc:
                 log.warning("worker %s: %s; its conversations are another worker's now", self.worker_id, exc)
                 self._lose(part)
+            except (nats.errors.Error, OSError, TimeoutError) as exc:  # NATS away or slow: pull again
+                log.warning("worker %s: partition %d: %s: %s; pulling again", self.worker_id, part,
+                            type(exc).__name__, exc)
+                self._lose(part)  # its conversations reopen from their committed progress
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.5)
 
-    async def _gain(self, part: int) -> None:
+    async def _gain(self, part: int, pin: str | None) -> None:
         """Fence: bump every progress record of the partition, so the previous holder's commits fail."""
         assert self._store is not None
         self._lose(part)  # anything left of an earlier tenure is stale
-        self.held.add(part)
+        self.held[part] = pin
         self.stats.partitions_gained += 1
         fenced = await self._store.fence(part)
         log.info("worker %s: holds partition %d (%d conversation(s) fenced)", self.worker_id, part, fenced)
@@ -255,7 +262,7 @@ class Worker:
     def _lose(self, part: int) -> None:
         if part in self.held:
             self.stats.partitions_lost += 1
-        self.held.discard(part)
+        self.held.pop(part, None)
         for s in [s for s, loc in self.sessions.items() if loc.partition == part]:
             self._drop(self.sessions[s])
 
@@ -309,6 +316,12 @@ class Worker:
         except Fenced as exc:
             self.stats.fenced += 1
             log.warning("worker %s: %s: another worker owns it; dropped", self.worker_id, exc)
+            self._drop(loc)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            # Nothing of the failed step was acked: the input comes back after the ack wait and the
+            # conversation reopens from its committed progress.
+            log.warning("worker %s: %r: %s: %s; dropped until its next input", self.worker_id, loc.session,
+                        type(exc).__name__, exc)
             self._drop(loc)
 
     async def _open(self, loc: _Session) -> None:

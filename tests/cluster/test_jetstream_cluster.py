@@ -261,3 +261,28 @@ def test_a_joining_worker_does_not_take_a_live_conversation(nats_server: NatsSer
     check_exactly_once(watch, script)
     owners = watch.run.workers_of()
     assert all(ws == {"w0"} for ws in owners.values()), f"a conversation changed hands on a join: {owners}\n{logs}"
+
+
+def test_nats_server_restart_mid_meeting(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
+    """SIGKILL of the (single, file-backed) nats-server and a restart: the workers reconnect and every
+    utterance is committed once, as a replay predicts."""
+    script = make_script(6, 8, seed=9)
+    workers = start_workers(nats_server, broker, tmp_path, 2)
+
+    async def scenario() -> EventWatch:
+        async with EventWatch(broker.settings) as watch:
+            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
+            await publish_script(nats_server.url, LAYOUT, script, rounds=range(0, 4))
+            await watch.until(lambda: watch.have_all({s: u[:4] for s, u in script.items()}), 60, "rounds 0-3")
+            nats_server.kill()
+            nats_server.start()
+            await publish_script(nats_server.url, LAYOUT, script, rounds=range(4, 8))
+            await watch.until(lambda: watch.have_all(script), 90, "an event for every utterance")
+            return watch
+
+    try:
+        watch = asyncio.run(scenario())
+    finally:
+        logs = stop_all(workers)
+    figures = check_exactly_once(watch, script)
+    assert figures["unique"] == 6 * 8, logs
