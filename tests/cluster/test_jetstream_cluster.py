@@ -286,3 +286,35 @@ def test_nats_server_restart_mid_meeting(nats_server: NatsServer, broker: Mosqui
         logs = stop_all(workers)
     figures = check_exactly_once(watch, script)
     assert figures["unique"] == 6 * 8, logs
+
+
+def test_sigterm_hands_partitions_over_at_once(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
+    """A graceful stop finishes its steps, NAKs what it queued and unpins its partitions: with a priority
+    timeout and an ack wait of 120 s, the other worker still serves the rest of the meeting within 30 s."""
+    script = make_script(8, 8, seed=10)
+    slow = ("--partitions", str(PARTITIONS), "--priority-timeout-s", "120", "--ack-wait-s", "120",
+            "--standby-delay-s", "2")
+    workers = {f"w{i}": start_js_worker(f"w{i}", nats_server.url, broker.port, tmp_path, *slow, "--member", f"{i}/2")
+               for i in range(2)}
+    layout = Layout(partitions=PARTITIONS, priority_timeout_s=120, ack_wait_s=120)
+    stopped: list[str] = []
+
+    async def scenario() -> EventWatch:
+        async with EventWatch(broker.settings) as watch:
+            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
+            await publish_script(nats_server.url, layout, script, rounds=range(0, 4))
+            await watch.until(lambda: watch.have_all({s: u[:4] for s, u in script.items()}), 60, "rounds 0-3")
+            victim = _victim(watch, workers)
+            assert workers[victim].stop() == 0
+            stopped.append(victim)
+            await publish_script(nats_server.url, layout, script, rounds=range(4, 8))
+            await watch.until(lambda: watch.have_all(script), 30, "the rest, served by the other worker")
+            return watch
+
+    try:
+        watch = asyncio.run(scenario())
+    finally:
+        logs = stop_all(workers)
+    check_exactly_once(watch, script)
+    survivor = next(w for w in workers if w not in stopped)
+    assert _sessions_of(watch, stopped[0]) & _sessions_of(watch, survivor), logs
