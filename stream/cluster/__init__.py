@@ -1,36 +1,34 @@
-"""Scale-out: many analyzer workers behind one MQTT 5 broker, each conversation owned by one worker.
+"""Scale-out on NATS JetStream: many analyzer workers, each conversation stepped by one of them at a time.
 
-Modules: ``records`` (topics and retained records), ``ownership`` (the no-two-owners rule),
-``sequencer`` (exactly-once, in-order inputs), ``statecodec`` (the state blob), ``backend`` (the seam to
-the model), ``worker`` (the process), ``feeder`` (publishing inputs that survive a hand-off),
-``pcgnet_backend`` (the causal PCGNet behind the seam). Deployment: docs/deployment.md.
+JetStream does the distributed part: the durable, partitioned input log with de-duplication, one pinned
+puller per partition (refusing a stale one), and compare-and-set progress. Modules: ``jetstream`` (the
+stream, consumers, buckets and the pinned pull), ``progress`` (the per-conversation progress record and
+state blobs), ``statecodec`` (the state blob, safetensors), ``backend`` (the seam to the model),
+``worker`` (the processing loop), ``pcgnet_backend`` (the causal PCGNet behind the seam), ``cli``
+(``live.py --worker``). Deployment: docs/deployment.md.
 """
 
 from __future__ import annotations
 
 from stream.cluster.backend import Conversation, ConversationBackend, Snapshot
-from stream.cluster.feeder import Feeder
-from stream.cluster.ownership import ClusterView
-from stream.cluster.records import AckRecord, OwnerRecord, WorkerRecord
-from stream.cluster.sequencer import Sequencer
+from stream.cluster.jetstream import Layout
+from stream.cluster.progress import Fenced, Progress, ProgressStore
 from stream.cluster.statecodec import StateBlob, StateError, decode_state, encode_state
-from stream.cluster.worker import Worker
-from stream.params import WorkerParams
+from stream.cluster.worker import NodeParams, NodeStats, Worker
 
 __all__ = [
-    "AckRecord",
-    "ClusterView",
     "Conversation",
     "ConversationBackend",
-    "Feeder",
-    "OwnerRecord",
-    "Sequencer",
+    "Fenced",
+    "Layout",
+    "NodeParams",
+    "NodeStats",
+    "Progress",
+    "ProgressStore",
     "Snapshot",
     "StateBlob",
     "StateError",
     "Worker",
-    "WorkerParams",
-    "WorkerRecord",
     "decode_state",
     "encode_state",
 ]

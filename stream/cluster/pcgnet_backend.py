@@ -133,7 +133,7 @@ class _PCGNetConversation:
     async def snapshot(self) -> Snapshot:
         import torch
 
-        st = self.backend.analyzer.sessions[self.session]
+        st = self.backend.analyzer.session(self.session)
         arrays: dict[str, np.ndarray] = {}
         ints: dict[str, int] = {}
         for k, v in st.model_state.to_tensors().items():

@@ -1,14 +1,15 @@
 """The conversation state blob: one safetensors file, header metadata in JSON, never pickle.
 
-A new owner resumes a conversation from this blob (retained on ``<root>/<s>/state``), so it carries
-everything the next step depends on: the backend's arrays (the model's window, recurrent state, speaker
-slots and personas as ``ConversationState.to_tensors()`` gives them) plus a JSON header with the
-sequencer position, the epoch that wrote it and the backend's own small metadata (header key "engine").
+A worker that takes a conversation over resumes from this blob (in the JetStream state bucket,
+:mod:`stream.cluster.progress`), so it carries everything the next step depends on: the backend's arrays
+(the model's window, recurrent state, speaker slots and personas as ``ConversationState.to_tensors()``
+gives them) plus a JSON header with the position in the input stream, the step count and the backend's
+own small metadata (header key "engine").
 
 Layout: a standard safetensors file (8-byte little-endian header length, JSON header, raw buffers);
 the cluster header is the JSON string under ``__metadata__["pcgnet.cluster"]``. Any safetensors reader
 can inspect it, and decoding never executes code. Blobs above ``max_bytes`` are refused on both sides,
-so one conversation cannot make a retained message that hurts the broker.
+so one conversation cannot make a value that hurts the server.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ class StateBlob:
 
     Attributes:
         session: The conversation it belongs to (checked against the topic).
-        epoch: Owner epoch that wrote it (a new owner refuses blobs from a higher epoch than its own).
+        epoch: Inputs numbered up to this blob (the header key keeps its wire name "epoch").
         worker: Worker that wrote it.
-        next_seq: First input not included.
-        recent: Keys of recently processed inputs (de-duplication window).
+        next_seq: Stream sequence after the last input the blob includes (replay starts there).
+        recent: Utterance ids seen lately (de-duplication of re-sends).
         engine: The backend's JSON metadata (ints, ids, names; see ``Snapshot.meta``); named after its
             header key, which is wire format.
         arrays: The backend's arrays.

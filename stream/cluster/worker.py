@@ -1,478 +1,453 @@
-"""A headless analyzer worker: takes conversations from the broker, analyses them, hands them over.
+"""A cluster worker on NATS JetStream: pulls its partitions, steps their conversations, commits each step.
 
-One worker = one MQTT 5 connection + one backend (the model) + the conversations it owns. Many workers
-share one broker; none of them talks to another directly. The protocol (docs/deployment.md):
+JetStream does the distributed part (:mod:`stream.cluster.jetstream`): inputs are a durable stream
+partitioned by session; each partition's consumer is pinned to one puller at a time and refuses a
+stale one; progress is a KV record written with compare-and-set. What is left here is the processing
+loop (docs/deployment.md):
 
-* **Assignment.** Every worker subscribes ``$share/<group>/<root>/+/in/utterance``; the broker gives
-  each input to exactly one of them. An input of a conversation nobody (alive) owns makes its receiver
-  claim it (:mod:`stream.cluster.ownership`): subscribe to the conversation's own input topic, publish a
-  retained owner record with the next epoch, wait a settle period, keep it if the claim still ranks
-  highest. Inputs of conversations owned by a live worker are ignored by everybody else: the owner
-  gets them through its own subscription.
-* **Liveness.** A retained online record per worker life, with a retained "offline" last will. When a
-  life ends, each survivor computes the same rendezvous-hash adopter for each orphaned conversation, and
-  that adopter claims it at once (before the next input arrives).
-* **State hand-off.** After each batch of steps the owner publishes the conversation's state blob
-  (retained, :mod:`stream.cluster.statecodec`) and then an ack record ``next_seq``. A new owner
-  subscribes to the state topic before claiming and resumes from the latest blob.
-* **Exactly-once effect.** Inputs are admitted by a :class:`~stream.cluster.sequencer.Sequencer` (seq
-  order, duplicates dropped); events are published before the state that includes them, and event ids
-  are deterministic, so a step repeated after a crash repeats identical events with identical ids.
-  Publishers keep inputs until acked and re-send those at or above an ack from a new epoch
-  (:mod:`stream.cluster.feeder`), so inputs that were in flight to a dying owner are not lost.
+* **Partitions.** Member ``i`` of ``M`` pulls partitions ``p % M == i`` at once and, as a hot standby,
+  all the others after ``standby_delay_s``; the server pins each partition to one of its pullers and
+  gives it to a standby when the pinned one stops pulling for ``priority_timeout``. On gaining a
+  partition the worker bumps the revision of every progress record of that partition (a *fence*), so a
+  worker that was paused or cut off cannot commit a step it began before.
+* **A step.** For each input (stream order per session; a gap, e.g. inputs delivered to a dead
+  worker and not yet redelivered, is filled by reading the stream by subject): the model steps, then
+  one compare-and-set writes the progress with this step's events, then the events go to the MQTT
+  broker through :class:`~stream.sinks.mqtt.MqttSink` (the documented contract), then the input is
+  acked. A refused write (:class:`~stream.cluster.progress.Fenced`) drops the conversation: nothing of
+  that step is published.
+* **State.** Every ``state_every`` steps the backend's snapshot goes to the state bucket before the
+  progress that points to it. A worker that opens a conversation resumes from that blob, replays the
+  inputs after it (no events: they are out) and re-publishes the last step's stored events (they may
+  not have left the previous owner): events are at-least-once with identical content and ids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Coroutine
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
 
-from stream.cluster.backend import ConversationBackend, Snapshot
-from stream.cluster.inputs import Input, LocalConversation, dedupe_key, seq_of
-from stream.cluster.ownership import ClusterView
-from stream.cluster.processing import Processing, WorkerStats
-from stream.cluster.records import (
-    AckRecord,
-    OwnerRecord,
-    RecordError,
-    WorkerRecord,
-    seq_properties,
+from stream.cluster.backend import Conversation, ConversationBackend, Snapshot
+from stream.cluster.jetstream import (
+    Layout,
+    PinLost,
+    PinnedPuller,
+    StoredInput,
+    create_all,
+    next_input,
+    pinned,
+    unpin,
 )
-from stream.cluster.sequencer import Sequencer
-from stream.cluster.statecodec import StateBlob, StateError, decode_state
-from stream.frames import ErrorFrame
-from stream.mqtt.backoff import Backoff
-from stream.mqtt.client import expiry_properties, payload_bytes, run_reconnecting
-from stream.mqtt.inbound import ErrorRateLimiter, InboundError, InboundUtterance, parse_utterance
-from stream.mqtt.settings import MqttSettings
-from stream.mqtt.topics import (
-    ack_topic,
-    input_topic,
-    owner_filter,
-    owner_topic,
-    session_from_topic,
-    shared_input_filter,
-    state_topic,
-    sync_topic,
-    worker_filter,
-    worker_topic,
-)
+from stream.cluster.progress import Fenced, Progress, ProgressStore, event_frame, event_record
+from stream.cluster.statecodec import StateBlob, StateError
+from stream.frames import ErrorCategory, ErrorFrame, EventFrame
+from stream.mqtt.inbound import InboundError, parse_utterance
+from stream.mqtt.topics import input_topic
 from stream.params import WorkerParams
+from stream.sinks.base import Sink, SinkFrame
 from stream.tasks import OnError, Supervisor
 
-__all__ = ["Worker"]
+__all__ = ["NodeParams", "NodeStats", "Worker"]
 
-log = logging.getLogger(__name__)
-
-CANCEL_TIMEOUT_S = 5.0  # lead: WorkerParams.cancel_timeout_s once params.py is open again
+log = logging.getLogger("stream.cluster.worker")
 
 
-class Worker(Processing):
-    """One cluster worker (see the module docstring for the protocol).
+@dataclass(frozen=True)
+class NodeParams:
+    """Tunables of one JetStream worker (units in the names).
 
     Args:
-        settings: Broker connection (``--mqtt``); the client id is set per connection.
-        backend: What analyses conversations.
+        worker_id: Stable name (in events as ``worker_id``).
+        member / members: This worker's index in the static partition mapping, and the mapping's size.
+        standby: Also pull every other partition (taken over when its worker stops pulling).
+        standby_delay_s: Standby pulls start this late, so that at a cluster start each partition is
+            pinned to its own member.
+        state_every: Save the state blob every N steps (replay after a takeover is at most N - 1 steps).
+        idle_release_s: A conversation without input for this long leaves memory (its progress stays).
+        batch: Inputs per pull request.
+        max_state_bytes: Bound of a state blob.
+    """
+
+    worker_id: str
+    member: int = 0
+    members: int = 1
+    standby: bool = True
+    standby_delay_s: float = 30.0
+    state_every: int = 8
+    idle_release_s: float = 600.0
+    batch: int = 64
+    max_state_bytes: int = WorkerParams.max_state_bytes
+
+    def __post_init__(self) -> None:
+        if not self.worker_id or any(c in self.worker_id for c in "/+#\x00") or len(self.worker_id) > 64:
+            raise ValueError(f"bad worker id {self.worker_id!r}: 1-64 characters, no '/', '+', '#'")
+        if not 0 <= self.member < self.members or self.state_every < 1 or self.batch < 1:
+            raise ValueError("0 <= member < members, state_every >= 1 and batch >= 1 are required")
+
+
+@dataclass
+class NodeStats:
+    """Counters (logged at exit; read by the tests and benchmarks)."""
+
+    processed: int = 0
+    replayed: int = 0
+    duplicates: int = 0
+    fenced: int = 0
+    partitions_gained: int = 0
+    partitions_lost: int = 0
+
+
+@dataclass
+class _Session:
+    """A conversation this worker is stepping: its model copy, committed progress and queued inputs."""
+
+    session: str
+    partition: int
+    subject: str
+    conv: Conversation | None = None
+    progress: Progress = field(default_factory=Progress)
+    revision: int = 0
+    queue: asyncio.Queue[tuple[Msg, int | None] | None] = field(default_factory=asyncio.Queue)  # None: stop
+    last_delivered: int | None = None  # stream seq of the last first delivery seen for it in this tenure
+    task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    """One worker process's cluster loop (see the module docstring).
+
+    Args:
+        nats_url: The NATS server(s), ``nats://host:4222[,nats://...]``.
+        layout: Stream, partitions and buckets (all workers and publishers agree on it).
+        backend: What analyses conversations (the model).
+        sink: Where events go (an :class:`~stream.sinks.mqtt.MqttSink` to the MQTT 5 broker); its
+            ``delivered`` count tells when a step's events have left.
         params: Tunables.
     """
 
-    def __init__(self, settings: MqttSettings, backend: ConversationBackend, params: WorkerParams) -> None:
-        self.settings = settings
-        self.backend = backend
-        self.params = params
+    def __init__(self, nats_url: str, layout: Layout, backend: ConversationBackend, sink: Sink,
+                 params: NodeParams) -> None:
+        self.nats_url, self.layout, self.backend, self.sink, self.params = nats_url, layout, backend, sink, params
         self.worker_id = params.worker_id
-        self.view = ClusterView()
-        self.local: dict[str, LocalConversation] = {}
-        self.stats = WorkerStats()
-        self.incarnation = ""
-        self._client: aiomqtt.Client | None = None
-        self._ready: OrderedDict[str, None] = OrderedDict()
-        self._ready_event = asyncio.Event()
+        self.incarnation = f"{params.worker_id}#{secrets.token_hex(4)}"
+        self.stats = NodeStats()
+        self.sessions: dict[str, _Session] = {}
+        self.held: dict[int, str | None] = {}  # partition -> our pin id
+        self.ready = asyncio.Event()  # set once this worker pulls its own partitions
+        self.fatal: str | None = None
         self._stop = asyncio.Event()
-        self._stopping = False
-        self._barriers: dict[str, asyncio.Future[None]] = {}
-        self._barrier_ids = itertools.count()
-        self._life = Supervisor(expected=(aiomqtt.MqttError,))  # claims, steps, stand-downs of this life
-        self._errors = ErrorRateLimiter(rate_per_s=1.0, burst=5)
-        self.connected = asyncio.Event()
-        self.fatal: str | None = None  # set when the backend's background work failed (the worker stops)
-
-    # -- life cycle ---------------------------------------------------------------------------------
+        self._offered = 0
+        self._nc: NatsClient | None = None
+        self._store: ProgressStore | None = None
+        self._steps = Supervisor()
 
     def stop(self) -> None:
-        """Asks the worker to release its conversations, go offline and return from :meth:`run`."""
+        """Ends :meth:`run`: pulling stops, steps in progress finish, held partitions are unpinned."""
         self._stop.set()
 
     async def run(self) -> None:
-        """Serves until :meth:`stop`; reconnects with jittered back-off when the broker goes away.
-
-        Every (re)connection is a new life (new incarnation): conversations of the previous life have
-        been adopted by others by then, or are re-claimed by whoever gets their next input.
-        """
-        backoff = Backoff(initial_s=0.3, max_s=self.params.reconnect_max_s, multiplier=1.5)
-        lifetime = Supervisor(on_fatal=self._backend_failed)
-        lifetime.spawn(f"cluster[{self.worker_id}].backend", self.backend.run(), OnError.CANCEL)
+        nc = await nats.connect(self.nats_url, name=self.incarnation, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.5)
+        self._nc = nc
+        life = Supervisor(on_fatal=self._failed)
+        sink: asyncio.Task[None] | None = None
         try:
-            await run_reconnecting(self._connect, self._serve, backoff=backoff, stop=self._stop,
-                                   label=f"worker {self.worker_id}: broker {self.settings.redacted_url()}",
-                                   on_lost=lambda _e: self._drop_all())
+            await create_all(nc, self.layout)
+            js = nc.jetstream()
+            self._store = ProgressStore(await js.key_value(self.layout.progress_bucket),
+                                        await js.key_value(self.layout.state_bucket),
+                                        max_state_bytes=self.params.max_state_bytes)
+            life.spawn(f"cluster[{self.worker_id}].backend", self.backend.run(), OnError.CANCEL)
+            p = self.params
+            for part in range(self.layout.partitions):
+                own = part % max(1, p.members) == p.member
+                if own or p.standby:
+                    life.spawn(f"cluster[{self.worker_id}].p{part}", self._pull(part, 0.0 if own else p.standby_delay_s),
+                               OnError.CANCEL)
+            # The sink's "online" status record (pcgnet/status, with worker_id) now means "pulling".
+            sink = asyncio.get_running_loop().create_task(self.sink.run(), name=f"cluster[{self.worker_id}].sink")
+            self.ready.set()
+            log.info("worker %s: pulling partitions %s of %d (standby for the others: %s)", self.worker_id,
+                     [q for q in range(self.layout.partitions) if q % max(1, p.members) == p.member],
+                     self.layout.partitions, p.standby)
+            await self._stop.wait()
         finally:
-            await lifetime.cancel_all(CANCEL_TIMEOUT_S)
+            await life.cancel_all(5.0)  # pull loops first: no new input
+            await self._finish_steps(10.0)
+            await self._unpin_all(nc)
+            self.sink.close()  # delivers what it holds, then returns
+            if sink is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sink, 10.0)
+            with contextlib.suppress(Exception):
+                await nc.drain()
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
 
-    def _backend_failed(self, name: str, exc: BaseException) -> None:
-        """Without its micro-batchers no step would ever finish: release everything and stop."""
+    async def _finish_steps(self, timeout_s: float) -> None:
+        """A graceful exit: each conversation finishes its step in progress; inputs still queued are
+        handed back (NAK: redelivered to the next holder at once, not after the ack wait)."""
+        tasks = []
+        for loc in list(self.sessions.values()):
+            while not loc.queue.empty():
+                item = loc.queue.get_nowait()
+                if item is not None:
+                    with contextlib.suppress(Exception):
+                        await item[0].nak()
+            loc.queue.put_nowait(None)
+            if loc.task is not None:
+                tasks.append(loc.task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        await self._steps.cancel_all(5.0)
+
+    def _failed(self, name: str, exc: BaseException) -> None:
         self.fatal = f"{name}: {type(exc).__name__}: {exc}"
         self.stop()
 
-    def _record(self, status: Literal["online", "offline"]) -> bytes:
-        return WorkerRecord(self.worker_id, self.incarnation, status, round(time.time(), 3), os.getpid()).encode()
+    async def _unpin_all(self, nc: NatsClient) -> None:
+        """A graceful exit hands its partitions over at once instead of after the priority timeout."""
+        for part, pin in sorted(self.held.items()):
+            with contextlib.suppress(Exception):
+                if pin and await pinned(nc, self.layout, part) == pin:  # still ours (not after a server restart)
+                    await unpin(nc, self.layout, part)
+        self.held.clear()
 
-    def _connect(self) -> aiomqtt.Client:
-        """A new life: new incarnation, its own client id and an "offline" last will."""
-        p = self.params
-        self.incarnation = secrets.token_hex(6)
-        will = aiomqtt.Will(worker_topic(self.worker_id, root=p.root), self._record("offline"), qos=1, retain=True,
-                            properties=expiry_properties(p.record_expiry_s, PacketTypes.WILLMESSAGE))
-        settings = self.settings.with_client_id(f"pcgnet-worker-{self.worker_id}-{self.incarnation}")
-        client = aiomqtt.Client(**settings.client_kwargs(will=will, max_queued_incoming_messages=0))
-        client.pending_calls_threshold = 64 * max(1, p.concurrency)  # concurrent steps publish at once
-        return client
+    # -- partitions -----------------------------------------------------------------------------------
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
-        self._client = client
-        self.view = ClusterView()
-        try:
-            async with asyncio.TaskGroup() as tg:
-                dispatch = tg.create_task(self._dispatch(client), name=f"cluster[{self.worker_id}].dispatch")
-                await self._announce(client)
-                process = tg.create_task(self._process_loop(), name=f"cluster[{self.worker_id}].process")
-                house = tg.create_task(self._housekeeping(), name=f"cluster[{self.worker_id}].housekeeping")
-                self.connected.set()
-                await self._stop.wait()
-                self._stopping = True
-                for _ in range(200):  # let the step in progress finish and publish its state (<= 10 s)
-                    if not any(loc.busy for loc in self.local.values()):
-                        break
-                    await asyncio.sleep(0.05)
-                process.cancel()
-                house.cancel()
-                await self._release_all()
-                await self._publish(worker_topic(self.worker_id, root=self.params.root), self._record("offline"),
-                                    retain=True)
-                dispatch.cancel()
-                await self._life.cancel_all(CANCEL_TIMEOUT_S)
-        finally:
-            self.connected.clear()
-            self._client = None
-            for name in self._life.cancel_now():  # claims and stand-downs of this life die with it
-                log.debug("worker %s: cancelled %s with its connection", self.worker_id, name)
-
-    async def _announce(self, client: aiomqtt.Client) -> None:
-        """Goes online, learns the cluster (retained records), then starts taking inputs."""
-        p = self.params
-        await client.subscribe(sync_topic(self.worker_id, self.incarnation, root=p.root), qos=1)
-        await client.subscribe(worker_filter(root=p.root), qos=1)
-        await client.subscribe(owner_filter(root=p.root), qos=1)
-        await self._publish(worker_topic(self.worker_id, root=p.root), self._record("online"), retain=True,
-                            expiry=False)
-        await self._barrier()  # every retained worker/owner record has arrived (broker order)
-        await client.subscribe(shared_input_filter(p.group, root=p.root), qos=1)
-        log.info("worker %s online (incarnation %s, %d live workers, %d known conversations)",
-                 self.worker_id, self.incarnation, len(self.view.live_workers()), len(self.view.owners))
-        for session in list(self.view.orphans()):
-            self._maybe_adopt(session)
-
-    # -- broker I/O helpers -------------------------------------------------------------------------
-
-    async def _publish(self, topic: str, payload: bytes | str, *, retain: bool = False, expiry: bool = True,
-                       properties: Properties | None = None) -> None:
-        client = self._client
-        if client is None:
-            raise aiomqtt.MqttError("not connected")
-        if properties is None and retain and expiry:
-            properties = expiry_properties(self.params.record_expiry_s)
-        await client.publish(topic, payload, qos=1, retain=retain, properties=properties)
-
-    async def _barrier(self, timeout_s: float = 10.0) -> None:
-        """Round trip through the broker: everything it queued for us before now has been dispatched.
-
-        mosquitto delivers the retained messages of a SUBSCRIBE before it handles our next PUBLISH, so
-        after the barrier the retained state of a conversation we just subscribed to (if any) is here.
-        """
-        token = f"{next(self._barrier_ids)}"
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._barriers[token] = fut
-        try:
-            await self._publish(sync_topic(self.worker_id, self.incarnation, root=self.params.root), token)
-            await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
-            raise aiomqtt.MqttError("barrier round trip timed out") from None
-        finally:
-            self._barriers.pop(token, None)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        self._life.spawn(name, coro)
-
-    # -- inbound ------------------------------------------------------------------------------------
-
-    async def _dispatch(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+    async def _pull(self, part: int, delay_s: float) -> None:
+        assert self._nc is not None
+        if delay_s:  # a standby: wait until the partition's own member holds it (or it stays unheld)
+            deadline = time.monotonic() + delay_s
+            while time.monotonic() < deadline and not self._stop.is_set() and await pinned(self._nc, self.layout, part) is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.25)
+        puller = PinnedPuller(self._nc, self.layout, part)
+        expires = max(0.2, self.layout.priority_timeout_s / 2)
+        while not self._stop.is_set():
+            pin = None
             try:
-                self._on_message(message)
-            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
-                self._report(None, f"dropped a message on {str(message.topic)[:120]!r}: "
-                                   f"{type(exc).__name__}: {exc}")
+                async for msg in puller.messages(self.params.batch, expires):
+                    if puller.pin_id != pin:
+                        pin = puller.pin_id
+                        await self._gain(part, pin)
+                    self._dispatch(part, msg)
+            except PinLost as exc:
+                log.warning("worker %s: %s; its conversations are another worker's now", self.worker_id, exc)
+                self._lose(part)
+            except (nats.errors.Error, OSError, TimeoutError) as exc:  # NATS away or slow: pull again
+                log.warning("worker %s: partition %d: %s: %s; pulling again", self.worker_id, part,
+                            type(exc).__name__, exc)
+                self._lose(part)  # its conversations reopen from their committed progress
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.5)
 
-    def _on_message(self, message: aiomqtt.Message) -> None:
-        topic = str(message.topic)
-        payload = payload_bytes(message)
-        root = self.params.root
-        if topic.startswith(f"{root}/$cluster/"):
-            parts = topic.split("/")
-            if parts[2] == "sync":
-                fut = self._barriers.get(bytes(payload).decode(errors="replace"))
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-            elif parts[2] == "workers" and payload:
-                self._on_worker_record(WorkerRecord.decode(payload, topic))
-            return
-        if topic.endswith("/in/utterance"):
-            self._on_input(topic, bytes(payload), message)
-        elif topic.endswith("/owner"):
-            if payload:
-                self._on_owner_record(topic, OwnerRecord.decode(payload, topic))
-        elif topic.endswith("/state"):
-            self._on_state(topic, bytes(payload))
+    async def _gain(self, part: int, pin: str | None) -> None:
+        """Fence: bump every progress record of the partition, so the previous holder's commits fail."""
+        assert self._store is not None
+        self._lose(part)  # anything left of an earlier tenure is stale
+        self.held[part] = pin
+        self.stats.partitions_gained += 1
+        fenced = await self._store.fence(part)
+        log.info("worker %s: holds partition %d (%d conversation(s) fenced)", self.worker_id, part, fenced)
 
-    def _report(self, session: str | None, text: str) -> None:
-        """Rate-limited log line (and error event for a session): floods cannot flood the log."""
-        admitted = self._errors.admit(session or "")
-        if admitted is None:
-            return
-        extra = f" ({admitted.suppressed} similar suppressed)" if admitted.suppressed else ""
-        log.warning("worker %s: %s%s", self.worker_id, text, extra)
-        if session is not None and self._client is not None:
-            err = ErrorFrame(session_id=session, stage=f"cluster[{self.worker_id}]", message=text + extra)
-            self._spawn(self._publish_frame(err), "cluster.error")
+    def _lose(self, part: int) -> None:
+        if part in self.held:
+            self.stats.partitions_lost += 1
+        self.held.pop(part, None)
+        for s in [s for s, loc in self.sessions.items() if loc.partition == part]:
+            self._drop(self.sessions[s])
 
-    def _on_worker_record(self, rec: WorkerRecord) -> None:
-        ended = self.view.observe_worker(rec)
-        if ended is None:
-            return
-        log.info("worker %s: worker %s (life %s) ended", self.worker_id, ended.worker, ended.incarnation)
-        for session in list(self.view.orphans_of(ended)):
-            self._maybe_adopt(session)
-
-    def _maybe_adopt(self, session: str) -> None:
-        """Eager adoption of an orphan: only the rendezvous winner among live workers claims it."""
-        if self._stopping or session in self.local or len(self.local) >= self.params.max_conversations:
-            return
-        if self.view.claimable(session) and self.view.adopter(session) == self.worker_id:
-            self.stats.adopted += 1
-            self._start_claim(session)
-
-    def _on_owner_record(self, topic: str, rec: OwnerRecord) -> None:
-        if session_from_topic(topic, "owner", root=self.params.root) != rec.session:
-            raise RecordError(f"owner record on {topic[:120]!r} names session {rec.session!r}")
-        self.view.observe_owner(rec)
-        loc = self.local.get(rec.session)
-        if loc is not None and loc.owned and loc.claim is not None and not self.view.holds(loc.claim):
-            self.stats.fenced += 1
-            log.warning("worker %s: lost %r to %s (epoch %d); standing down", self.worker_id, rec.session,
-                        rec.worker, rec.epoch)
-            self._spawn(self._stand_down(loc), f"cluster[{rec.session}].stand-down")
-        elif (loc is None and rec.status == "owned" and rec.worker != self.worker_id
-              and not self.view.is_alive(rec.worker, rec.incarnation) and self.view.owner(rec.session) is rec):
-            self._maybe_adopt(rec.session)  # a late record naming an already-dead life
-
-    def _on_state(self, topic: str, payload: bytes) -> None:
-        session = session_from_topic(topic, "state", root=self.params.root)
-        loc = self.local.get(session)
-        if loc is None or loc.owned or not payload:
-            return
-        try:
-            blob = decode_state(payload, expect_session=session, max_bytes=self.params.max_state_bytes)
-        except StateError as exc:
-            loc.state_error = str(exc)
-            return
-        best = loc.best_state
-        if best is None or (blob.epoch, blob.next_seq) >= (best.epoch, best.next_seq):
-            loc.best_state = blob
-
-    def _on_input(self, topic: str, payload: bytes, message: aiomqtt.Message) -> None:
-        try:
-            session = session_from_topic(topic, "in/utterance", root=self.params.root)
-        except ValueError as exc:
-            self._report(None, str(exc))
-            return
-        loc = self.local.get(session)
-        if loc is None:
-            if self._stopping or not self.view.claimable(session):
-                return  # owned by a live worker: it has its own subscription
-            if len(self.local) >= self.params.max_conversations:
-                return  # full: the publisher re-sends, and the shared subscription picks another worker
-            loc = self._start_claim(session)
-        try:
-            seq = seq_of(message)
-        except ValueError as exc:  # no usable seq: cannot be ordered, so it is refused (owner/claimant only)
-            self._report(session, f"rejected input: {exc}")
-            self.stats.rejected += 1
-            return
-        try:
-            parsed: InboundUtterance | InboundError = parse_utterance(topic, payload, root=self.params.root)
-        except InboundError as exc:
-            parsed = exc
-        item = Input(seq, payload, parsed)
-        loc.last_input = time.monotonic()
-        if not loc.owned:
-            loc.inbox.append(item)
-            return
-        self._admit(loc, item)
-
-    def _admit(self, loc: LocalConversation, item: Input) -> None:
-        assert loc.seq is not None
-        verdict = loc.seq.offer(item.seq, dedupe_key(item), item)
-        if verdict == "duplicate":
-            self.stats.duplicates += 1
-        elif verdict == "overflow":
-            self._report(loc.session, f"reorder buffer full ({loc.seq.max_pending}); input dropped until re-sent")
-        else:
-            self._mark_ready(loc.session)
-
-    # -- claiming -----------------------------------------------------------------------------------
-
-    def _start_claim(self, session: str) -> LocalConversation:
-        loc = LocalConversation(session)
-        self.local[session] = loc
-        self.stats.claims += 1
-        self._spawn(self._claim(loc), f"cluster[{session}].claim")
-        return loc
-
-    async def _claim(self, loc: LocalConversation) -> None:
-        p, s = self.params, loc.session
-        try:
-            await self._client_subscribe(input_topic(s, root=p.root))
-            await self._client_subscribe(state_topic(s, root=p.root))
-            claim = OwnerRecord.claim(s, self.worker_id, self.incarnation, self.view.next_epoch(s))
-            loc.claim = claim
-            self.view.observe_owner(claim)
-            await self._publish(owner_topic(s, root=p.root), claim.encode(), retain=True)
-            await self._barrier()
-            if p.claim_settle_s:
-                await asyncio.sleep(p.claim_settle_s)
-            blob = loc.best_state
-            if not self.view.holds(claim) or (blob is not None and blob.epoch > claim.epoch):
-                self.stats.claims_lost += 1
-                log.info("worker %s: claim of %r (epoch %d) lost to %s", self.worker_id, s, claim.epoch,
-                         getattr(self.view.owner(s), "worker", "?"))
-                await self._stand_down(loc)
-                return
-            # Re-publish: the retained record is now ours even if a losing claim was stored after ours.
-            await self._publish(owner_topic(s, root=p.root), claim.encode(), retain=True)
-            await self._client_unsubscribe(state_topic(s, root=p.root))
-            await self._restore(loc, blob)
-        except asyncio.CancelledError:
-            raise
-        except aiomqtt.MqttError:
-            raise
-        except Exception:
-            if self.local.get(s) is loc:
-                del self.local[s]
-            raise
-
-    async def _restore(self, loc: LocalConversation, blob: StateBlob | None) -> None:
-        s = loc.session
-        p = self.params
-        assert loc.claim is not None
-        snapshot = None if blob is None else Snapshot(blob.arrays, blob.engine)
-        if loc.state_error is not None and blob is None:
-            self._report(s, f"{loc.state_error}; starting the conversation afresh")
-        elif blob is None and loc.claim.epoch > 1:
-            log.warning("worker %s: %r had an owner before but no retained state (none published yet, or "
-                        "expired); starting afresh", self.worker_id, s)
-        try:
-            conv = await self.backend.open(s, snapshot)
-        except ValueError as exc:
-            self._report(s, f"cannot resume from the retained state ({exc}); starting afresh")
-            self.backend.close(s)
-            conv = await self.backend.open(s, None)
-            blob = None
-        loc.conv = conv
-        loc.seq = Sequencer(blob.next_seq if blob else 0, blob.recent if blob else (), max_pending=p.max_pending,
-                            gap_timeout_s=p.gap_timeout_s)
-        loc.owned = True
-        loc.best_state = None
-        log.info("worker %s: owns %r (epoch %d, resumes at seq %d%s)", self.worker_id, s, loc.claim.epoch,
-                 loc.seq.next_seq, f", from {blob.worker}'s state" if blob else "")
-        inbox, loc.inbox = loc.inbox, []
-        for item in inbox:
-            self._admit(loc, item)
-        ack = AckRecord(s, loc.seq.next_seq, loc.claim.epoch, self.worker_id, round(time.time(), 3))
-        await self._publish(ack_topic(s, root=p.root), ack.encode(), retain=True)
-
-    async def _client_subscribe(self, topic: str) -> None:
-        if self._client is None:
-            raise aiomqtt.MqttError("not connected")
-        await self._client.subscribe(topic, qos=1)
-
-    async def _client_unsubscribe(self, topic: str) -> None:
-        if self._client is not None:
-            await self._client.unsubscribe(topic)
-
-    async def _stand_down(self, loc: LocalConversation) -> None:
-        """Stops owning/claiming: drops the copy and forwards inputs not yet processed to the owner."""
-        s, p = loc.session, self.params
-        if self.local.get(s) is loc:
-            del self.local[s]
-        self._ready.pop(s, None)
+    def _drop(self, loc: _Session) -> None:
+        if self.sessions.get(loc.session) is loc:
+            del self.sessions[loc.session]
+        if loc.task is not None and loc.task is not asyncio.current_task():
+            loc.task.cancel()
         if loc.conv is not None:
-            self.backend.close(s)
+            self.backend.close(loc.session)
             loc.conv = None
-        leftovers = list(loc.inbox) + (loc.seq.pending_items() if loc.seq is not None else [])
-        loc.inbox, loc.owned = [], False
-        with contextlib.suppress(aiomqtt.MqttError):
-            await self._client_unsubscribe(input_topic(s, root=p.root))
-            await self._client_unsubscribe(state_topic(s, root=p.root))
-        for item in leftovers:  # the owner de-duplicates; forwarding closes the claim-race window
-            await self._publish(input_topic(s, root=p.root), item.payload, properties=seq_properties(item.seq))
 
-    async def _release(self, loc: LocalConversation) -> None:
-        """Gives a conversation up cleanly (idle, or shutdown): bumps the epoch with status released."""
-        s = loc.session
-        if loc.owned and loc.unsaved:
-            await self._publish_state(loc)
-        if self.local.get(s) is loc:
-            del self.local[s]  # before our own record comes back, so it is not taken for a rival's
-        if loc.claim is not None and self.view.holds(loc.claim):
-            rec = OwnerRecord(s, self.worker_id, self.incarnation, loc.claim.epoch + 1, "released",
-                              round(time.time(), 3))
-            self.view.observe_owner(rec)
-            await self._publish(owner_topic(s, root=self.params.root), rec.encode(), retain=True)
-        self.stats.released += 1
-        await self._stand_down(loc)
+    def _dispatch(self, part: int, msg: Msg) -> None:
+        stored = StoredInput(msg.metadata.sequence.stream, msg.subject, b"")
+        try:
+            session = stored.session
+        except ValueError as exc:
+            log.warning("worker %s: input on %s dropped: %s", self.worker_id, msg.subject, exc)
+            self._spawn_ack(msg)
+            return
+        loc = self.sessions.get(session)
+        if loc is None:
+            loc = self.sessions[session] = _Session(session, part, msg.subject)
+            loc.task = self._steps.spawn(f"cluster[{session}].steps", self._serve(loc), OnError.CONTINUE)
+        first = msg.metadata.num_delivered == 1
+        loc.queue.put_nowait((msg, loc.last_delivered if first else None))
+        if first:
+            loc.last_delivered = stored.seq
 
-    async def _release_all(self) -> None:
-        for loc in list(self.local.values()):
-            with contextlib.suppress(aiomqtt.MqttError):
-                await self._release(loc)
+    def _spawn_ack(self, msg: Msg) -> None:
+        self._steps.spawn("cluster.ack", msg.ack(), OnError.CONTINUE)
 
-    def _drop_all(self) -> None:
-        """The connection is gone: this life's conversations are the others' to adopt now."""
-        for s, loc in self.local.items():
-            if loc.conv is not None:
-                self.backend.close(s)
-        self.local.clear()
-        self._ready.clear()
+    # -- conversations --------------------------------------------------------------------------------
+
+    async def _serve(self, loc: _Session) -> None:
+        """One conversation's inputs, one at a time, until it is idle, fenced or its partition lost."""
+        try:
+            await self._open(loc)
+            while True:
+                try:
+                    item = await asyncio.wait_for(loc.queue.get(), self.params.idle_release_s)
+                except TimeoutError:
+                    if loc.queue.empty():
+                        log.info("worker %s: %r idle, released from memory", self.worker_id, loc.session)
+                        self._drop(loc)
+                        return
+                    continue
+                if item is None:  # shutdown: the step in progress is done
+                    return
+                await self._handle(loc, *item)
+        except Fenced as exc:
+            self.stats.fenced += 1
+            log.warning("worker %s: %s: another worker owns it; dropped", self.worker_id, exc)
+            self._drop(loc)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            # Nothing of the failed step was acked: the input comes back after the ack wait and the
+            # conversation reopens from its committed progress.
+            log.warning("worker %s: %r: %s: %s; dropped until its next input", self.worker_id, loc.session,
+                        type(exc).__name__, exc)
+            self._drop(loc)
+
+    async def _open(self, loc: _Session) -> None:
+        """Loads progress, resumes from the blob, replays the inputs after it, re-publishes the last events."""
+        assert self._store is not None
+        loc.progress, loc.revision = await self._store.load(loc.partition, loc.session)
+        pr = loc.progress
+        snapshot, steps, seq, recent = None, 0, 0, []
+        if pr.blob:
+            try:
+                blob = await self._store.get_blob(loc.session, pr.blob)
+                snapshot, steps, seq, recent = Snapshot(blob.arrays, blob.engine), blob.epoch, blob.next_seq - 1, blob.recent
+            except (StateError, KeyNotFoundError) as exc:
+                self._report(loc.session, f"state blob {pr.blob} unusable ({exc}); replaying from the start")
+        try:
+            loc.conv = await self.backend.open(loc.session, snapshot)
+        except ValueError as exc:
+            self._report(loc.session, f"cannot resume from the state blob ({exc}); replaying from the start")
+            self.backend.close(loc.session)
+            loc.conv, snapshot, steps, seq, recent = await self.backend.open(loc.session, None), None, 0, 0, []
+        replay = Progress(last_seq=seq, steps=steps, recent=list(recent))
+        while replay.last_seq < pr.last_seq:
+            stored = await next_input(self._js(), self.layout, loc.subject, replay.last_seq + 1)
+            if stored is None or stored.seq > pr.last_seq:
+                break
+            await self._apply(loc, stored, replay)
+            replay.last_seq = stored.seq
+            self.stats.replayed += 1
+        if replay.steps != pr.steps:
+            self._report(loc.session, f"replay reached step {replay.steps}, progress says {pr.steps} "
+                                      "(inputs expired from the stream?)")
+        if pr.events and pr.worker != self.incarnation:  # they may not have left the previous owner
+            try:
+                frames: list[SinkFrame] = [event_frame(loc.session, e) for e in pr.events]
+            except (KeyError, TypeError, ValueError) as exc:
+                self._report(loc.session, f"stored events of step {pr.steps} unusable ({exc!r}); not re-published")
+            else:
+                await self._emit(frames)
+
+    def _js(self) -> Any:
+        assert self._nc is not None
+        return self._nc.jetstream()
+
+    async def _handle(self, loc: _Session, msg: Msg, pred: int | None) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq <= loc.progress.last_seq:
+            self.stats.duplicates += 1  # redelivered after it was committed
+        elif pred is not None and pred <= loc.progress.last_seq:
+            await self._step(loc, StoredInput(seq, msg.subject, bytes(msg.data)))  # in order: no read
+        else:
+            while loc.progress.last_seq < seq:  # a gap (takeover, redelivery): read the stream by subject
+                stored = await next_input(self._js(), self.layout, loc.subject, loc.progress.last_seq + 1)
+                if stored is None or stored.seq > seq:
+                    stored = StoredInput(seq, msg.subject, bytes(msg.data))
+                await self._step(loc, stored)
+        await msg.ack()
+
+    async def _apply(self, loc: _Session, stored: StoredInput, pr: Progress) -> list[SinkFrame]:
+        """Steps the model by one input; updates ``pr`` (inputs numbered, recent ids); returns its frames.
+
+        Numbering is live.py's: every input that is not a re-sent utterance id takes the next number
+        (a rejected one too), so default utterance ids and event ids are those of a single process.
+        """
+        assert loc.conv is not None
+        try:
+            parsed = parse_utterance(input_topic(loc.session, root=self.layout.root), stored.data,
+                                     root=self.layout.root)
+        except InboundError as exc:
+            pr.steps += 1  # a rejected input takes its place in the numbering, as in live.py
+            return [ErrorFrame(session_id=loc.session, stage=f"cluster[{self.worker_id}].inbound",
+                               message=f"input {stored.seq}: {exc.message}", category=ErrorCategory.INPUT)]
+        if parsed.utterance_id and parsed.utterance_id in pr.recent:
+            self.stats.duplicates += 1
+            return []
+        try:
+            frames: list[SinkFrame] = list(await loc.conv.process(parsed, pr.steps + 1))
+        except Exception as exc:  # noqa: BLE001 - one failing step must not stop the conversation
+            frames = [ErrorFrame(session_id=loc.session, stage=f"cluster[{self.worker_id}].engine",
+                                 message=f"utterance {parsed.utterance_id}: {type(exc).__name__}: {exc}")]
+        pr.steps += 1
+        if parsed.utterance_id:
+            pr.remember(parsed.utterance_id)
+        return frames
+
+    async def _step(self, loc: _Session, stored: StoredInput) -> None:
+        assert self._store is not None and loc.conv is not None
+        old = loc.progress
+        new = Progress(last_seq=stored.seq, steps=old.steps, recent=list(old.recent), blob=old.blob,
+                       blob_steps=old.blob_steps, blob_seq=old.blob_seq, worker=self.incarnation)
+        frames = await self._apply(loc, stored, new)
+        new.events = [event_record(f) for f in frames if isinstance(f, EventFrame)]
+        if new.steps - new.blob_steps >= self.params.state_every:
+            await self._save_blob(loc, new)
+        loc.revision = await self._store.commit(loc.partition, loc.session, new, loc.revision)
+        loc.progress = new
+        self.stats.processed += 1
+        if old.blob and new.blob != old.blob:
+            with contextlib.suppress(Exception):
+                await self._store.drop_blob(old.blob)
+        await self._emit(frames)
+
+    async def _save_blob(self, loc: _Session, pr: Progress) -> None:
+        assert self._store is not None and loc.conv is not None
+        snap = await loc.conv.snapshot()
+        blob = StateBlob(loc.session, pr.steps, self.worker_id, pr.last_seq + 1, list(pr.recent), snap.meta, snap.arrays)
+        try:
+            pr.blob = await self._store.put_blob(blob)
+        except StateError as exc:
+            self._report(loc.session, f"{exc}; the next owner replays further back")
+            return
+        pr.blob_steps, pr.blob_seq = pr.steps, pr.last_seq
+
+    async def _emit(self, frames: list[SinkFrame]) -> None:
+        """Hands frames to the sink and waits until it delivered them (at most one step outstanding)."""
+        for f in frames:
+            self.sink.offer(f)
+            self._offered += 1
+        # The sink counts deliveries but has no completion event to await; this edge polls its counter.
+        deadline = time.monotonic() + 30.0
+        while self.sink.delivered + self._dropped() < self._offered and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+
+    def _dropped(self) -> int:
+        return int(getattr(self.sink.inbox, "dropped", 0))
+
+    def _report(self, session: str, text: str) -> None:
+        log.warning("worker %s: %s: %s", self.worker_id, session, text)
+        self.sink.offer(ErrorFrame(session_id=session, stage=f"cluster[{self.worker_id}]", message=text))
+        self._offered += 1

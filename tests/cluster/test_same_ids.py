@@ -1,5 +1,6 @@
 """Same input, same events in every deployment (issue 12): one script of MQTT inputs, some without ids or
-times and one invalid, through ``live.py --transcript mqtt`` and through a cluster worker process."""
+times and one invalid, through ``live.py --transcript mqtt`` and through a cluster worker process (inputs
+with MQTT 3.1.1 to NATS's MQTT listener, events from the MQTT 5 broker)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from stream.mqtt.topics import input_topic
 from tests.contract import check_message
 from tests.support.broker import Mosquitto
 from tests.support.checkpoints import make_tiny_checkpoint
-from tests.support.cluster import REPO, WorkerProcess, wait_workers_online
+from tests.support.cluster import REPO, EventWatch, start_js_worker
+from tests.support.nats import NatsServer
 
 pytestmark = pytest.mark.mqtt
 
@@ -36,8 +38,14 @@ INPUTS: list[bytes] = [
 N_VALID = 5
 
 
-async def publish(settings: MqttSettings, session: str, payloads: list[bytes]) -> None:
-    async with aiomqtt.Client(**settings.with_client_id(f"asr-{os.getpid()}").client_kwargs()) as c:
+async def publish(settings: MqttSettings, session: str, payloads: list[bytes], nats_mqtt_port: int | None) -> None:
+    """To the MQTT 5 broker (live.py), or with MQTT 3.1.1 to NATS's MQTT listener (the cluster's input)."""
+    if nats_mqtt_port is not None:
+        client = aiomqtt.Client("127.0.0.1", nats_mqtt_port, identifier=f"asr-{os.getpid()}",
+                                protocol=aiomqtt.ProtocolVersion.V311)
+    else:
+        client = aiomqtt.Client(**settings.with_client_id(f"asr-{os.getpid()}").client_kwargs())
+    async with client as c:
         for p in payloads:
             await c.publish(input_topic(session), p, qos=1)
 
@@ -80,7 +88,7 @@ async def through_live(settings: MqttSettings, url: str, checkpoint: Path) -> li
                             async for _ in c.messages:
                                 break
                             break
-        return await run_and_collect(settings)
+        return await run_and_collect(settings, None)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -88,26 +96,37 @@ async def through_live(settings: MqttSettings, url: str, checkpoint: Path) -> li
         assert b"Traceback" not in err, err.decode(errors="replace")[-3000:]
 
 
-async def run_and_collect(settings: MqttSettings) -> list[dict[str, Any]]:
+async def run_and_collect(settings: MqttSettings, nats_mqtt_port: int | None) -> list[dict[str, Any]]:
     global ready
     ready = asyncio.Event()
     task = asyncio.create_task(collect(settings, N_VALID, timeout_s=120))
     await asyncio.wait_for(ready.wait(), 10)
-    await publish(settings, SESSION, INPUTS)
+    await publish(settings, SESSION, INPUTS, nats_mqtt_port)
     return await task
 
 
-def test_live_mqtt_input_and_a_cluster_worker_give_the_same_events(broker: Mosquitto, tmp_path: Path) -> None:
-    checkpoint = make_tiny_checkpoint(tmp_path / "ck")
-    live = asyncio.run(through_live(broker.settings, broker.url, checkpoint))
-
-    worker = WorkerProcess.start("w1", broker.port, tmp_path, "--checkpoint", str(checkpoint))
+async def through_cluster(broker: Mosquitto, nats_server: NatsServer, tmp_path: Path,
+                          checkpoint: Path) -> list[dict[str, Any]]:
+    async with EventWatch(broker.settings) as watch:
+        worker = start_js_worker("w1", nats_server.url, broker.port, tmp_path, "--checkpoint", str(checkpoint),
+                                 toy=False)
+        try:
+            await watch.until(lambda: "w1" in watch.online, 240, "worker online")
+        except BaseException:
+            worker.stop()
+            raise
     try:
-        asyncio.run(wait_workers_online(broker.settings, {"w1"}, timeout_s=240))
-        clustered = asyncio.run(run_and_collect(broker.settings))
+        return await run_and_collect(broker.settings, nats_server.mqtt_port)
     finally:
         worker.stop()
-    assert "Traceback" not in worker.log_tail(4000), worker.log_tail(4000)
+        assert "Traceback" not in worker.log_tail(4000), worker.log_tail(4000)
+
+
+def test_live_mqtt_input_and_a_cluster_worker_give_the_same_events(broker: Mosquitto, nats_server: NatsServer,
+                                                                    tmp_path: Path) -> None:
+    checkpoint = make_tiny_checkpoint(tmp_path / "ck")
+    live = asyncio.run(through_live(broker.settings, broker.url, checkpoint))
+    clustered = asyncio.run(through_cluster(broker, nats_server, tmp_path, checkpoint))
 
     def key(e: dict[str, Any]) -> tuple[Any, ...]:
         return (e["type"], e["event_id"], e["utterance_id"], e.get("t_start"), e.get("t_end"), e.get("expression"))

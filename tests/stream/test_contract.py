@@ -40,7 +40,7 @@ def test_schemas_are_valid_and_every_example_validates() -> None:
             if example["payload"].get("type") in ("emotion", "shift", "speaker", "session"):
                 assert example["payload"]["event_id"] == documented_event_id(example["payload"]), name
             checked += 1
-    assert checked >= 10
+    assert checked >= 8  # 8 examples since the cluster records left the contract (issue 25: state is in NATS)
     # every operation's channel and every channel's message resolve
     for op in doc["operations"].values():
         channel = resolve(op["channel"]["$ref"])

@@ -1,9 +1,10 @@
-"""A whole cluster on one machine, for tests, benchmarks and demos: mosquitto + worker processes.
+"""A whole cluster on one machine, for tests, benchmarks and demos: nats-server + mosquitto + worker processes.
 
-Real parts only: a mosquitto 2 broker on a free loopback port, workers started as separate processes
-exactly as an operator would (``python live.py --worker``; with ``toy=True`` the same command line with the
-toy backend, ``python -m tests.support.toy_worker``), a :class:`~stream.cluster.feeder.Feeder`
-publishing scripted conversations and a plain subscriber collecting the emotion events.
+Real parts only: a nats-server with JetStream (:mod:`tests.support.nats`) and a mosquitto 2 broker
+(:mod:`tests.support.broker`) on free loopback ports, workers started as separate processes exactly as an
+operator would (``python live.py --worker``; with ``toy=True`` the same command line with the toy backend,
+``python -m tests.support.toy_worker``), a publisher of scripted conversations (:func:`publish_script`,
+message id ``<session>/<utterance_id>``) and a subscriber on the MQTT 5 broker (:class:`EventWatch`).
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from stream.cluster.feeder import Feeder
-from stream.cluster.records import WorkerRecord
 from stream.mqtt.client import payload_bytes
 from stream.mqtt.settings import MqttSettings
-from stream.mqtt.topics import worker_filter
 
-__all__ = ["ClusterRun", "WorkerProcess", "collect_run", "make_script"]
+__all__ = ["ClusterRun", "EventWatch", "WorkerProcess", "make_script", "publish_script", "start_js_worker"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,32 +59,20 @@ def make_script(n_conversations: int, n_utterances: int, seed: int = 0, prefix: 
 
 @dataclass
 class WorkerProcess:
-    """One worker process (``python live.py --worker``), its log in ``log_path``."""
+    """One worker process (``python live.py --worker``, started by :func:`start_js_worker`), its log in ``log_path``."""
 
     worker_id: str
     proc: subprocess.Popen[bytes]
     log_path: Path
 
-    @classmethod
-    def start(cls, worker_id: str, port: int, log_dir: Path, *extra: str, toy: bool = False) -> WorkerProcess:
-        """Starts ``live.py --worker`` (PCGNet; pass ``--checkpoint``) or, with ``toy``, the toy-backend worker."""
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
-                   PYTHONUNBUFFERED="1")
-        entry = ["-m", "tests.support.toy_worker"] if toy else [str(REPO / "live.py"), "--worker"]
-        cmd = [sys.executable, *entry, "--worker-id", worker_id, "--mqtt", f"mqtt://127.0.0.1:{port}", *extra]
-        log_path = log_dir / f"{worker_id}.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
-        return cls(worker_id, proc, log_path)
-
     def kill(self) -> None:
-        """SIGKILL: no goodbye, the broker publishes the last will."""
+        """SIGKILL: no goodbye; a standby gets its partitions after the priority timeout."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
     def stop(self, timeout_s: float = 15) -> int | None:
-        """SIGTERM (graceful: release, go offline), SIGKILL after ``timeout_s``."""
+        """SIGTERM (graceful: finish the step, unpin its partitions), SIGKILL after ``timeout_s``."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -109,8 +95,6 @@ class ClusterRun:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)
-    sent_at: dict[tuple[str, int], float] = field(default_factory=dict)
-    feeder: Feeder | None = None
     t_first_send: float = 0.0
     t_last_event: float = 0.0
     kill_time: float | None = None
@@ -141,71 +125,113 @@ class ClusterRun:
         return out
 
 
-async def wait_workers_online(settings: MqttSettings, worker_ids: set[str], timeout_s: float = 120) -> None:
-    """Returns when every named worker has published its online record."""
-    seen: set[str] = set()
-    async with aiomqtt.Client(**settings.with_client_id(f"harness-wait-{os.getpid()}").client_kwargs()) as c:
-        await c.subscribe(worker_filter(), qos=1)
-        async with asyncio.timeout(timeout_s):
-            async for m in c.messages:
-                payload = m.payload if isinstance(m.payload, bytes | bytearray) else b""
-                if payload:
-                    rec = WorkerRecord.decode(payload, str(m.topic))
-                    if rec.status == "online":
-                        seen.add(rec.worker)
-                if worker_ids <= seen:
-                    return
+def start_js_worker(worker_id: str, nats_url: str, mqtt_port: int, log_dir: Path, *extra: str,
+                    toy: bool = True) -> WorkerProcess:
+    """``live.py --worker --nats URL`` (with ``toy``: the toy backend's command line), events to mosquitto."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    entry = ["-m", "tests.support.toy_worker"] if toy else [str(REPO / "live.py"), "--worker"]
+    cmd = [sys.executable, *entry, "--worker-id", worker_id, "--nats", nats_url,
+           "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", *extra]
+    log_path = log_dir / f"{worker_id}.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    return WorkerProcess(worker_id, proc, log_path)
 
 
-async def collect_run(settings: MqttSettings, script: dict[str, list[dict[str, Any]]], *,
-                      interval_s: float = 0.0, on_event: Callable[[ClusterRun], None] | None = None,
-                      timeout_s: float = 120, resend_after_s: float = 2.0) -> ClusterRun:
-    """Feeds the script (round by round: utterance k of every conversation, then k+1) and collects events.
+class EventWatch:
+    """A subscriber on the MQTT 5 broker: every emotion event, and the workers' "online" status records.
 
-    ``interval_s`` paces the rounds; ``on_event`` is called after each received event (e.g. to kill a
-    worker mid-stream). Returns when every utterance has an event, or at ``timeout_s``.
+    Enter it before starting workers: their retained status records replace one another, so only a live
+    subscription sees each worker come online.
     """
-    run = ClusterRun()
-    expected = {(s, u["utterance_id"]) for s, utts in script.items() for u in utts}
-    got: set[tuple[str, str]] = set()
-    done = asyncio.Event()
-    consumer_settings = settings.with_client_id(f"harness-consumer-{os.getpid()}")
-    async with aiomqtt.Client(**consumer_settings.client_kwargs(max_queued_incoming_messages=0)) as consumer:
-        await consumer.subscribe("pcgnet/+/emotion", qos=1)
 
-        async def consume() -> None:
-            async for m in consumer.messages:
-                ev = json.loads(payload_bytes(m))
-                run.events.append(ev)
-                now = time.time()
-                run.received_at.append(now)
-                run.t_last_event = now
-                got.add((ev["session"], ev["utterance_id"]))
-                if on_event is not None:
-                    on_event(run)
-                if got >= expected:
-                    done.set()
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings.with_client_id(f"harness-watch-{os.getpid()}-{random.randrange(1 << 30)}")
+        self.run = ClusterRun()
+        self.online: set[str] = set()
+        self.errors: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.on_event: Callable[[ClusterRun], None] | None = None
 
-        task = asyncio.get_running_loop().create_task(consume(), name="harness.consume")
-        async with Feeder(settings, resend_after_s=resend_after_s,
-                          client_id=f"harness-feeder-{os.getpid()}") as feeder:
-            run.feeder = feeder
-            run.t_first_send = time.time()
-            rounds = max(len(u) for u in script.values())
-            for k in range(rounds):
-                t0 = time.monotonic()
-                for session, utts in script.items():
-                    if k < len(utts):
-                        await feeder.send(session, utts[k])
-                if interval_s:
-                    await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - t0)))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout_s)
-            # Events reach the consumer's connection, acks the feeder's: the last acks (a late new owner's
-            # first one among them) can still be in flight when the last event is in.
-            await feeder.wait_acked(min(timeout_s, 10.0))
-            run.sent_at = dict(feeder.sent_at)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return run
+    async def __aenter__(self) -> EventWatch:
+        self._client = aiomqtt.Client(**self.settings.client_kwargs(max_queued_incoming_messages=0))
+        await self._client.__aenter__()
+        for topic in ("pcgnet/+/emotion", "pcgnet/status", "pcgnet/+/error"):
+            await self._client.subscribe(topic, qos=1)
+        self._task = asyncio.get_running_loop().create_task(self._consume(), name="harness.watch")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.__aexit__(None, None, None)
+
+    async def _consume(self) -> None:
+        assert self._client is not None
+        async for m in self._client.messages:
+            body = payload_bytes(m)
+            if not body:
+                continue
+            obj = json.loads(body)
+            topic = str(m.topic)
+            if topic.endswith("/status"):
+                if obj.get("state") == "online" and obj.get("worker_id"):
+                    self.online.add(str(obj["worker_id"]))
+            elif topic.endswith("/error"):
+                self.errors.append(obj)
+            else:
+                self.run.events.append(obj)
+                self.run.received_at.append(time.time())
+                self.run.t_last_event = time.time()
+                if self.on_event is not None:
+                    self.on_event(self.run)
+            self._changed.set()
+
+    async def until(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Returns once ``cond()`` holds (checked after every message); ``TimeoutError`` naming ``what``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not cond():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"{what}: not within {timeout_s:g} s") from None
+
+    def have_all(self, script: dict[str, list[dict[str, Any]]]) -> bool:
+        got = {(ev["session"], ev["utterance_id"]) for ev in self.run.events}
+        return all((s, u["utterance_id"]) in got for s, utts in script.items() for u in utts)
+
+
+async def publish_script(nats_url: str, layout: Any, script: dict[str, list[dict[str, Any]]], *,
+                         interval_s: float = 0.0, rounds: range | None = None,
+                         on_round: Callable[[int], Awaitable[None]] | None = None,
+                         sent_at: dict[tuple[str, str], float] | None = None) -> None:
+    """Publishes the script to JetStream round by round (utterance k of every conversation, then k+1),
+    each with the message id ``<session>/<utterance_id>``; ``rounds`` restricts which rounds; ``sent_at``
+    receives the time each utterance was first acknowledged by the stream."""
+    import nats
+
+    from stream.cluster.jetstream import publish_input
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        n = max(len(u) for u in script.values())
+        for k in rounds if rounds is not None else range(n):
+            t0 = time.monotonic()
+            for session, utts in script.items():
+                if k < len(utts):
+                    await publish_input(js, layout, session, json.dumps(utts[k]).encode(), utts[k]["utterance_id"])
+                    if sent_at is not None:
+                        sent_at.setdefault((session, utts[k]["utterance_id"]), time.time())
+            if on_round is not None:
+                await on_round(k)
+            if interval_s:
+                await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - t0)))
+    finally:
+        await nc.close()
