@@ -173,7 +173,7 @@ class Worker:
                 if own or p.standby:
                     life.spawn(f"cluster[{self.worker_id}].p{part}", self._pull(part, 0.0 if own else p.standby_delay_s),
                                OnError.CANCEL)
-            # The sink's "online" status record (pcgnet/status, with worker_id) now means "pulling".
+            # The sink's "online" status record (<root>/$status/<client_id>, with worker_id) now means "pulling".
             sink = asyncio.get_running_loop().create_task(self.sink.run(), name=f"cluster[{self.worker_id}].sink")
             self.ready.set()
             log.info("worker %s: pulling partitions %s of %d (standby for the others: %s)", self.worker_id,
