@@ -122,6 +122,12 @@ class _Session:
     task: asyncio.Task[None] | None = None
 
 
+async def _connection_error(exc: Exception) -> None:
+    """One line per NATS connection error: the client reconnects by itself (nats-py's default logs a whole
+    traceback for every reset while the server restarts)."""
+    log.warning("nats connection: %s: %s", type(exc).__name__, exc)
+
+
 class Worker:
     """One worker process's cluster loop (see the module docstring).
 
@@ -156,7 +162,7 @@ class Worker:
 
     async def run(self) -> None:
         nc = await nats.connect(self.nats_url, name=self.incarnation, max_reconnect_attempts=-1,
-                                reconnect_time_wait=0.5)
+                                reconnect_time_wait=0.5, error_cb=_connection_error)
         self._nc = nc
         life = Supervisor(on_fatal=self._failed)
         sink: asyncio.Task[None] | None = None

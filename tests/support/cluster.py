@@ -28,6 +28,7 @@ import aiomqtt
 
 from stream.mqtt.client import payload_bytes
 from stream.mqtt.settings import MqttSettings
+from stream.mqtt.topics import status_filter
 
 __all__ = ["ClusterRun", "EventWatch", "WorkerProcess", "make_script", "publish_script", "start_js_worker"]
 
@@ -141,8 +142,7 @@ def start_js_worker(worker_id: str, nats_url: str, mqtt_port: int, log_dir: Path
 class EventWatch:
     """A subscriber on the MQTT 5 broker: every emotion event, and the workers' "online" status records.
 
-    Enter it before starting workers: their retained status records replace one another, so only a live
-    subscription sees each worker come online.
+    Each worker's sink keeps its own retained status record (``pcgnet/$status/<client_id>``).
     """
 
     def __init__(self, settings: MqttSettings) -> None:
@@ -158,7 +158,7 @@ class EventWatch:
     async def __aenter__(self) -> EventWatch:
         self._client = aiomqtt.Client(**self.settings.client_kwargs(max_queued_incoming_messages=0))
         await self._client.__aenter__()
-        for topic in ("pcgnet/+/emotion", "pcgnet/status", "pcgnet/+/error"):
+        for topic in ("pcgnet/+/emotion", status_filter(), "pcgnet/+/error"):
             await self._client.subscribe(topic, qos=1)
         self._task = asyncio.get_running_loop().create_task(self._consume(), name="harness.watch")
         return self
@@ -179,7 +179,7 @@ class EventWatch:
                 continue
             obj = json.loads(body)
             topic = str(m.topic)
-            if topic.endswith("/status"):
+            if topic.startswith(status_filter()[:-1]):
                 if obj.get("state") == "online" and obj.get("worker_id"):
                     self.online.add(str(obj["worker_id"]))
             elif topic.endswith("/error"):
