@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from extractors.base import ExtractorError, Feature, UtteranceMedia
+from extractors.cpu import Capability
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,11 @@ class TransformerTextExtractor:
         name: the registry name recorded in checkpoints.
         context_utterances: earlier utterances read with each one (:func:`encoder_input`); 0 = the
             utterance alone. The live runtime feeds this many from the session (``UtteranceMedia.context``).
+        dtype: ``float32``, ``bfloat16`` or ``auto``, decided once here by :func:`extractors.cpu.choose_dtype`
+            (``auto``: bfloat16 only for a model validated in it, ``validated_dtype``, on hardware with native
+            bfloat16). A reduced-precision encoder reads one utterance per pass (see :mod:`extractors.meld_text`).
+        validated_dtype: the lowest precision the model's vectors were validated in.
+        capability: the hardware to decide for (default: this CPU, :func:`extractors.cpu.detect`).
     """
 
     modality = "t"
@@ -138,12 +144,22 @@ class TransformerTextExtractor:
         num_threads: int | None = 1,
         name: str | None = None,
         context_utterances: int = 0,
+        dtype: str = "auto",
+        validated_dtype: str = "float32",
+        capability: Capability | None = None,
     ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from extractors.cpu import choose_dtype, detect
+
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling: expected 'mean' or 'cls' (got {pooling!r})")
+        capability = capability or detect()  # once, at load: the dtype never changes while the encoder lives
+        try:
+            choice = choose_dtype(dtype, capability, validated=validated_dtype)
+        except ValueError as e:
+            raise ExtractorError(str(e)) from None
         model_dir = Path(model_dir).expanduser()
         if not (model_dir / "config.json").is_file():
             raise ExtractorError(f"{model_dir}: not a transformers model directory (no config.json)")
@@ -172,9 +188,15 @@ class TransformerTextExtractor:
         # HF fast tokenizers raise 'Already borrowed' when one instance is used from two threads at once.
         self._lock = threading.Lock()
         self.name = name or f"hf:{model_dir}"
+        self.capability = capability
+        self.dtype_choice = choice
+        self.dtype = choice.dtype
+        if self.dtype != "float32":
+            self.model.to(getattr(torch, self.dtype))
+            self.batch_size = 1
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, dim={self.dim}, pooling={self.pooling!r})"
+        return f"{type(self).__name__}({self.name!r}, dim={self.dim}, pooling={self.pooling!r}, dtype={self.dtype!r})"
 
     def encode(self, texts: Sequence[str | tuple[str, str | None]]) -> np.ndarray:
         """Encode non-empty strings, or (utterance, context) pairs, into a (len(texts), dim) float32 array."""
@@ -231,13 +253,14 @@ class MiniLMExtractor(TransformerTextExtractor):
     These equal ``SentenceTransformer(...).encode(texts, normalize_embeddings=True)`` (tested to 1e-4).
     """
 
-    def __init__(self, batch_size: int = 32, num_threads: int | None = 1, verify: bool = True) -> None:
+    def __init__(self, batch_size: int = 32, num_threads: int | None = 1, verify: bool = True,
+                 dtype: str = "auto") -> None:
         model_dir = minilm_model_dir()
         if verify:
             verify_minilm(model_dir)
         super().__init__(
             model_dir, pooling="mean", normalize=True, batch_size=batch_size, max_length=256,
-            num_threads=num_threads, name="minilm-l6",
+            num_threads=num_threads, name="minilm-l6", dtype=dtype,
         )
 
 
