@@ -202,6 +202,8 @@ def main() -> int:
     ap.add_argument("--handoff-interval-s", type=float, default=1.0)
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
+    from benchmarks.machine import header
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     if args.checkpoint:
