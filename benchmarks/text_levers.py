@@ -12,7 +12,9 @@ computes), so each lever is judged by speed *and* by what it does to the predict
 
 Printed per variant: ms per utterance (one pass per utterance: the median call; batched: wall time / n),
 the max |difference| and min cosine of its vectors to the reference, dev W-F1 and label agreement with the
-reference's predictions. The header names the CPU, its flags and the load.
+reference's predictions; for a batched variant also the max |difference| and label agreement with the
+one-per-pass run of its own dtype (what batching alone changes; needs that run in the list before it). The
+header names the CPU, its flags and the load.
 
     .venv/bin/python benchmarks/text_levers.py [--variants float32x1,bfloat16x1,...] [--batch 16] [--limit N]
 """
@@ -112,7 +114,9 @@ def main() -> None:
           f"{100 * ck.meta['metrics']['valid']['weighted_f1']:.2f}; 1 torch thread")
     variants = args.variants.split(",")
     ref: tuple[np.ndarray, np.ndarray] | None = None
-    print(f"{'variant':<18} {'ms/utt':>7} {'max|dv|':>9} {'min cos':>8} {'dev W-F1':>8} {'agree %':>8}  load")
+    done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    print(f"{'variant':<18} {'ms/utt':>7} {'max|dv|':>9} {'min cos':>8} {'dev W-F1':>8} {'agree %':>8} "
+          f"{'vs x1 of its dtype':>20}  load")
     for v in variants:
         ex = build(v, args.batch)
         inputs = [encoder_input(m.text or "", m.speaker, m.context, ex.context_utterances) for m in media]
@@ -125,7 +129,11 @@ def main() -> None:
         dv = float(np.abs(vecs - ref[0]).max())
         cos = float(((vecs * ref[0]).sum(1) / np.linalg.norm(vecs, axis=1) / np.linalg.norm(ref[0], axis=1)).min())
         agree = 100 * float((pred == ref[1]).mean())
-        print(f"{v:<18} {ms:7.1f} {dv:9.2e} {cos:8.5f} {wf1:8.2f} {agree:8.2f}  {load()}", flush=True)
+        done[v] = (vecs, pred)
+        own = done.get(v.replace("xB", "x1")) if v.endswith("xB") else None
+        batching = "" if own is None else \
+            f"{float(np.abs(vecs - own[0]).max()):.2e} {100 * float((pred == own[1]).mean()):.2f}%"
+        print(f"{v:<18} {ms:7.1f} {dv:9.2e} {cos:8.5f} {wf1:8.2f} {agree:8.2f} {batching:>20}  {load()}", flush=True)
         del ex
     print(f"reference: {variants[0]}; load average at the end: {load()}")
 
