@@ -252,8 +252,8 @@ def create(name: str, *, dtype: str = "auto", **options: Any) -> Extractor:
     if not spec.present():
         raise ExtractorError(f"extractor {name!r} is not installed here: {spec.note}")
     if spec.parts or spec.validated is not None:
-        return spec.factory(dtype=dtype, **options)  # type: ignore[no-any-return]
-    return spec.factory(**options)  # type: ignore[no-any-return]
+        return spec.factory(dtype=dtype, **options)
+    return spec.factory(**options)
 
 
 def dtype_of(extractor: object) -> str | None:
