@@ -47,7 +47,7 @@ def build(variant: str, batch: int) -> Any:
     if variant.startswith("int8"):
         suffixes = (".attn.q", ".attn.k", ".attn.v", ".attn.o") + ((".intermediate.dense",) if "ffn" in variant else ())
         names = {n for n, m in ex.model.named_modules() if isinstance(m, torch.nn.Linear) and n.endswith(suffixes)}
-        ex.model = torch.ao.quantization.quantize_dynamic(ex.model, names, dtype=torch.qint8)
+        ex.model = torch.ao.quantization.quantize_dynamic(ex.model, names, dtype=torch.qint8)  # type: ignore[no-untyped-call]
     return ex
 
 
@@ -83,7 +83,7 @@ def predict(vectors: np.ndarray, dialogues: list[Any], ck: Any, estimator: Any) 
                            estimator.estimate_dialogue(x, slots).astype(np.float32)))
     with torch.no_grad():
         out = ck.model(collate(dl, ("t",)))
-    return out.emotion_logp.argmax(-1).numpy()
+    return np.asarray(out.emotion_logp.argmax(-1).numpy())
 
 
 def main() -> None:
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="only the first N dev dialogues (0: all 114)")
     args = ap.parse_args()
     import torch
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import f1_score  # type: ignore[import-untyped]
 
     from benchmarks.machine import header, load
     from extractors.text import encoder_input
