@@ -85,8 +85,11 @@ def delta_fingerprint(name: str, text_dir: Path = TEXT_DIR) -> str | None:
 class MeldTextExtractor(TransformerTextExtractor):
     """The fine-tuned text extractor: a verified packaged base + the shipped top-layer delta."""
 
+    applies_delta = True
+
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, batch_size: int = 32, num_threads: int | None = 1,
-                 verify: bool = True, dtype: str = "auto", capability: Capability | None = None) -> None:
+                 verify: bool = True, dtype: str = "auto", capability: Capability | None = None,
+                 backend: str = "torch") -> None:
         import torch
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -113,7 +116,7 @@ class MeldTextExtractor(TransformerTextExtractor):
                          batch_size=batch_size, max_length=int(meta.get("max_length", 64)),
                          num_threads=num_threads, name=str(meta.get("name", NAME)),
                          context_utterances=int(meta.get("context_utterances", 0)), dtype=dtype,
-                         validated_dtype=validated, capability=capability)
+                         validated_dtype=validated, capability=capability, backend=backend)
         try:
             delta = load_file(str(weights))
         except (SafetensorError, OSError, ValueError) as e:
@@ -127,4 +130,5 @@ class MeldTextExtractor(TransformerTextExtractor):
             for k, v in layers.items():
                 own[k].copy_(v.to(own[k].dtype))
         self.meta = meta
+        self.start_backend(f"{self.name}-{digest[:16]}")  # the delta's sha: new weights, a new export
         log.info("%s: %s (%s) on %s", self.name, self.dtype, self.dtype_choice.reason, self.capability.describe())

@@ -228,13 +228,14 @@ def parts(name: str) -> tuple[str, ...]:
     return spec.parts if spec is not None and spec.parts else (name,)
 
 
-def create(name: str, *, dtype: str = "auto", **options: Any) -> Extractor:
+def create(name: str, *, dtype: str = "auto", backend: str = "torch", **options: Any) -> Extractor:
     """Build the extractor registered as ``name`` (weights load here, once).
 
     ``hf:PATH`` loads a local transformers model directory (``pooling="mean"|"cls"``, ``normalize``);
     ``A+B`` concatenates registered extractors of one modality (e.g. ``mpnet-base-meld+minilm-l6-meld-ctx``).
     ``dtype`` (``auto|float32|bfloat16``) goes to the transformer text encoders, every part of a concatenation
-    included (:func:`extractors.cpu.choose_dtype`); the other extractors have none.
+    included (:func:`extractors.cpu.choose_dtype`), and so does ``backend`` (``torch|onnx``,
+    :mod:`extractors.onnx_backend`); the other extractors have neither.
     Raises ExtractorError for unknown names or missing packages/models, or a dtype not in that list.
     """
     if dtype not in CHOICES:
@@ -244,7 +245,7 @@ def create(name: str, *, dtype: str = "auto", **options: Any) -> Extractor:
         path = name[len(HF_PREFIX):]
         if not path:
             raise ExtractorError("hf:PATH needs a model directory after 'hf:'")
-        return TransformerTextExtractor(path, name=name, dtype=dtype, **options)
+        return TransformerTextExtractor(path, name=name, dtype=dtype, backend=backend, **options)
     spec = _spec(name)
     if spec is None or spec.factory is None:
         raise ExtractorError(f"unknown extractor {name!r}; known: {', '.join(names())}, hf:PATH, "
@@ -252,8 +253,17 @@ def create(name: str, *, dtype: str = "auto", **options: Any) -> Extractor:
     if not spec.present():
         raise ExtractorError(f"extractor {name!r} is not installed here: {spec.note}")
     if spec.parts or spec.validated is not None:
-        return spec.factory(dtype=dtype, **options)
+        return spec.factory(dtype=dtype, backend=backend, **options)
     return spec.factory(**options)
+
+
+def backend_of(extractor: object) -> str | None:
+    """``torch`` or ``onnx`` for a built extractor's transformer encoders (``a+b`` when parts differ), else None."""
+    own = getattr(extractor, "backend", None)
+    if isinstance(own, str):
+        return own
+    found = [d for p in getattr(extractor, "parts", ()) if (d := backend_of(p)) is not None]
+    return "+".join(dict.fromkeys(found)) or None
 
 
 def dtype_of(extractor: object) -> str | None:

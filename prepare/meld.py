@@ -293,11 +293,12 @@ class TextEncoderSpec:
     dtype: str | None = None
 
 
-def make_text_encoder(name: str, dtype: str = "auto") -> TextEncoderSpec:
-    """Resolve an extractor name from the registry into a batch text encoder (``dtype``: auto|float32|bfloat16)."""
+def make_text_encoder(name: str, dtype: str = "auto", backend: str = "torch") -> TextEncoderSpec:
+    """Resolve an extractor name from the registry into a batch text encoder (``dtype``: auto|float32|bfloat16,
+    ``backend``: torch|onnx; the onnx backend's float32 vectors are keyed as float32)."""
     from extractors.registry import create, dtype_of
 
-    ext = create(name, dtype=dtype)
+    ext = create(name, dtype=dtype, backend=backend)
     if ext.modality != "t":
         raise MeldError(f"extractor {name!r} is a {ext.modality!r} extractor, not text")
 
@@ -528,6 +529,7 @@ def prepare_meld(
     encoder_factory: Callable[[str], TextEncoderSpec] | None = None,
     persona_source: str = "given", persona_alpha: float = 0.5, text_style: str = "gold",
     persona_estimator: Path | None = None, train_vectors: Sequence[Path] = (), text_dtype: str = "auto",
+    text_backend: str = "torch",
 ) -> PrepareReport:
     """Read, extract, write. ``cache_dir`` defaults to ``OUT/.feature-cache``.
 
@@ -547,7 +549,8 @@ def prepare_meld(
     persona = load_persona(persona_path, dialogues)
     order = list(dialogues)
     media = [m for v in order for m in dialogue_media(dialogues[v], TEXT_STYLES[text_style])]
-    extracted = extract_texts(media, text_extractor, encoder_factory or partial(make_text_encoder, dtype=text_dtype),
+    factory = encoder_factory or partial(make_text_encoder, dtype=text_dtype, backend=text_backend)
+    extracted = extract_texts(media, text_extractor, factory,
                               out / ".feature-cache" if cache_dir is None else cache_dir, progress=progress)
     vectors = extracted.vectors
     ends = np.cumsum([len(dialogues[v].utterances) for v in order])[:-1]
@@ -609,6 +612,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="text encoder dtype: auto = bfloat16 only where the CPU has avx512_bf16/amx_bf16 (and the "
                         "encoder is validated in it), float32 elsewhere; recorded in the cache namespace")
+    p.add_argument("--text-backend", choices=["torch", "onnx"], default="torch",
+                   help="text encoder runtime: torch, or onnx (ONNX Runtime, float32, ~2.5x faster than torch float32)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -619,7 +624,7 @@ def _run(args: argparse.Namespace) -> int:
                          progress=not args.no_progress, persona_source=args.persona_source,
                          persona_alpha=args.persona_alpha, text_style=args.text_style,
                          persona_estimator=args.persona_estimator, train_vectors=args.train_vectors,
-                         text_dtype=args.text_dtype)
+                         text_dtype=args.text_dtype, text_backend=args.text_backend)
     except (MeldError, PersonaError, ExtractorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -262,7 +262,7 @@ def load_analyzer(checkpoint: str | Path, params: LiveParams | None = None, *,
         raise CheckpointError(f"{checkpoint}: not a causal model (config.causal=false); live inference needs one")
     if extractors is None:
         exs = build_extractors(ck.extractors, ck.config.modalities, ck.config.dims, where=str(checkpoint),
-                               dtype=params.inference.text_dtype)
+                               dtype=params.inference.text_dtype, backend=params.inference.text_backend)
     else:
         exs = {}
         for m in ck.config.modalities:

@@ -97,3 +97,27 @@ def test_auto_dtype_follows_the_cpu_and_what_the_delta_is_validated_in(tmp_path:
     assert meld_text.MeldTextExtractor(tmp_path / "f.safetensors", capability=AVX512_BF16).dtype == "float32"
     with pytest.raises(ExtractorError, match="auto, float32, bfloat16"):
         meld_text.MeldTextExtractor(w, dtype="float16")
+
+
+def test_onnx_backend_reproduces_torch_and_reuses_its_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--text-backend onnx: ONNX Runtime computes the torch float32 vectors (1e-4; 6.3e-6 seen on MELD dev for
+    mpnet), pairs (context readers) included; the export is made once into the cache and reused, a broken
+    cached file is exported again, and bfloat16 is refused."""
+    monkeypatch.setenv("PCGNET_CACHE_DIR", str(tmp_path / "cache"))
+    w = write_delta(tmp_path / "d.safetensors")
+    texts: list[str | tuple[str, str | None]] = ["I can't believe you did that!", "Okay.",
+                                                  ("Really?", "B: We doubled our sign ups! A: Wow.")]
+    torch_vecs = meld_text.MeldTextExtractor(w).encode(texts)
+    ort = meld_text.MeldTextExtractor(w, backend="onnx")
+    assert (ort.backend, ort.dtype) == ("onnx", "float32")
+    assert np.abs(ort.encode(texts) - torch_vecs).max() < 1e-4
+    assert np.abs(ort.encode(texts[:1]) - torch_vecs[:1]).max() < 1e-4  # another batch shape
+    (onnx_file,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    stamp = onnx_file.stat().st_mtime_ns
+    meld_text.MeldTextExtractor(w, backend="onnx")
+    assert onnx_file.stat().st_mtime_ns == stamp  # reused, not exported again
+    onnx_file.write_bytes(b"not a model")
+    again = meld_text.MeldTextExtractor(w, backend="onnx")
+    assert np.abs(again.encode(texts) - torch_vecs).max() < 1e-4 and onnx_file.stat().st_size > 1000
+    with pytest.raises(ExtractorError, match="onnx runs float32"):
+        meld_text.MeldTextExtractor(w, backend="onnx", dtype="bfloat16")
