@@ -4,11 +4,9 @@ Exports ``mpnet-base-meld`` in float32 (encoder + attention-mask mean pooling) w
 then encodes every MELD dev utterance one per call with torch float32, ONNX Runtime float32 (one thread,
 sequential) and torch bfloat16, in one process; prints ms per utterance, the max |difference| to torch
 float32, and the shipped PCGNet's dev W-F1 and label agreement (issue 21). The exporter needs the ``onnx``
-package, which the project does not depend on: install it aside, e.g.
-``.venv/bin/pip install --no-deps --target /tmp/pylib onnx==1.19.1 ml_dtypes==0.5.3`` and add that folder to
-``PYTHONPATH``.
+package (a pinned dependency since this probe; ``--text-backend onnx`` is what it led to).
 
-    PYTHONPATH=.:/tmp/pylib .venv/bin/python scripts/experiments/onnx_probe.py [--limit N]
+    .venv/bin/python scripts/experiments/onnx_probe.py [--limit N]
 """
 
 from __future__ import annotations
