@@ -284,6 +284,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "audio_eval")
     ap.add_argument("--live-args", default="", help="extra live.py arguments for --stage path (e.g. '--speakers 4')")
     args = ap.parse_args()
+    from benchmarks.machine import header
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.work.mkdir(parents=True, exist_ok=True)
     sessions = load_sessions(args.sessions)

@@ -191,6 +191,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default"))
     ap.add_argument("--batch-check", action="store_true", help="only measure whether batching ASR calls pays")
     args = ap.parse_args()
+    from benchmarks.machine import header
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
 
     import torch
 

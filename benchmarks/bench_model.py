@@ -271,6 +271,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="torch device (cuda: scripts/gpu-check.sh)")
     ap.add_argument("--_train-child", dest="train_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from benchmarks.machine import header
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
     if args.train_child:
         print(json.dumps(train_child(args.train_child, args.fraction, args.epochs, args.threads, args.pin_mmap,
                                      args.device)))

@@ -27,7 +27,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -210,9 +209,10 @@ def main() -> int:
             from tests.support.checkpoints import make_tiny_checkpoint
 
             ck = make_tiny_checkpoint(tmp / "ck", seed=0, hidden=200, n_speakers=9, window_utterances=16)
-    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name'"], capture_output=True, text=True).stdout.strip()
-    print(f"backend {args.backend} {ck or ''}; {cpu}; {os.cpu_count()} cores; load {Path('/proc/loadavg').read_text().strip()}; "
-          f"logs {tmp}", flush=True)
+    from benchmarks.machine import header
+
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
+    print(f"backend {args.backend} {ck or ''}; logs {tmp}", flush=True)
     results = asyncio.run(run_all(args, tmp, ck))
     print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
     if args.json:

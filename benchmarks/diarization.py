@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-speakers", type=int, default=2)
     ap.add_argument("--sweep", action="store_true", help="also sweep the threshold (d-vector alone and voice prints)")
     args = ap.parse_args(argv)
+    from benchmarks.machine import header
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
     import torch
 
     torch.set_num_threads(1)

@@ -73,6 +73,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
+    from benchmarks.machine import header
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 

@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spool", help="with --mqtt: on-disk spool directory")
     p.add_argument("--json", help="write samples and summary to this file")
     args = p.parse_args(argv)
+    from benchmarks.machine import header
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"soak: {args.minutes:g} min, {'tiny checkpoint' if args.tiny else args.checkpoint}, {args.sessions} long "
           f"sessions at {args.speed:g}x, a short session every {args.churn_every_s:g} s, sampling every "

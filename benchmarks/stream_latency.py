@@ -196,6 +196,9 @@ def main() -> None:
     ap.add_argument("--stagger-s", type=float, default=2.5, help="session start times spread over this")
     ap.add_argument("--checkpoint", help="default: checkpoints/default, else a tiny untrained one")
     ap.add_argument("--demo", default=str(ROOT / "examples" / "demo"))
+    ap.add_argument("--text-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                    help="the text encoder's dtype (auto: by the CPU, as live.py)")
+    ap.add_argument("--text-backend", choices=("torch", "onnx"), default="torch", help="the text encoder's runtime")
     args = ap.parse_args()
 
     import torch
@@ -213,7 +216,12 @@ def main() -> None:
     else:
         ck = make_tiny_checkpoint(workdir / "tiny")
     meta = json.loads((ck / "config.json").read_text())
-    exs = {m: registry.create(e["name"]) for m, e in meta["extractors"].items() if m in meta["model"]["modalities"]}
+    exs = {m: registry.create(e["name"], dtype=args.text_dtype, backend=args.text_backend)
+           for m, e in meta["extractors"].items()
+           if m in meta["model"]["modalities"]}
+    from benchmarks.machine import header
+    print(header(text_dtype=f"{registry.dtype_of(exs['t'])} ({registry.backend_of(exs['t'])})" if "t" in exs
+                 else "none"), flush=True)
     broker = Mosquitto(workdir / "mosquitto").start()
     port = broker.port
     print(f"checkpoint {ck} (hidden {meta['model']['hidden']}, modalities {meta['model']['modalities']}); "

@@ -4,10 +4,14 @@ Real inputs: MELD dev dialogues (``--csv-dir``), exactly the ``UtteranceMedia`` 
 (text, speaker, the dialogue so far). Each pass encodes the same utterances one call each; the table prints
 the median and 95th/99th percentiles over all calls, the spread of per-pass medians, and the ratio to a
 second encoder (``--against``, default the previous shipped one) timed in the same process on the same
-utterances. Also prints the install size (the virtual environment's site-packages plus the shipped
-checkpoints) and the machine load.
+utterances. ``--dtypes float32,bfloat16`` times the shipped encoder in each dtype instead (same process, same
+utterances, passes alternating): bfloat16 wins only on a CPU with native bfloat16 (AVX512-BF16, AMX), which
+is why ``--text-dtype auto`` decides by the CPU (docs/live.md, "CPU classes"). Also prints the install size
+(the virtual environment's site-packages plus the shipped checkpoints); the header names the CPU, its flags
+and the load.
 
     .venv/bin/python benchmarks/text_encoding.py [--utterances 200] [--passes 5]
+    .venv/bin/python benchmarks/text_encoding.py --dtypes float32,bfloat16
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +40,13 @@ def du(path: Path) -> int:
     return total
 
 
+def make_encoders(args: argparse.Namespace, create: Any) -> dict[str, Any]:
+    """Label -> encoder: ``--extractor`` in each of ``--dtypes``, else ``--extractor`` and ``--against``."""
+    if args.dtypes:
+        return {f"{args.extractor} {d}": create(args.extractor, dtype=d) for d in args.dtypes.split(",")}
+    return {name: create(name) for name in dict.fromkeys([args.extractor, args.against])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--csv-dir", type=Path, default=ROOT.parent / "shared" / "data" / "meld")
@@ -42,10 +54,12 @@ def main() -> None:
     ap.add_argument("--against", default="minilm-l6-meld", help="the encoder timed beside it, same process")
     ap.add_argument("--utterances", type=int, default=200)
     ap.add_argument("--passes", type=int, default=5)
+    ap.add_argument("--dtypes", default=None, help="comma-separated dtypes of --extractor to time against each other")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from benchmarks.machine import header
     from extractors.base import UtteranceMedia
     from extractors.registry import create
     from pcgnet.checkpoint import read_meta
@@ -54,7 +68,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.extractor is None:
         args.extractor = read_meta(ROOT / "checkpoints" / "default")["extractors"]["t"]["name"]
-    encoders = {name: create(name) for name in dict.fromkeys([args.extractor, args.against])}
+    print(header(extractor=args.extractor))
+    encoders = make_encoders(args, create)
     media: list[UtteranceMedia] = []
     for d in read_meld(args.csv_dir).values():
         if d.split == "dev":
@@ -85,7 +100,7 @@ def main() -> None:
         print(f"{name:<{w}} {p50:8.1f} {p95:8.1f} {p99:8.1f}   {min(medians[name]):.1f}..{max(medians[name]):.1f}")
     if len(encoders) == 2:
         a, b = (np.array(times[n]) for n in encoders)
-        print(f"{args.extractor} / {args.against}: p50 {np.median(a) / np.median(b):.2f}x, "
+        print(f"{' / '.join(encoders)}: p50 {np.median(a) / np.median(b):.2f}x, "
               f"p95 {np.percentile(a, 95) / np.percentile(b, 95):.2f}x")
     venv = Path(sys.prefix)
     site = next(venv.glob("lib/python*/site-packages"), venv)

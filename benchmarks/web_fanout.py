@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--events", type=int, default=3000)
     args = ap.parse_args()
+    from benchmarks.machine import header
+    print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
     logging.getLogger("stream.channel").setLevel(logging.ERROR)  # the stalled pages' "queue full" warnings
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     asyncio.run(main_async(args.runs, args.events))

@@ -18,8 +18,10 @@ def register(subparsers: Any) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     from extractors import registry
+    from extractors.cpu import detect
 
-    infos = registry.available(include_tools=True)
+    cap = detect()
+    infos = registry.available(include_tools=True, capability=cap)
     if args.json:
         print(json.dumps([i.__dict__ for i in infos], indent=2))
         return 0
@@ -27,10 +29,12 @@ def run_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="extractors (modality t/a/v = features; vad/asr/speaker = live-audio tools)")
-    for col in ("name", "modality", "dim", "models present", "note"):
+    table.caption = (f"cpu: {cap.describe()}; dtype = what --text-dtype auto picks here (bfloat16 only with "
+                     "native support, docs/live.md)")
+    for col in ("name", "modality", "dim", "dtype", "models present", "note"):
         table.add_column(col)
     for i in infos:
-        table.add_row(i.name, i.modality, "-" if i.dim is None else str(i.dim),
+        table.add_row(i.name, i.modality, "-" if i.dim is None else str(i.dim), i.dtype or "-",
                       "yes" if i.models_present else "no", i.note)
-    Console(width=160).print(table)
+    Console(width=170).print(table)
     return 0

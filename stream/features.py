@@ -44,8 +44,10 @@ def media_of(utt: Utterance, context: Sequence[tuple[str, str]] = ()) -> Utteran
 
 
 def build_extractors(spec: Mapping[str, Any], modalities: Sequence[str], dims: Mapping[str, int],
-                     where: str = "checkpoint") -> dict[str, Extractor]:
-    """Create the extractor named for each modality the model uses; checks each one's dim."""
+                     where: str = "checkpoint", dtype: str = "auto", backend: str = "torch") -> dict[str, Extractor]:
+    """Create the extractor named for each modality the model uses; checks each one's dim. ``dtype``: the text
+    encoders' (``auto|float32|bfloat16``, :func:`extractors.cpu.choose_dtype`), ``backend`` their runtime
+    (``torch|onnx``)."""
     from extractors import registry
 
     out: dict[str, Extractor] = {}
@@ -56,7 +58,7 @@ def build_extractors(spec: Mapping[str, Any], modalities: Sequence[str], dims: M
                                      f"(its 'extractors' section has {sorted(spec)})")
         name = str(entry["name"])
         try:
-            ex = registry.create(name)
+            ex = registry.create(name, dtype=dtype, backend=backend)
         except ExtractorError as e:
             raise FeatureConfigError(f"{where}: modality {m!r} needs extractor {name!r}: {e}") from None
         if ex.dim != dims[m]:

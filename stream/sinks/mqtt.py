@@ -73,6 +73,7 @@ class MqttSink(Sink):
         # Health on the retained status record (overload is visible to subscribers): the runtime sets
         # status_provider to its queue depths.
         self.status_provider: Callable[[], Mapping[str, int]] | None = None
+        self.status_info: Mapping[str, Any] = {}  # fixed for the run: the text encoder's dtype and the CPU
         self.status_interval_s = status_interval_s
         self.offline_expiry_s = offline_expiry_s
         cid = settings.client_id or f"pcgnet-live-{uuid.uuid4().hex[:8]}"
@@ -131,7 +132,7 @@ class MqttSink(Sink):
     def health(self) -> dict[str, Any]:
         """Queue depths, drops and spool state for the status record."""
         h: dict[str, Any] = {"queues": dict(self.status_provider()) if self.status_provider else {},
-                             "mqtt_inbox": len(self.inbox), "mqtt_dropped": self.inbox.dropped}
+                             "mqtt_inbox": len(self.inbox), "mqtt_dropped": self.inbox.dropped, **self.status_info}
         if self.publisher is not None:
             h["spool"] = self.publisher.status()
         return h

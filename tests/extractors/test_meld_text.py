@@ -11,6 +11,7 @@ import pytest
 
 from extractors import meld_text
 from extractors.base import ExtractorError, UtteranceMedia
+from extractors.cpu import Capability
 
 
 def write_delta(path: Path, scale: float = 1.5, **extra: object) -> Path:
@@ -58,10 +59,12 @@ def test_missing_delta_is_a_clear_error(tmp_path: Path) -> None:
 def test_bfloat16_delta_is_close_and_independent_of_the_batch(tmp_path: Path) -> None:
     texts = ["I can't believe you did that!", "Okay.", "Wait, you mean Ross and Rachel are back together again?"]
     exact = meld_text.MeldTextExtractor(write_delta(tmp_path / "f.safetensors")).encode(texts)
-    half = meld_text.MeldTextExtractor(write_delta(tmp_path / "h.safetensors", dtype="bfloat16"))
+    half = meld_text.MeldTextExtractor(write_delta(tmp_path / "h.safetensors", dtype="bfloat16"), dtype="bfloat16")
+    assert half.dtype == "bfloat16" and half.batch_size == 1
     together = half.encode(texts)
     alone = np.concatenate([half.encode([t]) for t in texts])
-    assert np.array_equal(together, alone)  # one utterance per pass: batching never changes a vector
+    # Bitwise on purpose: one utterance per pass makes these the *same* computation (same shapes, same order).
+    assert np.array_equal(together, alone)
     cos = (together * exact).sum(1) / np.linalg.norm(together, axis=1) / np.linalg.norm(exact, axis=1)
     assert cos.min() > 0.999 and np.abs(together - exact).max() > 1e-4  # close, and really in bfloat16
 
@@ -71,3 +74,50 @@ def test_unknown_base_or_dtype_is_refused(tmp_path: Path) -> None:
         meld_text.MeldTextExtractor(write_delta(tmp_path / "b.safetensors", base="bert-huge"))
     with pytest.raises(ExtractorError, match="dtype"):
         meld_text.MeldTextExtractor(write_delta(tmp_path / "q.safetensors", dtype="int4"))
+
+
+AVX2 = Capability("AMD EPYC 7B12", frozenset({"avx", "avx2", "fma"}))
+AVX512_BF16 = Capability("AMD EPYC 9B14", frozenset({"avx", "avx2", "fma", "avx512f", "avx512_bf16"}))
+
+
+def test_auto_dtype_follows_the_cpu_and_what_the_delta_is_validated_in(tmp_path: Path) -> None:
+    """A bfloat16-validated delta runs in float32 on an AVX2-only CPU (emulated bfloat16 is slower there) and
+    in bfloat16 where the CPU has it natively; a float32 delta stays float32; an explicit dtype wins."""
+    w = write_delta(tmp_path / "h.safetensors", dtype="bfloat16")
+    texts = ["I can't believe you did that!", "Okay."]
+    exact = meld_text.MeldTextExtractor(write_delta(tmp_path / "f.safetensors")).encode(texts)
+    on_avx2 = meld_text.MeldTextExtractor(w, capability=AVX2)
+    assert (on_avx2.dtype, on_avx2.batch_size) == ("float32", 32) and "no avx512_bf16" in on_avx2.dtype_choice.reason
+    assert np.abs(on_avx2.encode(texts) - exact).max() < 1e-5  # the float32 computation of the same weights
+    on_bf16 = meld_text.MeldTextExtractor(w, capability=AVX512_BF16)
+    assert (on_bf16.dtype, on_bf16.batch_size) == ("bfloat16", 1)
+    assert meld_text.MeldTextExtractor(w, capability=AVX512_BF16, dtype="float32").dtype == "float32"
+    forced = meld_text.MeldTextExtractor(w, capability=AVX2, dtype="bfloat16")
+    assert forced.dtype == "bfloat16" and "slower" in forced.dtype_choice.reason
+    assert meld_text.MeldTextExtractor(tmp_path / "f.safetensors", capability=AVX512_BF16).dtype == "float32"
+    with pytest.raises(ExtractorError, match="auto, float32, bfloat16"):
+        meld_text.MeldTextExtractor(w, dtype="float16")
+
+
+def test_onnx_backend_reproduces_torch_and_reuses_its_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--text-backend onnx: ONNX Runtime computes the torch float32 vectors (1e-4; 6.3e-6 seen on MELD dev for
+    mpnet), pairs (context readers) included; the export is made once into the cache and reused, a broken
+    cached file is exported again, and bfloat16 is refused."""
+    monkeypatch.setenv("PCGNET_CACHE_DIR", str(tmp_path / "cache"))
+    w = write_delta(tmp_path / "d.safetensors")
+    texts: list[str | tuple[str, str | None]] = ["I can't believe you did that!", "Okay.",
+                                                  ("Really?", "B: We doubled our sign ups! A: Wow.")]
+    torch_vecs = meld_text.MeldTextExtractor(w).encode(texts)
+    ort = meld_text.MeldTextExtractor(w, backend="onnx")
+    assert (ort.backend, ort.dtype) == ("onnx", "float32")
+    assert np.abs(ort.encode(texts) - torch_vecs).max() < 1e-4
+    assert np.abs(ort.encode(texts[:1]) - torch_vecs[:1]).max() < 1e-4  # another batch shape
+    (onnx_file,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    stamp = onnx_file.stat().st_mtime_ns
+    meld_text.MeldTextExtractor(w, backend="onnx")
+    assert onnx_file.stat().st_mtime_ns == stamp  # reused, not exported again
+    onnx_file.write_bytes(b"not a model")
+    again = meld_text.MeldTextExtractor(w, backend="onnx")
+    assert np.abs(again.encode(texts) - torch_vecs).max() < 1e-4 and onnx_file.stat().st_size > 1000
+    with pytest.raises(ExtractorError, match="onnx runs float32"):
+        meld_text.MeldTextExtractor(w, backend="onnx", dtype="bfloat16")

@@ -111,7 +111,8 @@ def test_causal_model_never_looks_ahead_and_bidirectional_does():
         delta = (a.emotion_logp - b.emotion_logp).abs().amax(-1)
         assert float(delta[t]) > 1e-4
         if causal:
-            assert float(delta[:t].max()) == 0.0
+            # Two different float computations: rounding (<= 5e-7 seen), never bitwise; a leak is >= 1e-4.
+            assert float(delta[:t].max()) < 1e-5
         else:
             assert float(delta[:t].max()) > 1e-4
 

@@ -14,6 +14,7 @@ from pcgnet.streaming import ConversationState
 
 DIMS = {"t": 12, "a": 7, "v": 5}
 SPEAKERS = [0, 0, 1, 2, 0, 1, 1, 3, 2, 0, 0, 1, 2, 3, 3, 1]
+LEAK_ATOL = 1e-5  # float rounding between two computations: <= 5e-7 seen; a one-edge leak: ~0.1
 
 def causal_model(seed=0, device="cpu", **kw) -> PCGNet:
     base = dict(dims=dict(DIMS), hidden=8, persona_heads=2, interactive_heads=2, n_speakers=4, causal=True,
@@ -89,13 +90,16 @@ def test_changing_a_later_utterance_never_changes_earlier_outputs():
     spk2[t] = (spk[t] + 1) % 4
     base = forward_whole(model, feats, spk, persona)
     changed = forward_whole(model, feats2, spk2, persona2)
-    assert torch.equal(base.emotion_logp[:t], changed.emotion_logp[:t])
+    # Not bitwise: the two forwards are different float computations (4.8e-7 apart in a shift log-prob on an
+    # AVX2 CPU, issue 21). A real leak is far above LEAK_ATOL: one future edge per node in the window
+    # graphs moves these earlier outputs by 0.098 (emotion) and 0.092 (shift), measured once by mutation.
+    torch.testing.assert_close(base.emotion_logp[:t], changed.emotion_logp[:t], atol=LEAK_ATOL, rtol=0)
     assert not torch.allclose(base.emotion_logp[t], changed.emotion_logp[t])
     base_shift = {int(c): k for k, c in enumerate(base.shift_cur) if c < t}
     changed_shift = {int(c): k for k, c in enumerate(changed.shift_cur) if c < t}
     assert base_shift.keys() == changed_shift.keys() and base_shift
     for c, k in base_shift.items():
-        assert torch.equal(base.shift_logp[k], changed.shift_logp[changed_shift[c]])
+        torch.testing.assert_close(base.shift_logp[k], changed.shift_logp[changed_shift[c]], atol=LEAK_ATOL, rtol=0)
 
 
 def test_state_is_bounded_over_a_long_conversation():
