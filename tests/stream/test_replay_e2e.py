@@ -111,7 +111,7 @@ def test_replay_to_mqtt_jsonl_and_record_then_replay_reproduces(mosquitto, tiny_
     states = [p["state"] for t, p, _ in got if t.startswith("pcgnet/$status/")]
     assert states[0] == "online" and states[-1] == "offline"
     # the text encoder's dtype and the CPU, in the startup line and on the online status record (issue 21)
-    online = next(p for t, p, _ in got if t == "pcgnet/status" and p["state"] == "online")
+    online = next(p for t, p, _ in got if t.startswith("pcgnet/$status/") and p["state"] == "online")
     assert online["text_dtype"] == "float32" and online["cpu"].endswith("bfloat16)")  # minilm-l6: float32 only
     assert online["text_backend"] == "torch" and f"text encoder in float32 (torch) on {online['cpu']}" in out
     speaker_state = {t.rsplit("/", 1)[1]: p for t, p, _ in got if "/speakers/" in t}  # the latest per speaker
