@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from extractors.base import ExtractorError
-from extractors.diarize import N_TIMBRE, ClusterParams, SpeakerClusterer, VoicePrint
+from extractors.diarize import N_TIMBRE, ClusterParams, Speaker, SpeakerClusterer, VoicePrint
 from extractors.registry import package_dir
 from tests.voicing import VOICES, Line, SpeakerScores, speak, voice_lines
 
@@ -74,6 +74,41 @@ def test_late_merge_keeps_the_older_name_and_never_reuses_it():
     c2 = SpeakerClusterer(ClusterParams(threshold=0.8, merge_threshold=None, **only_dvector))
     assert [c2.assign(vp(d)) for d in (o, u, 1.05 * o + u)] == ["Speaker 1", "Speaker 2", "Speaker 1"]
     assert c2.labels == ["Speaker 1", "Speaker 2"]  # without merging both stay
+
+
+def test_short_prints_never_open_a_speaker_and_merges_are_recorded():
+    """A print under ``min_new_s`` joins the nearest speaker however unlike it is; a late merge is recorded as
+    (retired, surviving) for the correction downstream, and never takes the count below ``min_speakers``."""
+    o, u = np.zeros(8), np.zeros(8)
+    o[0], u[0], u[1] = 1.0, 0.7, np.sqrt(1 - 0.7 ** 2)
+    other = np.zeros(8)
+    other[5] = 1.0
+
+    def vp(d: np.ndarray, seconds: float = 2.0) -> VoicePrint:
+        return VoicePrint(d / np.linalg.norm(d), np.zeros(N_TIMBRE), 7.0, seconds)
+
+    only_dvector = {"w_timbre": 0.0, "w_pitch": 0.0, "short_slope": 0.0}
+    c = SpeakerClusterer(ClusterParams(threshold=0.8, merge_threshold=None, min_new_s=1.0, **only_dvector))
+    assert [c.assign(vp(o)), c.assign(vp(other, 0.6)), c.assign(vp(other, 1.2))] == ["Speaker 1"] * 2 + ["Speaker 2"]
+    c = SpeakerClusterer(ClusterParams(threshold=0.8, merge_threshold=0.8, **only_dvector))
+    assert [c.assign(vp(o)), c.assign(vp(u)), c.assign(vp(1.05 * o + u))] == ["Speaker 1", "Speaker 2", "Speaker 1"]
+    assert c.take_merges() == [("Speaker 2", "Speaker 1")] and c.take_merges() == []
+    exact = SpeakerClusterer(ClusterParams(threshold=0.8, merge_threshold=0.8, **only_dvector), max_speakers=2,
+                             min_speakers=2)
+    assert [exact.assign(vp(d)) for d in (o, u, 1.05 * o + u)] == ["Speaker 1", "Speaker 2", "Speaker 1"]
+    assert exact.labels == ["Speaker 1", "Speaker 2"] and exact.merges == []
+    with pytest.raises(ValueError, match="min_speakers"):
+        SpeakerClusterer(max_speakers=2, min_speakers=3)
+
+
+def test_the_prior_on_few_speakers_lowers_the_bar_as_speakers_open():
+    c = SpeakerClusterer(ClusterParams(threshold=0.5, crowd_slope=0.1, short_slope=0.0))
+    assert c.threshold_for(2.0) == pytest.approx(0.5)
+    for _ in range(3):
+        c.speakers.append(Speaker(f"S{_}"))
+    assert c.threshold_for(2.0) == pytest.approx(0.3)
+    c.min_speakers = 3  # --speakers-exact 3: no prior until three are open
+    assert c.threshold_for(2.0) == pytest.approx(0.5)
 
 
 def test_enrolled_speakers_keep_their_names():
