@@ -65,7 +65,8 @@ class ClusterParams:
     pitch_octaves: float = 0.25  # the pitch similarity is exp(-(difference / this) ** 2)
     timbre_prior: float = 3.0  # the session mean timbre is sum / (n + this): shrunk while few utterances are in
     turn_threshold: float = 0.45  # inside one voiced stretch, a piece below this is another voice (measured
-    # on Fish Fillets tuning levels: 7% false cuts, 3% missed changes; espeak-ng: 0% and 27%)
+    # on Fish Fillets tuning levels: 7% false cuts, 3% missed changes; espeak-ng: 0% and 29%), lowered by
+    turn_short_slope: float = 0.3  # this per second that the shorter side is under 1.2 s (an exclamation)
     dvector_center: float = 0.0  # how much of the session's mean d-vector is taken off every d-vector
     min_new_s: float = 1.0  # a shorter print never opens a speaker once one is open: too little evidence
     crowd_slope: float = 0.0  # the prior on few speakers: each open speaker beyond the first lowers the bar
@@ -183,7 +184,8 @@ class SpeakerClusterer:
         for q in group:
             s.add(q)
         d, t = self._session_dvector(p.dvector), self._session_timbre(np.asarray(p.timbre, np.float64))
-        return self._similarity(d, t, p.log_f0, s) >= self.params.turn_threshold
+        short = max(0.0, 1.2 - min(p.seconds, sum(q.seconds for q in group)))
+        return self._similarity(d, t, p.log_f0, s) >= self.params.turn_threshold - self.params.turn_short_slope * short
 
     def threshold_for(self, seconds: float) -> float:
         """The similarity at which an utterance this long joins a speaker rather than opening one (lower the
