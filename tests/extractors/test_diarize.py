@@ -7,13 +7,21 @@ failure modes fail the bounds below.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
 import pytest
 
 from extractors.base import ExtractorError
-from extractors.diarize import N_TIMBRE, ClusterParams, Speaker, SpeakerClusterer, VoicePrint
+from extractors.diarize import (
+    N_TIMBRE,
+    SYNTHETIC_VOICES,
+    ClusterParams,
+    Speaker,
+    SpeakerClusterer,
+    VoicePrint,
+)
 from extractors.registry import package_dir
 from tests.voicing import VOICES, Line, SpeakerScores, speak, voice_lines
 
@@ -114,7 +122,7 @@ def test_the_prior_on_few_speakers_lowers_the_bar_as_speakers_open():
 def test_enrolled_speakers_keep_their_names():
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal(32), rng.standard_normal(32)
-    c = SpeakerClusterer(ClusterParams(w_timbre=0.0))
+    c = SpeakerClusterer(ClusterParams(threshold=0.7, w_timbre=0.0))
     c.enroll("Ann", rand_print(rng, a, 0.05))
     c.enroll("Bo", rand_print(rng, b, 0.05))
     assert [c.assign(rand_print(rng, v, 0.05)) for v in (a, b, a, b)] == ["Ann", "Bo", "Ann", "Bo"]
@@ -145,13 +153,13 @@ def diarize(d: OnlineDiarizer, clips: list[np.ndarray]) -> list[str]:
 
 
 def test_three_voices_diarized(encoder, dialogue):
-    """Two male voices and a female one; 9 true pairs, so one wrong label costs 11 points. Bounds: >= 80% of
+    """Two male voices and a female one (espeak-ng: with the synthetic-voice bars, SYNTHETIC_VOICES); 9 true pairs, so one wrong label costs 11 points. Bounds: >= 80% of
     compared pairs one person and >= 75% of true pairs kept (at most 2 of 9 lost); measured 8/9 and 8/9 (the
     2-word "Two works for me." joins the other male voice). One label for all scores 0%, one per utterance
     forms no pairs (0% kept)."""
     v, clips = dialogue
     assert len(set(s.voice for s in v.segments)) == 3 and v.segments[0].voice == VOICES[0]
-    labels = diarize(OnlineDiarizer(encoder=encoder), clips)
+    labels = diarize(OnlineDiarizer(encoder=encoder, params=SYNTHETIC_VOICES), clips)
     s = SpeakerScores()
     s.add([seg.speaker for seg in v.segments], labels)
     assert s.pair_accuracy >= 0.8 and s.pair_recall >= 0.75, labels
@@ -192,3 +200,24 @@ def test_bad_audio_errors(encoder):
     with pytest.raises(ExtractorError, match="too short"):
         d.enroll("Ann", np.zeros(10, np.float32), 16000)
     assert d.clusterer.speakers == []  # nothing half-added
+
+
+def test_one_real_voice_speaking_several_times_stays_one_speaker(encoder):
+    """Real acted lines (Fish Fillets, tuning levels), 5-8 per voice, each its own segment: one voice is one
+    speaker. With the espeak-tuned bars (SYNTHETIC_VOICES) each of these voices is split into several. Not all
+    real voices stay one yet: of 12 such voices measured, 4 are still split in two (docs/live.md)."""
+    from tests.realvoices import ROOT, _trim, level_lines
+
+    if not ROOT.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail("fillets-ng-data-cs is not installed (scripts/install.sh installs it)")
+        pytest.skip("fillets-ng-data-cs is not installed")
+    from extractors.vad import SileroVad
+    from stream.capture.audiofile import decode_audio
+
+    vad = SileroVad()
+    for level, font in (("labyrinth", "font_big"), ("gems", "font_big"), ("duckie", "font_big"), ("atlantis", "font_small")):
+        clips = [_trim(np.clip(decode_audio(p), -1.0, 1.0), vad) for f, p in level_lines(level) if f == font][:8]
+        d = OnlineDiarizer(encoder=encoder)
+        labels = [d.assign(c, 16000) for c in clips]
+        assert len(clips) >= 5 and len(set(labels)) == 1, (level, font, labels)
