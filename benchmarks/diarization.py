@@ -15,7 +15,8 @@ conversations: speakers found = true (share of conversations) and found - true o
 no collar, best one-to-one name mapping) with its parts (missed speech, false alarm, wrong speaker); pair
 accuracy (of the pairs a shift event compares, the share that are one person) and pair recall (of the true
 pairs, the share the labels keep), over the found utterances; the CPU seconds per second of audio (VAD,
-turns, voice prints, clustering; one thread), with the CPU model and load average.
+turns, voice prints, clustering; one thread), with the CPU model and load average. ``--before`` adds the path
+as it was (espeak-tuned bars, one speaker per VAD segment).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extractors.diarize import ClusterParams  # noqa: E402
+from extractors.diarize import SYNTHETIC_VOICES, ClusterParams  # noqa: E402
 from tests.diarscore import DerParts, add_pairs, der_parts  # noqa: E402
 from tests.voicing import SpeakerScores, VoicedDialogue  # noqa: E402
 
@@ -76,10 +77,11 @@ def meld(voices: tuple[str, ...], limit: int) -> list[VoicedDialogue]:
 def run(material: str, convs: list[VoicedDialogue], setting: str, make: Callable[[int], object], vad: object) -> str:
     from extractors.speaker import diarize_recording
 
+    turns = not setting.startswith("before")
     der, pairs, exact, extra, cpu, seconds = DerParts(), SpeakerScores(), 0, 0, 0.0, 0.0
     for c in convs:
         t0 = time.process_time()
-        found = diarize_recording(c.audio, c.sample_rate, make(len(c.speakers)), vad=vad)  # type: ignore[arg-type]
+        found = diarize_recording(c.audio, c.sample_rate, make(len(c.speakers)), vad=vad, turns=turns)  # type: ignore[arg-type]
         cpu += time.process_time() - t0
         seconds += c.audio.size / c.sample_rate
         der.add(der_parts(c.segments, found))
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--material", choices=("all", "fillets", "flite", "espeak"), default="all")
     ap.add_argument("--tune", action="store_true", help="Fish Fillets tuning levels instead of the held-out ones")
     ap.add_argument("--limit", type=int, default=0, help="conversations per material (0: all; MELD: 10)")
+    ap.add_argument("--before", action="store_true", help="also the path before this work (espeak-tuned, no turns)")
+    ap.add_argument("--only", default="", help="only the settings whose name contains this")
     args = ap.parse_args(argv)
     import torch
 
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         "--speakers N": lambda n: OnlineDiarizer(encoder=encoder, max_speakers=n),
         "--speakers-exact N": lambda n: OnlineDiarizer(encoder=encoder, max_speakers=n, min_speakers=n),
     }
+    if args.before:  # the espeak-tuned bars, one speaker per VAD segment: the path before turn finding
+        settings["before: 0.7, no turns"] = lambda n: OnlineDiarizer(encoder=encoder, params=SYNTHETIC_VOICES)
     materials = ("fillets", "flite", "espeak") if args.material == "all" else (args.material,)
     print(f"{cpu_model()}; defaults {ClusterParams()}")
     print(HEADER)
@@ -123,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         convs = fillets(args.tune, args.limit, vad) if m == "fillets" else meld(FLITE if m == "flite" else ESPEAK, args.limit)
         label = f"{m}{'-tune' if args.tune and m == 'fillets' else ''}"
         for name, make in settings.items():
+            if args.only not in name:
+                continue
             print(run(label, convs, name, make, vad), flush=True)
     print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
     return 0
