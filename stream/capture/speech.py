@@ -1,4 +1,5 @@
-"""The audio path shared by the microphone and recordings: blocks -> VAD segments -> ASR + speaker -> utterances.
+"""The audio path shared by the microphone and recordings: blocks -> VAD segments -> speaker turns -> ASR +
+speaker -> utterances (one per turn: people answer each other faster than the VAD's end-of-utterance silence).
 
 :class:`SpeechSource` owns a bounded channel of ``(arrival_ns, block)`` pairs that a feeder fills (the
 PortAudio callback in :mod:`.mic`, a file decoder in :mod:`.audiofile`), and turns them into utterances:
