@@ -57,7 +57,7 @@ class VoicePrint:
 
 @dataclass(frozen=True)
 class ClusterParams:
-    """Weights of the three similarities and the decision thresholds (tuned on voiced MELD train)."""
+    """Weights of the three similarities (tuned on voiced MELD train) and the decision bars (on real voices)."""
 
     threshold: float = 0.3  # tuned on real voices (Fish Fillets tuning levels); espeak-ng: SYNTHETIC_VOICES
     merge_threshold: float | None = 0.5  # None: never merge
