@@ -73,6 +73,7 @@ class ClusterParams:
     turn_short_slope: float = 0.3  # this per second that the shorter side is under 1.2 s (an exclamation)
     dvector_center: float = 0.0  # how much of the session's mean d-vector is taken off every d-vector
     min_new_s: float = 1.0  # a shorter print never opens a speaker once one is open: too little evidence
+    exact_threshold: float = 0.6  # while fewer than min_speakers (--speakers-exact) are open, the bar to join
     crowd_slope: float = 0.0  # the prior on few speakers: each open speaker beyond the first lowers the bar
     # to join one by this much (a new speaker needs more evidence the more there already are)
 
@@ -201,6 +202,8 @@ class SpeakerClusterer:
         """The similarity at which an utterance this long joins a speaker rather than opening one (lower the
         shorter it is and the more speakers are open; never lower while fewer than ``min_speakers`` are)."""
         p = self.params
+        if 1 < self.min_speakers and len(self.speakers) < self.min_speakers:  # --speakers-exact N: more will come
+            return max(p.threshold, p.exact_threshold)
         crowd = p.crowd_slope * max(0, len(self.speakers) - max(1, self.min_speakers))
         return p.threshold - p.short_slope * max(0.0, p.short_s - seconds) - crowd
 

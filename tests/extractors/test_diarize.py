@@ -110,13 +110,15 @@ def test_short_prints_never_open_a_speaker_and_merges_are_recorded():
 
 
 def test_the_prior_on_few_speakers_lowers_the_bar_as_speakers_open():
-    c = SpeakerClusterer(ClusterParams(threshold=0.5, crowd_slope=0.1, short_slope=0.0))
+    c = SpeakerClusterer(ClusterParams(threshold=0.5, crowd_slope=0.1, short_slope=0.0, exact_threshold=0.6), max_speakers=9)
     assert c.threshold_for(2.0) == pytest.approx(0.5)
     for _ in range(3):
         c.speakers.append(Speaker(f"S{_}"))
     assert c.threshold_for(2.0) == pytest.approx(0.3)
     c.min_speakers = 3  # --speakers-exact 3: no prior until three are open
     assert c.threshold_for(2.0) == pytest.approx(0.5)
+    c.min_speakers = 4  # fewer open than known to come: the higher bar to join
+    assert c.threshold_for(2.0) == pytest.approx(0.6) and c.threshold_for(0.2) == pytest.approx(0.6)
 
 
 def test_enrolled_speakers_keep_their_names():
