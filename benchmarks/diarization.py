@@ -1,130 +1,139 @@
-"""Online diarization on espeak-ng voiced MELD dialogues, fed the true segments in order.
+"""Who spoke when, through the live path's diarization (silero -> speaker turns -> online clustering), per material.
 
-    python -m tests.voicing --split dev --dialogues 200 --min-speakers 2 --out runs/voiced/dev
-    python benchmarks/diarization.py runs/voiced/dev [--dialogues 20] [--sweep]
+    python benchmarks/diarization.py                          # all materials, held-out Fish Fillets levels
+    python benchmarks/diarization.py --material fillets --tune  # the tuning levels instead
+    python benchmarks/diarization.py --material espeak --limit 10
 
-Figures, over all dialogues (each one session, one fresh clusterer):
+Materials (generated here, nothing committed; turns 0.1-0.3 s apart, under the VAD's end-of-turn silence):
 
-* pairs: of the utterance pairs a shift event compares (an utterance and the previous one given the same
-  label), the share that really are one person (the issue's metric; all-one-label scores the share of
-  consecutive turns by one person, a new label per utterance scores no pairs at all);
-* pair recall: of the true pairs (an utterance and its speaker's previous one), the share the labels keep;
-* purity / coverage: utterance-weighted cluster purity and speaker coverage;
-* speakers: mean labels found - true speakers per dialogue, and the share of dialogues with exactly right.
+* ``fillets``: real acted Czech dialogue (Debian ``fillets-ng-data-cs``, tests/realvoices.py), the first 14
+  lines of each level; the held-out levels (corals, floppy, ...) unless ``--tune``;
+* ``flite``: MELD dev dialogues voiced with flite's slt/rms/awb/kal16; ``espeak``: the same with espeak-ng.
 
-Rows: the d-vector alone at 0.78 (the clusterer before voice prints), what the timbre, the pitch and the late
-merging each add, the default, and the default with the true number of speakers as the cap (``--speakers N``).
-``--sweep`` shows the trade-off over the threshold (tune on train, report on dev). Voice prints are computed
-once per utterance (the time is reported).
+Per material and setting (defaults; ``--speakers N`` = the true count as a cap; ``--speakers-exact N``), over all
+conversations: speakers found = true (share of conversations) and found - true on average; DER (10 ms frames,
+no collar, best one-to-one name mapping) with its parts (missed speech, false alarm, wrong speaker); pair
+accuracy (of the pairs a shift event compares, the share that are one person) and pair recall (of the true
+pairs, the share the labels keep), over the found utterances; the CPU seconds per second of audio (VAD,
+turns, voice prints, clustering; one thread), with the CPU model and load average. ``--before`` adds the path
+as it was (espeak-tuned bars, one speaker per VAD segment).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
+import platform
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extractors.diarize import ClusterParams, SpeakerClusterer, VoicePrint  # noqa: E402
-from stream.record import read_session  # noqa: E402
-from tests.voicing import SpeakerScores  # noqa: E402
+from extractors.diarize import SYNTHETIC_VOICES, ClusterParams  # noqa: E402
+from tests.diarscore import DerParts, add_pairs, der_parts  # noqa: E402
+from tests.voicing import SpeakerScores, VoicedDialogue  # noqa: E402
 
-# the clusterer before voice prints: d-vector cosine >= 0.78, no pitch, no short-utterance rule, no merging
-BASELINE = ClusterParams(threshold=0.78, merge_threshold=None, w_timbre=0.0, w_pitch=0.0, short_slope=0.0)
-
-
-@dataclass
-class Dialogue:
-    name: str
-    speakers: list[str]  # true speaker per utterance
-    prints: list[VoicePrint]
+FLITE = ("flite:slt", "flite:rms", "flite:kal16", "flite:awb")
+ESPEAK = ("en-us+m3", "en-us+f3", "en+m4", "en+f2", "en-us+m5")
 
 
-HEADER = f"{'':<34} {'pairs':>17} {'recall':>7} {'purity':>7} {'cover':>7} {'spk+':>6} {'exact':>6}"
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
-def load(folders: list[Path], min_speakers: int, limit: int) -> tuple[list[Dialogue], list[float]]:
-    """Voice prints of the first ``limit`` (0: all) sessions with >= ``min_speakers``, and the time of each."""
-    from tqdm import tqdm
+def fillets(tune: bool, limit: int, vad: object) -> list[VoicedDialogue]:
+    from tests.realvoices import HELD_OUT, level_conversation, tuning_levels
 
-    from extractors.speaker import VoicePrinter
-
-    sessions = [rec for rec in map(read_session, folders) if len({u.speaker for u in rec.utterances}) >= min_speakers]
-    printer = VoicePrinter()
-    out, times = [], []
-    for rec in tqdm(sessions[: limit or None], desc="voice prints", unit="dialogue"):
-        if rec.audio is None or rec.sample_rate is None:
-            raise SystemExit(f"{rec.path}: no audio.wav")
-        prints = []
-        for u in rec.utterances:
-            clip = rec.audio[int(round(u.t_start * rec.sample_rate)):int(round(u.t_end * rec.sample_rate))]
-            t0 = time.perf_counter()
-            prints.append(printer(clip, rec.sample_rate))
-            times.append(time.perf_counter() - t0)
-        out.append(Dialogue(rec.path.name, [u.speaker for u in rec.utterances], prints))
-    return out, times
+    names = tuning_levels()[::7] if tune else list(HELD_OUT)
+    out = [c for c in (level_conversation(lv, vad=vad, seed=i) for i, lv in enumerate(names)) if c is not None]
+    return out[: limit or None]
 
 
-def score(dialogues: list[Dialogue], params: ClusterParams, *, cap_true: bool = False) -> SpeakerScores:
-    s = SpeakerScores()
-    for d in dialogues:
-        c = SpeakerClusterer(params, max_speakers=len(set(d.speakers)) if cap_true else 9)
-        s.add(d.speakers, [c.assign(p) for p in d.prints])
-    return s
+def meld(voices: tuple[str, ...], limit: int) -> list[VoicedDialogue]:
+    import numpy as np
+
+    from pcgnet.config import MELD_LABELS
+    from tests.voicing import Line, meld_dialogues, voice_lines
+
+    rng = np.random.default_rng(0)
+    out = []
+    for d in meld_dialogues("dev", min_speakers=2)[: limit or 10]:
+        lines = [Line(u.speaker, u.text, MELD_LABELS[u.label]) for u in d.utterances[:12]]
+        if len(lines) < 2 or len({x.speaker for x in lines}) > len(voices):
+            continue
+        gaps = [float(g) for g in rng.uniform(0.1, 0.3, len(lines) - 1)]
+        out.append(voice_lines(lines, name=f"meld-dev-{d.dialogue}", voices=voices, gaps=gaps))
+    return out
+
+
+def run(material: str, convs: list[VoicedDialogue], setting: str, make: Callable[[int], object], vad: object) -> str:
+    from extractors.speaker import diarize_recording
+
+    turns = not setting.startswith("before")
+    der, pairs, exact, extra, cpu, seconds = DerParts(), SpeakerScores(), 0, 0, 0.0, 0.0
+    for c in convs:
+        t0 = time.process_time()
+        found = diarize_recording(c.audio, c.sample_rate, make(len(c.speakers)), vad=vad, turns=turns)  # type: ignore[arg-type]
+        cpu += time.process_time() - t0
+        seconds += c.audio.size / c.sample_rate
+        der.add(der_parts(c.segments, found))
+        add_pairs(pairs, c.segments, found)
+        n = len({f[2] for f in found})
+        exact += n == len(c.speakers)
+        extra += n - len(c.speakers)
+    sp = max(der.speech, 1e-9)
+    return (f"{material:<8} {setting:<20} {exact:>3}/{len(convs):<3} {extra / len(convs):+6.2f} "
+            f"{100 * der.der:6.1f} {100 * der.missed / sp:6.1f} {100 * der.false_alarm / sp:6.1f} "
+            f"{100 * der.confusion / sp:6.1f} {100 * pairs.pair_accuracy:6.1f} ({pairs.pairs_ok}/{pairs.pairs})"
+            f" {100 * pairs.pair_recall:6.1f} {cpu / max(seconds, 1e-9):7.3f}")
+
+
+HEADER = (f"{'material':<8} {'setting':<20} {'exact':>7} {'spk+':>6} {'DER%':>6} {'miss':>6} {'FA':>6} "
+          f"{'conf':>6} {'pairs%':>6} {'(ok/n)':>8} {'recall':>6} {'cpu s/s':>7}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sessions", type=Path, help="folder of voiced session folders (python -m tests.voicing ...)")
-    ap.add_argument("--dialogues", type=int, default=0, help="use the first N (default: all)")
-    ap.add_argument("--min-speakers", type=int, default=2)
-    ap.add_argument("--sweep", action="store_true", help="also sweep the threshold (d-vector alone and voice prints)")
+    ap.add_argument("--material", choices=("all", "fillets", "flite", "espeak"), default="all")
+    ap.add_argument("--tune", action="store_true", help="Fish Fillets tuning levels instead of the held-out ones")
+    ap.add_argument("--limit", type=int, default=0, help="conversations per material (0: all; MELD: 10)")
+    ap.add_argument("--before", action="store_true", help="also the path before this work (espeak-tuned, no turns)")
+    ap.add_argument("--only", default="", help="only the settings whose name contains this")
     args = ap.parse_args(argv)
     from benchmarks.machine import header
     print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
     import torch
 
     torch.set_num_threads(1)
-    folders = sorted((p for p in args.sessions.iterdir() if (p / "meta.json").is_file()),
-                     key=lambda p: (len(p.name), p.name))
-    if not folders:
-        raise SystemExit(f"{args.sessions}: no session folders (make them with python -m tests.voicing)")
-    dialogues, times = load(folders, args.min_speakers, args.dialogues)
-    n_utt = sum(len(d.speakers) for d in dialogues)
-    n_spk = np.array([len(set(d.speakers)) for d in dialogues])
-    print(f"{args.sessions}: {len(dialogues)} dialogues, {n_utt} utterances, speakers per dialogue "
-          f"{n_spk.min()}-{n_spk.max()} (mean {n_spk.mean():.1f})")
-    print(f"voice print per utterance: p50 {1000 * np.median(times):.0f} ms, p95 {1000 * np.percentile(times, 95):.0f}"
-          f" ms over {len(times)}")
-    same, other = [], []
-    for d in dialogues:
-        for i, j in itertools.combinations(range(len(d.prints)), 2):
-            cos = float(d.prints[i].dvector @ d.prints[j].dvector)
-            (same if d.speakers[i] == d.speakers[j] else other).append(cos)
-    print(f"d-vector cosine of utterance pairs: one speaker p10/p50 {np.percentile(same, 10):.2f}/"
-          f"{np.median(same):.2f}, two speakers p50/p90 {np.median(other):.2f}/{np.percentile(other, 90):.2f}")
+    from extractors.speaker import OnlineDiarizer, VoiceEncoder
+    from extractors.vad import SileroVad
+
+    encoder, vad = VoiceEncoder(), SileroVad()
+    settings: dict[str, Callable[[int], object]] = {
+        "default": lambda n: OnlineDiarizer(encoder=encoder),
+        "--speakers N": lambda n: OnlineDiarizer(encoder=encoder, max_speakers=n),
+        "--speakers-exact N": lambda n: OnlineDiarizer(encoder=encoder, max_speakers=n, min_speakers=n),
+    }
+    if args.before:  # the espeak-tuned bars, one speaker per VAD segment: the path before turn finding
+        settings["before: 0.7, no turns"] = lambda n: OnlineDiarizer(encoder=encoder, params=SYNTHETIC_VOICES)
+    materials = ("fillets", "flite", "espeak") if args.material == "all" else (args.material,)
+    print(f"{cpu_model()}; defaults {ClusterParams()}")
     print(HEADER)
-    print(score(dialogues, BASELINE).row("d-vector alone, 0.78"))
-    for name, p in (("d-vector + timbre", replace(ClusterParams(), w_pitch=0.0)),
-                    ("d-vector + timbre + pitch, no merge", replace(ClusterParams(), merge_threshold=None))):
-        print(score(dialogues, p).row(name))
-    print(score(dialogues, ClusterParams()).row("voice prints (default)"))
-    print(score(dialogues, ClusterParams(), cap_true=True).row("voice prints, cap = true speakers"))
-    if args.sweep:  # the trade-off: a higher threshold buys pair accuracy with lost pairs and extra speakers
-        for name, params in (("d-vector alone", BASELINE), ("voice prints", ClusterParams())):
-            cells = []
-            for th in (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85):
-                merge = None if params.merge_threshold is None else max(params.merge_threshold, th)
-                s = score(dialogues, replace(params, threshold=th, merge_threshold=merge))
-                cells.append(f"{th}: {100 * s.pair_accuracy:.0f}/{100 * s.pair_recall:.0f}/{s.extra / s.dialogues:+.1f}")
-            print(f"sweep {name:<15} threshold: pairs/recall/speakers+  " + "  ".join(cells))
+    for m in materials:
+        convs = fillets(args.tune, args.limit, vad) if m == "fillets" else meld(FLITE if m == "flite" else ESPEAK, args.limit)
+        label = f"{m}{'-tune' if args.tune and m == 'fillets' else ''}"
+        for name, make in settings.items():
+            if args.only not in name:
+                continue
+            print(run(label, convs, name, make, vad), flush=True)
     print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
     return 0
 

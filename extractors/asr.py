@@ -110,6 +110,33 @@ def normalize_words(text: str, normalizer: str = "raw") -> list[str]:
     return [w.replace("'", "") for w in _NON_WORD.sub(" ", text).split() if w.replace("'", "")]
 
 
+def repetition_loop(text: str, min_repeats: int = 4, max_n: int = 4) -> tuple[int, int, int] | None:
+    """A decoding loop in ``text``: ``(start, n, repeats)`` of the first word n-gram (n <= ``max_n``) said
+    ``min_repeats`` or more times in a row (in words, raw-normalised), else None.
+
+    Whisper on a short spontaneous segment can emit "I I I I I I I I": too short for its gzip compression-ratio
+    test to notice, so the recogniser checks this as well. People do repeat ("no no no"), rarely four times.
+    """
+    words = normalize_words(text)
+    for n in range(1, max_n + 1):
+        for i in range(0, len(words) - n * min_repeats + 1):
+            gram, k = words[i:i + n], 1
+            while words[i + k * n:i + (k + 1) * n] == gram:
+                k += 1
+            if k >= min_repeats:
+                return i, n, k
+    return None
+
+
+def collapse_loops(text: str) -> str:
+    """``text`` with every looping n-gram (:func:`repetition_loop`) said once (raw-normalised words)."""
+    words = normalize_words(text)
+    while (loop := repetition_loop(" ".join(words))) is not None:
+        i, n, k = loop
+        words = words[:i + n] + words[i + n * k:]
+    return " ".join(words)
+
+
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
     """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
     prev = list(range(len(hyp) + 1))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import numpy as np
 from extractors.audio import MfccExtractor, mel_filterbank, prepare_audio, voiced_f0
 from extractors.base import ExtractorError, UtteranceMedia
 from extractors.diarize import N_TIMBRE, ClusterParams, SpeakerClusterer, VoicePrint
+from extractors.turns import Turn, TurnParams, TurnProbe, find_turns
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,19 @@ class VoiceEncoder:
         raw = partial.mean(0).numpy()
         return (raw / max(float(np.linalg.norm(raw)), 1e-12)).astype(np.float32)
 
+    def windows(self, samples: np.ndarray, window: int, hop: int) -> np.ndarray:
+        """(W, 256) unit embeddings of windows of ``window`` samples every ``hop`` (16 kHz), one batched pass:
+        the sliding-window stage of :func:`extractors.turns.find_turns`."""
+        torch = self._torch
+        mel = mel_frames(normalize_volume(np.asarray(samples, np.float32)))
+        w, h = max(1, window // HOP), max(1, hop // HOP)
+        starts = range(0, max(1, mel.shape[0] - w + 1), h)
+        mels = np.stack([mel[s:s + w] for s in starts if mel[s:s + w].shape[0] == w] or [mel[:w]])
+        with self._lock, torch.inference_mode():
+            _, (hidden, _) = self.lstm(torch.from_numpy(np.ascontiguousarray(mels)))
+            e = torch.relu(self.linear(hidden[-1]))
+            return (e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)).numpy()
+
 
 class VoicePrinter:
     """Utterance -> :class:`~extractors.diarize.VoicePrint` (d-vector, mean MFCC 1-19, median pitch)."""
@@ -153,12 +167,14 @@ class OnlineDiarizer:
 
     def __init__(self, threshold: float | None = None, max_speakers: int = 9, encoder: VoiceEncoder | None = None,
                  *, voices: Mapping[str, tuple[np.ndarray, int]] | None = None,
-                 params: ClusterParams | None = None) -> None:
+                 params: ClusterParams | None = None, turn_params: TurnParams | None = None,
+                 min_speakers: int = 1) -> None:
         params = params or ClusterParams()
+        self.turn_params = turn_params or TurnParams()
         if threshold is not None:
             params = replace(params, threshold=threshold)
         self.printer = VoicePrinter(encoder)
-        self.clusterer = SpeakerClusterer(params, max_speakers)
+        self.clusterer = SpeakerClusterer(params, max_speakers, min_speakers)
         self._lock = threading.Lock()
         for name, (audio, rate) in (voices or {}).items():
             self.enroll(name, audio, rate)
@@ -173,3 +189,40 @@ class OnlineDiarizer:
         p = self.printer(audio, sample_rate)
         with self._lock:
             return self.clusterer.assign(p)
+
+    def turns(self, audio: np.ndarray, sample_rate: int) -> list[Turn]:
+        """The speaker turns of one voiced stretch (:func:`extractors.turns.find_turns`), in samples of
+        ``audio`` at ``sample_rate``; one turn covering it when it is too short to hold two."""
+        samples = prepare_audio(audio, sample_rate, RATE, what="speaker")
+        n = int(np.asarray(audio).shape[0])
+        if samples is None or samples.size < 2 * self.turn_params.min_piece_s * RATE:
+            return [Turn(0, n)]
+
+        def same(group: Sequence[VoicePrint], p: VoicePrint) -> bool:
+            with self._lock:
+                return self.clusterer.same_voice(group, p)
+
+        probe = TurnProbe(voice=lambda a: self.printer(a, RATE), same=same, windows=self.printer.encoder.windows)
+        turns = find_turns(samples, RATE, probe, self.turn_params)
+        scale = sample_rate / RATE
+        out = [Turn(int(round(t.start * scale)), int(round(t.end * scale)), t.overlap) for t in turns]
+        out[-1] = replace(out[-1], end=n)  # rounding must not lose the last samples
+        return out
+
+
+def diarize_recording(audio: np.ndarray, sample_rate: int, diarizer: OnlineDiarizer, *, vad: object | None = None,
+                      turns: bool = True) -> list[tuple[float, float, str, bool]]:
+    """Who spoke when in a whole recording, as the live audio path does it: silero segments, the speaker turns
+    in each (``turns=False``: one per segment), a name per turn; ``(start_s, end_s, name, overlap)`` in order.
+    For tests and benchmarks (the live path is :class:`stream.capture.speech.SpeechSource`)."""
+    from extractors.vad import SileroVad, detect_speech
+
+    out: list[tuple[float, float, str, bool]] = []
+    for s in detect_speech(audio, sample_rate, vad=vad if isinstance(vad, SileroVad) else None):
+        for t in diarizer.turns(s.audio, RATE) if turns else [Turn(0, s.audio.size)]:
+            try:
+                name = diarizer.assign(s.audio[t.start:t.end], RATE)
+            except ExtractorError:
+                name = "Speaker ?"
+            out.append((s.start_s + t.start / RATE, s.start_s + t.end / RATE, name, t.overlap))
+    return out

@@ -17,18 +17,20 @@ CTranslate2 releases the GIL while it runs, so callers run :meth:`WhisperAsr.tra
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from extractors.asr import Transcript, Word
+from extractors.asr import Transcript, Word, collapse_loops, repetition_loop
 from extractors.audio import prepare_audio
 from extractors.base import ExtractorError, default_cache_dir
 from extractors.text import sha256_file
@@ -46,6 +48,26 @@ BEAM_SIZE = 5
 """Beam width (1 = greedy)."""
 WINDOW_S: float | None = 10.0
 """Encoder window: the segment plus this many seconds (None = Whisper's fixed 30 s); see :class:`WhisperAsr`."""
+TOKENS_PER_S, TOKENS_MIN = 10, 16
+"""At most ``TOKENS_MIN + TOKENS_PER_S`` tokens per second of audio are decoded (fast speech is ~6 a second):
+a loop cannot run to Whisper's 448-token limit on a one-second segment."""
+NO_REPEAT_NGRAM = 3
+"""When a decode loops (:func:`extractors.asr.repetition_loop`) it is decoded again with this n-gram size
+forbidden to repeat and a repetition penalty; a loop that survives is said once (``collapse_loops``)."""
+
+
+def unlooped(decode: Callable[[bool], str]) -> str:
+    """``decode(False)``; when it loops, ``decode(True)`` (the anti-repetition retry); a loop still there is
+    collapsed to one copy."""
+    text = decode(False)
+    if repetition_loop(text) is None:
+        return text
+    text = decode(True)
+    return collapse_loops(text) if repetition_loop(text) is not None else text
+
+
+def max_new_tokens(n_samples: int) -> int:
+    return min(440, TOKENS_MIN + int(TOKENS_PER_S * n_samples / RATE))
 
 
 @dataclass(frozen=True)
@@ -234,11 +256,18 @@ class WhisperAsr:
         segment[:, :frames] = features[:, :frames]
         previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
         tokens = fw.get_prompt(tokenizer, previous, without_timestamps=True)
-        result, avg_logprob, _, _ = fw.generate_with_fallback(fw.encode(segment), tokens, tokenizer, options)
-        if self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold \
-                and avg_logprob < -1.0:
-            return ""  # silence, as faster-whisper decides it
-        return str(tokenizer.decode(result.sequences_ids[0])).strip()
+        encoded = fw.encode(segment)
+        options = dataclasses.replace(options, max_new_tokens=min(max_new_tokens(samples.size), fw.max_length - len(tokens)))
+
+        def decode(again: bool) -> str:
+            opts = dataclasses.replace(options, no_repeat_ngram_size=NO_REPEAT_NGRAM, repetition_penalty=1.2) \
+                if again else options
+            result, avg_logprob, _, _ = fw.generate_with_fallback(encoded, tokens, tokenizer, opts)
+            if self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold \
+                    and avg_logprob < -1.0:
+                return ""  # silence, as faster-whisper decides it
+            return str(tokenizer.decode(result.sequences_ids[0])).strip()
+        return unlooped(decode)
 
     def transcribe(self, audio: np.ndarray, sample_rate: int, prompt: str | None = None) -> Transcript:
         samples = prepare_audio(audio, sample_rate, RATE, what=self.name)
@@ -246,15 +275,21 @@ class WhisperAsr:
             return Transcript("")
         if self.window_s is not None and not self.timestamps and samples.size + self.window_s * RATE <= 30 * RATE:
             return Transcript(self._transcribe_window(samples, prompt))
-        segments, _ = self._model.transcribe(
-            samples, language="en", task="transcribe", beam_size=self.beam_size, vad_filter=False,
-            word_timestamps=self.word_timestamps, without_timestamps=not self.timestamps,
-            temperature=TEMPERATURES if self.temperature_fallback else 0.0,
-            no_speech_threshold=self.no_speech_threshold,
-            condition_on_previous_text=False, initial_prompt=prompt or None)
-        texts: list[str] = []
         words: list[Word] = []
-        for seg in segments:
-            texts.append(seg.text.strip())
-            words.extend(Word(w.word.strip(), w.start, w.end) for w in (seg.words or ()))
-        return Transcript(" ".join(t for t in texts if t), tuple(words))
+
+        def decode(again: bool) -> str:
+            segments, _ = self._model.transcribe(
+                samples, language="en", task="transcribe", beam_size=self.beam_size, vad_filter=False,
+                word_timestamps=self.word_timestamps, without_timestamps=not self.timestamps,
+                temperature=TEMPERATURES if self.temperature_fallback else 0.0,
+                no_speech_threshold=self.no_speech_threshold, condition_on_previous_text=False,
+                initial_prompt=prompt or None, max_new_tokens=min(224, max_new_tokens(samples.size)),
+                no_repeat_ngram_size=NO_REPEAT_NGRAM if again else 0, repetition_penalty=1.2 if again else 1.0)
+            texts: list[str] = []
+            words.clear()
+            for seg in segments:
+                texts.append(seg.text.strip())
+                words.extend(Word(w.word.strip(), w.start, w.end) for w in (seg.words or ()))
+            return " ".join(t for t in texts if t)
+        text = unlooped(decode)
+        return Transcript(text, tuple(words))

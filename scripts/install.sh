@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything into ./.venv. Usage: scripts/install.sh [test]
-#   Debian packages (as root): mosquitto (MQTT tests and demos), espeak-ng + sox (test speech),
+#   Debian packages (as root): mosquitto (MQTT tests and demos), espeak-ng + flite + sox (test speech),
 #   libportaudio2 (sounddevice's PortAudio), openssl (certificates for the MQTT TLS tests);
-#   with `test` also chromium (the web dashboard tests drive it headless through playwright).
+#   with `test` also chromium (the web dashboard tests drive it headless through playwright) and
+#   fillets-ng-data-cs (real acted voices for the diarization and ASR tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  pkgs=(mosquitto mosquitto-clients espeak-ng sox libportaudio2 openssl)
-  [ "${1:-}" = "test" ] && pkgs+=(chromium)
+  pkgs=(mosquitto mosquitto-clients espeak-ng flite sox libportaudio2 openssl)
+  [ "${1:-}" = "test" ] && pkgs+=(chromium fillets-ng-data-cs)
   for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "'Speaker 1', 'Speaker 2', ...)")
     aud.add_argument("--speakers", metavar="N", type=int, default=SpeakerParams.max_speakers,
                      help=f"at most N speakers per audio session (default {SpeakerParams.max_speakers})")
+    aud.add_argument("--speakers-exact", metavar="N", type=int, default=None,
+                     help="exactly N speakers when known: at most N, and never merged below N")
     aud.add_argument("--voice", metavar="NAME=FILE", action="append", default=[],
                      help="enroll a known voice from a recording of it, so its utterances are named NAME (repeat)")
     out = p.add_argument_group("outputs")
@@ -272,10 +274,13 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         return _fail(str(e))
     if args.speakers < 1:
         return _fail(f"--speakers must be >= 1 (got {args.speakers})")
+    if args.speakers_exact is not None and args.speakers_exact < 1:
+        return _fail(f"--speakers-exact must be >= 1 (got {args.speakers_exact})")
+    exact = args.speakers_exact
     params = LiveParams(
         checkpoint=args.checkpoint, session_id=session, speed=args.speed, worker_id=args.worker_id,
         shift_profile=args.shift_profile, topic_prefix=args.topic_root, speaker_expiry_s=args.speaker_expiry,
-        speakers=SpeakerParams(max_speakers=args.speakers, voices=voices),
+        speakers=SpeakerParams(max_speakers=exact or args.speakers, min_speakers=exact or 1, voices=voices),
         inference=replace(InferenceParams(), device=resolve_device_name(args.device), text_dtype=args.text_dtype,
                           text_backend=args.text_backend),
         mic=replace(MicParams(), speaker=args.speaker, vad=args.vad, asr=args.asr,

@@ -66,6 +66,8 @@ class Utterance(DataFrame):
         gold: a reference emotion label carried by a recording (never used for prediction).
         ended_ns: monotonic time at which the utterance ended in this process (its last sample/line
             arrived); end-to-end latency is measured from here. Defaults to ``t_ns``.
+        overlap: the audio path cut this utterance from a neighbouring speaker's without a pause between
+            them (talking over each other): its audio may hold some of the other voice.
     """
 
     utterance_id: str
@@ -78,6 +80,7 @@ class Utterance(DataFrame):
     frames: tuple[np.ndarray, ...] = field(default=(), repr=False)
     gold: str | None = None
     ended_ns: int | None = None
+    overlap: bool = False
 
     @property
     def ended_at_ns(self) -> int:

@@ -78,6 +78,9 @@ class SpeakerParams:
 
     max_speakers: int = 9
     """At most this many speakers per session (``--speakers N``); PCGNet has fixed speaker slots."""
+    min_speakers: int = 1
+    """Speakers are never merged below this many, and open without the prior on few speakers until there are
+    (``--speakers-exact N`` sets both to N)."""
     voices: tuple[tuple[str, str], ...] = ()
     """(name, audio file) pairs enrolled before the session starts (``--voice NAME=FILE``)."""
 

@@ -157,16 +157,22 @@ def default_meld_dir() -> Path:
 
 
 def speak(text: str, voice: str, *, speed_wpm: int = SPEED_WPM) -> np.ndarray:
-    """espeak-ng speech of ``text`` as 16 kHz float32, trimmed to the speech (plus a short margin)."""
-    if shutil.which("espeak-ng") is None:
-        raise VoicingError("espeak-ng not found (apt-get install espeak-ng; scripts/install.sh installs it)")
+    """espeak-ng speech of ``text`` as 16 kHz float32, trimmed to the speech (plus a short margin).
+
+    A voice named ``flite:NAME`` (slt, rms, awb, kal16) is Debian flite's instead (more natural voices)."""
+    tool = "flite" if voice.startswith("flite:") else "espeak-ng"
+    if shutil.which(tool) is None:
+        raise VoicingError(f"{tool} not found (apt-get install {tool}; scripts/install.sh installs it)")
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "s.wav"
-        # the text goes through stdin so a line starting with "-" is never read as an option
-        r = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-w", str(path)],
-                           input=text.encode("utf-8"), capture_output=True, check=False)
+        if tool == "flite":  # the text goes in a file: a line starting with "-" is never read as an option
+            (Path(d) / "t.txt").write_text(text, encoding="utf-8")
+            cmd, stdin = ["flite", "-voice", voice[6:], "-f", str(Path(d) / "t.txt"), "-o", str(path)], b""
+        else:  # through stdin, for the same reason
+            cmd, stdin = ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-w", str(path)], text.encode("utf-8")
+        r = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
         if r.returncode != 0 or not path.is_file():
-            raise VoicingError(f"espeak-ng -v {voice} failed: {r.stderr.decode(errors='replace').strip()}")
+            raise VoicingError(f"{tool} -v {voice} failed: {r.stderr.decode(errors='replace').strip()}")
         audio, rate = read_wav(path)
     audio = resample(audio, rate, RATE)
     loud = np.flatnonzero(np.abs(audio) > TRIM_LEVEL)
@@ -177,8 +183,13 @@ def speak(text: str, voice: str, *, speed_wpm: int = SPEED_WPM) -> np.ndarray:
 
 
 def voice_lines(lines: Sequence[Line], *, name: str = "dialogue", pause_s: float = PAUSE_S,
-                voices: Sequence[str] = VOICES) -> VoicedDialogue:
-    """Voice turns in order, one voice per speaker (by first appearance), ``pause_s`` of silence between."""
+                voices: Sequence[str] = VOICES, gaps: Sequence[float] | None = None) -> VoicedDialogue:
+    """Voice turns in order, one voice per speaker (by first appearance), ``pause_s`` of silence between.
+
+    ``gaps``: the silence before each turn after the first instead (seconds; negative = that much overlap
+    with the previous turn, the two voices mixed), for turns taken as people take them."""
+    if gaps is not None:
+        return _voice_with_gaps(lines, name, voices, gaps)
     voice_of: dict[str, str] = {}
     for line in lines:
         if line.speaker not in voice_of:
@@ -195,6 +206,34 @@ def voice_lines(lines: Sequence[Line], *, name: str = "dialogue", pause_s: float
         pieces += [speech, gap]
         n += speech.size + gap.size
     return VoicedDialogue(name, np.concatenate(pieces), RATE, segments)
+
+
+def _voices_by_speaker(lines: Sequence[Line], name: str, voices: Sequence[str]) -> dict[str, str]:
+    voice_of: dict[str, str] = {}
+    for line in lines:
+        if line.speaker not in voice_of:
+            if len(voice_of) == len(voices):
+                raise VoicingError(f"{name}: more than {len(voices)} speakers")
+            voice_of[line.speaker] = voices[len(voice_of)]
+    return voice_of
+
+
+def _voice_with_gaps(lines: Sequence[Line], name: str, voices: Sequence[str], gaps: Sequence[float]) -> VoicedDialogue:
+    if len(gaps) != max(0, len(lines) - 1):
+        raise VoicingError(f"{name}: {len(gaps)} gaps for {len(lines)} turns (expected one fewer)")
+    voice_of = _voices_by_speaker(lines, name, voices)
+    speech = [speak(line.text, voice_of[line.speaker]) for line in lines]
+    lead = int(LEAD_S * RATE)
+    starts = [lead]
+    for prev, gap in zip(speech[:-1], gaps, strict=True):
+        starts.append(max(0, starts[-1] + prev.size + int(round(gap * RATE))))
+    audio = np.zeros(max(s + x.size for s, x in zip(starts, speech, strict=True)) + lead, np.float32)
+    segments = []
+    for i, (line, s, x) in enumerate(zip(lines, starts, speech, strict=True)):
+        audio[s:s + x.size] += x
+        segments.append(Segment(f"u{i + 1:04d}", line.speaker, voice_of[line.speaker], line.text, line.emotion,
+                                round(s / RATE, 4), round((s + x.size) / RATE, 4)))
+    return VoicedDialogue(name, np.clip(audio, -1.0, 1.0), RATE, segments)
 
 
 def voice_dialogue(d: MeldDialogue, *, pause_s: float = PAUSE_S) -> VoicedDialogue:

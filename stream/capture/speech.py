@@ -1,4 +1,5 @@
-"""The audio path shared by the microphone and recordings: blocks -> VAD segments -> ASR + speaker -> utterances.
+"""The audio path shared by the microphone and recordings: blocks -> VAD segments -> speaker turns -> ASR +
+speaker -> utterances (one per turn: people answer each other faster than the VAD's end-of-utterance silence).
 
 :class:`SpeechSource` owns a bounded channel of ``(arrival_ns, block)`` pairs that a feeder fills (the
 PortAudio callback in :mod:`.mic`, a file decoder in :mod:`.audiofile`), and turns them into utterances:
@@ -123,16 +124,30 @@ class SpeakerNamer:
 
         from .audiofile import RATE, decode_audio
 
-        self.diarizer = OnlineDiarizer(max_speakers=self.params.max_speakers, encoder=self.encoder)
+        self.diarizer = OnlineDiarizer(max_speakers=self.params.max_speakers, encoder=self.encoder,
+                                       min_speakers=self.params.min_speakers)
         for name, path in self.params.voices:
             self.diarizer.enroll(name, decode_audio(path), RATE)
+
+    def turns(self, audio: np.ndarray, sample_rate: int) -> list[Any]:
+        """The speaker turns inside one VAD segment (blocking: run in a thread); one when not diarising."""
+        from extractors.turns import Turn
+
+        if self.fixed is not None or self.diarizer is None:
+            return [Turn(0, int(audio.shape[0]))]
+        return list(self.diarizer.turns(audio, sample_rate))
 
     def name(self, audio: np.ndarray, sample_rate: int) -> str:
         """The speaker of one segment (blocking: run in a thread)."""
         if self.fixed is not None:
             return self.fixed
         assert self.diarizer is not None, "SpeakerNamer.start() first"
-        return str(self.diarizer.assign(audio, sample_rate))
+        name = str(self.diarizer.assign(audio, sample_rate))
+        for retired, kept in self.diarizer.clusterer.take_merges():
+            # the correction hook: earlier utterances named ``retired`` were ``kept`` (no event type carries it
+            # yet; the events already sent keep their names)
+            log.info("speakers merged: %s is %s", retired, kept)
+        return name
 
 
 class SpeechSource:
@@ -247,16 +262,30 @@ class SpeechSource:
             log.warning("speaker of a segment unknown (%s)", e)
             return "Speaker ?"
 
+    async def _turns(self, audio: np.ndarray) -> list[Any]:
+        try:
+            return await asyncio.to_thread(self.speaker.turns, audio, self.mic.sample_rate_hz)
+        except Exception as e:  # noqa: BLE001 - a segment the encoder rejects: keep it whole
+            log.warning("speaker turns of a segment unknown (%s); kept whole", e)
+            from extractors.turns import Turn
+
+            return [Turn(0, int(audio.shape[0]))]
+
     async def _emit(self, sink: UtteranceSink, seg: Any, arrived_ns: int) -> None:
+        """One VAD segment -> one utterance per speaker turn in it (people answer within ~0.2 s, under the
+        VAD's end-of-utterance silence, so a segment may hold several turns)."""
         ended = self._speech_end_ns(seg.t_end, arrived_ns)
         sr = self.mic.sample_rate_hz
-        # transcription (ASR pool), the speaker embedding and video frames (worker threads) run side by side
-        text, speaker, frames = await asyncio.gather(self._transcribe(seg.audio), self._speaker(seg.audio),
-                                                     self.frames(seg.t_start, seg.t_end))
-        if text:
-            self._prev_text = text
-        self.sent += 1
-        await sink.submit(Utterance(
-            session_id=self.session_id, utterance_id=f"a{self.sent:04d}", speaker=speaker,
-            t_start=round(seg.t_start, 3), t_end=round(seg.t_end, 3), text=text, audio=seg.audio,
-            sample_rate=sr, frames=frames, ended_ns=ended))
+        for turn in await self._turns(seg.audio):
+            audio = seg.audio[turn.start:turn.end]
+            t_start, t_end = seg.t_start + turn.start / sr, seg.t_start + turn.end / sr
+            # transcription (ASR pool), the speaker embedding and video frames (worker threads) run side by side
+            text, speaker, frames = await asyncio.gather(self._transcribe(audio), self._speaker(audio),
+                                                         self.frames(t_start, t_end))
+            if text:
+                self._prev_text = text
+            self.sent += 1
+            await sink.submit(Utterance(
+                session_id=self.session_id, utterance_id=f"a{self.sent:04d}", speaker=speaker,
+                t_start=round(t_start, 3), t_end=round(t_end, 3), text=text, audio=audio,
+                sample_rate=sr, frames=frames, ended_ns=ended, overlap=turn.overlap))

@@ -7,13 +7,21 @@ failure modes fail the bounds below.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
 import pytest
 
 from extractors.base import ExtractorError
-from extractors.diarize import N_TIMBRE, ClusterParams, SpeakerClusterer, VoicePrint
+from extractors.diarize import (
+    N_TIMBRE,
+    SYNTHETIC_VOICES,
+    ClusterParams,
+    Speaker,
+    SpeakerClusterer,
+    VoicePrint,
+)
 from extractors.registry import package_dir
 from tests.voicing import VOICES, Line, SpeakerScores, speak, voice_lines
 
@@ -76,10 +84,47 @@ def test_late_merge_keeps_the_older_name_and_never_reuses_it():
     assert c2.labels == ["Speaker 1", "Speaker 2"]  # without merging both stay
 
 
+def test_short_prints_never_open_a_speaker_and_merges_are_recorded():
+    """A print under ``min_new_s`` joins the nearest speaker however unlike it is; a late merge is recorded as
+    (retired, surviving) for the correction downstream, and never takes the count below ``min_speakers``."""
+    o, u = np.zeros(8), np.zeros(8)
+    o[0], u[0], u[1] = 1.0, 0.7, np.sqrt(1 - 0.7 ** 2)
+    other = np.zeros(8)
+    other[5] = 1.0
+
+    def vp(d: np.ndarray, seconds: float = 2.0) -> VoicePrint:
+        return VoicePrint(d / np.linalg.norm(d), np.zeros(N_TIMBRE), 7.0, seconds)
+
+    only_dvector = {"w_timbre": 0.0, "w_pitch": 0.0, "short_slope": 0.0}
+    c = SpeakerClusterer(ClusterParams(threshold=0.8, merge_threshold=None, min_new_s=1.0, **only_dvector))
+    assert [c.assign(vp(o)), c.assign(vp(other, 0.6)), c.assign(vp(other, 1.2))] == ["Speaker 1"] * 2 + ["Speaker 2"]
+    c = SpeakerClusterer(ClusterParams(threshold=0.8, merge_threshold=0.8, **only_dvector))
+    assert [c.assign(vp(o)), c.assign(vp(u)), c.assign(vp(1.05 * o + u))] == ["Speaker 1", "Speaker 2", "Speaker 1"]
+    assert c.take_merges() == [("Speaker 2", "Speaker 1")] and c.take_merges() == []
+    exact = SpeakerClusterer(ClusterParams(threshold=0.8, merge_threshold=0.8, **only_dvector), max_speakers=2,
+                             min_speakers=2)
+    assert [exact.assign(vp(d)) for d in (o, u, 1.05 * o + u)] == ["Speaker 1", "Speaker 2", "Speaker 1"]
+    assert exact.labels == ["Speaker 1", "Speaker 2"] and exact.merges == []
+    with pytest.raises(ValueError, match="min_speakers"):
+        SpeakerClusterer(max_speakers=2, min_speakers=3)
+
+
+def test_the_prior_on_few_speakers_lowers_the_bar_as_speakers_open():
+    c = SpeakerClusterer(ClusterParams(threshold=0.5, crowd_slope=0.1, short_slope=0.0, exact_threshold=0.6), max_speakers=9)
+    assert c.threshold_for(2.0) == pytest.approx(0.5)
+    for _ in range(3):
+        c.speakers.append(Speaker(f"S{_}"))
+    assert c.threshold_for(2.0) == pytest.approx(0.3)
+    c.min_speakers = 3  # --speakers-exact 3: no prior until three are open
+    assert c.threshold_for(2.0) == pytest.approx(0.5)
+    c.min_speakers = 4  # fewer open than known to come: the higher bar to join
+    assert c.threshold_for(2.0) == pytest.approx(0.6) and c.threshold_for(0.2) == pytest.approx(0.6)
+
+
 def test_enrolled_speakers_keep_their_names():
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal(32), rng.standard_normal(32)
-    c = SpeakerClusterer(ClusterParams(w_timbre=0.0))
+    c = SpeakerClusterer(ClusterParams(threshold=0.7, w_timbre=0.0))
     c.enroll("Ann", rand_print(rng, a, 0.05))
     c.enroll("Bo", rand_print(rng, b, 0.05))
     assert [c.assign(rand_print(rng, v, 0.05)) for v in (a, b, a, b)] == ["Ann", "Bo", "Ann", "Bo"]
@@ -110,13 +155,13 @@ def diarize(d: OnlineDiarizer, clips: list[np.ndarray]) -> list[str]:
 
 
 def test_three_voices_diarized(encoder, dialogue):
-    """Two male voices and a female one; 9 true pairs, so one wrong label costs 11 points. Bounds: >= 80% of
+    """Two male voices and a female one (espeak-ng: with the synthetic-voice bars, SYNTHETIC_VOICES); 9 true pairs, so one wrong label costs 11 points. Bounds: >= 80% of
     compared pairs one person and >= 75% of true pairs kept (at most 2 of 9 lost); measured 8/9 and 8/9 (the
     2-word "Two works for me." joins the other male voice). One label for all scores 0%, one per utterance
     forms no pairs (0% kept)."""
     v, clips = dialogue
     assert len(set(s.voice for s in v.segments)) == 3 and v.segments[0].voice == VOICES[0]
-    labels = diarize(OnlineDiarizer(encoder=encoder), clips)
+    labels = diarize(OnlineDiarizer(encoder=encoder, params=SYNTHETIC_VOICES), clips)
     s = SpeakerScores()
     s.add([seg.speaker for seg in v.segments], labels)
     assert s.pair_accuracy >= 0.8 and s.pair_recall >= 0.75, labels
@@ -157,3 +202,24 @@ def test_bad_audio_errors(encoder):
     with pytest.raises(ExtractorError, match="too short"):
         d.enroll("Ann", np.zeros(10, np.float32), 16000)
     assert d.clusterer.speakers == []  # nothing half-added
+
+
+def test_one_real_voice_speaking_several_times_stays_one_speaker(encoder):
+    """Real acted lines (Fish Fillets, tuning levels), 5-8 per voice, each its own segment: one voice is one
+    speaker. With the espeak-tuned bars (SYNTHETIC_VOICES) each of these voices is split into several. Not all
+    real voices stay one yet: of 12 such voices measured, 4 are still split in two (docs/live.md)."""
+    from tests.realvoices import ROOT, _trim, level_lines
+
+    if not ROOT.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail("fillets-ng-data-cs is not installed (scripts/install.sh installs it)")
+        pytest.skip("fillets-ng-data-cs is not installed")
+    from extractors.vad import SileroVad
+    from stream.capture.audiofile import decode_audio
+
+    vad = SileroVad()
+    for level, font in (("labyrinth", "font_big"), ("gems", "font_big"), ("duckie", "font_big"), ("atlantis", "font_small")):
+        clips = [_trim(np.clip(decode_audio(p), -1.0, 1.0), vad) for f, p in level_lines(level) if f == font][:8]
+        d = OnlineDiarizer(encoder=encoder)
+        labels = [d.assign(c, 16000) for c in clips]
+        assert len(clips) >= 5 and len(set(labels)) == 1, (level, font, labels)
