@@ -6,8 +6,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from extractors.whisper import BEAM_SIZE, DEFAULT_MODEL, WINDOW_S
+
+if TYPE_CHECKING:
+    from extractors.diarize import ClusterParams
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class SpeakerParams:
     (``--speakers-exact N`` sets both to N)."""
     voices: tuple[tuple[str, str], ...] = ()
     """(name, audio file) pairs enrolled before the session starts (``--voice NAME=FILE``)."""
+    cluster: ClusterParams | None = None
+    """The diariser's bars; None: tuned on real voices (extractors/diarize.py). Tests on espeak-ng voices pass
+    ``extractors.diarize.SYNTHETIC_VOICES``, whose voices are too alike for the real-voice bars."""
 
 
 @dataclass(frozen=True)

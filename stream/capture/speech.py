@@ -125,7 +125,7 @@ class SpeakerNamer:
         from .audiofile import RATE, decode_audio
 
         self.diarizer = OnlineDiarizer(max_speakers=self.params.max_speakers, encoder=self.encoder,
-                                       min_speakers=self.params.min_speakers)
+                                       min_speakers=self.params.min_speakers, params=self.params.cluster)
         for name, path in self.params.voices:
             self.diarizer.enroll(name, decode_audio(path), RATE)
 
