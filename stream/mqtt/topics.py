@@ -14,10 +14,8 @@ Schema (``<root>`` is ``pcgnet`` by default)::
     <root>/<session>/speakers/<speaker>   retained current state per speaker
     <root>/<session>/in/utterance         input: utterances posted by an external ASR/agent
     <root>/<session>/error                rejected input and runtime faults (rate-limited)
-    <root>/status                         online/offline (retained, last will)
-
-The cluster's coordination topics (owner/state/ack records, worker liveness) are built here too; their
-layout is described in :mod:`stream.cluster.records`.
+    <root>/<session>/session/<run_id>     retained start/end record of one run
+    <root>/$status/<client_id>            one process's online/offline (retained, last will)
 """
 
 from __future__ import annotations
@@ -25,33 +23,23 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
-    "CLUSTER_LEVEL",
     "DEFAULT_ROOT",
     "MAX_LEVEL_BYTES",
-    "ack_filter",
-    "ack_topic",
     "decode_level",
     "emotion_topic",
     "error_topic",
     "input_filter",
     "input_topic",
-    "owner_filter",
-    "owner_topic",
     "session_from_input_topic",
     "session_from_topic",
-    "shared_input_filter",
     "shift_topic",
     "speaker_topic",
     "speakers_filter",
-    "state_topic",
     "check_root",
     "status_filter",
     "run_topic",
     "status_topic",
-    "sync_topic",
     "topic_level",
-    "worker_filter",
-    "worker_topic",
 ]
 
 DEFAULT_ROOT = "pcgnet"
@@ -235,47 +223,3 @@ def session_from_input_topic(topic: str, *, root: str = DEFAULT_ROOT) -> str:
     """The decoded session id of an ``<root>/<session>/in/utterance`` topic (see :func:`session_from_topic`)."""
     return session_from_topic(topic, "in/utterance", root=root, what="an input")
 
-
-# -- cluster coordination topics (stream/cluster/records.py) ------------------------------------------
-
-CLUSTER_LEVEL = "$cluster"
-"""``<root>/$cluster/...``: never a session level, :func:`topic_level` escapes a leading ``$``."""
-
-
-def owner_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return session_topic(session, "owner", root=root)
-
-
-def state_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return session_topic(session, "state", root=root)
-
-
-def ack_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return session_topic(session, "ack", root=root)
-
-
-def owner_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/+/owner"
-
-
-def ack_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/+/ack"
-
-
-def worker_topic(worker_id: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/{CLUSTER_LEVEL}/workers/{topic_level(worker_id)}"
-
-
-def worker_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/{CLUSTER_LEVEL}/workers/+"
-
-
-def sync_topic(worker_id: str, incarnation: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/{CLUSTER_LEVEL}/sync/{topic_level(worker_id)}-{incarnation}"
-
-
-def shared_input_filter(group: str, *, root: str = DEFAULT_ROOT) -> str:
-    """``$share/<group>/<root>/+/in/utterance``: each input reaches exactly one worker of the group."""
-    if not group or any(c in group for c in "/+#"):
-        raise ValueError(f"bad shared-subscription group name {group!r}")
-    return f"$share/{group}/{root}/+/in/utterance"
