@@ -20,7 +20,7 @@ Schema (``<root>`` is ``pcgnet`` by default)::
 
 from __future__ import annotations
 
-import hashlib
+from stream.ids import MAX_ID_BYTES, encode_id
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -43,15 +43,13 @@ __all__ = [
 ]
 
 DEFAULT_ROOT = "pcgnet"
-MAX_LEVEL_BYTES = 128
+MAX_LEVEL_BYTES = MAX_ID_BYTES
 """Upper bound of one encoded level; longer ids are cut and get a digest suffix."""
 
-_DIGEST_CHARS = 16
 # Characters kept as they are (besides printable non-ASCII, see _keep). '%' is the escape character and
 # so must itself be escaped; '/', '+', '#' are MQTT level separator and wildcards; space is escaped so
 # that levels stay copy-pasteable into mosquitto_sub.
-# '~' is escaped too: a raw '~' appears only in front of the digest of a cut id, so a short id can never
-# be crafted to collide with the level of a long one.
+# '~' is escaped too: a raw '~' appears only in front of the digest of a cut id (stream/ids.py).
 _UNSAFE_ASCII = frozenset("%/+#~")
 
 
@@ -63,40 +61,17 @@ def _keep(ch: str) -> bool:
     return ch.isprintable()
 
 
-def _escape(ch: str) -> str:
-    return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-
-
 def topic_level(raw_id: str) -> str:
     """Encodes an id as one safe MQTT topic level.
 
     The result is non-empty, contains no ``/``, ``+``, ``#``, NUL or control characters, never starts
-    with ``$``, and is at most :data:`MAX_LEVEL_BYTES` UTF-8 bytes long.
+    with ``$`` (``$...`` topics are reserved for the broker and never match ``#``), and is at most
+    :data:`MAX_LEVEL_BYTES` UTF-8 bytes long.
 
     Raises:
         ValueError: ``raw_id`` is empty or not a string.
     """
-    if not isinstance(raw_id, str):
-        raise ValueError(f"topic id must be a string, got {type(raw_id).__name__}")
-    if raw_id == "":
-        raise ValueError("topic id must not be empty")
-    parts = [ch if _keep(ch) else _escape(ch) for ch in raw_id]
-    if parts[0] == "$":  # '$...' topics are reserved for the broker ($SYS) and never match '#'
-        parts[0] = "%24"
-    level = "".join(parts)
-    if len(level.encode("utf-8")) <= MAX_LEVEL_BYTES:
-        return level
-    digest = hashlib.sha256(raw_id.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
-    budget = MAX_LEVEL_BYTES - _DIGEST_CHARS - 1
-    head: list[str] = []
-    used = 0
-    for piece in parts:  # cut on whole pieces so no escape sequence or UTF-8 character is split
-        size = len(piece.encode("utf-8"))
-        if used + size > budget:
-            break
-        head.append(piece)
-        used += size
-    return "".join(head) + "~" + digest
+    return encode_id(raw_id, _keep, "$", "topic id")
 
 
 def decode_level(level: str) -> str:
