@@ -227,7 +227,7 @@ class Analyzer:
             session=utt.session_id, utterance_id=utt.utterance_id, speaker=utt.speaker, t_start=utt.t_start,
             t_end=utt.t_end, text=utt.text, labels=self.labels, probs=[float(p) for p in out.emotion_probs],
             modalities=used, index=out.index, latency_ms=latency_ms, run_id=st.run_id, worker_id=wid,
-            expression_index=decision.expression, shift_probability=decision.probability)
+            expression_index=decision.expression, shift_probability=decision.probability, overlap=utt.overlap)
         frames = [EventFrame(session_id=utt.session_id, kind=EventKind.EMOTION, payload=emo)]
         if prev is not None and decision.shift:
             prev_id = st.index_to_utterance.get(out.prev_index, prev.utterance_id) \

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from extractors.asr import ASR_CHOICES, valid_spec
 
+from .ids import safe_path_component
 from .params import DEFAULT_ASR, CameraParams, InferenceParams, LiveParams, MicParams, SpeakerParams
 
 if TYPE_CHECKING:
@@ -440,8 +441,7 @@ async def _amain(args: argparse.Namespace) -> int:  # noqa: C901 - straight-line
         single = n_local_sessions == 1 and args.transcript != "mqtt"
 
         def recorder_factory(session_id: str) -> SessionRecorder | None:
-            from .mqtt.topics import topic_level
-            path = record_root if single else record_root / topic_level(session_id)
+            path = record_root if single else record_root / safe_path_component(session_id)
             try:
                 return SessionRecorder(path, session_id, checkpoint=args.checkpoint,
                                        video_fps=params.camera.fps_hz)

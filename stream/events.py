@@ -110,12 +110,14 @@ def _base(kind: str, session: str, utterance_id: str, run_id: str | None, worker
 def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: float, t_end: float,
                   text: str | None, labels: Sequence[str], probs: Sequence[float], modalities: Sequence[str],
                   index: int, latency_ms: float, run_id: str | None = None, worker_id: str | None = None,
-                  expression_index: int | None = None, shift_probability: float | None = None) -> EventPayload:
+                  expression_index: int | None = None, shift_probability: float | None = None,
+                  overlap: bool = False) -> EventPayload:
     """One utterance's emotion (topic ``pcgnet/<session>/emotion``).
 
     ``expression_index``: the reported class, decided with the shift by the shift rule (pcgnet.shift; the
     top score when None); ``shift_probability``: the rule's probability that the speaker left their
-    previous expression (None on a speaker's first turn)."""
+    previous expression (None on a speaker's first turn); ``overlap``: another voice overlapped this speech
+    (the key is present only then, so other events' payloads are unchanged)."""
     names = [expression_name(lb) for lb in labels]
     scores = {n: round(float(p), 5) for n, p in zip(names, probs, strict=True)}
     best = max(range(len(labels)), key=lambda i: probs[i]) if expression_index is None else int(expression_index)
@@ -138,6 +140,8 @@ def emotion_event(*, session: str, utterance_id: str, speaker: str, t_start: flo
         "modalities": [MODALITY_NAMES.get(m, m) for m in modalities],
         "latency_ms": round(float(latency_ms), 2),
     })
+    if overlap:
+        d["overlap"] = True
     return d
 
 

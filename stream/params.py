@@ -240,56 +240,32 @@ class LiveParams:
 
 @dataclass(frozen=True)
 class WorkerParams:
-    """Tunables of one cluster worker (``live.py --worker``, stream/cluster/; units in the names).
+    """Tunables of one cluster worker (``live.py --worker``, stream/cluster/: JetStream; units in the names).
 
     Args:
-        worker_id: Stable name of this worker (appears in events as ``worker_id``).
-        root: Topic root.
-        group: Shared-subscription group; workers of one cluster use the same group.
-        claim_settle_s: How long a claimant waits for competing claims before it owns a conversation.
-            Must exceed the time a competing claim needs to reach every worker (one broker round trip
-            plus the slowest worker's dispatch lag).
-        gap_timeout_s: How long a missing input may hold back later ones (see Sequencer).
-        idle_release_s: A conversation without input for this long is released (memory stays bounded;
-            the state stays retained, so the conversation resumes where it was if it continues).
-        max_conversations: Beyond this a worker claims nothing new (the publisher's re-send lands on
-            another worker through the shared subscription).
-        max_pending: Reorder-buffer bound per conversation.
-        batch_max: Steps of one conversation processed before its state is published.
-        concurrency: Conversations stepped at the same time (what the engine can micro-batch).
-        state_every: Publish the state blob after this many steps (1 = after every step). Larger values
-            divide the state traffic (a MELD-size text model's state is ~75 KB) at the price of a longer
-            replay after a crash: the publisher re-sends the inputs since the last blob, and the new owner
-            repeats those steps (identical events, identical ids).
-        state_flush_s: A conversation with unsaved steps publishes its state after this long without input.
+        worker_id: Stable name (in events as ``worker_id``).
+        member / members: This worker's index in the static partition mapping, and the mapping's size.
+        standby: Also pull every other partition (taken over when its worker stops pulling).
+        standby_delay_s: Standby pulls start this late, so that at a cluster start each partition is
+            pinned to its own member.
+        state_every: Save the state blob every N steps (replay after a takeover is at most N - 1 steps).
+        idle_release_s: A conversation without input for this long leaves memory (its progress stays).
+        batch: Inputs per pull request.
         max_state_bytes: Bound of a state blob.
-        record_expiry_s: MQTT 5 message expiry of retained owner/state/ack records, so the broker forgets
-            conversations that ended long ago.
-        speaker_expiry_s: MQTT 5 message expiry of the retained speaker state (as ``live.py``'s).
-        reconnect_max_s: Cap of the reconnect back-off.
     """
 
     worker_id: str
-    root: str = LiveParams.topic_prefix
-    group: str = "pcgnet-workers"
-    claim_settle_s: float = 0.15
-    gap_timeout_s: float = 5.0
+    member: int = 0
+    members: int = 1
+    standby: bool = True
+    standby_delay_s: float = 30.0
+    state_every: int = 8
     idle_release_s: float = 600.0
-    max_conversations: int = 2000
-    max_pending: int = 256
-    batch_max: int = 8
-    concurrency: int = 32
-    state_every: int = 1
-    state_flush_s: float = 1.0
+    batch: int = 64
     max_state_bytes: int = 1 << 20  # 1 MiB
-    record_expiry_s: int = 86_400
-    speaker_expiry_s: int = LiveParams.speaker_expiry_s
-    reconnect_max_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.worker_id or any(c in self.worker_id for c in "/+#\x00") or len(self.worker_id) > 64:
             raise ValueError(f"bad worker id {self.worker_id!r}: 1-64 characters, no '/', '+', '#'")
-        if self.claim_settle_s < 0 or self.gap_timeout_s <= 0 or self.idle_release_s <= 0:
-            raise ValueError("claim_settle_s >= 0, gap_timeout_s > 0 and idle_release_s > 0 are required")
-        if self.state_every < 1 or self.concurrency < 1 or self.batch_max < 1:
-            raise ValueError("state_every, concurrency and batch_max must be >= 1")
+        if not 0 <= self.member < self.members or self.state_every < 1 or self.batch < 1:
+            raise ValueError("0 <= member < members, state_every >= 1 and batch >= 1 are required")

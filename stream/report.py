@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .ids import safe_path_component
 from .record import SessionFormatError
 from .report_events import SessionEvents, input_files, load_sessions
 from .web.palette import colour_of
@@ -207,8 +208,7 @@ def png_paths(png: Path, sessions: list[SessionEvents]) -> list[Path]:
     """``--png FILE.png``: that file for one session; ``FILE.<session>.png`` per session for several."""
     if len(sessions) == 1:
         return [png]
-    from .mqtt.topics import topic_level
-    return [png.with_name(f"{png.stem}.{topic_level(s.session)}{png.suffix or '.png'}") for s in sessions]
+    return [png.with_name(f"{png.stem}.{safe_path_component(s.session)}{png.suffix or '.png'}") for s in sessions]
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -14,14 +14,15 @@ from stream.cluster.backend import Conversation, ConversationBackend, Snapshot
 from stream.cluster.jetstream import Layout
 from stream.cluster.progress import Fenced, Progress, ProgressStore
 from stream.cluster.statecodec import StateBlob, StateError, decode_state, encode_state
-from stream.cluster.worker import NodeParams, NodeStats, Worker
+from stream.cluster.worker import NodeStats, Worker
+from stream.params import WorkerParams
 
 __all__ = [
     "Conversation",
     "ConversationBackend",
     "Fenced",
     "Layout",
-    "NodeParams",
+    "WorkerParams",
     "NodeStats",
     "Progress",
     "ProgressStore",

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from stream.cluster.backend import ConversationBackend
 from stream.cluster.jetstream import Layout
-from stream.cluster.worker import NodeParams, Worker
+from stream.cluster.worker import Worker
 from stream.mqtt.client import install_loop_exception_handler
 from stream.mqtt.settings import MqttSettings
 from stream.mqtt.topics import DEFAULT_ROOT
+from stream.params import WorkerParams
 from stream.sinks.mqtt import MqttSink
 
 __all__ = ["BackendFactory", "build_parser", "main", "make_backend"]
@@ -92,7 +93,7 @@ def _member(text: str) -> tuple[int, int]:
     return int(i), int(m)
 
 
-def _settings(args: argparse.Namespace, worker_id: str) -> tuple[MqttSettings, Layout, NodeParams]:
+def _settings(args: argparse.Namespace, worker_id: str) -> tuple[MqttSettings, Layout, WorkerParams]:
     """Everything checked before the model loads (one-line ValueError)."""
     if not args.nats.startswith(("nats://", "tls://")):
         raise ValueError(f"bad NATS URL {args.nats!r}: expected nats://host:port")
@@ -102,7 +103,7 @@ def _settings(args: argparse.Namespace, worker_id: str) -> tuple[MqttSettings, L
     member, members = _member(args.member)
     layout = Layout(root=args.root, partitions=args.partitions, replicas=args.replicas,
                     priority_timeout_s=args.priority_timeout_s, ack_wait_s=args.ack_wait_s)
-    params = NodeParams(worker_id=worker_id, member=member, members=members, standby=not args.no_standby,
+    params = WorkerParams(worker_id=worker_id, member=member, members=members, standby=not args.no_standby,
                         standby_delay_s=args.standby_delay_s, state_every=args.state_every,
                         idle_release_s=args.idle_release_s)
     return settings, layout, params

@@ -57,42 +57,9 @@ from stream.params import WorkerParams
 from stream.sinks.base import Sink, SinkFrame
 from stream.tasks import OnError, Supervisor
 
-__all__ = ["NodeParams", "NodeStats", "Worker"]
+__all__ = ["NodeStats", "Worker"]
 
 log = logging.getLogger("stream.cluster.worker")
-
-
-@dataclass(frozen=True)
-class NodeParams:
-    """Tunables of one JetStream worker (units in the names).
-
-    Args:
-        worker_id: Stable name (in events as ``worker_id``).
-        member / members: This worker's index in the static partition mapping, and the mapping's size.
-        standby: Also pull every other partition (taken over when its worker stops pulling).
-        standby_delay_s: Standby pulls start this late, so that at a cluster start each partition is
-            pinned to its own member.
-        state_every: Save the state blob every N steps (replay after a takeover is at most N - 1 steps).
-        idle_release_s: A conversation without input for this long leaves memory (its progress stays).
-        batch: Inputs per pull request.
-        max_state_bytes: Bound of a state blob.
-    """
-
-    worker_id: str
-    member: int = 0
-    members: int = 1
-    standby: bool = True
-    standby_delay_s: float = 30.0
-    state_every: int = 8
-    idle_release_s: float = 600.0
-    batch: int = 64
-    max_state_bytes: int = WorkerParams.max_state_bytes
-
-    def __post_init__(self) -> None:
-        if not self.worker_id or any(c in self.worker_id for c in "/+#\x00") or len(self.worker_id) > 64:
-            raise ValueError(f"bad worker id {self.worker_id!r}: 1-64 characters, no '/', '+', '#'")
-        if not 0 <= self.member < self.members or self.state_every < 1 or self.batch < 1:
-            raise ValueError("0 <= member < members, state_every >= 1 and batch >= 1 are required")
 
 
 @dataclass
@@ -141,7 +108,7 @@ class Worker:
     """
 
     def __init__(self, nats_url: str, layout: Layout, backend: ConversationBackend, sink: Sink,
-                 params: NodeParams) -> None:
+                 params: WorkerParams) -> None:
         self.nats_url, self.layout, self.backend, self.sink, self.params = nats_url, layout, backend, sink, params
         self.worker_id = params.worker_id
         self.incarnation = f"{params.worker_id}#{secrets.token_hex(4)}"

@@ -14,56 +14,42 @@ Schema (``<root>`` is ``pcgnet`` by default)::
     <root>/<session>/speakers/<speaker>   retained current state per speaker
     <root>/<session>/in/utterance         input: utterances posted by an external ASR/agent
     <root>/<session>/error                rejected input and runtime faults (rate-limited)
-    <root>/status                         online/offline (retained, last will)
-
-The cluster's coordination topics (owner/state/ack records, worker liveness) are built here too; their
-layout is described in :mod:`stream.cluster.records`.
+    <root>/<session>/session/<run_id>     retained start/end record of one run
+    <root>/$status/<client_id>            one process's online/offline (retained, last will)
 """
 
 from __future__ import annotations
 
-import hashlib
+from stream.ids import MAX_ID_BYTES, encode_id
 
 __all__ = [
-    "CLUSTER_LEVEL",
     "DEFAULT_ROOT",
     "MAX_LEVEL_BYTES",
-    "ack_filter",
-    "ack_topic",
     "decode_level",
     "emotion_topic",
     "error_topic",
     "input_filter",
     "input_topic",
-    "owner_filter",
-    "owner_topic",
     "session_from_input_topic",
     "session_from_topic",
-    "shared_input_filter",
     "shift_topic",
     "speaker_topic",
     "speakers_filter",
-    "state_topic",
     "check_root",
     "status_filter",
     "run_topic",
     "status_topic",
-    "sync_topic",
     "topic_level",
-    "worker_filter",
-    "worker_topic",
 ]
 
 DEFAULT_ROOT = "pcgnet"
-MAX_LEVEL_BYTES = 128
+MAX_LEVEL_BYTES = MAX_ID_BYTES
 """Upper bound of one encoded level; longer ids are cut and get a digest suffix."""
 
-_DIGEST_CHARS = 16
 # Characters kept as they are (besides printable non-ASCII, see _keep). '%' is the escape character and
 # so must itself be escaped; '/', '+', '#' are MQTT level separator and wildcards; space is escaped so
 # that levels stay copy-pasteable into mosquitto_sub.
-# '~' is escaped too: a raw '~' appears only in front of the digest of a cut id, so a short id can never
-# be crafted to collide with the level of a long one.
+# '~' is escaped too: a raw '~' appears only in front of the digest of a cut id (stream/ids.py).
 _UNSAFE_ASCII = frozenset("%/+#~")
 
 
@@ -75,40 +61,17 @@ def _keep(ch: str) -> bool:
     return ch.isprintable()
 
 
-def _escape(ch: str) -> str:
-    return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-
-
 def topic_level(raw_id: str) -> str:
     """Encodes an id as one safe MQTT topic level.
 
     The result is non-empty, contains no ``/``, ``+``, ``#``, NUL or control characters, never starts
-    with ``$``, and is at most :data:`MAX_LEVEL_BYTES` UTF-8 bytes long.
+    with ``$`` (``$...`` topics are reserved for the broker and never match ``#``), and is at most
+    :data:`MAX_LEVEL_BYTES` UTF-8 bytes long.
 
     Raises:
         ValueError: ``raw_id`` is empty or not a string.
     """
-    if not isinstance(raw_id, str):
-        raise ValueError(f"topic id must be a string, got {type(raw_id).__name__}")
-    if raw_id == "":
-        raise ValueError("topic id must not be empty")
-    parts = [ch if _keep(ch) else _escape(ch) for ch in raw_id]
-    if parts[0] == "$":  # '$...' topics are reserved for the broker ($SYS) and never match '#'
-        parts[0] = "%24"
-    level = "".join(parts)
-    if len(level.encode("utf-8")) <= MAX_LEVEL_BYTES:
-        return level
-    digest = hashlib.sha256(raw_id.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
-    budget = MAX_LEVEL_BYTES - _DIGEST_CHARS - 1
-    head: list[str] = []
-    used = 0
-    for piece in parts:  # cut on whole pieces so no escape sequence or UTF-8 character is split
-        size = len(piece.encode("utf-8"))
-        if used + size > budget:
-            break
-        head.append(piece)
-        used += size
-    return "".join(head) + "~" + digest
+    return encode_id(raw_id, _keep, "$", "topic id")
 
 
 def decode_level(level: str) -> str:
@@ -235,47 +198,3 @@ def session_from_input_topic(topic: str, *, root: str = DEFAULT_ROOT) -> str:
     """The decoded session id of an ``<root>/<session>/in/utterance`` topic (see :func:`session_from_topic`)."""
     return session_from_topic(topic, "in/utterance", root=root, what="an input")
 
-
-# -- cluster coordination topics (stream/cluster/records.py) ------------------------------------------
-
-CLUSTER_LEVEL = "$cluster"
-"""``<root>/$cluster/...``: never a session level, :func:`topic_level` escapes a leading ``$``."""
-
-
-def owner_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return session_topic(session, "owner", root=root)
-
-
-def state_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return session_topic(session, "state", root=root)
-
-
-def ack_topic(session: str, *, root: str = DEFAULT_ROOT) -> str:
-    return session_topic(session, "ack", root=root)
-
-
-def owner_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/+/owner"
-
-
-def ack_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/+/ack"
-
-
-def worker_topic(worker_id: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/{CLUSTER_LEVEL}/workers/{topic_level(worker_id)}"
-
-
-def worker_filter(*, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/{CLUSTER_LEVEL}/workers/+"
-
-
-def sync_topic(worker_id: str, incarnation: str, *, root: str = DEFAULT_ROOT) -> str:
-    return f"{_root(root)}/{CLUSTER_LEVEL}/sync/{topic_level(worker_id)}-{incarnation}"
-
-
-def shared_input_filter(group: str, *, root: str = DEFAULT_ROOT) -> str:
-    """``$share/<group>/<root>/+/in/utterance``: each input reaches exactly one worker of the group."""
-    if not group or any(c in group for c in "/+#"):
-        raise ValueError(f"bad shared-subscription group name {group!r}")
-    return f"$share/{group}/{root}/+/in/utterance"

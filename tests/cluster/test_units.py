@@ -9,8 +9,8 @@ import pytest
 
 from stream.cluster.progress import RECENT_IDS, Progress, event_frame, event_record, session_key
 from stream.cluster.statecodec import StateBlob, StateError, decode_state, encode_state
-from stream.cluster.worker import NodeParams
 from stream.frames import EventFrame, EventKind
+from stream.params import WorkerParams
 
 
 def test_progress_round_trips_and_refuses_wrong_types() -> None:
@@ -50,7 +50,7 @@ def test_stored_events_come_back_identical() -> None:
                                 {"worker_id": "w", "state_every": 0}])
 def test_bad_worker_parameters_are_refused(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        NodeParams(**kw)  # type: ignore[arg-type]
+        WorkerParams(**kw)  # type: ignore[arg-type]
 
 
 # -- state blob -----------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from stream.cluster.jetstream import Layout
-from stream.cluster.worker import NodeParams, Worker
+from stream.cluster.worker import Worker
+from stream.params import WorkerParams
 from stream.sinks.mqtt import MqttSink
 from tests.support.broker import Mosquitto
 from tests.support.nats import NatsServer
@@ -34,7 +35,7 @@ def test_a_dying_backend_stops_the_worker(nats_server: NatsServer, broker: Mosqu
     async def go() -> Worker:
         ready = asyncio.Event()
         worker = Worker(nats_server.url, Layout(partitions=2), DyingBackend("a", ready),
-                        MqttSink(broker.settings, worker_id="a"), NodeParams("a"))
+                        MqttSink(broker.settings, worker_id="a"), WorkerParams("a"))
         run = asyncio.get_running_loop().create_task(worker.run())
         await asyncio.wait_for(worker.ready.wait(), 20)
         ready.set()

@@ -207,3 +207,29 @@ def test_readme_main_command_with_the_shipped_model(capsys: pytest.CaptureFixtur
     assert len(shifts) == 7 and "u0008" not in [x.split()[2] for x in shifts]
     expression = {x.split()[2]: x.split()[4] for x in lines}
     assert all(x.split()[x.split().index("SHIFT") + 3] == expression[x.split()[2]] for x in shifts)  # "-> to"
+
+
+def test_overlapping_speech_is_flagged_in_its_emotion_event(make_runtime, tmp_path: Path) -> None:
+    """An utterance the diarizer cut from an overlapping turn says so on the wire (issue 22); others don't."""
+    from tests.contract import check_events
+
+    log = tmp_path / "ev.jsonl"
+
+    async def go() -> None:
+        rt = make_runtime([JsonlSink(log)])
+
+        class Talk:
+            name = "talk"
+
+            async def run(self, sink: Any) -> None:
+                await sink.submit(Utterance(session_id="o", utterance_id="u1", speaker="A", t_start=0, t_end=1,
+                                            text="so I was thinking we could"))
+                await sink.submit(Utterance(session_id="o", utterance_id="u2", speaker="B", t_start=0.9, t_end=2,
+                                            text="no, absolutely not", overlap=True))
+                sink.end_session("o")
+        rt.add_source(Talk(), finite=True)
+        assert await asyncio.wait_for(rt.run(), 120) == 0
+    asyncio.run(go())
+    emo = {e["utterance_id"]: e for e in check_events([json.loads(x) for x in log.read_text().splitlines()])
+           if e["type"] == "emotion"}
+    assert emo["u2"].get("overlap") is True and "overlap" not in emo["u1"]
