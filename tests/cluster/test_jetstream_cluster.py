@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +47,34 @@ def stop_all(workers: dict[str, WorkerProcess]) -> str:
     return logs
 
 
-def test_mqtt_in_events_out_with_two_workers(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
-    """Inputs published with MQTT 3.1.1 to NATS's MQTT listener; events read from the MQTT 5 broker."""
-    script = make_script(8, 6, seed=4)
-    workers = start_workers(nats_server, broker, tmp_path, 2)
+def run_scenario(broker: Mosquitto, workers: dict[str, WorkerProcess], body: Callable[[EventWatch], Awaitable[None]],
+                 online_timeout_s: float = 60) -> tuple[EventWatch, str]:
+    """Runs ``body`` with an :class:`EventWatch` on the broker once every worker in ``workers`` is online, then
+    stops the workers (also when it fails; a worker ``body`` adds to ``workers`` is stopped too)."""
 
     async def scenario() -> EventWatch:
         async with EventWatch(broker.settings) as watch:
-            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
-            await publish_mqtt(nats_server.mqtt_port or 0, script, range(6))
-            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
+            await watch.until(lambda: watch.online >= set(workers), online_timeout_s, "workers online")
+            await body(watch)
             return watch
 
     try:
         watch = asyncio.run(scenario())
     finally:
         logs = stop_all(workers)
+    return watch, logs
+
+
+def test_mqtt_in_events_out_with_two_workers(nats_server: NatsServer, broker: Mosquitto, tmp_path: Path) -> None:
+    """Inputs published with MQTT 3.1.1 to NATS's MQTT listener; events read from the MQTT 5 broker."""
+    script = make_script(8, 6, seed=4)
+    workers = start_workers(nats_server, broker, tmp_path, 2)
+
+    async def scenario(watch: EventWatch) -> None:
+        await publish_mqtt(nats_server.mqtt_port or 0, script, range(6))
+        await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
+
+    watch, logs = run_scenario(broker, workers, scenario)
     figures = check_exactly_once(watch, script)
     assert set(figures["load"]) == {"w0", "w1"}, f"one worker took everything: {figures}\n{logs}"
     print(figures)
@@ -82,25 +95,18 @@ def test_sigkill_of_the_pinned_worker(nats_server: NatsServer, broker: Mosquitto
     workers = start_workers(nats_server, broker, tmp_path, 2)
     killed: list[str] = []
 
-    async def scenario() -> EventWatch:
-        async with EventWatch(broker.settings) as watch:
-            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
+    async def scenario(watch: EventWatch) -> None:
+        async def maybe_kill(k: int) -> None:
+            if k == 4:  # mid-meeting; the state blob is every 3 steps, so the survivor replays some
+                await watch.until(lambda: len(watch.run.events) >= 12 * 5, 30, "rounds 0-4 processed")
+                victim = _victim(watch, workers)
+                workers[victim].kill()
+                killed.append(victim)
 
-            async def maybe_kill(k: int) -> None:
-                if k == 4:  # mid-meeting; the state blob is every 3 steps, so the survivor replays some
-                    await watch.until(lambda: len(watch.run.events) >= 12 * 5, 30, "rounds 0-4 processed")
-                    victim = _victim(watch, workers)
-                    workers[victim].kill()
-                    killed.append(victim)
+        await publish_script(nats_server.url, LAYOUT, script, interval_s=0.05, on_round=maybe_kill)
+        await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
 
-            await publish_script(nats_server.url, LAYOUT, script, interval_s=0.05, on_round=maybe_kill)
-            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
-            return watch
-
-    try:
-        watch = asyncio.run(scenario())
-    finally:
-        logs = stop_all(workers)
+    watch, logs = run_scenario(broker, workers, scenario)
     figures = check_exactly_once(watch, script)
     (victim,) = killed
     survivor = next(w for w in workers if w != victim)
@@ -117,31 +123,24 @@ def test_sigstop_past_the_timeout_then_sigcont(nats_server: NatsServer, broker: 
     paused: list[str] = []
     resumed_at: list[int] = []
 
-    async def scenario() -> EventWatch:
-        async with EventWatch(broker.settings) as watch:
-            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
+    async def scenario(watch: EventWatch) -> None:
+        async def pause_resume(k: int) -> None:
+            if k == 3:
+                await watch.until(lambda: len(watch.run.events) >= 12 * 4, 30, "rounds 0-3 processed")
+                victim = _victim(watch, workers)
+                workers[victim].proc.send_signal(signal.SIGSTOP)
+                paused.append(victim)
+            if k == 5:  # the other worker has served the paused one's conversations: resume it
+                theirs = _sessions_of(watch, paused[0])
+                await watch.until(lambda: any(ev["session"] in theirs and ev.get("worker_id") != paused[0]
+                                              for ev in watch.run.events), 30, "takeover of the paused worker")
+                workers[paused[0]].proc.send_signal(signal.SIGCONT)
+                resumed_at.append(len(watch.run.events))
 
-            async def pause_resume(k: int) -> None:
-                if k == 3:
-                    await watch.until(lambda: len(watch.run.events) >= 12 * 4, 30, "rounds 0-3 processed")
-                    victim = _victim(watch, workers)
-                    workers[victim].proc.send_signal(signal.SIGSTOP)
-                    paused.append(victim)
-                if k == 5:  # the other worker has served the paused one's conversations: resume it
-                    theirs = _sessions_of(watch, paused[0])
-                    await watch.until(lambda: any(ev["session"] in theirs and ev.get("worker_id") != paused[0]
-                                                  for ev in watch.run.events), 30, "takeover of the paused worker")
-                    workers[paused[0]].proc.send_signal(signal.SIGCONT)
-                    resumed_at.append(len(watch.run.events))
+        await publish_script(nats_server.url, LAYOUT, script, interval_s=0.05, on_round=pause_resume)
+        await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
 
-            await publish_script(nats_server.url, LAYOUT, script, interval_s=0.05, on_round=pause_resume)
-            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
-            return watch
-
-    try:
-        watch = asyncio.run(scenario())
-    finally:
-        logs = stop_all(workers)
+    watch, logs = run_scenario(broker, workers, scenario)
     figures = check_exactly_once(watch, script)
     stale = paused[0]
     late = {(ev["session"], ev["utterance_id"]) for ev in watch.run.events[resumed_at[0]:]
@@ -182,18 +181,12 @@ def test_publisher_restart_mid_meeting_loses_nothing(nats_server: NatsServer, br
         else:
             await publish_mqtt(nats_server.mqtt_port or 0, script, rounds)
 
-    async def scenario() -> EventWatch:
-        async with EventWatch(broker.settings) as watch:
-            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
-            await send(range(0, 5))  # then it crashes
-            await send(range(0, 8))  # restarted: sends everything again
-            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
-            return watch
+    async def scenario(watch: EventWatch) -> None:
+        await send(range(0, 5))  # then it crashes
+        await send(range(0, 8))  # restarted: sends everything again
+        await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
 
-    try:
-        watch = asyncio.run(scenario())
-    finally:
-        logs = stop_all(workers)
+    watch, logs = run_scenario(broker, workers, scenario)
     figures = check_exactly_once(watch, script)
     assert figures["events_raw"] == figures["unique"] == 6 * 8, f"{figures}\n{logs}"
 
@@ -210,25 +203,18 @@ def test_sigkill_with_the_pcgnet_backend(nats_server: NatsServer, broker: Mosqui
                                         f"{i}/2", "--checkpoint", str(ck), toy=False) for i in range(2)}
     killed: list[str] = []
 
-    async def scenario() -> EventWatch:
-        async with EventWatch(broker.settings) as watch:
-            await watch.until(lambda: watch.online >= set(workers), 240, "workers online")
+    async def scenario(watch: EventWatch) -> None:
+        async def maybe_kill(k: int) -> None:
+            if k == 4:
+                await watch.until(lambda: len(watch.run.events) >= 8 * 5, 60, "rounds 0-4 processed")
+                victim = _victim(watch, workers)
+                workers[victim].kill()
+                killed.append(victim)
 
-            async def maybe_kill(k: int) -> None:
-                if k == 4:
-                    await watch.until(lambda: len(watch.run.events) >= 8 * 5, 60, "rounds 0-4 processed")
-                    victim = _victim(watch, workers)
-                    workers[victim].kill()
-                    killed.append(victim)
+        await publish_script(nats_server.url, LAYOUT, script, interval_s=0.2, on_round=maybe_kill)
+        await watch.until(lambda: watch.have_all(script), 120, "an event for every utterance")
 
-            await publish_script(nats_server.url, LAYOUT, script, interval_s=0.2, on_round=maybe_kill)
-            await watch.until(lambda: watch.have_all(script), 120, "an event for every utterance")
-            return watch
-
-    try:
-        watch = asyncio.run(scenario())
-    finally:
-        logs = stop_all(workers)
+    watch, logs = run_scenario(broker, workers, scenario, online_timeout_s=240)
     figures = check_exactly_once(watch, script, PCGNetBackend.from_checkpoint(ck, worker_id="replay"), atol=2e-5)
     survivor = next(w for w in workers if w not in killed)
     assert _sessions_of(watch, killed[0]) & _sessions_of(watch, survivor), f"no takeover: {figures}\n{logs}"
@@ -242,22 +228,16 @@ def test_a_joining_worker_does_not_take_a_live_conversation(nats_server: NatsSer
     first = start_js_worker("w0", nats_server.url, broker.port, tmp_path, *ARGS, "--member", "0/2")
     workers = {"w0": first}
 
-    async def scenario() -> EventWatch:
-        async with EventWatch(broker.settings) as watch:
-            await watch.until(lambda: "w0" in watch.online, 60, "w0 online")
-            await publish_script(nats_server.url, LAYOUT, script, rounds=range(0, 4))
-            half = {s: u[:4] for s, u in script.items()}
-            await watch.until(lambda: watch.have_all(half), 60, "the first half, by w0 alone")
-            workers["w1"] = start_js_worker("w1", nats_server.url, broker.port, tmp_path, *ARGS, "--member", "1/2")
-            await watch.until(lambda: "w1" in watch.online, 60, "w1 online")
-            await publish_script(nats_server.url, LAYOUT, script, rounds=range(4, 8))
-            await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
-            return watch
+    async def scenario(watch: EventWatch) -> None:
+        await publish_script(nats_server.url, LAYOUT, script, rounds=range(0, 4))
+        half = {s: u[:4] for s, u in script.items()}
+        await watch.until(lambda: watch.have_all(half), 60, "the first half, by w0 alone")
+        workers["w1"] = start_js_worker("w1", nats_server.url, broker.port, tmp_path, *ARGS, "--member", "1/2")
+        await watch.until(lambda: "w1" in watch.online, 60, "w1 online")
+        await publish_script(nats_server.url, LAYOUT, script, rounds=range(4, 8))
+        await watch.until(lambda: watch.have_all(script), 60, "an event for every utterance")
 
-    try:
-        watch = asyncio.run(scenario())
-    finally:
-        logs = stop_all(workers)
+    watch, logs = run_scenario(broker, workers, scenario)
     check_exactly_once(watch, script)
     owners = watch.run.workers_of()
     assert all(ws == {"w0"} for ws in owners.values()), f"a conversation changed hands on a join: {owners}\n{logs}"
@@ -269,21 +249,15 @@ def test_nats_server_restart_mid_meeting(nats_server: NatsServer, broker: Mosqui
     script = make_script(6, 8, seed=9)
     workers = start_workers(nats_server, broker, tmp_path, 2)
 
-    async def scenario() -> EventWatch:
-        async with EventWatch(broker.settings) as watch:
-            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
-            await publish_script(nats_server.url, LAYOUT, script, rounds=range(0, 4))
-            await watch.until(lambda: watch.have_all({s: u[:4] for s, u in script.items()}), 60, "rounds 0-3")
-            nats_server.kill()
-            nats_server.start()
-            await publish_script(nats_server.url, LAYOUT, script, rounds=range(4, 8))
-            await watch.until(lambda: watch.have_all(script), 90, "an event for every utterance")
-            return watch
+    async def scenario(watch: EventWatch) -> None:
+        await publish_script(nats_server.url, LAYOUT, script, rounds=range(0, 4))
+        await watch.until(lambda: watch.have_all({s: u[:4] for s, u in script.items()}), 60, "rounds 0-3")
+        nats_server.kill()
+        nats_server.start()
+        await publish_script(nats_server.url, LAYOUT, script, rounds=range(4, 8))
+        await watch.until(lambda: watch.have_all(script), 90, "an event for every utterance")
 
-    try:
-        watch = asyncio.run(scenario())
-    finally:
-        logs = stop_all(workers)
+    watch, logs = run_scenario(broker, workers, scenario)
     figures = check_exactly_once(watch, script)
     assert figures["unique"] == 6 * 8, logs
 
@@ -299,22 +273,16 @@ def test_sigterm_hands_partitions_over_at_once(nats_server: NatsServer, broker: 
     layout = Layout(partitions=PARTITIONS, priority_timeout_s=120, ack_wait_s=120)
     stopped: list[str] = []
 
-    async def scenario() -> EventWatch:
-        async with EventWatch(broker.settings) as watch:
-            await watch.until(lambda: watch.online >= set(workers), 60, "workers online")
-            await publish_script(nats_server.url, layout, script, rounds=range(0, 4))
-            await watch.until(lambda: watch.have_all({s: u[:4] for s, u in script.items()}), 60, "rounds 0-3")
-            victim = _victim(watch, workers)
-            assert workers[victim].stop() == 0
-            stopped.append(victim)
-            await publish_script(nats_server.url, layout, script, rounds=range(4, 8))
-            await watch.until(lambda: watch.have_all(script), 30, "the rest, served by the other worker")
-            return watch
+    async def scenario(watch: EventWatch) -> None:
+        await publish_script(nats_server.url, layout, script, rounds=range(0, 4))
+        await watch.until(lambda: watch.have_all({s: u[:4] for s, u in script.items()}), 60, "rounds 0-3")
+        victim = _victim(watch, workers)
+        assert workers[victim].stop() == 0
+        stopped.append(victim)
+        await publish_script(nats_server.url, layout, script, rounds=range(4, 8))
+        await watch.until(lambda: watch.have_all(script), 30, "the rest, served by the other worker")
 
-    try:
-        watch = asyncio.run(scenario())
-    finally:
-        logs = stop_all(workers)
+    watch, logs = run_scenario(broker, workers, scenario)
     check_exactly_once(watch, script)
     survivor = next(w for w in workers if w not in stopped)
     assert _sessions_of(watch, stopped[0]) & _sessions_of(watch, survivor), logs
