@@ -126,11 +126,11 @@ async def create_all(nc: NatsClient, layout: Layout) -> None:
         }
         await _api(nc, f"$JS.API.CONSUMER.CREATE.{layout.stream}.{name}",
                    {"stream_name": layout.stream, "config": config, "action": ""})
-    for bucket, history in ((layout.progress_bucket, 1), (layout.state_bucket, 1)):
+    for bucket in (layout.progress_bucket, layout.state_bucket):
         try:
             await js.key_value(bucket)
         except Exception:  # noqa: BLE001 - nats-py raises BucketNotFoundError or NotFoundError by version
-            await js.create_key_value(bucket=bucket, history=history, replicas=layout.replicas,
+            await js.create_key_value(bucket=bucket, history=1, replicas=layout.replicas,
                                       max_value_size=4 * 1024 * 1024)
 
 

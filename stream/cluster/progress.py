@@ -43,7 +43,12 @@ class Fenced(Exception):
 def session_key(partition: int, session: str) -> str:
     """A KV key for any session id: ``<partition>.<URL-safe base64 of its UTF-8>`` (KV keys allow few
     characters; the partition prefix lets a new holder of a partition list and fence its conversations)."""
-    return f"{partition}." + base64.urlsafe_b64encode(session.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+    return f"{partition}.{_key_token(session)}"
+
+
+def _key_token(session: str) -> str:
+    """Any session id as KV key characters: the URL-safe base64 of its UTF-8, unpadded."""
+    return base64.urlsafe_b64encode(session.encode("utf-8", "surrogatepass")).decode().rstrip("=")
 
 
 @dataclass
@@ -171,7 +176,7 @@ class ProgressStore:
         The key is new for every blob (step count and a random part), so a stale worker saving the same
         step never overwrites the blob a committed progress record points to.
         """
-        key = "b." + session_key(0, blob.session)[2:] + f".{blob.epoch}.{secrets.token_hex(4)}"
+        key = f"b.{_key_token(blob.session)}.{blob.epoch}.{secrets.token_hex(4)}"
         await self.state.put(key, encode_state(blob, max_bytes=self.max_state_bytes))
         return key
 

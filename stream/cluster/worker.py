@@ -141,17 +141,16 @@ class Worker:
                                         max_state_bytes=self.params.max_state_bytes)
             life.spawn(f"cluster[{self.worker_id}].backend", self.backend.run(), OnError.CANCEL)
             p = self.params
+            own = [q for q in range(self.layout.partitions) if q % max(1, p.members) == p.member]
             for part in range(self.layout.partitions):
-                own = part % max(1, p.members) == p.member
-                if own or p.standby:
-                    life.spawn(f"cluster[{self.worker_id}].p{part}", self._pull(part, 0.0 if own else p.standby_delay_s),
-                               OnError.CANCEL)
+                if part in own or p.standby:
+                    life.spawn(f"cluster[{self.worker_id}].p{part}",
+                               self._pull(part, 0.0 if part in own else p.standby_delay_s), OnError.CANCEL)
             # The sink's "online" status record (<root>/$status/<client_id>, with worker_id) now means "pulling".
             sink = asyncio.get_running_loop().create_task(self.sink.run(), name=f"cluster[{self.worker_id}].sink")
             self.ready.set()
             log.info("worker %s: pulling partitions %s of %d (standby for the others: %s)", self.worker_id,
-                     [q for q in range(self.layout.partitions) if q % max(1, p.members) == p.member],
-                     self.layout.partitions, p.standby)
+                     own, self.layout.partitions, p.standby)
             await self._stop.wait()
         finally:
             await life.cancel_all(5.0)  # pull loops first: no new input
