@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -37,16 +36,6 @@ from tests.voicing import SpeakerScores, VoicedDialogue  # noqa: E402
 
 FLITE = ("flite:slt", "flite:rms", "flite:kal16", "flite:awb")
 ESPEAK = ("en-us+m3", "en-us+f3", "en+m4", "en+f2", "en-us+m5")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def fillets(tune: bool, limit: int, vad: object) -> list[VoicedDialogue]:
@@ -108,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", action="store_true", help="also the path before this work (espeak-tuned, no turns)")
     ap.add_argument("--only", default="", help="only the settings whose name contains this")
     args = ap.parse_args(argv)
-    from benchmarks.machine import header
+    from benchmarks.machine import cpu_model, header, load
     print(header(), flush=True)  # CPU, flags, text dtype, load: speed figures depend on them
     import torch
 
@@ -134,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.only not in name:
                 continue
             print(run(label, convs, name, make, vad), flush=True)
-    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
+    print(f"load average (1, 5, 15 min): {load()}, {os.cpu_count()} CPUs")
     return 0
 
 

@@ -20,6 +20,13 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere the machine type)."""
+    from extractors.cpu import detect
+
+    return detect().model
+
+
 def header(text_dtype: str | None = None, extractor: str = "mpnet-base-meld") -> str:
     """Two lines: the CPU (model, flags of interest, native bfloat16 or not, cores) and the load average; the
     text dtype in use (``text_dtype``, else what ``auto`` picks here for ``extractor``)."""

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 from extractors.base import ExtractorError
-from extractors.cpu import Capability
+from extractors.cpu import DTYPES, Capability
 from extractors.text import TransformerTextExtractor, minilm_model_dir, sha256_file, verify_minilm
 
 __all__ = ["BASES", "CONTEXT_NAME", "FORMAT", "NAME", "MeldTextExtractor", "base_model_dir", "delta_fingerprint",
@@ -106,7 +106,7 @@ class MeldTextExtractor(TransformerTextExtractor):
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("base") not in BASES:
             raise ExtractorError(f"{meta_path}: not a {FORMAT} description of a delta on one of {', '.join(BASES)}")
         validated = meta.get("dtype", "float32")
-        if validated not in ("float32", "bfloat16"):
+        if validated not in DTYPES:
             raise ExtractorError(f"{meta_path}: dtype must be float32 or bfloat16 (got {validated!r})")
         digest = sha256_file(weights)
         if digest != meta.get("weights_sha256"):

@@ -7,7 +7,7 @@ encoders take ``dtype`` (``auto|float32|bfloat16``, :mod:`extractors.cpu`); the 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,23 +257,28 @@ def create(name: str, *, dtype: str = "auto", backend: str = "torch", **options:
     return spec.factory(**options)
 
 
-def backend_of(extractor: object) -> str | None:
-    """``torch`` or ``onnx`` for a built extractor's transformer encoders (``a+b`` when parts differ), else None."""
-    own = getattr(extractor, "backend", None)
+def _joined(found: Iterable[str | None]) -> str | None:
+    """The distinct values in order, ``a+b`` (None values skipped), or None when there are none."""
+    return "+".join(dict.fromkeys(d for d in found if d is not None)) or None
+
+
+def _encoder_attr(extractor: object, attr: str) -> str | None:
+    """``attr`` of a built extractor's transformer encoders: its own, else its parts' joined."""
+    own = getattr(extractor, attr, None)
     if isinstance(own, str):
         return own
-    found = [d for p in getattr(extractor, "parts", ()) if (d := backend_of(p)) is not None]
-    return "+".join(dict.fromkeys(found)) or None
+    return _joined(_encoder_attr(p, attr) for p in getattr(extractor, "parts", ()))
+
+
+def backend_of(extractor: object) -> str | None:
+    """``torch`` or ``onnx`` for a built extractor's transformer encoders (``a+b`` when parts differ), else None."""
+    return _encoder_attr(extractor, "backend")
 
 
 def dtype_of(extractor: object) -> str | None:
     """The dtype a built extractor's transformer encoders run in (``a+b`` for a concatenation whose parts
     differ), or None when it has none."""
-    own = getattr(extractor, "dtype", None)
-    if isinstance(own, str):
-        return own
-    found = [d for p in getattr(extractor, "parts", ()) if (d := dtype_of(p)) is not None]
-    return "+".join(dict.fromkeys(found)) or None
+    return _encoder_attr(extractor, "dtype")
 
 
 def auto_dtype(name: str, capability: Capability | None = None) -> str | None:
@@ -284,8 +289,7 @@ def auto_dtype(name: str, capability: Capability | None = None) -> str | None:
         return None
     cap = capability or detect()
     if spec.parts:
-        found = [d for p in spec.parts if (d := auto_dtype(p, cap)) is not None]
-        return "+".join(dict.fromkeys(found)) or None
+        return _joined(auto_dtype(p, cap) for p in spec.parts)
     validated = spec.validated() if spec.validated is not None else None
     return None if validated is None else choose_dtype("auto", cap, validated).dtype
 

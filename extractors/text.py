@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 from extractors.base import ExtractorError, Feature, UtteranceMedia
 from extractors.cpu import Capability, DtypeChoice
+from extractors.onnx_backend import BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class TransformerTextExtractor:
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling: expected 'mean' or 'cls' (got {pooling!r})")
         capability = capability or detect()  # once, at load: the dtype never changes while the encoder lives
-        if backend not in ("torch", "onnx"):
+        if backend not in BACKENDS:
             raise ExtractorError(f"text backend must be torch or onnx (got {backend!r})")
         if backend == "onnx" and dtype == "bfloat16":
             raise ExtractorError("--text-backend onnx runs float32; leave --text-dtype auto or float32")

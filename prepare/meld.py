@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 
 from extractors.base import ExtractorError, UtteranceMedia
+from extractors.cpu import CHOICES
+from extractors.onnx_backend import BACKENDS
 from extractors.registry import parts as registry_parts
 from extractors.text import asr_style, encoder_input, sha256_file
 from pcgnet.config import MELD_LABELS
@@ -337,7 +339,6 @@ def cache_namespace(extractor: str, dtype: str | None = None) -> str:
     return f"{extractor}@{fingerprint[:16]}{ran}" if fingerprint else f"{extractor}{ran}"
 
 
-
 @dataclass(frozen=True)
 class Extracted:
     """Text vectors, one row per utterance, and the feature-cache namespace they are keyed by (the sidecar
@@ -609,10 +610,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-vectors", type=Path, nargs="+", default=(), metavar="NPZ",
                    help="cross-fitted train vectors (finetune_text.py --fold K/N, all folds) in place of the "
                         "extractor's for the train split")
-    p.add_argument("--text-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+    p.add_argument("--text-dtype", choices=CHOICES, default="auto",
                    help="text encoder dtype: auto = bfloat16 only where the CPU has avx512_bf16/amx_bf16 (and the "
                         "encoder is validated in it), float32 elsewhere; recorded in the cache namespace")
-    p.add_argument("--text-backend", choices=["torch", "onnx"], default="torch",
+    p.add_argument("--text-backend", choices=BACKENDS, default="torch",
                    help="text encoder runtime: torch, or onnx (ONNX Runtime, float32, ~2.5x faster than torch float32)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)

@@ -190,12 +190,7 @@ def voice_lines(lines: Sequence[Line], *, name: str = "dialogue", pause_s: float
     with the previous turn, the two voices mixed), for turns taken as people take them."""
     if gaps is not None:
         return _voice_with_gaps(lines, name, voices, gaps)
-    voice_of: dict[str, str] = {}
-    for line in lines:
-        if line.speaker not in voice_of:
-            if len(voice_of) == len(voices):
-                raise VoicingError(f"{name}: more than {len(voices)} speakers")
-            voice_of[line.speaker] = voices[len(voice_of)]
+    voice_of = _voices_by_speaker(lines, name, voices)
     pieces = [np.zeros(int(LEAD_S * RATE), np.float32)]
     n, segments = pieces[0].size, []
     gap = np.zeros(int(pause_s * RATE), np.float32)
