@@ -13,7 +13,6 @@ mono signal then takes the same :class:`~stream.capture.pcm.LevelNormaliser` and
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -66,9 +65,9 @@ def situations(speech: np.ndarray, turns: list[tuple[int, int]], rng: np.random.
 
 
 def main() -> int:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    print(f"CPU: {model}; loadavg {Path('/proc/loadavg').read_text().split()[:3]}")
+    from benchmarks.machine import header, load
+
+    print(header())
     v = voice_lines([Line(sp, t) for sp, t in LINES], name="downmix")
     turns = [(int(g.t_start * RATE), int(g.t_end * RATE)) for g in v.segments]
     gold = [" ".join(t for _, t in LINES)]
@@ -88,7 +87,7 @@ def main() -> int:
         print(f"{name:26s}" + "".join(f"{w:14.3f}" for w, _ in wers))
     print(f"{'mean over situations':26s}" + "".join(f"{np.mean([r[1][i][0] for r in rows]):14.3f}"
                                                       for i in range(len(methods))))
-    print(f"loadavg after {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(f"load average after: {load()}")
     return 0
 
 

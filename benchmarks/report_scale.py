@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks.machine
 LABELS = ["neutral", "happiness", "surprise", "fear", "sadness", "disgust", "anger"]
 SETTINGS = [(100, 10_000), (400, 40_000), (1_000, 100_000), (2_000, 100_000)]
 
@@ -51,23 +51,6 @@ def write_log(path: Path, speakers: int, events: int, seed: int = 0) -> None:
             last[spk] = expr
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
 def run(log: Path, out: Path, png: bool) -> tuple[float, float, float, int]:
     """(wall seconds, CPU seconds, peak RSS MiB of the report process, exit status)."""
     cmd = [sys.executable, "-m", "prepare.cli", "report", str(log), "--out", str(out)]
@@ -91,7 +74,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only 1,000 speakers x 100k events")
     args = ap.parse_args()
     settings = [(1_000, 100_000)] if args.quick else SETTINGS
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); load average before: {loadavg()}")
+    from benchmarks.machine import header, load
+
+    print(header())
     print("wall s = elapsed, cpu s = the report process's user+sys (less sensitive to the load)")
     print(f"{'speakers':>8} {'events':>8} {'log MB':>7} {'html wall s':>11} {'cpu s':>6} {'html MB':>8} "
           f"{'+png wall s':>11} {'cpu s':>6} {'peak RSS MiB':>12}  load")
@@ -104,8 +89,8 @@ def main() -> None:
             status = "" if rc1 == rc2 == 0 else f"  FAILED (exit {rc1}, {rc2})"
             print(f"{speakers:>8} {events:>8} {log.stat().st_size / 1e6:>7.1f} {html_s:>11.1f} {html_cpu:>6.1f} "
                   f"{(Path(tmp) / 'a.html').stat().st_size / 1e6:>8.1f} {png_s:>11.1f} {png_cpu:>6.1f} "
-                  f"{peak:>12.0f}  {loadavg()}{status}", flush=True)
-    print(f"load average after: {loadavg()}")
+                  f"{peak:>12.0f}  {load()}{status}", flush=True)
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":

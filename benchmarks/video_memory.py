@@ -39,12 +39,6 @@ LINES = [("A", "Let us go through the numbers for the third quarter before lunch
          ("B", "I will ask them today and send it to you tomorrow morning.")]
 
 
-def cpu_line() -> str:
-    model = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
-                  if x.startswith("model name")), "unknown")
-    return f"CPU {model} x{os.cpu_count()}; loadavg {' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
-
-
 def speech(seconds: float) -> np.ndarray:
     """Voiced turns repeated to ``seconds`` at 48 kHz stereo (the second channel a little quieter)."""
     from extractors.audio import resample
@@ -154,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     lengths = [float(x) for x in str(args.seconds).split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
-    print(cpu_line())
+    from benchmarks.machine import header, load
+
+    print(header())
     checkpoint = args.checkpoint
     if checkpoint is None:
         from tests.support.checkpoints import make_tiny_checkpoint
@@ -182,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     both = [(s, v - a) for (s, a), (_, v) in zip(peaks["--audio"], peaks["--video"], strict=False)]
     for seconds, diff in both:
         print(f"{seconds:5.0f} s clip: video - audio {diff:+.0f} MB peak RSS (target: within ~1500 MB for an hour)")
-    print(cpu_line())
+    print(f"load average after: {load()}")
     return 0
 
 

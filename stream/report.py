@@ -223,8 +223,8 @@ def _same_file(a: Path, b: Path) -> bool:
 def check_outputs(source: Path, outputs: list[Path]) -> None:
     """ValueError (one line) when an output would overwrite an input or another output, is a folder, or its
     folder cannot be created: checked before anything is drawn, so a mistake costs nothing."""
-    inputs = [f for f, _ in input_files(source)]
-    inputs += [d / "utterances.jsonl" for _, d in input_files(source) if d is not None]
+    files = input_files(source)
+    inputs = [f for f, _ in files] + [d / "utterances.jsonl" for _, d in files if d is not None]
     for k, out in enumerate(outputs):
         if out.is_dir():
             raise ValueError(f"{out}: is a folder; give a file name, e.g. {out / 'report.html'}")

@@ -57,23 +57,24 @@ class SessionEvents:
     @functools.cached_property
     def by_speaker(self) -> dict[str, list[dict[str, Any]]]:
         """Each speaker's emotions, speakers in order of appearance (grouped once: reports of 1,000 speakers)."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        for e in self.emotions:
-            out.setdefault(e["speaker"], []).append(e)
-        return out
+        return _by_speaker(self.emotions)
 
     @functools.cached_property
     def shifts_by_speaker(self) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for x in self.shifts:
-            out.setdefault(x["speaker"], []).append(x)
-        return out
+        return _by_speaker(self.shifts)
 
     def top_speakers(self, n: int) -> list[str]:
         """The ``n`` speakers with most utterances (ties: first to speak), in order of appearance."""
         order = {spk: k for k, spk in enumerate(self.by_speaker)}
         top = sorted(self.by_speaker, key=lambda spk: (-len(self.by_speaker[spk]), order[spk]))[:n]
         return sorted(top, key=order.__getitem__)
+
+
+def _by_speaker(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        out.setdefault(e["speaker"], []).append(e)
+    return out
 
 
 def _type_name(value: object) -> str:
@@ -143,8 +144,9 @@ def _line_numbers(path: Path) -> list[int]:
         return [no for no, ln in enumerate(f, 1) if ln.strip()]
 
 
-def group_events(objs: list[dict[str, Any]], where: Path, lines: list[int] | None = None) -> dict[str, SessionEvents]:
-    """Validated emotion, shift and error events by session; SessionFormatError names the first bad field."""
+def group_events(objs: list[dict[str, Any]], where: Path) -> dict[str, SessionEvents]:
+    """Validated emotion, shift and error events by session (``objs`` as read_jsonl read them from ``where``);
+    SessionFormatError names the first bad field and its line."""
     sessions: dict[str, SessionEvents] = {}
     seen: set[str] = set()
     for k, o in enumerate(objs):
@@ -154,7 +156,8 @@ def group_events(objs: list[dict[str, Any]], where: Path, lines: list[int] | Non
         try:
             _check(o)
         except ValueError as e:
-            line = lines[k] if lines is not None and k < len(lines) else k + 1
+            lines = _line_numbers(where)  # read again only to name the line of a bad event
+            line = lines[k] if k < len(lines) else k + 1
             raise SessionFormatError(f"{where}:{line}: {kind} event: {e}") from None
         eid = o.get("event_id") or ""
         if eid and kind != "error":
@@ -203,9 +206,10 @@ def load_sessions(path: Path) -> list[SessionEvents]:
     """Sessions of an events log, a recorded session folder, or a folder of recorded session folders."""
     out: list[SessionEvents] = []
     for file, folder in input_files(path):
-        for s in group_events(read_jsonl(file), file, _line_numbers(file)).values():
-            if folder is not None:
-                s.reference = _reference(folder)
+        sessions = group_events(read_jsonl(file), file).values()
+        reference = _reference(folder) if folder is not None and sessions else {}
+        for s in sessions:
+            s.reference = reference
             out.append(s)
     out = [s for s in out if s.emotions]
     if not out:

