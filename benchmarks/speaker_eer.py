@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in embedders:
         print(f"{k:<24} EER {100 * eer(np.array(scores[k][0]), t):5.1f}%   level-mean removed "
               f"{100 * eer(np.array(scores[k][1]), t):5.1f}%   CPU {cpu[k]:.1f} s")
-    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
+    from benchmarks.machine import load
+
+    print(f"load average (1, 5, 15 min): {load()}, {os.cpu_count()} CPUs")
     return 0
 
 

@@ -158,12 +158,15 @@ def _join_same(audio: np.ndarray, turns: list[Turn], probe: TurnProbe[P]) -> lis
     """Join neighbours that the two stages cut apart but that are one voice (a pause cut inside a turn that
     began over someone else's, whose first group mixed two voices)."""
     out = [turns[0]]
+    prev_voice = probe.voice(audio[turns[0].start:turns[0].end])  # each span's print measured once
     for t in turns[1:]:
-        prev = out[-1]
-        if probe.same([probe.voice(audio[prev.start:prev.end])], probe.voice(audio[t.start:t.end])):
+        prev, voice = out[-1], probe.voice(audio[t.start:t.end])
+        if probe.same([prev_voice], voice):
             out[-1] = Turn(prev.start, t.end, prev.overlap or t.overlap)
+            prev_voice = probe.voice(audio[prev.start:t.end])
         else:
             out.append(t)
+            prev_voice = voice
     return out
 
 
