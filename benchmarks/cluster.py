@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +103,7 @@ class Bench:
                 evs = list(zip(watch.run.events[n0:], watch.run.received_at[n0:], strict=True))
                 lat = [1000 * (t - sent[(ev["session"], ev["utterance_id"])]) for ev, t in evs
                        if (ev["session"], ev["utterance_id"]) in sent]
-                load: dict[str, int] = {}
-                for ev, _ in evs:
-                    if ev["session"] not in script:
-                        continue
-                    load[ev["worker_id"]] = load.get(ev["worker_id"], 0) + 1
+                load = dict(Counter(ev["worker_id"] for ev, _ in evs if ev["session"] in script))
                 return {"workers": n, "utterances": total, "elapsed_s": elapsed, "utt_per_s": total / elapsed,
                         "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "load": load,
                         "worker_cpu_ms_per_utt": 1000 * wcpu / total, "nats_cpu_ms_per_utt": 1000 * ncpu / total,
@@ -127,10 +124,8 @@ class Bench:
                 async def maybe_signal(k: int) -> None:
                     if k != a.takeover_rounds // 2:
                         return
-                    load: dict[str, int] = {}
                     mine = [ev for ev in watch.run.events if ev["session"] in script]
-                    for ev in mine:
-                        load[ev["worker_id"]] = load.get(ev["worker_id"], 0) + 1
+                    load = Counter(ev["worker_id"] for ev in mine)
                     victim = max(load, key=lambda w: load[w])
                     state["victim"] = victim
                     state["orphans"] = {ev["session"] for ev in mine if ev["worker_id"] == victim}

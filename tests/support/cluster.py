@@ -96,10 +96,7 @@ class ClusterRun:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)
-    t_first_send: float = 0.0
     t_last_event: float = 0.0
-    kill_time: float | None = None
-    killed: str | None = None
 
     def unique(self) -> dict[str, dict[str, Any]]:
         """event id -> the first event with that id."""
@@ -153,7 +150,6 @@ class EventWatch:
         self._changed = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
-        self.on_event: Callable[[ClusterRun], None] | None = None
 
     async def __aenter__(self) -> EventWatch:
         self._client = aiomqtt.Client(**self.settings.client_kwargs(max_queued_incoming_messages=0))
@@ -188,8 +184,6 @@ class EventWatch:
                 self.run.events.append(obj)
                 self.run.received_at.append(time.time())
                 self.run.t_last_event = time.time()
-                if self.on_event is not None:
-                    self.on_event(self.run)
             self._changed.set()
 
     async def until(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
