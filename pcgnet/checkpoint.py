@@ -68,11 +68,11 @@ class LoadedCheckpoint:
 
     @property
     def extractors(self) -> dict[str, dict[str, Any]]:
-        return dict(self.meta.get("extractors") or {})
+        return dict(self.info.raw.get("extractors") or {})
 
     @property
     def persona(self) -> dict[str, Any]:
-        return dict(self.meta.get("persona") or {})
+        return dict(self.info.raw.get("persona") or {})
 
     @property
     def shift_rule(self) -> ShiftRule:
@@ -291,17 +291,16 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     cfg_path, weights = _locate(path)
-    meta = read_meta(cfg_path)
-    info = CheckpointMeta.from_json(meta, str(cfg_path))
+    info = CheckpointMeta.from_json(read_meta(cfg_path), str(cfg_path))
     config = info.model
     if expect_extractors:
         info.check_extractors(expect_extractors, str(cfg_path))
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing (the weights of {cfg_path.parent})")
     digest = _sha256(weights)
-    if digest != meta["weights_sha256"]:
+    if digest != info.weights_sha256:
         raise CheckpointError(
-            f"{weights}: sha256 {digest[:12]}... does not match config.json ({meta['weights_sha256'][:12]}...); "
+            f"{weights}: sha256 {digest[:12]}... does not match config.json ({info.weights_sha256[:12]}...); "
             "the weights were modified or belong to another checkpoint")
     try:
         dev = resolve_device(device)

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
+import jsonschema  # type: ignore[import-untyped]  # no stubs installed (mypy follows this via tests/support)
+import yaml  # type: ignore[import-untyped]
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 ASYNCAPI = DOCS / "asyncapi.yaml"
@@ -22,7 +22,8 @@ ASYNCAPI = DOCS / "asyncapi.yaml"
 
 @functools.cache
 def asyncapi() -> dict[str, Any]:
-    return yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
+    doc: dict[str, Any] = yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
+    return doc
 
 
 def resolve(ref: str) -> dict[str, Any]:
@@ -31,13 +32,15 @@ def resolve(ref: str) -> dict[str, Any]:
         node: Any = asyncapi()
         for part in ref[2:].split("/"):
             node = node[part]
-        return node
+        found: dict[str, Any] = node
+        return found
     return _schema_file(ref)
 
 
 @functools.cache
 def _schema_file(ref: str) -> dict[str, Any]:
-    return json.loads((DOCS / ref).read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads((DOCS / ref).read_text(encoding="utf-8"))
+    return schema
 
 
 def payload_schema(message: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +83,7 @@ def check_message(topic: str, payload: bytes | bytearray | dict[str, Any], root:
     """Validates one message the analyzer published; returns the payload object (None for a clearing
     empty retained message, which the document allows on the speaker channel only)."""
     name, schema = channel_of(topic, root)
+    obj: dict[str, Any]
     if isinstance(payload, bytes | bytearray):
         if not payload:
             assert name == "speaker", f"empty payload on {topic!r} (only speaker state is cleared)"

@@ -28,6 +28,14 @@ from .test_replay_e2e import DEMO, ROOT, read_jsonl, run_live
 pytestmark = pytest.mark.mqtt
 
 
+async def _until_offline(sub: DocumentSubscriber, count: int) -> None:
+    """Wait (up to 5 s) until ``sub`` accepted ``count`` status records saying ``offline``."""
+    for _ in range(100):
+        if sum(o["state"] == "offline" for n, o, _ in sub.accepted if n == "status") >= count:
+            return
+        await asyncio.sleep(0.05)
+
+
 def test_schemas_are_valid_and_every_example_validates() -> None:
     doc = asyncapi()
     assert doc["asyncapi"].startswith("3.0") and doc["info"]["version"] == "1"
@@ -103,10 +111,7 @@ def test_a_subscriber_written_from_the_document_gets_every_event_of_two_runs(
                                          str(tiny_checkpoint), "--mqtt", mosquitto.url, "--events", str(log))
                 assert rc == 0, out
                 logs.append(read_jsonl(log))
-                for _ in range(100):  # the offline record is the last message of a run
-                    if sum(o["state"] == "offline" for n, o, _ in sub.accepted if n == "status") > run:
-                        break
-                    await asyncio.sleep(0.05)
+                await _until_offline(sub, run + 1)  # the offline record is the last message of a run
             task.cancel()
         return logs
 
@@ -203,10 +208,7 @@ def test_two_processes_on_one_session_keep_their_own_status_and_run_records(
                 run_live("--replay", str(DEMO), "--speed", "0", "--no-tui", "--checkpoint", str(tiny_checkpoint),
                          "--mqtt", mosquitto.url) for _ in range(2)))
             assert all(rc == 0 for rc, _ in results), results
-            for _ in range(100):
-                if sum(o["state"] == "offline" for n, o, _ in sub.accepted if n == "status") >= 2:
-                    break
-                await asyncio.sleep(0.05)
+            await _until_offline(sub, 2)
             task.cancel()
         retained: list[tuple[str, dict[str, Any]]] = []
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="late",
