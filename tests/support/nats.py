@@ -68,13 +68,12 @@ class NatsServer:
         assert self.mqtt_port is not None, "started without mqtt=True"
         return f"mqtt://127.0.0.1:{self.mqtt_port}"
 
-    def start(self, *, wait: bool = True) -> NatsServer:
+    def start(self) -> NatsServer:
         """Starts (or restarts with the same store and ports) and waits until its ports accept connections."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([self.exe, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
+        self.wait_ready()
         return self
 
     def wait_ready(self, timeout_s: float = 20) -> None:
