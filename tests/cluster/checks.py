@@ -12,9 +12,9 @@ from tests.support.cluster import EventWatch
 from tests.support.toy_backend import ToyBackend
 
 
-async def replay(backend: ConversationBackend, script: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str], dict]:
+async def replay(backend: ConversationBackend, script: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str], dict[str, Any]]:
     """Each conversation run start to end in this process: (session, utterance id) -> emotion event."""
-    out: dict[tuple[str, str], dict] = {}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     runner = asyncio.get_running_loop().create_task(backend.run())
     try:
         for session, utts in script.items():
