@@ -8,10 +8,12 @@ duplicates by the documented key; two consecutive runs of the demo must arrive c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,27 @@ from tests.support.subscriber import DocumentSubscriber, documented_event_id
 from .test_replay_e2e import DEMO, ROOT, read_jsonl, run_live
 
 pytestmark = pytest.mark.mqtt
+
+
+@contextlib.asynccontextmanager
+async def _following(sub: DocumentSubscriber, port: int,
+                     also: Callable[[aiomqtt.Message], None] | None = None) -> AsyncIterator[None]:
+    """While the block runs, a client "robot" on every filter of the document feeds ``sub`` (and ``also``)."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier="robot", protocol=aiomqtt.ProtocolVersion.V5) as client:
+        for f in sub.filters:
+            await client.subscribe(f, qos=1)
+
+        async def listen() -> None:
+            async for m in client.messages:
+                sub.on_message(str(m.topic), bytes(m.payload), bool(m.retain))  # type: ignore[arg-type]
+                if also is not None:
+                    also(m)
+
+        task = asyncio.create_task(listen())
+        try:
+            yield
+        finally:
+            task.cancel()
 
 
 async def _until_offline(sub: DocumentSubscriber, count: int) -> None:
@@ -91,20 +114,13 @@ def test_a_subscriber_written_from_the_document_gets_every_event_of_two_runs(
 
     expiries: list[int | None] = []
 
+    def note_expiry(m: aiomqtt.Message) -> None:
+        if "/speakers/" in str(m.topic) and m.payload:
+            expiries.append(getattr(m.properties, "MessageExpiryInterval", None))
+
     async def go() -> list[list[dict[str, Any]]]:
         logs = []
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="robot",
-                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
-            for f in sub.filters:
-                await client.subscribe(f, qos=1)
-
-            async def listen() -> None:
-                async for m in client.messages:
-                    sub.on_message(str(m.topic), bytes(m.payload), bool(m.retain))  # type: ignore[arg-type]
-                    if "/speakers/" in str(m.topic) and m.payload:
-                        expiries.append(getattr(m.properties, "MessageExpiryInterval", None))
-
-            task = asyncio.create_task(listen())
+        async with _following(sub, mosquitto.port, note_expiry):
             for run in range(2):
                 log = tmp_path / f"run{run}.jsonl"
                 rc, out = await run_live("--replay", str(DEMO), "--speed", "0", "--no-tui", "--checkpoint",
@@ -112,7 +128,6 @@ def test_a_subscriber_written_from_the_document_gets_every_event_of_two_runs(
                 assert rc == 0, out
                 logs.append(read_jsonl(log))
                 await _until_offline(sub, run + 1)  # the offline record is the last message of a run
-            task.cancel()
         return logs
 
     logs = asyncio.run(go())
@@ -194,22 +209,12 @@ def test_two_processes_on_one_session_keep_their_own_status_and_run_records(
     sub = DocumentSubscriber()
 
     async def go() -> list[tuple[str, dict[str, Any]]]:
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="robot",
-                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
-            for f in sub.filters:
-                await client.subscribe(f, qos=1)
-
-            async def listen() -> None:
-                async for m in client.messages:
-                    sub.on_message(str(m.topic), bytes(m.payload), bool(m.retain))  # type: ignore[arg-type]
-
-            task = asyncio.create_task(listen())
+        async with _following(sub, mosquitto.port):
             results = await asyncio.gather(*(
                 run_live("--replay", str(DEMO), "--speed", "0", "--no-tui", "--checkpoint", str(tiny_checkpoint),
                          "--mqtt", mosquitto.url) for _ in range(2)))
             assert all(rc == 0 for rc, _ in results), results
             await _until_offline(sub, 2)
-            task.cancel()
         retained: list[tuple[str, dict[str, Any]]] = []
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="late",
                                   protocol=aiomqtt.ProtocolVersion.V5) as late:
