@@ -269,7 +269,7 @@ def load_analyzer(checkpoint: str | Path, params: LiveParams | None = None, *,
     if not ck.config.causal:
         raise CheckpointError(f"{checkpoint}: not a causal model (config.causal=false); live inference needs one")
     if extractors is None:
-        exs = build_extractors(ck.extractors, ck.config.modalities, ck.config.dims, where=str(checkpoint),
+        exs = build_extractors(ck.info.extractors, ck.config.modalities, ck.config.dims, where=str(checkpoint),
                                dtype=params.inference.text_dtype, backend=params.inference.text_backend)
     else:
         missing = [m for m in ck.config.modalities if m not in extractors]

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from extractors.base import Extractor, ExtractorError, Feature, UtteranceMedia
 
 from .batching import MicroBatcher
 from .frames import Utterance
+
+if TYPE_CHECKING:
+    from pcgnet.checkpoint_meta import ExtractorSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,10 @@ def media_of(utt: Utterance, context: Sequence[tuple[str, str]] = ()) -> Utteran
                           speaker=utt.speaker, context=tuple(context))
 
 
-def build_extractors(spec: Mapping[str, Any], modalities: Sequence[str], dims: Mapping[str, int],
+def build_extractors(spec: Mapping[str, ExtractorSpec], modalities: Sequence[str], dims: Mapping[str, int],
                      where: str = "checkpoint", dtype: str = "auto", backend: str = "torch") -> dict[str, Extractor]:
-    """Create the extractor named for each modality the model uses; checks each one's dim. ``dtype``: the text
+    """Create the extractor named for each modality the model uses (``spec``: the checkpoint's,
+    :attr:`pcgnet.checkpoint_meta.CheckpointMeta.extractors`); checks each one's dim. ``dtype``: the text
     encoders' (``auto|float32|bfloat16``, :func:`extractors.cpu.choose_dtype`), ``backend`` their runtime
     (``torch|onnx``)."""
     from extractors import registry
@@ -53,10 +57,10 @@ def build_extractors(spec: Mapping[str, Any], modalities: Sequence[str], dims: M
     out: dict[str, Extractor] = {}
     for m in modalities:
         entry = spec.get(m)
-        if not entry or not entry.get("name"):
+        if entry is None or not entry.name:
             raise FeatureConfigError(f"{where}: config.json names no extractor for modality {m!r} "
                                      f"(its 'extractors' section has {sorted(spec)})")
-        name = str(entry["name"])
+        name = entry.name
         try:
             ex = registry.create(name, dtype=dtype, backend=backend)
         except ExtractorError as e:
